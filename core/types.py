@@ -1,0 +1,162 @@
+"""Shared value types and the two one-method model interfaces.
+
+Every layer speaks these: the memory bank returns `Memory`/`Hit`/`MemoryChanges`, the
+manager produces `MemoryOp`s, the GUI redraws from `MemoryChanges`, and any chat model
+(llama.cpp or the scripted fake) satisfies `ChatBackend`.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Iterator, Literal, Mapping, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+Status = Literal["active", "deleted", "superseded"]
+OpEvent = Literal["ADD", "UPDATE", "DELETE", "NONE"]
+Actor = Literal["manager", "user", "import"]
+Message = Mapping[str, str]  # {"role": "system"|"user"|"assistant", "content": "..."}
+
+
+@dataclass(frozen=True)
+class Memory:
+    """One row of `memories` (the source of truth)."""
+
+    id: int
+    text: str
+    speaker: str | None = None
+    observed_at: str | None = None  # the conversation timestamp, as text ("1:56 pm on 8 May, 2023" or ISO)
+    created_at: str = ""  # ISO-8601 UTC
+    updated_at: str = ""
+    source: str | None = None  # "chat:<conversation>/<message>", "import:<file>", "locomo:conv-26/D1:3"
+    status: Status = "active"
+    version: int = 1
+
+    def prompt_line(self) -> str:
+        """How a memory is shown to a model: `<timestamp>: <text>` (method.md §1)."""
+        return f"{self.observed_at}: {self.text}" if self.observed_at else self.text
+
+
+@dataclass(frozen=True)
+class Hit:
+    memory: Memory
+    score: float  # higher is better; cosine similarity for vector search
+
+
+@dataclass(frozen=True)
+class MemoryEvent:
+    """One row of `memory_events`."""
+
+    id: int
+    memory_id: int | None
+    event: str  # ADD UPDATE DELETE NOOP EDIT RESTORE IMPORT UNDO
+    old_text: str | None
+    new_text: str | None
+    actor: str
+    at: str
+    turn: str | None = None  # what caused it, e.g. "chat:3/17"
+    undone: bool = False
+
+
+@dataclass(frozen=True)
+class MemoryOp:
+    """One validated manager operation, already mapped from alias to real id."""
+
+    event: OpEvent
+    text: str = ""
+    memory_id: int | None = None  # required for UPDATE / DELETE; optional for NONE
+    old_text: str | None = None
+    speaker: str | None = None
+    observed_at: str | None = None
+    source: str | None = None
+
+
+@dataclass
+class MemoryChanges:
+    """What one operation changed (Anki's OpChanges): the GUI redraws only these rows."""
+
+    added: list[Memory] = field(default_factory=list)
+    updated: list[Memory] = field(default_factory=list)
+    deleted: list[Memory] = field(default_factory=list)
+    noops: int = 0
+    event_ids: list[int] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.updated or self.deleted)
+
+    def summary(self) -> str:
+        parts = []
+        for name, rows in (("added", self.added), ("updated", self.updated), ("deleted", self.deleted)):
+            if rows:
+                parts.append(f"{len(rows)} {name}")
+        return ", ".join(parts) or "no change"
+
+    def merge(self, other: "MemoryChanges") -> "MemoryChanges":
+        return MemoryChanges(
+            self.added + other.added,
+            self.updated + other.updated,
+            self.deleted + other.deleted,
+            self.noops + other.noops,
+            self.event_ids + other.event_ids,
+        )
+
+
+@dataclass(frozen=True)
+class GenParams:
+    """Sampling settings for one generation."""
+
+    temperature: float = 0.7
+    top_p: float = 0.95
+    max_tokens: int = 512
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+
+
+class CancelToken:
+    """A flag checked between tokens; set from any thread."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+
+@runtime_checkable
+class ChatBackend(Protocol):
+    """A chat model (simonw/llm's `Model.execute`): llama.cpp or the scripted fake.
+
+    `complete` yields text pieces as they are generated; with `schema` the output is
+    constrained to JSON matching it. When `cancel` is set it stops within one token.
+    Not thread-safe: one owner thread at a time (the runtime holds a lock).
+    """
+
+    name: str
+
+    def complete(
+        self,
+        messages: Sequence[Message],
+        *,
+        params: GenParams = GenParams(),
+        schema: dict | None = None,
+        cancel: CancelToken | None = None,
+    ) -> Iterator[str]: ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Texts -> L2-normalised float32 rows of `dim` columns."""
+
+    name: str
+    dim: int
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray: ...

@@ -1,0 +1,85 @@
+"""Shared fixtures. Every test gets its own data dir and no network (loopback only)."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+
+class NetworkAccessError(AssertionError):
+    pass
+
+
+def _is_loopback(address) -> bool:
+    if isinstance(address, (str, bytes)):  # AF_UNIX path
+        return True
+    host = address[0]
+    if host in ("localhost", ""):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch):
+    """Any socket connection to a non-loopback address fails the test."""
+    real_connect = socket.socket.connect
+    real_connect_ex = socket.socket.connect_ex
+
+    def guarded(self, address):
+        if not _is_loopback(address):
+            raise NetworkAccessError(f"test tried to reach the network: {address!r}")
+        return real_connect(self, address)
+
+    def guarded_ex(self, address):
+        if not _is_loopback(address):
+            raise NetworkAccessError(f"test tried to reach the network: {address!r}")
+        return real_connect_ex(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded)
+    monkeypatch.setattr(socket.socket, "connect_ex", guarded_ex)
+    real_gai = socket.getaddrinfo
+
+    def gai(host, *a, **k):
+        if host not in (None, "localhost") and not str(host).startswith("127.") and host != "::1":
+            try:
+                ipaddress.ip_address(host)
+            except ValueError:
+                raise NetworkAccessError(f"test tried to resolve {host!r}")
+        return real_gai(host, *a, **k)
+
+    monkeypatch.setattr(socket, "getaddrinfo", gai)
+    yield
+
+
+@pytest.fixture(autouse=True)
+def data_home(tmp_path, monkeypatch):
+    """A fresh data dir per test, through the one override every component honours."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("MEMORY_R1_HOME", str(home))
+    return home
+
+
+@pytest.fixture(scope="session")
+def real_embedder():
+    """The real all-MiniLM-L6-v2 (loaded once per session)."""
+    from core.embeddings import default_embedder
+
+    return default_embedder()
+
+
+@pytest.fixture
+def hash_embedder():
+    from core.embeddings import HashEmbedder
+
+    return HashEmbedder()
