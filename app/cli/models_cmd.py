@@ -1,0 +1,241 @@
+"""`memory-r1 models list|download|import|remove|use`: the model manager on the command line.
+
+Registration imports nothing heavy; the core model manager is imported inside the commands.
+With --json each command prints one JSON document on stdout; progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from core.errors import Cancelled, InvalidInputError
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("models", help="list, download, import and remove models",
+                              description="Manage the GGUF models the assistant can use.")
+    sub = p.add_subparsers(dest="models_command", metavar="ACTION")
+    sub.required = True
+
+    ls = sub.add_parser("list", help="installed models, then the catalog, with a fit estimate")
+    ls.add_argument("--ctx", type=int, default=None, help="context size for the fit estimate")
+    ls.add_argument("--json", action="store_true", help="print JSON")
+    ls.set_defaults(func=cmd_list)
+
+    dl = sub.add_parser("download", help="download a catalog model (resumes a paused download)")
+    dl.add_argument("model", help="catalog id (see `models list`)")
+    dl.add_argument("--discard", action="store_true",
+                    help="delete a paused partial download instead of resuming it")
+    dl.add_argument("--json", action="store_true", help="print JSON")
+    dl.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    dl.set_defaults(func=cmd_download)
+
+    im = sub.add_parser("import", help="add a local .gguf file")
+    im.add_argument("path", help="a .gguf model file")
+    im.add_argument("--link", action="store_true",
+                    help="use the file where it is instead of copying it into the data folder")
+    im.add_argument("--json", action="store_true", help="print JSON")
+    im.set_defaults(func=cmd_import)
+
+    rm = sub.add_parser("remove", help="remove a downloaded or imported model")
+    rm.add_argument("model", help="model id (see `models list`)")
+    rm.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    rm.add_argument("--json", action="store_true", help="print JSON")
+    rm.set_defaults(func=cmd_remove)
+
+    use = sub.add_parser("use", help="choose the model (and adapter) of a role")
+    use.add_argument("model", help="model id (see `models list`)")
+    use.add_argument("--role", choices=["answer", "manager", "both"], default="both")
+    use.add_argument("--adapter", help="LoRA adapter .gguf trained on this model")
+    use.add_argument("--json", action="store_true", help="print JSON")
+    use.set_defaults(func=cmd_use)
+
+
+def _print_json(data) -> None:
+    json.dump(data, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
+def _store():
+    from core.models import ModelStore
+
+    return ModelStore()
+
+
+def _settings():
+    from core.config import Settings, settings_path
+
+    return Settings.load(settings_path())
+
+
+def _roles_of(settings, record) -> list[str]:
+    import os
+
+    roles = []
+    for role, spec in (("answer", settings.answer_model), ("manager", settings.manager_model)):
+        if (spec.path is None and record.source == "embedded") or (
+                spec.path and os.path.realpath(spec.path) == os.path.realpath(record.path)):
+            roles.append(role)
+    return roles
+
+
+def cmd_list(args) -> int:
+    from core.gguf_info import human_size
+    from core.models import fit_for_entry, fit_for_gguf
+
+    store, settings = _store(), _settings()
+    installed = []
+    for record in store.list_models():
+        fit = fit_for_gguf(record.path, args.ctx) if record.available else None
+        installed.append(record.to_dict() | {"roles": _roles_of(settings, record),
+                                             "fit": fit.to_dict() if fit else None})
+    have = {r["catalog_id"] for r in installed if r["catalog_id"]}
+    pending = {p.filename: p for p in store.pending_downloads()}
+    catalog = []
+    for entry in store.catalog:
+        if entry.embedded or entry.id in have:
+            continue
+        fit = fit_for_entry(entry, args.ctx)
+        part = pending.get(entry.filename)
+        catalog.append(entry.to_dict() | {"fit": fit.to_dict() if fit else None,
+                                          "paused_bytes": part.downloaded if part else 0})
+    if args.json:
+        _print_json({"installed": installed, "catalog": catalog})
+        return 0
+    print("Installed:")
+    for r in installed:
+        roles = f" [{', '.join(r['roles'])}]" if r["roles"] else ""
+        state = r["fit"]["verdict"] if r["fit"] else "file missing"
+        print(f"  {r['id']:34} {human_size(r['size_bytes']):>9}  {state:9}{roles}")
+    print("Catalog (memory-r1 models download ID):")
+    for c in catalog:
+        size = human_size(c["size_bytes"]) if c["size_bytes"] else "~" + human_size(
+            c["size_approx_bytes"] or 0)
+        state = c["fit"]["verdict"] if c["fit"] else "?"
+        flag = "" if c["verified"] else "  (unverified hash)"
+        paused = f"  paused at {human_size(c['paused_bytes'])}" if c["paused_bytes"] else ""
+        print(f"  {c['id']:34} {size:>9}  {state:9} {c['license'] or ''}{flag}{paused}")
+    return 0
+
+
+class _ProgressPrinter:
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.tty = sys.stderr.isatty()
+        self.last_pct = -10.0
+
+    def __call__(self, p) -> None:
+        from core.gguf_info import human_size
+
+        if self.quiet:
+            return
+        pct = 100.0 * p.fraction if p.fraction is not None else None
+        if not self.tty and pct is not None and pct - self.last_pct < 10 and pct < 100:
+            return
+        self.last_pct = pct if pct is not None else self.last_pct
+        eta = f", {int(p.eta_s) // 60}m{int(p.eta_s) % 60:02d}s left" if p.eta_s is not None else ""
+        total = f" of {human_size(p.total)}" if p.total else ""
+        pct_s = f"{pct:5.1f}% " if pct is not None else ""
+        line = f"{pct_s}{human_size(p.downloaded)}{total} at {human_size(p.speed_bps)}/s{eta}"
+        sys.stderr.write(("\r" + line.ljust(70)) if self.tty else line + "\n")
+        sys.stderr.flush()
+
+
+def cmd_download(args) -> int:
+    from core.models.fit import fit_for_entry
+
+    store = _store()
+    if args.discard:
+        existed = store.discard_download(args.model)
+        if args.json:
+            _print_json({"discarded": existed})
+        else:
+            print("Partial download deleted." if existed else "No partial download to delete.")
+        return 0
+    from core.models import find_entry
+
+    entry = find_entry(args.model, store.catalog)
+    fit = fit_for_entry(entry)
+    if fit is not None and fit.verdict == "won't fit" and not args.quiet:
+        print(f"warning: {entry.name} {fit.summary()}", file=sys.stderr)
+    printer = _ProgressPrinter(args.quiet or args.json and not sys.stderr.isatty())
+    try:
+        record = store.download(args.model, progress=printer)
+    except (KeyboardInterrupt, Cancelled):
+        sys.stderr.write("\npaused: run the same command again to resume "
+                         "(or add --discard to delete the partial file)\n")
+        return 130
+    if printer.tty and not printer.quiet:
+        sys.stderr.write("\n")
+    if args.json:
+        _print_json(record.to_dict())
+    else:
+        check = "sha256 verified" if record.verified else "sha256 not published: unverified"
+        print(f"Downloaded {record.name} as {record.id!r} ({check}).")
+    return 0
+
+
+def cmd_import(args) -> int:
+    record = _store().import_gguf(args.path, copy=not args.link)
+    if args.json:
+        _print_json(record.to_dict())
+    else:
+        how = "referenced in place" if args.link else "copied into the models folder"
+        print(f"Imported {record.name} as {record.id!r} ({how}; {record.architecture}, "
+              f"{record.quantization}, context {record.context_length}).")
+    return 0
+
+
+def _confirm(question: str) -> bool:
+    if not sys.stdin.isatty():
+        raise InvalidInputError("Not asking for confirmation without a terminal; add --yes.")
+    return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
+
+
+def cmd_remove(args) -> int:
+    from core.config import settings_path
+    from core.gguf_info import human_size
+    from core.models import release_model
+
+    store = _store()
+    record = store.get(args.model)
+    if record.source == "embedded":
+        raise InvalidInputError("The embedded model ships with the app and cannot be removed.")
+    what = (f"Delete {record.name} ({human_size(record.size_bytes)}, {record.path})?"
+            if record.managed else f"Forget {record.name} (the file {record.path} is kept)?")
+    if not args.yes and not _confirm(what):
+        print("Nothing removed.")
+        return 1
+    settings = _settings()
+    released = release_model(settings, record.path)
+    if released:
+        settings.save(settings_path())
+    store.remove(record.id)
+    if args.json:
+        _print_json({"removed": record.to_dict(), "roles_reset_to_embedded": released})
+    else:
+        moved = f"; {' and '.join(released)} now use the embedded model" if released else ""
+        print(f"Removed {record.id!r}{moved}.")
+    return 0
+
+
+def cmd_use(args) -> int:
+    from core.config import settings_path
+    from core.models import assign_role
+
+    store = _store()
+    record = store.get(args.model)
+    settings = _settings()
+    sha = store.sha256_of(record) if args.adapter else record.sha256
+    roles = ["answer", "manager"] if args.role == "both" else [args.role]
+    for role in roles:
+        assign_role(settings, role, record.path, model_sha256=sha, adapter=args.adapter,
+                    embedded=record.source == "embedded")
+    settings.save(settings_path())
+    if args.json:
+        _print_json({"model": record.id, "roles": roles, "adapter": args.adapter})
+    else:
+        print(f"{' and '.join(roles).capitalize()} now use{'s' if len(roles) == 1 else ''} "
+              f"{record.name}" + (f" with adapter {args.adapter}" if args.adapter else "") + ".")
+    return 0
