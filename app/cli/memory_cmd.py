@@ -1,0 +1,182 @@
+"""`memory-r1 memory ...`: curate the memory bank from the command line.
+
+    add TEXT [--speaker S] [--time T]    list [--status S|all] [--speaker S] [--limit N]
+    search QUERY [-k N] [--mode M]       edit ID TEXT   delete ID   restore ID   forget ID
+    history [ID]   undo [--event ID]     export FILE    import FILE    stats
+
+Every command takes `--json` (one JSON document on stdout). Registration imports nothing
+heavy; the bank (and, only when a command embeds, the embedder) load inside the command.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+PREVIEW_CHARS = 160
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("memory", help="add, search, edit and curate memories",
+                              description="Curate the long-term memory bank.")
+    sub = p.add_subparsers(dest="memory_command", metavar="ACTION", required=True)
+
+    def cmd(name, func, help_):
+        sp = sub.add_parser(name, help=help_, description=help_)
+        sp.add_argument("--json", action="store_true", help="print machine-readable JSON")
+        sp.set_defaults(func=func)
+        return sp
+
+    sp = cmd("add", cmd_add, "add a memory")
+    sp.add_argument("text")
+    sp.add_argument("--speaker", help="the person the memory is about")
+    sp.add_argument("--time", dest="observed_at", metavar="T", help="when it was said (free text or ISO)")
+    sp = cmd("list", cmd_list, "list memories, newest first")
+    sp.add_argument("--status", default="active", choices=["active", "deleted", "superseded", "all"])
+    sp.add_argument("--speaker")
+    sp.add_argument("--limit", type=int, default=None)
+    sp = cmd("search", cmd_search, "search memories")
+    sp.add_argument("query")
+    sp.add_argument("-k", type=int, default=10, help="how many results (default 10)")
+    sp.add_argument("--mode", default="hybrid", choices=["vector", "keyword", "hybrid"])
+    sp.add_argument("--speaker")
+    sp = cmd("edit", cmd_edit, "replace a memory's text")
+    sp.add_argument("id", type=int)
+    sp.add_argument("text")
+    sp.add_argument("--expected-version", type=int, default=None)
+    sp = cmd("delete", cmd_delete, "delete a memory (undoable)")
+    sp.add_argument("id", type=int)
+    sp = cmd("restore", cmd_restore, "restore a deleted memory")
+    sp.add_argument("id", type=int)
+    sp = cmd("forget", cmd_forget, "permanently erase a memory and its history")
+    sp.add_argument("id", type=int)
+    sp = cmd("history", cmd_history, "show the change history (of one memory, or all)")
+    sp.add_argument("id", type=int, nargs="?")
+    sp.add_argument("--limit", type=int, default=100)
+    sp = cmd("undo", cmd_undo, "undo the latest change (or a given event)")
+    sp.add_argument("--event", type=int, default=None, metavar="ID")
+    sp = cmd("export", cmd_export, "export memories and history as JSONL")
+    sp.add_argument("file")
+    sp = cmd("import", cmd_import, "import a JSONL export (duplicates skipped)")
+    sp.add_argument("file")
+    cmd("stats", cmd_stats, "show counts and where the database is")
+
+
+def _bank():
+    from core.memory import MemoryBank
+
+    return MemoryBank.open()
+
+
+def _emit(args, data, text_lines) -> int:
+    if args.json:
+        print(json.dumps(data, ensure_ascii=False))
+    else:
+        for line in text_lines:
+            print(line)
+    return 0
+
+
+def _preview(text: str) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= PREVIEW_CHARS else flat[: PREVIEW_CHARS - 1] + "…"
+
+
+def _line(mem, score=None) -> str:
+    parts = [f"#{mem.id}"]
+    if score is not None:
+        parts.append(f"{score:.3f}")
+    if mem.status != "active":
+        parts.append(f"[{mem.status}]")
+    if mem.observed_at:
+        parts.append(f"({mem.observed_at})")
+    if mem.speaker:
+        parts.append(f"{mem.speaker}:")
+    return " ".join(parts + [_preview(mem.text)])
+
+
+def _changes(changes) -> dict:
+    return {"added": [asdict(m) for m in changes.added], "updated": [asdict(m) for m in changes.updated],
+            "deleted": [asdict(m) for m in changes.deleted], "noops": changes.noops,
+            "event_ids": changes.event_ids, "summary": changes.summary()}
+
+
+def cmd_add(args) -> int:
+    with _bank() as bank:
+        mem = bank.add(args.text, speaker=args.speaker, observed_at=args.observed_at, source="cli")
+    return _emit(args, asdict(mem), [f"added {_line(mem)}"])
+
+
+def cmd_list(args) -> int:
+    status = None if args.status == "all" else args.status
+    with _bank() as bank:
+        mems = bank.list(status=status, speaker=args.speaker, limit=args.limit)
+    return _emit(args, [asdict(m) for m in mems], [_line(m) for m in mems] or ["no memories"])
+
+
+def cmd_search(args) -> int:
+    with _bank() as bank:
+        hits = bank.search(args.query, k=args.k, mode=args.mode, speaker=args.speaker)
+    data = [{"score": h.score, **asdict(h.memory)} for h in hits]
+    return _emit(args, data, [_line(h.memory, h.score) for h in hits] or ["no matches"])
+
+
+def cmd_edit(args) -> int:
+    with _bank() as bank:
+        mem = bank.edit(args.id, args.text, expected_version=args.expected_version)
+    return _emit(args, asdict(mem), [f"edited {_line(mem)}"])
+
+
+def cmd_delete(args) -> int:
+    with _bank() as bank:
+        mem = bank.delete(args.id)
+    return _emit(args, asdict(mem), [f"deleted #{mem.id} (undo with: memory restore {mem.id})"])
+
+
+def cmd_restore(args) -> int:
+    with _bank() as bank:
+        mem = bank.restore(args.id)
+    return _emit(args, asdict(mem), [f"restored {_line(mem)}"])
+
+
+def cmd_forget(args) -> int:
+    with _bank() as bank:
+        bank.forget(args.id)
+    return _emit(args, {"forgotten": args.id}, [f"memory #{args.id} and its history were erased"])
+
+
+def cmd_history(args) -> int:
+    with _bank() as bank:
+        events = bank.history(args.id, limit=args.limit)
+    lines = []
+    for e in events:
+        what = f"#{e.memory_id}" if e.memory_id is not None else "-"
+        text = e.new_text if e.new_text is not None else (e.old_text or "")
+        flag = " (undone)" if e.undone else ""
+        lines.append(f"{e.id} {e.at} {e.actor} {e.event}{flag} {what} {_preview(text)}".rstrip())
+    return _emit(args, [asdict(e) for e in events], lines or ["no history"])
+
+
+def cmd_undo(args) -> int:
+    with _bank() as bank:
+        changes = bank.undo(args.event)
+    return _emit(args, _changes(changes), [f"undone: {changes.summary()}"])
+
+
+def cmd_export(args) -> int:
+    with _bank() as bank:
+        n = bank.export_jsonl(args.file)
+    return _emit(args, {"exported": n, "file": args.file}, [f"exported {n} memories to {args.file}"])
+
+
+def cmd_import(args) -> int:
+    with _bank() as bank:
+        report = bank.import_jsonl(args.file)
+    return _emit(args, asdict(report), [f"imported {report.imported}, skipped {report.skipped} duplicates"])
+
+
+def cmd_stats(args) -> int:
+    with _bank() as bank:
+        stats = bank.stats()
+    lines = [f"{k}: {v}" for k, v in stats.items()]
+    return _emit(args, stats, lines)

@@ -1,0 +1,522 @@
+"""`MemoryBank`: the long-term memory the Memory Manager writes and the Answer Agent reads.
+
+Storage (SQLite via sqlean + sqlite-vec, see `migrations`): `memories` is the source of
+truth; `memories_fts` (FTS5) and `memory_vectors` (vec0, cosine) are indexes rebuilt by
+`reindex()`; `memory_events` logs every change for history, `undo` and `restore`.
+
+Threads: one connection (`check_same_thread=False`) guarded by one `RLock`; every public
+method may be called from any thread. Embedding runs outside the lock where it can (add,
+edit, apply, search), so a slow embedder does not block readers. Listeners are called after
+every committed change, on the calling thread, outside the lock.
+
+Retrieval: vector search runs on an in-memory float32 mirror of the vec0 table (NumPy
+matrix-vector product + argpartition), updated after each commit and reloaded when another
+process commits (`PRAGMA data_version`). Departure from the paper: the paper's RAG step is a
+plain top-60 vector search; we add keyword (FTS5) and hybrid (reciprocal-rank fusion) modes
+so exact names and numbers are found too; the Answer Agent chooses the mode.
+
+Errors: NotFoundError (unknown id), ConflictError (version mismatch / wrong state),
+InvalidInputError (empty text, bad option), DatabaseLockedError, DatabaseCorruptError,
+SchemaTooNewError. `UPDATE` is in place (the id stays stable for the manager); `superseded`
+is a valid status for callers that keep old versions but the bank itself never sets it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import numbers
+import threading
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+
+from core.errors import ConflictError, InvalidInputError, NotFoundError
+from core.types import Embedder, Hit, Memory, MemoryChanges, MemoryEvent, MemoryOp
+
+from . import history as _history
+from . import io as _io
+from . import index as _index
+from .chats import ChatStore
+from .db import Connection, Transactor, connect, translate_errors
+from .migrations import migrate
+from .mirror import VectorMirror
+from .ops import (EVENT_COLS, MEM_COLS, STATUSES, Batch, check_id, fetch_memories, fetch_memory,
+                  row_to_event, row_to_memory)
+from .text import clean_optional, clean_text, clean_time, fts_query, text_key
+
+log = logging.getLogger(__name__)
+
+MODES = ("vector", "keyword", "hybrid")
+RRF_K = 60  # reciprocal-rank fusion constant (Cormack et al. 2009)
+Listener = Callable[[MemoryChanges], None]
+
+
+class LazyDefaultEmbedder:
+    """all-MiniLM-L6-v2 by name and dimension, loaded on the first `embed` call.
+
+    Commands that never embed (list, delete, history, export...) then start without torch.
+    """
+
+    def __init__(self) -> None:
+        from core.embeddings import DEFAULT_DIM, DEFAULT_EMBEDDER_NAME
+
+        self.name = DEFAULT_EMBEDDER_NAME
+        self.dim = DEFAULT_DIM
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        from core.embeddings import default_embedder
+
+        return default_embedder().embed(texts)
+
+
+def lazy_default_embedder() -> Embedder:
+    return LazyDefaultEmbedder()
+
+
+class MemoryBank:
+    """See the module docstring. Open with `MemoryBank.open()` or `MemoryBank(path, embedder)`."""
+
+    def __init__(self, path: str | Path, embedder: Embedder, *, timeout: float = 5.0) -> None:
+        self.path = Path(path)
+        self.embedder = embedder
+        self._lock = threading.RLock()
+        self._listeners: list[Listener] = []
+        self._mirror: VectorMirror | None = None
+        self._data_version: int | None = None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn: Connection | None = connect(self.path, timeout=timeout)
+        try:
+            self.schema_version = migrate(self._conn, self.path)
+            self._tx = Transactor(self._conn, self.path)
+            self._check_index()
+        except BaseException:
+            self._conn.close()
+            self._conn = None
+            raise
+        self.chats = ChatStore(self._db, self._tx)
+
+    @classmethod
+    def open(cls, path: str | Path | None = None, embedder: Embedder | None = None, **kw) -> "MemoryBank":
+        """The bank at `path` (default: `core.paths.db_path()`) with `embedder` (default: lazy MiniLM)."""
+        from core.paths import db_path
+
+        return cls(path or db_path(), embedder or lazy_default_embedder(), **kw)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+                self._mirror = None
+
+    def __enter__(self) -> "MemoryBank":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ---------------------------------------------------------------- internals
+    @contextlib.contextmanager
+    def _db(self) -> Iterator[Connection]:
+        """The lock, open-check and sqlite-error translation around one public call."""
+        with self._lock, translate_errors(self.path):
+            if self._conn is None:
+                raise InvalidInputError("The memory bank is closed.")
+            yield self._conn
+
+    def _check_index(self) -> None:
+        """Rebuild the vector index when the embedder changed or vectors are missing."""
+        with self._db() as conn:
+            name, dim = self.embedder.name, int(self.embedder.dim)
+            if not _index.index_matches(conn, name, dim):
+                old = (_index.get_meta(conn, "embedder_name"), _index.get_meta(conn, "embedder_dim"))
+                if old != (None, None):
+                    log.warning("embedder changed from %s/%s to %s/%s: rebuilding the vector index of %s",
+                                old[0], old[1], name, dim, self.path)
+                self._rebuild_vectors()
+
+    def _rebuild_vectors(self) -> None:
+        with self._tx() as conn:
+            rows = conn.execute("SELECT id, text FROM memories ORDER BY id").fetchall()
+            n = _index.rebuild_vectors(conn, self.embedder, rows)
+        if n:
+            log.info("re-embedded %d memories with %s", n, self.embedder.name)
+        self._mirror = None
+
+    def _embed(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, int(self.embedder.dim)), np.float32)
+        vecs = _index.as_unit_rows(self.embedder.embed(list(texts)), int(self.embedder.dim))
+        if len(vecs) != len(texts):
+            raise RuntimeError(f"embedder {self.embedder.name} returned {len(vecs)} rows for {len(texts)} texts")
+        return vecs
+
+    def _mirror_ready(self) -> VectorMirror:
+        """The mirror, (re)loaded if never loaded or another connection committed since."""
+        conn = self._conn
+        version = int(conn.execute("PRAGMA data_version").fetchone()[0])
+        if self._mirror is None or version != self._data_version:
+            mirror = VectorMirror(int(self.embedder.dim))
+            own_snapshot = not conn.in_transaction
+            if own_snapshot:
+                conn.execute("BEGIN")  # one snapshot for the rows and their vectors
+            try:
+                version = int(conn.execute("PRAGMA data_version").fetchone()[0])
+                ids, mat, statuses, speakers, missing = _index.load_all(conn, mirror.dim)
+            finally:
+                if own_snapshot:
+                    conn.execute("COMMIT")
+            mirror.bulk_load(ids, mat, statuses, speakers)
+            self._mirror, self._data_version = mirror, version
+            if missing:
+                self._repair_vectors(missing)
+        return self._mirror
+
+    def _repair_vectors(self, ids: list[int]) -> None:
+        """Embed memories that have no vector (only after a bug or a hand edit of the file)."""
+        log.warning("%s: %d memories had no vector; embedding them now", self.path, len(ids))
+        with self._tx() as conn:
+            rows = fetch_memories(conn, ids)
+            ids = [i for i in ids if i in rows]
+            vecs = self._embed([rows[i].text for i in ids])
+            for mid, vec in zip(ids, vecs):
+                _index.write_vector(conn, mid, vec, replace=True)
+        for mid, vec in zip(ids, vecs):
+            self._mirror.upsert(mid, vec, rows[mid].status, rows[mid].speaker)
+
+    def _apply_mirror(self, ops: list[tuple]) -> None:
+        if self._mirror is None:
+            return
+        try:
+            for op in ops:
+                if op[0] == "upsert":
+                    self._mirror.upsert(op[1], op[2], op[3], op[4])
+                elif op[0] == "status":
+                    self._mirror.set_status(op[1], op[2])
+                else:
+                    self._mirror.remove(op[1])
+        except Exception:  # a bug: fall back to a reload rather than serve a wrong index
+            log.exception("vector mirror update failed; it will be reloaded")
+            self._mirror = None
+
+    @contextlib.contextmanager
+    def _batch(self, actor: str, turn: str | None) -> Iterator[Batch]:
+        """Lock + transaction + Batch; on commit, the mirror update, then listeners (outside the lock)."""
+        with self._db():
+            with self._tx() as conn:
+                batch = Batch(conn, actor, turn)
+                yield batch
+            self._apply_mirror(batch.mirror_ops)
+        if batch.changes or batch.changes.noops:
+            self._notify(batch.changes)
+
+    def _notify(self, changes: MemoryChanges) -> None:
+        for fn in list(self._listeners):
+            try:
+                fn(changes)
+            except Exception:
+                log.exception("memory listener %r failed", fn)
+
+    def add_listener(self, fn: Listener) -> None:
+        """Call `fn(changes)` after every committed change (on the writer's thread)."""
+        self._listeners.append(fn)
+
+    def remove_listener(self, fn: Listener) -> None:
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(fn)
+
+    # ---------------------------------------------------------------- reading
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """The embedder's unit float32 rows for `texts`."""
+        return self._embed(list(texts))
+
+    def get(self, memory_id: int) -> Memory:
+        with self._db() as conn:
+            mem = fetch_memory(conn, check_id(memory_id))
+        if mem is None:
+            raise NotFoundError(f"There is no memory #{memory_id}.")
+        return mem
+
+    @staticmethod
+    def _check_status(status: str | None) -> None:
+        if status is not None and status not in STATUSES:
+            raise InvalidInputError(f"Unknown status {status!r}; expected one of {', '.join(STATUSES)}.")
+
+    def list(self, *, status: str | None = "active", speaker: str | None = None, limit: int | None = None,
+             offset: int = 0) -> list[Memory]:
+        """Memories newest first; `status=None` means every status."""
+        self._check_status(status)
+        where, params = [], []
+        if status is not None:
+            where.append("status = ?")
+            params.append(status)
+        if speaker is not None:
+            where.append("speaker = ?")
+            params.append(speaker)
+        sql = f"SELECT {MEM_COLS} FROM memories"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id DESC LIMIT ? OFFSET ?"
+        params += [-1 if limit is None else max(0, int(limit)), max(0, int(offset))]
+        with self._db() as conn:
+            return [row_to_memory(r) for r in conn.execute(sql, params)]
+
+    def count(self, status: str | None = "active") -> int:
+        self._check_status(status)
+        with self._db() as conn:
+            if status is None:
+                return int(conn.execute("SELECT count(*) FROM memories").fetchone()[0])
+            return int(conn.execute("SELECT count(*) FROM memories WHERE status = ?", (status,)).fetchone()[0])
+
+    def speakers(self) -> list[str]:
+        """Distinct speakers of active memories, sorted."""
+        with self._db() as conn:
+            return [r[0] for r in conn.execute(
+                "SELECT DISTINCT speaker FROM memories WHERE status = 'active' AND speaker IS NOT NULL "
+                "ORDER BY speaker")]
+
+    def search(self, query: str, *, k: int = 10, mode: str = "hybrid", speaker: str | None = None,
+               status: str | None = "active") -> list[Hit]:
+        """The best `k` memories for `query`, best first.
+
+        Scores: cosine (vector), -bm25 (keyword: the query's words ORed, stemmed), reciprocal-rank
+        fusion (hybrid). `speaker` matches exactly; `status=None` searches every status. Any
+        text is a valid query (it is never parsed as FTS5 or SQL); empty -> InvalidInputError.
+        """
+        query = clean_text(query, "search query")
+        if mode not in MODES:
+            raise InvalidInputError(f"Unknown search mode {mode!r}; expected one of {', '.join(MODES)}.")
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+            raise InvalidInputError(f"k must be a positive whole number, not {k!r}.")
+        k = int(k)
+        self._check_status(status)
+        pool = k if mode != "hybrid" else max(2 * k, 20)
+        qvec = self._embed([query])[0] if mode != "keyword" else None
+        with self._db() as conn:
+            vec_ranked = self._mirror_ready().search(qvec, pool, status=status, speaker=speaker) \
+                if qvec is not None else []
+            kw_ranked = self._keyword(conn, query, pool, status, speaker) if mode != "vector" else []
+            if mode == "hybrid":
+                ranked = _rrf(vec_ranked, kw_ranked)
+            else:
+                ranked = vec_ranked if mode == "vector" else kw_ranked
+            return self._hits(conn, ranked[:k])
+
+    def search_by_vector(self, vec: np.ndarray, *, k: int, speaker: str | None = None) -> list[Hit]:
+        """The top `k` active memories by cosine to a precomputed query embedding."""
+        qvec = _index.as_unit_rows(vec, int(self.embedder.dim))[0]
+        with self._db() as conn:
+            return self._hits(conn, self._mirror_ready().search(qvec, int(k), speaker=speaker))
+
+    def find_duplicate(self, text: str, *, speaker: str | None = None, threshold: float = 0.95,
+                       vec: np.ndarray | None = None) -> Memory | None:
+        """An active memory with the same text (ignoring case and spacing) or cosine >= threshold."""
+        text = clean_text(text)
+        with self._db() as conn:
+            sql = f"SELECT {MEM_COLS} FROM memories WHERE text_key = ? AND status = 'active'"
+            params: list = [text_key(text)]
+            if speaker is not None:
+                sql += " AND speaker = ?"
+                params.append(speaker)
+            row = conn.execute(sql + " ORDER BY id LIMIT 1", params).fetchone()
+            if row is not None:
+                return row_to_memory(row)
+        qvec = self._embed([text])[0] if vec is None else _index.as_unit_rows(vec, int(self.embedder.dim))[0]
+        with self._db() as conn:
+            top = self._mirror_ready().search(qvec, 1, speaker=speaker)
+            if top and top[0][1] >= threshold:
+                return fetch_memory(conn, top[0][0])
+        return None
+
+    def _keyword(self, conn: Connection, query: str, k: int, status: str | None,
+                 speaker: str | None) -> list[tuple[int, float]]:
+        match = fts_query(query)
+        if match is None:
+            return []
+        sql = ("SELECT m.id, bm25(memories_fts) AS rank FROM memories_fts "
+               "JOIN memories m ON m.id = memories_fts.rowid WHERE memories_fts MATCH ?")
+        params: list = [match]
+        if status is not None:
+            sql += " AND m.status = ?"
+            params.append(status)
+        if speaker is not None:
+            sql += " AND m.speaker = ?"
+            params.append(speaker)
+        sql += " ORDER BY rank LIMIT ?"
+        params.append(int(k))
+        return [(int(i), -float(r)) for i, r in conn.execute(sql, params)]
+
+    @staticmethod
+    def _hits(conn: Connection, ranked: list[tuple[int, float]]) -> list[Hit]:
+        rows = fetch_memories(conn, [i for i, _ in ranked])
+        return [Hit(rows[i], s) for i, s in ranked if i in rows]
+
+    def vec0_search(self, vec: np.ndarray, *, k: int) -> list[tuple[int, float]]:
+        """sqlite-vec's own KNN over all stored vectors (the reference the mirror is checked against)."""
+        qvec = _index.as_unit_rows(vec, int(self.embedder.dim))[0]
+        with self._db() as conn:
+            return _index.knn(conn, qvec, k)
+
+    # ---------------------------------------------------------------- writing
+    def add(self, text: str, *, speaker: str | None = None, observed_at=None, source: str | None = None,
+            actor: str = "user", turn: str | None = None) -> Memory:
+        """Add one active memory (event ADD)."""
+        op = MemoryOp("ADD", text=text, speaker=speaker, observed_at=observed_at, source=source)
+        return self.apply([op], actor=actor, turn=turn).added[0]
+
+    def apply(self, ops: Sequence[MemoryOp], *, actor: str = "manager", turn: str | None = None,
+              vectors: np.ndarray | None = None) -> MemoryChanges:
+        """Apply manager operations in ONE transaction: all of them or none.
+
+        ADD inserts; UPDATE replaces an active memory's text in place (same text -> NOOP);
+        DELETE soft-deletes; NONE records a NOOP event. An unknown or non-active id raises
+        NotFoundError and nothing is applied. `vectors` (one row per op, used for ADD/UPDATE)
+        skips embedding, for callers that already have them.
+        """
+        ops = list(ops)
+        texts = [_check_op(op) for op in ops]
+        need = [i for i, op in enumerate(ops) if op.event in ("ADD", "UPDATE")]
+        if vectors is None:
+            embedded = self._embed([texts[i] for i in need])
+            vecs = {i: embedded[j] for j, i in enumerate(need)}
+        else:
+            rows = _index.as_unit_rows(vectors, int(self.embedder.dim))
+            if len(rows) != len(ops):
+                raise InvalidInputError(f"{len(rows)} vectors given for {len(ops)} operations.")
+            vecs = {i: rows[i] for i in need}
+        with self._batch(actor, turn) as batch:
+            for i, op in enumerate(ops):
+                _apply_op(batch, op, texts[i], vecs.get(i))
+        return batch.changes
+
+    def edit(self, memory_id: int, text: str, *, expected_version: int | None = None, actor: str = "user",
+             turn: str | None = None) -> Memory:
+        """The user's edit of an active memory (event EDIT). ConflictError if the version moved on."""
+        text = clean_text(text)
+        vec = self._embed([text])[0]
+        with self._batch(actor, turn) as batch:
+            mem = batch.require(memory_id)
+            if expected_version is not None and mem.version != int(expected_version):
+                raise ConflictError(f"Memory #{mem.id} changed since it was read (version {mem.version}, "
+                                    f"expected {expected_version}); reload it and try again.")
+            if mem.status != "active":
+                raise ConflictError(f"Memory #{mem.id} is {mem.status}; restore it before editing.")
+            if mem.text == text:
+                return mem
+            return batch.set_text(mem, text, vec, event="EDIT")
+
+    def delete(self, memory_id: int, *, actor: str = "user", turn: str | None = None) -> Memory:
+        """Soft delete (event DELETE); `restore` or `undo` brings it back."""
+        with self._batch(actor, turn) as batch:
+            mem = batch.require(memory_id)
+            if mem.status == "deleted":
+                raise ConflictError(f"Memory #{mem.id} is already deleted.")
+            return batch.set_status(mem, "deleted", event="DELETE")
+
+    def restore(self, memory_id: int, *, actor: str = "user") -> Memory:
+        """Make a deleted (or superseded) memory active again (event RESTORE)."""
+        with self._batch(actor, None) as batch:
+            mem = batch.require(memory_id)
+            if mem.status == "active":
+                raise ConflictError(f"Memory #{mem.id} is not deleted.")
+            return batch.set_status(mem, "active", event="RESTORE")
+
+    def forget(self, memory_id: int) -> None:
+        """Permanently remove a memory, its vector, its keyword entry and its text from the history."""
+        _history.forget(self, check_id(memory_id))
+
+    def history(self, memory_id: int | None = None, *, limit: int = 100) -> list[MemoryEvent]:
+        """Events newest first (for one memory, or all). NotFoundError for an id never seen."""
+        with self._db() as conn:
+            if memory_id is None:
+                rows = conn.execute(f"SELECT {EVENT_COLS} FROM memory_events ORDER BY id DESC LIMIT ?",
+                                    (int(limit),)).fetchall()
+            else:
+                mid = check_id(memory_id)
+                rows = conn.execute(f"SELECT {EVENT_COLS} FROM memory_events WHERE memory_id = ? "
+                                    "ORDER BY id DESC LIMIT ?", (mid, int(limit))).fetchall()
+                if not rows and fetch_memory(conn, mid) is None:
+                    raise NotFoundError(f"There is no memory #{memory_id}.")
+            return [row_to_event(r) for r in rows]
+
+    def undo(self, event_id: int | None = None, *, actor: str = "user") -> MemoryChanges:
+        """Revert the latest change not yet undone (a whole batch: one manager turn, one import),
+        or one given event. NotFoundError when there is nothing to undo; ConflictError when the
+        memory changed after that event."""
+        return _history.undo(self, event_id, actor=actor)
+
+    def export_jsonl(self, path: str | Path) -> int:
+        """Write every memory (+ its history) as JSONL; returns the number of memories."""
+        return _io.export_jsonl(self, Path(path))
+
+    def import_jsonl(self, path: str | Path, *, actor: str = "import") -> "_io.ImportReport":
+        """Import an export (re-embedding); duplicates skipped; a bad line -> ImportFormatError, nothing imported."""
+        return _io.import_jsonl(self, Path(path), actor=actor)
+
+    def reindex(self) -> None:
+        """Re-embed every memory into a new vec0 table and rebuild FTS and the mirror (one transaction)."""
+        with self._db():
+            with self._tx() as conn:
+                rows = conn.execute("SELECT id, text FROM memories ORDER BY id").fetchall()
+                _index.rebuild_vectors(conn, self.embedder, rows)
+                conn.execute("INSERT INTO memories_fts(memories_fts) VALUES ('rebuild')")
+            self._mirror = None
+            self._mirror_ready()
+
+    def stats(self) -> dict:
+        with self._db() as conn:
+            by_status = dict(conn.execute("SELECT status, count(*) FROM memories GROUP BY status").fetchall())
+            one = lambda sql: int(conn.execute(sql).fetchone()[0])  # noqa: E731
+            return {
+                "path": str(self.path),
+                "size_bytes": self.path.stat().st_size if self.path.exists() else 0,
+                "schema_version": self.schema_version,
+                "embedder": self.embedder.name,
+                "dim": int(self.embedder.dim),
+                "memories": {s: int(by_status.get(s, 0)) for s in STATUSES},
+                "total": sum(int(v) for v in by_status.values()),
+                "speakers": len(self.speakers()),
+                "events": one("SELECT count(*) FROM memory_events"),
+                "conversations": one("SELECT count(*) FROM conversations WHERE deleted_at IS NULL"),
+                "messages": one("SELECT count(*) FROM messages"),
+            }
+
+
+def _check_op(op: MemoryOp) -> str:
+    """Validate one op before anything is written; returns its cleaned text ('' if none)."""
+    if not isinstance(op, MemoryOp):
+        raise InvalidInputError(f"Expected a MemoryOp, got {type(op).__name__}.")
+    if op.event not in ("ADD", "UPDATE", "DELETE", "NONE"):
+        raise InvalidInputError(f"Unknown memory operation {op.event!r}.")
+    if op.event in ("UPDATE", "DELETE") and op.memory_id is None:
+        raise InvalidInputError(f"A {op.event} operation needs a memory id.")
+    if op.event in ("ADD", "UPDATE"):
+        return clean_text(op.text)
+    return clean_optional(op.text) or ""
+
+
+def _apply_op(batch: Batch, op: MemoryOp, text: str, vec: np.ndarray | None) -> None:
+    if op.event == "ADD":
+        batch.insert(text, vec, speaker=clean_optional(op.speaker), observed_at=clean_time(op.observed_at),
+                     source=clean_optional(op.source))
+    elif op.event == "UPDATE":
+        mem = batch.require(op.memory_id, active=True)
+        if mem.text == text:
+            batch.noop(mem.id, text)
+        else:
+            batch.set_text(mem, text, vec, event="UPDATE")
+    elif op.event == "DELETE":
+        batch.set_status(batch.require(op.memory_id, active=True), "deleted", event="DELETE")
+    else:
+        batch.noop(None if op.memory_id is None else check_id(op.memory_id), text)
+
+
+def _rrf(*rankings: list[tuple[int, float]]) -> list[tuple[int, float]]:
+    """Reciprocal-rank fusion: score = sum over rankings of 1 / (RRF_K + rank)."""
+    fused: dict[int, float] = {}
+    for ranking in rankings:
+        for rank, (mid, _) in enumerate(ranking, start=1):
+            fused[mid] = fused.get(mid, 0.0) + 1.0 / (RRF_K + rank)
+    return sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))

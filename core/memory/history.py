@@ -1,0 +1,114 @@
+"""Undo and forget, worked from the `memory_events` log (used by `MemoryBank`).
+
+Undo reverts events, never rewrites them: each reverted event is marked `undone` and an UNDO
+event records the reversal (with `reverts` = the event's id). Without an event id, undo takes
+the newest batch that still has undoable events (one manager turn, one import, one user
+action) and reverts all of it in reverse order, in one transaction. UNDO, NOOP and FORGET
+events, and history copied in by an import, are not undoable.
+
+Forget is the privacy exit: the row, its vector, its FTS entry, every event about it (and
+manager NOOP events quoting its text) are deleted with `PRAGMA secure_delete` on, and the
+WAL is checkpointed, so the text does not survive in the file. One FORGET event (no text)
+remains so the history shows that something was forgotten.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import TYPE_CHECKING
+
+from core.errors import ConflictError, InvalidInputError, NotFoundError
+from core.types import MemoryChanges
+
+from .ops import Batch, fetch_memory
+
+if TYPE_CHECKING:
+    from .bank import MemoryBank
+
+log = logging.getLogger(__name__)
+
+UNDOABLE = ("ADD", "IMPORT", "UPDATE", "EDIT", "DELETE", "RESTORE")
+_COLS = "id, memory_id, event, old_text, new_text, old_status, new_status, undone, origin"
+_MARKS = ",".join("?" * len(UNDOABLE))
+
+
+def _pick_events(conn, event_id: int | None) -> list[tuple]:
+    if event_id is None:
+        row = conn.execute(f"SELECT batch FROM memory_events WHERE undone = 0 AND origin IS NULL "
+                           f"AND event IN ({_MARKS}) ORDER BY id DESC LIMIT 1", UNDOABLE).fetchone()
+        if row is None:
+            raise NotFoundError("There is nothing to undo.")
+        return conn.execute(f"SELECT {_COLS} FROM memory_events WHERE batch = ? AND undone = 0 AND "
+                            f"origin IS NULL AND event IN ({_MARKS}) ORDER BY id DESC",
+                            (row[0], *UNDOABLE)).fetchall()
+    if isinstance(event_id, bool) or not isinstance(event_id, int):
+        raise NotFoundError(f"There is no event with id {event_id!r}.")
+    row = conn.execute(f"SELECT {_COLS} FROM memory_events WHERE id = ?", (event_id,)).fetchone()
+    if row is None:
+        raise NotFoundError(f"There is no event #{event_id}.")
+    if row[2] not in UNDOABLE or row[8] is not None:
+        raise InvalidInputError(f"Event #{event_id} ({row[2]}{', imported' if row[8] else ''}) cannot be undone.")
+    if row[7]:
+        raise ConflictError(f"Event #{event_id} was already undone.")
+    return [row]
+
+
+def undo(bank: "MemoryBank", event_id: int | None, *, actor: str = "user") -> MemoryChanges:
+    """See `MemoryBank.undo`. Picks, re-embeds and reverts inside one write transaction."""
+    with bank._batch(actor, None) as batch:
+        events = _pick_events(batch.conn, event_id)
+        vecs = iter(bank._embed([e[3] for e in events if e[2] in ("UPDATE", "EDIT")]))
+        for e in events:
+            _revert(batch, e, next(vecs) if e[2] in ("UPDATE", "EDIT") else None)
+        marks = ",".join("?" * len(events))
+        batch.conn.execute(f"UPDATE memory_events SET undone = 1 WHERE id IN ({marks})", [e[0] for e in events])
+    return batch.changes
+
+
+def _revert(batch: Batch, e: tuple, vec) -> None:
+    eid, mid, event, old_text, new_text, old_status, new_status = e[:7]
+    mem = fetch_memory(batch.conn, mid) if mid is not None else None
+    if mem is None:
+        raise ConflictError(f"Event #{eid} cannot be undone: its memory no longer exists.")
+    stale = ConflictError(f"Memory #{mid} changed after event #{eid}; undo the later change first.")
+    if event in ("ADD", "IMPORT"):
+        if mem.status != new_status:
+            raise stale
+        if mem.status != "deleted":
+            batch.set_status(mem, "deleted", event="UNDO", reverts=eid)
+    elif event in ("UPDATE", "EDIT"):
+        if mem.text != new_text:
+            raise stale
+        batch.set_text(mem, old_text, vec, event="UNDO", reverts=eid)
+    else:  # DELETE / RESTORE
+        if mem.status != new_status:
+            raise stale
+        batch.set_status(mem, old_status or "active", event="UNDO", reverts=eid)
+
+
+def forget(bank: "MemoryBank", memory_id: int) -> None:
+    """See `MemoryBank.forget`. NotFoundError for an unknown id."""
+    with bank._db() as conn:
+        conn.execute("PRAGMA secure_delete = ON")
+    try:
+        with bank._batch("user", None) as batch:
+            mem = batch.require(memory_id)
+            texts = {mem.text}
+            for old, new in batch.conn.execute(
+                    "SELECT old_text, new_text FROM memory_events WHERE memory_id = ?", (mem.id,)):
+                texts.update(t for t in (old, new) if t)
+            batch.conn.execute("DELETE FROM memory_events WHERE memory_id = ?", (mem.id,))
+            for text in texts:
+                batch.conn.execute("DELETE FROM memory_events WHERE memory_id IS NULL AND "
+                                   "(old_text = ? OR new_text = ?)", (text, text))
+            batch.remove(mem)
+            batch.event(mem.id, "FORGET")
+    finally:
+        with bank._db() as conn:
+            conn.execute("PRAGMA secure_delete = OFF")
+    with bank._db() as conn, contextlib.suppress(Exception):
+        busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if busy:
+            log.warning("forget: the WAL could not be checkpointed now (another reader); "
+                        "old pages leave it at the next checkpoint")

@@ -1,0 +1,230 @@
+"""Export and import of memories (+ their history) as JSONL.
+
+Line 1 is a header `{"type": "header", "format": "memory-r1-memories", "schema_version": 1,
+"embedder": ..., "dim": ..., "exported_at": ..., "count": N}`; then one line per memory:
+`{"type": "memory", "id", "text", "speaker", "observed_at", "created_at", "updated_at",
+"source", "status", "version", "history": [{"event", "old_text", "new_text", "old_status",
+"new_status", "actor", "at", "turn", "undone"}, ...]}`. Vectors are not exported: import
+re-embeds with the bank's embedder (the header's embedder is informative only).
+
+Import validates the whole file before writing anything (`ImportFormatError("line N: ...")`),
+skips duplicates (same text ignoring case/spacing, same speaker and status, already in the
+bank or earlier in the file), and inserts everything in one transaction (with an IMPORT event
+per memory), so a crash or error half-way imports nothing. Headerless files of
+`{"text": ...}` lines are accepted too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from core.errors import ImportFormatError, InvalidInputError, UserError
+
+from .db import now_iso
+from .ops import MEM_COLS, STATUSES, row_to_memory
+from .text import clean_optional, clean_text, text_key
+
+if TYPE_CHECKING:
+    from .bank import MemoryBank
+
+FORMAT = "memory-r1-memories"
+EXPORT_VERSION = 1
+EVENTS = ("ADD", "UPDATE", "DELETE", "NOOP", "EDIT", "RESTORE", "IMPORT", "UNDO", "FORGET")
+_HIST_FIELDS = ("event", "old_text", "new_text", "old_status", "new_status", "actor", "at", "turn", "undone")
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    imported: int
+    skipped: int
+
+
+@dataclass
+class _Record:
+    line: int
+    text: str
+    speaker: str | None = None
+    observed_at: str | None = None
+    created_at: str | None = None
+    updated_at: str | None = None
+    source: str | None = None
+    status: str = "active"
+    version: int = 1
+    history: list[dict] = field(default_factory=list)
+
+    @property
+    def key(self) -> tuple:
+        return (text_key(self.text), self.speaker, self.status)
+
+
+def export_jsonl(bank: "MemoryBank", path: Path) -> int:
+    """Write the export atomically (temp file + rename); returns the number of memories."""
+    tmp = path.with_name(path.name + ".part")
+    count = 0
+    try:
+        with bank._db() as conn, open(tmp, "w", encoding="utf-8", newline="\n") as out:
+            conn.execute("BEGIN")  # one consistent snapshot
+            try:
+                total = int(conn.execute("SELECT count(*) FROM memories").fetchone()[0])
+                header = {"type": "header", "format": FORMAT, "schema_version": EXPORT_VERSION,
+                          "embedder": bank.embedder.name, "dim": int(bank.embedder.dim),
+                          "exported_at": now_iso(), "count": total}
+                out.write(json.dumps(header, ensure_ascii=False) + "\n")
+                for row in conn.execute(f"SELECT {MEM_COLS} FROM memories ORDER BY id").fetchall():
+                    out.write(json.dumps(_memory_line(conn, row), ensure_ascii=False) + "\n")
+                    count += 1
+            finally:
+                conn.execute("COMMIT")
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise InvalidInputError(f"Cannot write {path}: {exc.strerror or exc}.") from exc
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return count
+
+
+def _memory_line(conn, row) -> dict:
+    mem = row_to_memory(row)
+    events = conn.execute(f"SELECT {', '.join(_HIST_FIELDS)} FROM memory_events WHERE memory_id = ? ORDER BY id",
+                          (mem.id,)).fetchall()
+    history = [dict(zip(_HIST_FIELDS, e)) for e in events]
+    for h in history:
+        h["undone"] = bool(h["undone"])
+    return {"type": "memory", "id": mem.id, "text": mem.text, "speaker": mem.speaker,
+            "observed_at": mem.observed_at, "created_at": mem.created_at, "updated_at": mem.updated_at,
+            "source": mem.source, "status": mem.status, "version": mem.version, "history": history}
+
+
+def import_jsonl(bank: "MemoryBank", path: Path, *, actor: str = "import") -> ImportReport:
+    """See the module docstring. Raises ImportFormatError (nothing imported), InvalidInputError."""
+    records = parse_file(path)
+    seen: set[tuple] = set()
+    unique = []
+    for rec in records:
+        if rec.key not in seen:
+            seen.add(rec.key)
+            unique.append(rec)
+    vecs = bank._embed([r.text for r in unique])
+    imported = 0
+    with bank._batch(actor, f"import:{path.name}") as batch:
+        for rec, vec in zip(unique, vecs):
+            if _exists(batch.conn, rec):
+                continue
+            mem = batch.insert(rec.text, vec, speaker=rec.speaker, observed_at=rec.observed_at,
+                               source=rec.source or f"import:{path.name}", status=rec.status,
+                               created_at=rec.created_at, updated_at=rec.updated_at, version=rec.version,
+                               event=None)
+            for h in rec.history:
+                batch.event(mem.id, h["event"], old_text=h.get("old_text"), new_text=h.get("new_text"),
+                            old_status=h.get("old_status"), new_status=h.get("new_status"),
+                            actor=h.get("actor") or "import", at=h.get("at"), turn=h.get("turn"),
+                            undone=bool(h.get("undone")), origin="import")
+            batch.event(mem.id, "IMPORT", new_text=mem.text, new_status=mem.status)
+            imported += 1
+    return ImportReport(imported=imported, skipped=len(records) - imported)
+
+
+def _exists(conn, rec: _Record) -> bool:
+    return conn.execute("SELECT 1 FROM memories WHERE text_key = ? AND speaker IS ? AND status = ? LIMIT 1",
+                        (text_key(rec.text), rec.speaker, rec.status)).fetchone() is not None
+
+
+def parse_file(path: Path) -> list[_Record]:
+    """Every memory record in the file, or ImportFormatError naming the first bad line."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise InvalidInputError(f"Cannot read {path}: {exc.strerror or exc}.") from exc
+    records: list[_Record] = []
+    first = True
+    for number, line in enumerate(raw.split(b"\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = _parse_line(line, first)
+        except UserError as exc:
+            err = ImportFormatError(f"line {number}: {exc} (in {path.name}); nothing was imported.")
+            err.line = number  # type: ignore[attr-defined]
+            raise err from None
+        first = False
+        if obj is not None:
+            obj.line = number
+            records.append(obj)
+    return records
+
+
+def _parse_line(line: bytes, first: bool) -> _Record | None:
+    try:
+        obj = json.loads(line.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise InvalidInputError("not UTF-8 text") from None
+    except ValueError as exc:
+        raise InvalidInputError(f"not valid JSON ({exc.msg})") from None
+    if not isinstance(obj, dict):
+        raise InvalidInputError("expected a JSON object")
+    kind = obj.get("type", "memory")
+    if kind == "header":
+        if not first:
+            raise InvalidInputError("a header is only allowed on the first line")
+        _check_header(obj)
+        return None
+    if kind != "memory":
+        raise InvalidInputError(f"unknown line type {kind!r}")
+    return _record(obj)
+
+
+def _check_header(obj: dict) -> None:
+    if obj.get("format", FORMAT) != FORMAT:
+        raise InvalidInputError(f"not a Memory-R1 memory export (format {obj.get('format')!r})")
+    version = obj.get("schema_version", EXPORT_VERSION)
+    if not isinstance(version, int) or version < 1:
+        raise InvalidInputError(f"bad schema_version {version!r}")
+    if version > EXPORT_VERSION:
+        raise InvalidInputError(f"written by a newer Memory-R1 (export version {version}; "
+                                f"this one reads up to {EXPORT_VERSION})")
+
+
+def _opt_str(obj: dict, name: str) -> str | None:
+    value = obj.get(name)
+    if value is not None and not isinstance(value, str):
+        raise InvalidInputError(f"{name!r} must be a string or null")
+    return clean_optional(value)
+
+
+def _record(obj: dict) -> _Record:
+    if "text" not in obj:
+        raise InvalidInputError("missing 'text'")
+    text = clean_text(obj["text"])
+    status = obj.get("status") or "active"
+    if status not in STATUSES:
+        raise InvalidInputError(f"unknown status {status!r}")
+    version = obj.get("version", 1)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise InvalidInputError(f"bad version {version!r}")
+    history = obj.get("history") or []
+    if not isinstance(history, list):
+        raise InvalidInputError("'history' must be a list")
+    return _Record(line=0, text=text, speaker=_opt_str(obj, "speaker"), observed_at=_opt_str(obj, "observed_at"),
+                   created_at=_opt_str(obj, "created_at"), updated_at=_opt_str(obj, "updated_at"),
+                   source=_opt_str(obj, "source"), status=status, version=version,
+                   history=[_history_entry(h) for h in history])
+
+
+def _history_entry(h) -> dict:
+    if not isinstance(h, dict):
+        raise InvalidInputError("each history entry must be an object")
+    if h.get("event") not in EVENTS:
+        raise InvalidInputError(f"unknown history event {h.get('event')!r}")
+    out = {"event": h["event"], "undone": bool(h.get("undone"))}
+    for name in _HIST_FIELDS[1:-1]:
+        value = h.get(name)
+        if value is not None and not isinstance(value, str):
+            raise InvalidInputError(f"history {name!r} must be a string or null")
+        out[name] = value
+    return out
