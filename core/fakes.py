@@ -26,8 +26,10 @@ class FakeBackend:
     """
 
     def __init__(self, responses: Sequence[Script] = (), *, default: Script = "",
-                 chunk: int = 4, delay: float = 0.0, name: str = "fake") -> None:
+                 chunk: int = 4, delay: float = 0.0, name: str = "fake",
+                 n_ctx: int = 4096) -> None:
         self.name = name
+        self.n_ctx = n_ctx
         self._responses = list(responses)
         self.default = default
         self.chunk = max(1, chunk)
@@ -64,6 +66,20 @@ class FakeBackend:
             if self.delay:
                 time.sleep(self.delay)
             yield text[i:i + self.chunk]
+
+    def complete_text(self, prompt: str, *, params: GenParams = GenParams(),
+                      schema: dict | None = None, cancel: CancelToken | None = None) -> Iterator[str]:
+        """`LlamaBackend.complete_text`: the raw prompt is recorded as one user message and
+        under `calls[-1]["prompt"]`; scripts see `[{"role": "user", "content": prompt}]`."""
+        stream = self.complete([{"role": "user", "content": prompt}], params=params,
+                               schema=schema, cancel=cancel)
+        self.calls[-1]["prompt"] = prompt
+        return stream
+
+    def apply_chat_template(self, messages: Sequence[Message]) -> str:
+        """A ChatML rendering, like the embedded model's template (no default system prompt)."""
+        parts = [f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages]
+        return "".join(parts) + "<|im_start|>assistant\n"
 
     def count_tokens(self, text: str) -> int:
         return max(1, len(text) // 4) if text else 0
