@@ -14,7 +14,12 @@ import logging
 import os
 import sys
 
-from core.errors import UserError
+# llama.cpp's OpenMP threads spin while idle unless told not to: on a busy 2-core machine that
+# made generation ~10x slower (measured in benchmarks/runtime.py). Must be set before
+# llama_cpp or torch is first imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from core.errors import UserError  # noqa: E402
 
 log = logging.getLogger("app.cli")
 

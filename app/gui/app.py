@@ -1,0 +1,170 @@
+"""Wiring the real components into the main window (`run`), and the shared Qt set-up.
+
+`run()` opens the bank (SQLite only; the embedder is loaded lazily), shows the window at
+once, and loads the embedder and both models in the background with progress in the status
+bar (`assistant_factory`). At exit: the window has already stopped any reply and let the
+manager drain; here the runner is shut down, the assistant and models closed, temporary chats
+purged and the bank closed. Called on the main thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from typing import Callable
+
+from core.config import ModelSpec, Settings, settings_path
+from core.errors import ModelLoadError, UserError
+
+log = logging.getLogger(__name__)
+
+APP_NAME = "Memory-R1"
+GIL_SWITCH_S = 0.001
+MANAGER_NICE = 10
+
+
+def init_qt_app(argv: list[str] | None = None):
+    """The QApplication (created once): Fusion style, which follows the system's light/dark
+    colour scheme in Qt 6, the app icon and names."""
+    from PySide6.QtGui import QIcon
+    from PySide6.QtWidgets import QApplication
+
+    from core.paths import assets_dir
+
+    app = QApplication.instance()
+    if app is not None and app.property("memory_r1_ready"):
+        return app  # configured once: setting the style again on a running app can crash Qt
+    if app is None:
+        app = QApplication(argv if argv is not None else sys.argv[:1])
+    app.setApplicationName(APP_NAME)
+    app.setApplicationDisplayName(APP_NAME)
+    app.setOrganizationName("memory-r1")
+    app.setDesktopFileName("memory-r1")
+    app.setStyle("Fusion")
+    icon = assets_dir() / "icons" / "memory-r1.svg"
+    if icon.exists():
+        app.setWindowIcon(QIcon(str(icon)))
+    # Worker threads running Python (the manager, the embedder's pre-processing) hold the GIL
+    # for up to the switch interval (5 ms by default) each time the GUI thread asks for it.
+    sys.setswitchinterval(GIL_SWITCH_S)
+    app.setProperty("memory_r1_ready", True)
+    return app
+
+
+def _load_role(spec: ModelSpec, role: str, progress: Callable[[str], None]):
+    """Load one role's model; a custom model that fails falls back to the embedded one (reported)."""
+    from core.runtime import load_backend
+
+    progress(f"Loading the {role} model…")
+    try:
+        return load_backend(spec)
+    except ModelLoadError as exc:
+        if not spec.path:
+            raise
+        log.warning("the %s model %s failed to load (%s); using the embedded model", role, spec.path, exc)
+        progress(f"{exc} Using the embedded model for the {role} instead.")
+        return load_backend(ModelSpec(n_ctx=spec.n_ctx, n_threads=spec.n_threads))
+
+
+def build_assistant(bank, answer, manager, settings: Settings):
+    """The `Assistant`, built on a short-lived thread of lower OS priority (Linux nice
+    MANAGER_NICE) so that the memory-manager thread it starts inherits that priority: the
+    background memory work then yields the CPU to the GUI thread and to the reply the user is
+    waiting for. Replies keep normal priority. Any thread."""
+    from core.pipeline import Assistant
+
+    from .tasks import lower_thread_priority
+
+    out: dict = {}
+
+    def build() -> None:
+        lower_thread_priority(MANAGER_NICE)
+        try:
+            out["assistant"] = Assistant(bank, answer, manager, settings=settings)
+        except BaseException as exc:  # re-raised on the caller's thread
+            out["error"] = exc
+
+    thread = threading.Thread(target=build, name="assistant-init")
+    thread.start()
+    thread.join()
+    if "error" in out:
+        raise out["error"]
+    return out["assistant"]
+
+
+def make_assistant_factory(bank) -> Callable:
+    """`factory(settings, progress) -> Assistant`, run on the window's model worker thread.
+
+    Each role gets its own backend (core/runtime.py: a shared one would evict the other
+    role's cached prompt prefix); the embedder is warmed first so the first reply is quick.
+    """
+
+    def factory(settings: Settings, progress: Callable[[str], None]):
+        progress("Loading the embedder…")
+        bank.embed(["warm-up"])
+        answer = _load_role(settings.answer_model, "answer", progress)
+        try:
+            manager = _load_role(settings.manager_model, "memory manager", progress)
+        except BaseException:
+            answer.close()
+            raise
+        progress("Ready.")
+        try:
+            return build_assistant(bank, answer, manager, settings)
+        except BaseException:
+            answer.close()
+            manager.close()
+            raise
+
+    return factory
+
+
+def _fatal_dialog(text: str) -> None:
+    from PySide6.QtWidgets import QMessageBox
+
+    QMessageBox.critical(None, APP_NAME, text)
+
+
+def run(verbose: bool = False) -> int:
+    """Open the app and run the event loop; returns the process exit code."""
+    from app.logs import setup_logging
+    from core.memory.bank import MemoryBank
+
+    from .dialogs import install_excepthook
+    from .main_window import MainWindow
+
+    log_path = setup_logging(verbose=verbose)
+    app = init_qt_app()
+    settings = Settings.load(settings_path())
+    try:
+        bank = MemoryBank.open()
+    except UserError as exc:  # locked, corrupt, too new: one sentence, the file untouched
+        _fatal_dialog(str(exc))
+        return exc.exit_code
+    try:
+        bank.chats.purge_temporary()  # left over from a previous run that did not exit cleanly
+        window = MainWindow(bank, settings, assistant_factory=make_assistant_factory(bank),
+                            log_path=log_path)
+        hook = install_excepthook(lambda: window, log_path)
+        window.show()
+        code = app.exec()
+        hook.uninstall()
+        _shutdown(window)
+        bank.chats.purge_temporary()
+        return code
+    finally:
+        bank.close()
+
+
+def _shutdown(window) -> None:
+    window.runner.shutdown(10_000)
+    assistant = window.assistant
+    if assistant is not None:
+        assistant.close()
+        for backend in {id(b): b for b in (getattr(assistant, "_answer_backend", None),
+                                           getattr(assistant, "_manager_backend", None)) if b}.values():
+            backend.close()
+
+
+__all__ = ["run", "init_qt_app", "make_assistant_factory"]

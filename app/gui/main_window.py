@@ -1,0 +1,593 @@
+"""The main window: chats on the left, the conversation in the middle, memory on the right.
+
+It wires widgets to `core/` through the one `TaskRunner`: the "model" lane runs model loading
+and replies (one owner for the `Llama` instances), the "db" lane runs chat-store and bank
+calls. Listeners that `core/` calls from its own threads (the bank's change listener, the
+pipeline's manager and error listeners) are forwarded to the GUI thread by `_Bridge` signals.
+
+Construction is injectable (tests pass a bank on `HashEmbedder` and an `Assistant` on
+`FakeBackend`; `app.cli.gui_cmd.run_gui` wires the real ones):
+`MainWindow(bank, settings, assistant=..., assistant_factory=..., backend_loader=...,
+settings_file=..., log_path=...)`. With `assistant_factory(settings, progress) -> Assistant`
+the models load in the background while the window is already usable (progress in the
+status bar). GUI thread only, except `_Bridge`'s emitters.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from pathlib import Path
+from typing import Callable
+
+from PySide6.QtCore import QObject, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QCloseEvent, QIcon, QKeySequence
+from PySide6.QtWidgets import (QDialog, QLabel, QMainWindow, QMessageBox, QProgressBar, QPushButton, QSplitter,
+                               QVBoxLayout)
+
+from core.config import Settings, settings_path
+from core.paths import assets_dir, data_dir
+
+from .chat_view import MAX_SHOWN_MESSAGES, ChatView
+from .conversation_list import ConversationPanel
+from .dialogs import report_error, show_user_error
+from .memory_panel import MemoryPanel
+from .models_control import ModelControl
+from .settings_dialog import SettingsDialog
+from .tasks import Task, TaskRunner, TokenBuffer
+
+log = logging.getLogger(__name__)
+
+CLOSE_GRACE_MS = 30_000
+DRAIN_S = 20.0
+
+
+class _Bridge(QObject):
+    """Signals emitted from core's threads, delivered on the GUI thread (queued)."""
+
+    bank_changed = Signal(object)  # MemoryChanges
+    turn_remembered = Signal(object, object)  # MemoryChanges, turn id
+    pipeline_error = Signal(object)
+
+    def emit_safely(self, signal_name: str, *args) -> None:  # any thread
+        try:
+            getattr(self, signal_name).emit(*args)
+        except RuntimeError:  # the window (and this bridge) is gone: nothing to redraw
+            pass
+
+
+class MainWindow(QMainWindow):
+    """Signals: `replyFinished(Reply)`, `assistantReady()`, `modelsChanged("ok"|"failed")`,
+    `memoryNotice(MemoryChanges, turn_id)`, `conversationsLoaded()`, `conversationShown(id)`."""
+
+    replyFinished = Signal(object)
+    assistantReady = Signal()
+    modelsChanged = Signal(str)  # "ok" | "failed" (never a bool: see tasks.py)
+    memoryNotice = Signal(object, object)
+    conversationsLoaded = Signal()
+    conversationShown = Signal(int)
+
+    def __init__(self, bank, settings: Settings, *, assistant=None,
+                 assistant_factory: Callable | None = None, backend_loader: Callable | None = None,
+                 settings_file: Path | None = None, log_path: Path | None = None,
+                 runner: TaskRunner | None = None, parent=None) -> None:
+        super().__init__(parent)
+        self.bank = bank
+        self.settings = settings
+        self.assistant = None
+        self.settings_file = settings_file or settings_path()
+        self.log_path = log_path
+        self._factory = assistant_factory
+        self._pending_models = (settings.answer_model, settings.manager_model)
+        self.runner = runner or TaskRunner(self)
+        self.models = ModelControl(self.runner, backend_loader, self)
+        self.bridge = _Bridge(self)
+        self.current_conversation = None  # core.memory Conversation, or None before the first message
+        self._new_chat_temporary = False
+        self._reply_task: Task | None = None
+        self._early_notices: list = []
+        self._closing = False
+        self._drained = False
+        self.errors: list[BaseException] = []  # every error reported, for tests and the log
+        self.setWindowTitle("Memory-R1")
+        icon = assets_dir() / "icons" / "memory-r1.svg"
+        if icon.exists():
+            self.setWindowIcon(QIcon(str(icon)))
+        self._build()
+        self._actions()
+        self._connect()
+        self._bank_listener = lambda changes: self.bridge.emit_safely("bank_changed", changes)
+        self.bank.add_listener(self._bank_listener)
+        if assistant is not None:
+            self._set_assistant(assistant)
+        elif assistant_factory is not None:
+            self.models.load(assistant_factory, settings)
+        self.chat.show_welcome(not settings.welcome_shown)
+        self.memory.pause.setChecked(settings.memory_paused)
+        self.load_conversations(select_latest=True)
+        self.memory.refresh()
+
+    # --- construction -----------------------------------------------------------------------
+    def _build(self) -> None:
+        self.conversations = ConversationPanel()
+        self.chat = ChatView()
+        self.memory = MemoryPanel(self.bank, self.runner)
+        self.splitter = QSplitter(Qt.Orientation.Horizontal)
+        for widget in (self.conversations, self.chat, self.memory):
+            self.splitter.addWidget(widget)
+        self.splitter.setStretchFactor(1, 1)
+        self.splitter.setSizes([220, 620, 440])
+        self.setCentralWidget(self.splitter)
+        self.resize(1280, 800)
+        self.model_label = QLabel()
+        self.progress = QProgressBar(maximumWidth=160, textVisible=False)
+        self.progress.setRange(0, 0)  # indeterminate: llama.cpp reports no load fraction here
+        self.progress.hide()
+        self.undo_chat_button = QPushButton("Undo delete")
+        self.undo_chat_button.hide()
+        self._undo_chat_timer = QTimer(self, singleShot=True, interval=15_000)
+        self._undo_chat_timer.timeout.connect(self.undo_chat_button.hide)
+        bar = self.statusBar()
+        bar.addPermanentWidget(self.undo_chat_button)
+        bar.addPermanentWidget(self.progress)
+        bar.addPermanentWidget(self.model_label)
+
+    def _action(self, menu, text: str, slot, shortcut=None) -> QAction:
+        action = QAction(text, self)
+        if shortcut is not None:
+            action.setShortcut(QKeySequence(shortcut))
+            action.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
+        action.triggered.connect(slot)
+        menu.addAction(action)
+        return action
+
+    def _actions(self) -> None:
+        menu = self.menuBar()
+        file = menu.addMenu("&File")
+        self.new_action = self._action(file, "New chat", self.new_chat, QKeySequence.StandardKey.New)
+        self._action(file, "New temporary chat", lambda: self.new_chat(temporary=True), "Ctrl+Shift+N")
+        file.addSeparator()
+        self._action(file, "Export memories…", self.memory.ask_export)
+        self._action(file, "Import memories…", self.memory.ask_import)
+        file.addSeparator()
+        self._action(file, "Models…", self.open_models)
+        self.settings_action = self._action(file, "Settings…", self.open_settings, "Ctrl+,")
+        file.addSeparator()
+        self._action(file, "Quit", self.close, QKeySequence.StandardKey.Quit)
+        edit = menu.addMenu("&Edit")
+        self._action(edit, "Search memories", self.focus_memory_search, QKeySequence.StandardKey.Find)
+        self._action(edit, "Search chats", self.conversations.search.setFocus, "Ctrl+Shift+F")
+        self.stop_action = self._action(edit, "Stop reply", self.stop_reply, "Esc")
+        view = menu.addMenu("&View")
+        for name, widget in (("Chats", self.conversations), ("Memory panel", self.memory)):
+            toggle = QAction(name, self, checkable=True, checked=True)
+            toggle.toggled.connect(widget.setVisible)
+            view.addAction(toggle)
+        help_menu = menu.addMenu("&Help")
+        self._action(help_menu, "Keyboard shortcuts", self._show_shortcuts)
+        self._action(help_menu, "Welcome", lambda: self.chat.show_welcome(True))
+
+    def _connect(self) -> None:
+        self.runner.unhandled.connect(lambda _task, exc: self.report(exc))
+        self.runner.idle.connect(self._maybe_finish_close)
+        self.bridge.bank_changed.connect(self.memory.apply_changes)
+        self.bridge.turn_remembered.connect(self._on_turn_remembered)
+        self.bridge.pipeline_error.connect(self._on_pipeline_error)
+        self.models.progress.connect(lambda text: self.statusBar().showMessage(text))
+        self.models.busyStarted.connect(lambda text: self._busy_progress(True, text))
+        self.models.busyEnded.connect(lambda text: self._busy_progress(False, text))
+        self.models.loaded.connect(self._set_assistant)
+        self.models.loadFailed.connect(self._load_failed)
+        self.models.swapped.connect(self._swapped)
+        self.chat.sendRequested.connect(self.send)
+        self.chat.stopRequested.connect(self.stop_reply)
+        self.chat.regenerateRequested.connect(self.regenerate)
+        self.chat.memoryLinkActivated.connect(self.show_memory)
+        self.chat.welcomeDismissed.connect(self._welcome_done)
+        self.conversations.selected.connect(self.open_conversation)
+        self.conversations.newRequested.connect(self.new_chat)
+        self.conversations.renameRequested.connect(self.rename_conversation)
+        self.conversations.deleteRequested.connect(self.delete_conversation)
+        self.conversations.searchChanged.connect(lambda _q: self.load_conversations())
+        self.undo_chat_button.clicked.connect(self._undo_delete_chat)
+        self.memory.error.connect(self.report)
+        self.memory.message.connect(lambda text: self.statusBar().showMessage(text, 8000))
+        self.memory.pauseToggled.connect(self.set_memory_paused)
+
+    # --- errors -----------------------------------------------------------------------------
+    def report(self, exc: BaseException) -> None:
+        """A plain dialog for a UserError, the crash dialog (with the log path) for a bug."""
+        self.errors.append(exc)
+        if not self._closing:
+            report_error(self, exc, self.log_path)
+
+    def _on_pipeline_error(self, exc: BaseException) -> None:
+        """The background manager failed on a turn: a notice, not a modal dialog per turn."""
+        self.errors.append(exc)
+        where = f" (details in {self.log_path})" if self.log_path else ""
+        self.statusBar().showMessage(f"Memory update failed: {exc}{where}", 15_000)
+
+    # --- assistant and models ---------------------------------------------------------------
+    def _set_assistant(self, assistant) -> None:
+        self.assistant = assistant
+        assistant.add_memory_listener(lambda ch, turn: self.bridge.emit_safely("turn_remembered", ch, turn))
+        assistant.add_error_listener(lambda exc: self.bridge.emit_safely("pipeline_error", exc))
+        self._apply_runtime_settings()
+        self.chat.set_input_enabled(True)
+        self.model_label.setText(self._model_text())
+        self.assistantReady.emit()
+
+    def _load_failed(self, exc: BaseException) -> None:
+        self.chat.set_input_enabled(False, "No model could be loaded: choose one in Settings (Ctrl+,).")
+        self.report(exc)
+
+    def _busy_progress(self, busy: bool, text: str) -> None:
+        self.progress.setVisible(busy)
+        if busy and self.assistant is None:
+            self.chat.set_input_enabled(False, text)
+        if text:
+            self.statusBar().showMessage(text, 0 if busy else 5000)
+
+    def _model_text(self) -> str:
+        spec = self.settings.answer_model
+        name = Path(spec.path).name if spec.path else "SmolLM2-135M (embedded)"
+        return f"Model: {name}" + (" + adapter" if spec.adapter else "")
+
+    def _apply_runtime_settings(self) -> None:
+        """Sampling and pause settings the pipeline reads per reply."""
+        target = getattr(self.assistant, "settings", None)
+        if target is not None and target is not self.settings:
+            for name in ("temperature", "max_tokens", "memory_paused", "use_shipped_adapters"):
+                setattr(target, name, getattr(self.settings, name))
+
+    def save_settings(self) -> None:
+        try:
+            self.settings.save(self.settings_file)
+        except (OSError, ValueError) as exc:
+            show_user_error(self, f"The settings could not be saved to {self.settings_file}: {exc}")
+
+    def open_settings(self) -> None:
+        dialog = SettingsDialog(self.settings, data_dir(), self)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.applied.connect(self.apply_settings)
+        dialog.open()
+
+    def open_models(self) -> None:
+        """The model manager (app/gui/models_page.py) in a dialog; a role it changes is applied
+        like a change in Settings (loaded in the background; a failure keeps the old model)."""
+        from core.models.store import ModelStore
+
+        from .models_page import ModelsPage
+
+        dialog = QDialog(self)
+        dialog.setObjectName("modelsDialog")
+        dialog.setWindowTitle("Models")
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        page = ModelsPage(ModelStore(), copy.deepcopy(self.settings), dialog)
+        page.settings_changed.connect(self.apply_settings)
+        QVBoxLayout(dialog).addWidget(page)
+        dialog.resize(900, 600)
+        dialog.open()
+
+    def apply_settings(self, new: Settings) -> None:
+        """Persist `new`; if a model changed, load it in the background and swap it in on success.
+
+        A model that fails to load is reported and the previous one stays (and stays saved).
+        """
+        old = self.settings
+        models_changed = new.answer_model != old.answer_model or new.manager_model != old.manager_model
+        self.settings = copy.deepcopy(new)
+        self.settings.answer_model, self.settings.manager_model = old.answer_model, old.manager_model
+        self._apply_runtime_settings()
+        self.save_settings()
+        if not models_changed:
+            return
+        self._pending_models = (new.answer_model, new.manager_model)
+        if self.assistant is not None:
+            self.models.swap(self.assistant, old, new)
+        elif self._factory is not None:  # nothing loaded yet (a failed first load): load afresh
+            self.settings.answer_model, self.settings.manager_model = self._pending_models
+            self.models.load(self._factory, self.settings)
+
+    def _swapped(self, exc) -> None:
+        if exc is None:
+            self.settings.answer_model, self.settings.manager_model = self._pending_models
+            self.save_settings()
+            self.model_label.setText(self._model_text())
+        else:
+            self.report(exc)
+        self.modelsChanged.emit("failed" if exc is not None else "ok")
+
+    def set_memory_paused(self, paused: bool) -> None:
+        if self.settings.memory_paused != paused:
+            self.settings.memory_paused = paused
+            self._apply_runtime_settings()
+            self.save_settings()
+        self.statusBar().showMessage("Memory paused: nothing new is remembered." if paused
+                                     else "Memory on.", 6000)
+
+    def _welcome_done(self) -> None:
+        self.settings.welcome_shown = True
+        self.save_settings()
+
+    # --- conversations ----------------------------------------------------------------------
+    def load_conversations(self, select_latest: bool = False) -> None:
+        query = self.conversations.search.text().strip() or None
+        chats = self.bank.chats
+
+        def done(convs):
+            current = self.current_conversation.id if self.current_conversation else None
+            if select_latest and current is None and convs and not query:
+                self.current_conversation = convs[0]
+                current = convs[0].id
+                self._show_conversation(convs[0])
+            self.conversations.set_conversations(convs, current)
+            self.conversationsLoaded.emit()
+
+        self.runner.submit(lambda: chats.list_conversations(query=query), name="list chats",
+                           on_done=done, on_error=self.report)
+
+    def new_chat(self, temporary: bool = False) -> None:
+        """An empty chat; it is created in the store when the first message is sent."""
+        self.current_conversation = None
+        self._new_chat_temporary = bool(temporary)
+        self.chat.clear()
+        self.chat.set_temporary(self._new_chat_temporary)
+        self.conversations.set_conversations(
+            [self.conversations.model.conversation_at(r) for r in range(self.conversations.model.rowCount())], None)
+        self.chat.input.setFocus()
+
+    def open_conversation(self, conversation_id: int) -> None:
+        chats = self.bank.chats
+        self.runner.submit(chats.get_conversation, conversation_id, name="open chat",
+                           on_done=self._show_conversation, on_error=self.report)
+
+    def _show_conversation(self, conv) -> None:
+        self.current_conversation = conv
+        self.chat.set_temporary(conv.temporary)
+        chats, bank = self.bank.chats, self.bank
+
+        def fetch():  # db worker: the messages and the memories each reply used
+            messages = chats.messages(conv.id, limit=MAX_SHOWN_MESSAGES)
+            used = {}
+            for msg in messages:
+                ids = (msg.meta or {}).get("selected") if isinstance(msg.meta, dict) else None
+                if ids:
+                    used[msg.id] = [m for m in (_get_or_none(bank, i) for i in ids) if m is not None]
+            return messages, used
+
+        def done(result):
+            if self.current_conversation is not None and self.current_conversation.id == conv.id:
+                self.chat.show_messages(*result)  # a reply still streaming goes on unseen
+                self.conversationShown.emit(conv.id)
+
+        self.runner.submit(fetch, name="load messages", on_done=done, on_error=self.report)
+
+    def rename_conversation(self, conversation_id: int, title: str) -> None:
+        self.runner.submit(self.bank.chats.rename_conversation, conversation_id, title, name="rename chat",
+                           on_done=lambda _r: self.load_conversations(), on_error=self.report)
+
+    def delete_conversation(self, conversation_id: int) -> None:
+        def done(_result):
+            if self.current_conversation is not None and self.current_conversation.id == conversation_id:
+                self.new_chat()
+            self._deleted_chat = conversation_id
+            self.undo_chat_button.show()
+            self._undo_chat_timer.start()
+            self.statusBar().showMessage("Chat deleted.", 15_000)
+            self.load_conversations()
+
+        self.runner.submit(self.bank.chats.delete_conversation, conversation_id, name="delete chat",
+                           on_done=done, on_error=self.report)
+
+    def _undo_delete_chat(self) -> None:
+        conversation_id = getattr(self, "_deleted_chat", None)
+        self.undo_chat_button.hide()
+        if conversation_id is not None:
+            self.runner.submit(self.bank.chats.restore_conversation, conversation_id, name="restore chat",
+                               on_done=lambda _r: self.load_conversations(), on_error=self.report)
+
+    # --- chatting ---------------------------------------------------------------------------
+    def busy(self) -> bool:
+        return self._reply_task is not None
+
+    def send(self, text: str) -> None:
+        """Show the message, create the chat if needed, stream the reply (model lane)."""
+        if self.assistant is None or self.busy():
+            return
+        self.chat.add_user_message(text)
+        self.chat.show_welcome(False)
+        conv = self.current_conversation
+        if conv is None:
+            temporary = self._new_chat_temporary
+            title = _title_from(text)
+            self._start_reply(lambda c: self.bank.chats.create_conversation(title, temporary=temporary),
+                              text, temporary)
+        else:
+            self._start_reply(None, text, conv.temporary, conv.id)
+
+    def _start_reply(self, create: Callable | None, text: str, temporary: bool,
+                     conversation_id: int | None = None) -> None:
+        buffer = TokenBuffer()
+        assistant = self.assistant
+
+        def run(cancel):  # model worker
+            cid = conversation_id
+            conv = None
+            if create is not None:
+                conv = create(None)
+                cid = conv.id
+            reply = assistant.reply(cid, text, on_token=buffer.append, cancel=cancel, temporary=temporary)
+            return conv, cid, reply
+
+        self.chat.start_stream(buffer)
+        self.chat.set_busy(True)
+        self._reply_task = self.runner.submit(run, name="reply", lane="model", pass_cancel=True,
+                                              on_done=self._reply_done, on_error=self._reply_failed)
+
+    def regenerate(self) -> None:
+        if self.assistant is None or self.busy() or self.current_conversation is None:
+            return
+        cid = self.current_conversation.id
+        assistant = self.assistant
+        buffer = TokenBuffer()
+        self.chat.remove_last_assistant()
+        self.chat.start_stream(buffer)
+        self.chat.set_busy(True)
+
+        def run(cancel):
+            return None, cid, assistant.regenerate(cid, on_token=buffer.append, cancel=cancel)
+
+        self._reply_task = self.runner.submit(run, name="regenerate", lane="model", pass_cancel=True,
+                                              on_done=self._reply_done, on_error=self._reply_failed)
+
+    def stop_reply(self) -> None:
+        """Esc / Stop: the worker stops within one token; the partial reply is kept."""
+        if self._reply_task is not None:
+            self._reply_task.cancel.cancel()
+            self.statusBar().showMessage("Stopping…", 3000)
+
+    def _reply_done(self, result) -> None:
+        """The reply is stored. If the user switched chats meanwhile, the view is left alone
+        (or reloaded, if they came back to this chat)."""
+        conv, cid, reply = result
+        self._reply_task = None
+        self.chat.set_busy(False)
+        still_shown = self.chat.streaming is not None
+        if conv is not None and self.current_conversation is None and still_shown:
+            self.current_conversation = conv
+        if self.current_conversation is not None and self.current_conversation.id == cid:
+            widget = self.chat.finish_stream(reply.text, message_id=reply.message_id,
+                                             memories=reply.selected, cancelled=reply.cancelled)
+            if widget is None:
+                self._show_conversation(self.current_conversation)
+            if widget is not None and len(self.chat.messages) >= 2:
+                user = self.chat.messages[-2]
+                if user.role == "user" and user.message_id is None:
+                    user.message_id = reply.user_message_id
+            if widget is not None and reply.changes:
+                widget.show_notice(reply.changes)
+            self.chat.set_busy(False)
+        else:
+            self.chat.stop_stream()
+        self.replyFinished.emit(reply)
+        early, self._early_notices = self._early_notices, []
+        for changes, turn_id in early:  # the manager was faster than the reply's bookkeeping
+            self._place_notice(changes, turn_id)
+        self.load_conversations()
+
+    def _reply_failed(self, exc: BaseException) -> None:
+        self._reply_task = None
+        self.chat.discard_stream()
+        self.chat.set_busy(False)
+        self.report(exc)
+
+    # --- memory notices ---------------------------------------------------------------------
+    def _on_turn_remembered(self, changes, turn_id) -> None:
+        """After the manager finished a turn: a notice under that reply (or in the status bar)."""
+        self.memoryNotice.emit(changes, turn_id)
+        self._place_notice(changes, turn_id)
+
+    def _place_notice(self, changes, turn_id) -> None:
+        """Under the reply of that turn (found by its user message id), else the status bar only.
+        A notice that beats its own reply's bookkeeping waits for `_reply_done`."""
+        if not changes:
+            return
+        widget = None
+        for message_id in _message_ids(turn_id):
+            widget = self.chat.message_widget(message_id)
+            if widget is not None:
+                break
+        if widget is None and self._reply_task is not None:
+            self._early_notices.append((changes, turn_id))  # this reply's ids are not known yet
+            return
+        if widget is not None and widget.role == "user":
+            index = self.chat.messages.index(widget)
+            follow = self.chat.messages[index + 1:index + 2]
+            widget = follow[0] if follow else None
+        if widget is None and turn_id is None:
+            widget = self.chat.last_assistant()
+        if widget is not None:
+            widget.show_notice(changes)
+        self.statusBar().showMessage(f"Memory updated: {changes.summary()}.", 8000)
+
+    def show_memory(self, memory_id: int) -> None:
+        self.memory.show()
+        self.memory.select_memory(memory_id)
+
+    def focus_memory_search(self) -> None:
+        self.memory.show()
+        self.memory.search.setFocus()
+        self.memory.search.selectAll()
+
+    def _show_shortcuts(self) -> None:
+        text = ("Ctrl+N  new chat\nCtrl+Shift+N  new temporary chat\nCtrl+F  search memories\n"
+                "Ctrl+Shift+F  search chats\nEsc  stop the reply\nCtrl+,  settings\n"
+                "Enter  send · Shift+Enter  new line")
+        box = QMessageBox(QMessageBox.Icon.Information, "Keyboard shortcuts", text, QMessageBox.StandardButton.Ok, self)
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        box.open()
+
+    # --- closing ----------------------------------------------------------------------------
+    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt naming
+        """Stop a streaming reply (the pipeline stores the partial text) and let the manager
+        finish the queued turns (up to DRAIN_S), in the background, then close."""
+        if getattr(self, "_force_close", False) or (self._drained and not self.runner.busy()):
+            self._closing = True
+            self.chat.stop_stream()
+            self.bank.remove_listener(self._bank_listener)
+            event.accept()
+            return
+        event.ignore()
+        if self._closing:
+            return
+        self._closing = True
+        self.runner.cancel_all()
+        self.chat.set_input_enabled(False, "Closing…")
+        self.statusBar().showMessage("Saving the last memory updates before closing…")
+        QTimer.singleShot(CLOSE_GRACE_MS, self._force_close_now)
+        assistant = self.assistant
+
+        def drain():  # model worker: after any reply (same lane), wait for the manager
+            return assistant.wait_idle(DRAIN_S) if assistant is not None else True
+
+        def drained(ok):
+            if not ok:
+                log.warning("the memory manager had not finished within %d s at exit", DRAIN_S)
+            self._drained = True
+
+        self.runner.submit(drain, name="drain manager", lane="model", on_done=drained,
+                           on_error=lambda exc: drained(False))
+
+    def _maybe_finish_close(self) -> None:
+        if self._closing and self._drained and not self.runner.busy():
+            QTimer.singleShot(0, self.close)
+
+    def _force_close_now(self) -> None:
+        if self.isVisible():
+            log.warning("background work did not stop within %d ms; closing anyway", CLOSE_GRACE_MS)
+            self._force_close = True
+            self.close()
+
+
+def _get_or_none(bank, memory_id):
+    try:
+        return bank.get(int(memory_id))
+    except Exception:  # noqa: BLE001 - a forgotten memory is simply not shown
+        return None
+
+
+def _title_from(text: str) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= 48 else line[:47].rstrip() + "…"
+
+
+def _message_ids(turn_id) -> list[int]:
+    """Message ids named by a turn id such as "chat:3/17" or "chat:3/16-17" (best effort)."""
+    if not isinstance(turn_id, str) or "/" not in turn_id:
+        return [turn_id] if isinstance(turn_id, int) else []
+    ids = []
+    for part in turn_id.rsplit("/", 1)[1].replace("-", ",").split(","):
+        if part.strip().isdigit():
+            ids.append(int(part))
+    return list(reversed(ids))

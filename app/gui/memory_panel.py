@@ -1,0 +1,478 @@
+"""The memory panel: see, search and curate what the assistant remembers.
+
+A table (`MemoryTableModel`) with hybrid search, person/status filters, add, inline edit,
+delete (soft, with undo), restore, forget (permanent, confirmed), per-memory history,
+export/import and the "pause memory" switch. Every bank call runs in the runner's "db" lane;
+results come back on the GUI thread. Changes made elsewhere (the manager, the CLI in the same
+process, an undo) arrive through `apply_changes` and redraw only the affected rows.
+
+Threads: everything here runs on the GUI thread except the small `_fetch`/`_do` closures,
+which run on the "db" worker and only call the bank.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from pathlib import Path
+from typing import Callable
+
+import shiboken6
+from PySide6.QtCore import QItemSelectionModel, Qt, QTimer, Signal
+from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDialog, QDialogButtonBox,
+                               QFileDialog, QFormLayout, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
+                               QPlainTextEdit, QPushButton, QTableView, QVBoxLayout, QWidget)
+
+from core.errors import ConflictError
+from core.prompts import format_time
+from core.types import Memory, MemoryChanges
+
+from .dialogs import confirm
+from .memory_model import EventTableModel, MemoryTableModel
+from .tasks import TaskRunner
+
+log = logging.getLogger(__name__)
+
+LIST_LIMIT = 2000
+SEARCH_K = 100
+STATUSES = (("Active", "active"), ("Deleted", "deleted"), ("All", None))
+
+
+def observed_now() -> str:
+    """The current time in the bank's conversation-time format: "1:56 pm on 8 May, 2023"."""
+    return format_time(datetime.now())
+
+
+def _count_text(total: int, shown: int) -> str:
+    text = f"{total} memor{'y' if total == 1 else 'ies'}"
+    return text + (f" · {shown} shown" if shown != total else "")
+
+
+class AddMemoryDialog(QDialog):
+    """Text and person of a new memory. Emits `submitted(text, person)`."""
+
+    submitted = Signal(str, str)
+
+    def __init__(self, speakers: list[str], parent=None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Add a memory")
+        self.setObjectName("addMemoryDialog")
+        self.text = QPlainTextEdit()
+        self.text.setPlaceholderText("A short, self-contained fact, e.g. “Alex is allergic to peanuts.”")
+        self.person = QComboBox(editable=True)
+        self.person.addItems(speakers or ["User"])
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self._ok)
+        buttons.rejected.connect(self.reject)
+        form = QFormLayout(self)
+        form.addRow("Memory:", self.text)
+        form.addRow("About:", self.person)
+        form.addRow(buttons)
+
+    def _ok(self) -> None:
+        text = self.text.toPlainText().strip()
+        if text:
+            self.submitted.emit(text, self.person.currentText().strip())
+            self.accept()
+
+
+class HistoryDialog(QDialog):
+    """One memory's events, newest first, with "Undo this change"."""
+
+    undoRequested = Signal(int)  # event id
+
+    def __init__(self, memory: Memory, parent=None) -> None:
+        super().__init__(parent)
+        self.setObjectName("historyDialog")
+        self.setWindowTitle(f"History of memory #{memory.id}")
+        self.resize(820, 320)
+        self.model = EventTableModel(parent=self)
+        self.view = QTableView()
+        self.view.setModel(self.model)
+        self.view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.view.setWordWrap(False)
+        self.view.verticalHeader().hide()
+        header = self.view.horizontalHeader()
+        for col in range(len(EventTableModel.COLUMNS)):
+            stretch = EventTableModel.COLUMNS[col] in ("Before", "After")
+            header.setSectionResizeMode(col, QHeaderView.ResizeMode.Stretch if stretch
+                                        else QHeaderView.ResizeMode.ResizeToContents)
+        self.undo_button = QPushButton("Undo this change")
+        self.undo_button.clicked.connect(self._undo)
+        close = QPushButton("Close")
+        close.clicked.connect(self.accept)
+        row = QHBoxLayout()
+        row.addWidget(self.undo_button)
+        row.addStretch(1)
+        row.addWidget(close)
+        box = QVBoxLayout(self)
+        box.addWidget(QLabel(f"“{memory.text}”", wordWrap=True))
+        box.addWidget(self.view, 1)
+        box.addLayout(row)
+
+    def _undo(self) -> None:
+        index = self.view.currentIndex()
+        event = self.model.event_at(index.row()) if index.isValid() else None
+        if event is not None and not event.undone:
+            self.undoRequested.emit(event.id)
+
+
+class MemoryPanel(QWidget):
+    """Signals: `error(exc)` for the window to report, `message(text)` for the status bar,
+    `pauseToggled(bool)`, `loaded()` after each (re)load of the table."""
+
+    error = Signal(object)
+    message = Signal(str)
+    pauseToggled = Signal(bool)
+    loaded = Signal()
+
+    def __init__(self, bank, runner: TaskRunner, parent=None) -> None:
+        super().__init__(parent)
+        self.bank = bank
+        self.runner = runner
+        self.model = MemoryTableModel(self)
+        self._generation = 0
+        self._select_after_load: int | None = None
+        self._undo_stack: list[tuple[str, int, int]] = []  # (what, event id, memory id) of actions here
+        self._debounce = QTimer(self, singleShot=True, interval=250)
+        self._build()
+        self._connect()
+
+    # --- construction -----------------------------------------------------------------------
+    def _build(self) -> None:
+        self.search = QLineEdit(placeholderText="Search memories (words or meaning)", clearButtonEnabled=True)
+        self.search.setObjectName("memorySearch")
+        self.person = QComboBox()
+        self.person.addItem("Everyone", None)
+        self.status = QComboBox()
+        for label, value in STATUSES:
+            self.status.addItem(label, value)
+        self.pause = QCheckBox("Pause memory")
+        self.pause.setToolTip("While paused, nothing new is remembered (replies still use what is remembered).")
+        self.view = QTableView()
+        self.view.setObjectName("memoryTable")
+        self.view.setModel(self.model)
+        self.view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.view.setEditTriggers(QAbstractItemView.EditTrigger.DoubleClicked
+                                  | QAbstractItemView.EditTrigger.EditKeyPressed)
+        self.view.setWordWrap(False)
+        self.view.verticalHeader().hide()
+        header = self.view.horizontalHeader()
+        header.setSectionResizeMode(MemoryTableModel.TEXT, QHeaderView.ResizeMode.Stretch)
+        # fixed, font-based widths: sizing to contents would measure every row on each change
+        metrics = self.view.fontMetrics()
+        for col, sample in ((1, "Assistant"), (2, "28 Nov 2026"), (3, "28 Nov 23:59"), (4, "deleted")):
+            header.setSectionResizeMode(col, QHeaderView.ResizeMode.Interactive)
+            header.resizeSection(col, metrics.horizontalAdvance(sample) + 18)
+        self.count_label = QLabel()
+        self.buttons = {name: QPushButton(name) for name in
+                        ("Add…", "Delete", "Restore", "Forget…", "History…", "Undo", "Export…", "Import…")}
+        self.buttons["Forget…"].setToolTip("Remove permanently, including from the history")
+        self.buttons["Undo"].setToolTip("Undo the last change made here (or the latest change)")
+        filters = QHBoxLayout()
+        filters.addWidget(self.person)
+        filters.addWidget(self.status)
+        filters.addStretch(1)
+        filters.addWidget(self.pause)
+        actions = QHBoxLayout()
+        for name in ("Add…", "Delete", "Restore", "Forget…", "History…", "Undo"):
+            actions.addWidget(self.buttons[name])
+        actions.addStretch(1)
+        files = QHBoxLayout()
+        files.addWidget(self.count_label, 1)
+        files.addWidget(self.buttons["Export…"])
+        files.addWidget(self.buttons["Import…"])
+        title = QLabel("<b>Memory</b>")
+        box = QVBoxLayout(self)
+        box.setContentsMargins(4, 4, 4, 4)
+        for item in (title, self.search, filters, self.view, actions, files):
+            (box.addLayout if isinstance(item, QHBoxLayout) else box.addWidget)(item)
+        box.setStretchFactor(self.view, 1)
+
+    def _connect(self) -> None:
+        self.search.textChanged.connect(lambda _t: self._debounce.start())
+        self._debounce.timeout.connect(self.refresh)
+        self.person.currentIndexChanged.connect(lambda _i: self.refresh())
+        self.status.currentIndexChanged.connect(lambda _i: self.refresh())
+        self.pause.toggled.connect(self.pauseToggled)
+        self.model.editRequested.connect(self._edit)
+        self.view.selectionModel().selectionChanged.connect(lambda *_: self._update_buttons())
+        self.view.doubleClicked.connect(self._double_clicked)
+        handlers = {"Add…": self.ask_add, "Delete": self.delete_selected, "Restore": self.restore_selected,
+                    "Forget…": self.ask_forget, "History…": self.show_history, "Undo": lambda: self.undo(),
+                    "Export…": self.ask_export, "Import…": self.ask_import}
+        for name, handler in handlers.items():
+            self.buttons[name].clicked.connect(handler)
+        self._update_buttons()
+
+    # --- loading ----------------------------------------------------------------------------
+    def filters(self) -> tuple[str, str | None, str | None]:
+        return self.search.text().strip(), self.person.currentData(), self.status.currentData()
+
+    def refresh(self) -> None:
+        """Reload the table for the current search and filters (in the background)."""
+        self._generation += 1
+        generation = self._generation
+        query, person, status = self.filters()
+        bank = self.bank
+
+        def fetch():  # db worker
+            if query:
+                hits = bank.search(query, k=SEARCH_K, mode="hybrid", speaker=person, status=status)
+                rows, scores = [h.memory for h in hits], {h.memory.id: h.score for h in hits}
+            else:
+                rows, scores = bank.list(status=status, speaker=person, limit=LIST_LIMIT), {}
+            return rows, scores, bank.speakers(), bank.count(status)
+
+        self.runner.submit(fetch, name="load memories", on_done=lambda r: self._loaded(generation, *r),
+                           on_error=self.error.emit)
+
+    def _loaded(self, generation: int, rows, scores, speakers, total) -> None:
+        if generation != self._generation:
+            return  # a newer search superseded this one
+        self.model.set_rows(rows, scores)
+        self._set_speakers(speakers)
+        self.count_label.setText(_count_text(total, len(rows)))
+        self._update_buttons()
+        if self._select_after_load is not None:
+            memory_id, self._select_after_load = self._select_after_load, None
+            self._select_row(memory_id)
+        self.loaded.emit()
+
+    def _set_speakers(self, speakers) -> None:
+        current = self.person.currentData()
+        wanted = [None] + sorted(s for s in speakers if s)
+        have = [self.person.itemData(i) for i in range(self.person.count())]
+        if have == wanted:
+            return
+        self.person.blockSignals(True)
+        self.person.clear()
+        self.person.addItem("Everyone", None)
+        for speaker in wanted[1:]:
+            self.person.addItem(speaker, speaker)
+        self.person.setCurrentIndex(max(0, self.person.findData(current)) if current else 0)
+        self.person.blockSignals(False)
+
+    def _accepts(self, mem: Memory) -> bool:
+        _query, person, status = self.filters()
+        return (status is None or mem.status == status) and (person is None or mem.speaker == person)
+
+    def apply_changes(self, changes: MemoryChanges) -> None:
+        """Changes made anywhere (GUI thread): redraw only those rows."""
+        searching = bool(self.filters()[0])
+        self.model.apply_changes(changes, self._accepts, insert_added=not searching)
+        self._recount()
+        if changes.added and any(m.speaker and self.person.findData(m.speaker) < 0 for m in changes.added):
+            self._set_speakers([self.person.itemData(i) for i in range(1, self.person.count())]
+                               + [m.speaker for m in changes.added])
+        self._update_buttons()
+
+    def _recount(self) -> None:
+        """Refresh "N memories" in the background (a count, not a reload)."""
+        status = self.filters()[2]
+        shown = self.model.rowCount()
+
+        def done(total):
+            self.count_label.setText(_count_text(total, shown))
+
+        self.runner.submit(self.bank.count, status, name="count memories", on_done=done,
+                           on_error=lambda exc: log.warning("memory count failed: %s", exc))
+
+    def select_memory(self, memory_id: int) -> None:
+        """Show and select a memory (from a "memory used" or "memory updated" link)."""
+        if self._select_row(memory_id):
+            return
+        self._select_after_load = memory_id
+        for widget in (self.search, self.person, self.status):
+            widget.blockSignals(True)
+        self.search.clear()
+        self.person.setCurrentIndex(0)
+        self.status.setCurrentIndex(len(STATUSES) - 1)  # All: it may have been deleted since
+        for widget in (self.search, self.person, self.status):
+            widget.blockSignals(False)
+        self.refresh()
+
+    def _select_row(self, memory_id: int) -> bool:
+        row = self.model.row_of(memory_id)
+        if row is None:
+            return False
+        index = self.model.index(row, MemoryTableModel.TEXT)
+        self.view.selectionModel().setCurrentIndex(
+            index, QItemSelectionModel.SelectionFlag.ClearAndSelect | QItemSelectionModel.SelectionFlag.Rows)
+        self.view.scrollTo(index)
+        return True
+
+    # --- selection helpers ------------------------------------------------------------------
+    def selected_memories(self) -> list[Memory]:
+        rows = sorted({i.row() for i in self.view.selectionModel().selectedRows()})
+        return [m for m in (self.model.memory_at(r) for r in rows) if m is not None]
+
+    def _update_buttons(self) -> None:
+        selected = self.selected_memories()
+        self.buttons["Delete"].setEnabled(any(m.status == "active" for m in selected))
+        self.buttons["Restore"].setEnabled(any(m.status != "active" for m in selected))
+        self.buttons["Forget…"].setEnabled(bool(selected))
+        self.buttons["History…"].setEnabled(len(selected) == 1)
+
+    def _double_clicked(self, index) -> None:
+        if index.column() != MemoryTableModel.TEXT:
+            self.show_history()
+
+    # --- actions ----------------------------------------------------------------------------
+    def _do(self, name: str, fn: Callable, on_done: Callable | None = None) -> None:
+        """Run `fn()` on the db worker; errors go to the window's error dialog."""
+        self.runner.submit(fn, name=name, on_done=on_done, on_error=self.error.emit)
+
+    def _last_event_id(self, memory_id: int) -> int | None:  # db worker
+        events = self.bank.history(memory_id=memory_id, limit=5)
+        return max((e.id for e in events), default=None)
+
+    def add_memory(self, text: str, person: str | None = None) -> None:
+        bank = self.bank
+
+        def add():
+            mem = bank.add(text, speaker=person or None, observed_at=observed_now(), source="gui", actor="user")
+            return mem, self._last_event_id(mem.id)
+
+        self._do("add memory", add, lambda r: self._after_action("Added", r))
+
+    def ask_add(self) -> None:
+        dialog = AddMemoryDialog([self.person.itemData(i) for i in range(1, self.person.count())], self)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.submitted.connect(self.add_memory)
+        dialog.open()
+
+    def _edit(self, memory_id: int, text: str, version: int) -> None:
+        bank = self.bank
+
+        def edit():
+            mem = bank.edit(memory_id, text, expected_version=version, actor="user")
+            return mem, self._last_event_id(memory_id)
+
+        def failed(exc):
+            self.model.revert_edit(memory_id)
+            self.error.emit(exc)
+            if isinstance(exc, ConflictError):
+                self.refresh()
+
+        def done(result):
+            self.model.confirm_edit(result[0])
+            self._after_action("Edited", result)
+
+        self.runner.submit(edit, name="edit memory", on_done=done, on_error=failed)
+
+    def delete_selected(self) -> None:
+        ids = [m.id for m in self.selected_memories() if m.status == "active"]
+        if ids:
+            self._for_each("Deleted", ids, lambda i: self.bank.delete(i, actor="user"))
+
+    def restore_selected(self) -> None:
+        ids = [m.id for m in self.selected_memories() if m.status != "active"]
+        if ids:
+            self._for_each("Restored", ids, self.bank.restore)
+
+    def _for_each(self, what: str, ids: list[int], op: Callable[[int], object]) -> None:
+        def run():
+            return [(op(i), self._last_event_id(i)) for i in ids]
+
+        def done(results):
+            for result in results:
+                self._after_action(what, result, quiet=True)
+            self.message.emit(f"{what} {len(results)} memor{'y' if len(results) == 1 else 'ies'}."
+                              + (" Undo with the Undo button." if what == "Deleted" else ""))
+
+        self._do(what.lower(), run, done)
+
+    def _after_action(self, what: str, result, quiet: bool = False) -> None:
+        mem, event_id = result
+        if isinstance(mem, Memory):
+            self.model.replace(mem) if self._accepts(mem) else self.model.remove_ids([mem.id])
+        if event_id is not None and isinstance(mem, Memory):
+            self._undo_stack.append((what, event_id, mem.id))
+        if not quiet:
+            self.message.emit(f"{what} memory #{getattr(mem, 'id', '?')}.")
+        self._update_buttons()
+
+    def ask_forget(self) -> None:
+        selected = self.selected_memories()
+        if not selected:
+            return
+        ids = [m.id for m in selected]
+        what = f"“{selected[0].text}”" if len(selected) == 1 else f"these {len(selected)} memories"
+        confirm(self, "Forget permanently",
+                f"Forget {what} permanently? It is removed from the memory and from its history; "
+                "this cannot be undone.", lambda: self.forget(ids), yes_text="Forget",
+                name="confirmForget", destructive=True)
+
+    def forget(self, ids: list[int]) -> None:
+        def run():
+            for i in ids:
+                self.bank.forget(i)
+            return ids
+
+        def done(gone):
+            self.model.remove_ids(gone)
+            self._undo_stack = [entry for entry in self._undo_stack if entry[2] not in gone]
+            self.message.emit(f"Forgot {len(gone)} memor{'y' if len(gone) == 1 else 'ies'} permanently.")
+            self.refresh()
+
+        self._do("forget", run, done)
+
+    def undo(self, event_id: int | None = None) -> None:
+        """Undo `event_id`, else this panel's last action, else the bank's latest change."""
+        what = "change"
+        if event_id is None and self._undo_stack:
+            what, event_id, _memory_id = self._undo_stack.pop()
+        bank = self.bank
+
+        def done(changes):
+            if isinstance(changes, MemoryChanges):
+                self.apply_changes(changes)
+            self.message.emit(f"Undid the last {what.lower() if what != 'change' else what}.")
+            self.refresh()
+
+        self._do("undo", lambda: bank.undo(event_id), done)
+
+    def show_history(self) -> None:
+        selected = self.selected_memories()
+        if len(selected) != 1:
+            return
+        memory = selected[0]
+        dialog = HistoryDialog(memory, self)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.undoRequested.connect(lambda eid: (self.undo(eid), dialog.accept()))
+        def show(events):
+            if shiboken6.isValid(dialog):  # the user may have closed it already
+                dialog.model.set_events(sorted(events, key=lambda e: e.id, reverse=True))
+
+        self._do("history", lambda: self.bank.history(memory_id=memory.id, limit=500), show)
+        dialog.open()
+
+    # --- export / import --------------------------------------------------------------------
+    def _file_dialog(self, title: str, save: bool, on_path: Callable[[str], None]) -> None:
+        dialog = QFileDialog(self, title, str(Path.home()), "Memory files (*.jsonl);;All files (*)")
+        dialog.setAcceptMode(QFileDialog.AcceptMode.AcceptSave if save else QFileDialog.AcceptMode.AcceptOpen)
+        dialog.setFileMode(QFileDialog.FileMode.AnyFile if save else QFileDialog.FileMode.ExistingFile)
+        dialog.setDefaultSuffix("jsonl")
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.fileSelected.connect(on_path)
+        dialog.open()
+
+    def ask_export(self) -> None:
+        self._file_dialog("Export memories", True, self.export_to)
+
+    def ask_import(self) -> None:
+        self._file_dialog("Import memories", False, self.import_from)
+
+    def export_to(self, path: str) -> None:
+        self._do("export", lambda: self.bank.export_jsonl(Path(path)),
+                 lambda n: self.message.emit(f"Exported {n} memories to {path}."))
+
+    def import_from(self, path: str) -> None:
+        def done(report):
+            self.message.emit(f"Imported {report.imported} memories from {path}"
+                              f" ({report.skipped} already known, skipped).")
+            self.refresh()
+
+        self._do("import", lambda: self.bank.import_jsonl(Path(path)), done)

@@ -1,0 +1,150 @@
+"""The settings dialog: models, adapters, sampling, context, threads; the data folder.
+
+It only edits a copy of `Settings`; `applied(Settings)` hands the validated copy to the main
+window, which persists it and (re)loads models in the background (a model that fails to load
+is reported there and the previous one stays). GUI thread only.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+from PySide6.QtCore import Qt, QUrl, Signal
+from PySide6.QtGui import QDesktopServices
+from PySide6.QtWidgets import (QCheckBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFileDialog,
+                               QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QPushButton,
+                               QSpinBox, QVBoxLayout, QWidget)
+
+from core.config import ModelSpec, Settings
+from core.errors import InvalidInputError
+
+EMBEDDED_LABEL = "Embedded SmolLM2-135M (default)"
+
+
+class PathField(QWidget):
+    """A file path with Browse… and Clear (empty = the default)."""
+
+    def __init__(self, placeholder: str, file_filter: str, parent=None) -> None:
+        super().__init__(parent)
+        self.edit = QLineEdit(placeholderText=placeholder, clearButtonEnabled=True)
+        self._filter = file_filter
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self._browse)
+        row = QHBoxLayout(self)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.edit, 1)
+        row.addWidget(browse)
+
+    def _browse(self) -> None:
+        start = os.path.dirname(self.edit.text()) or str(Path.home())
+        dialog = QFileDialog(self, "Choose a file", start, self._filter)
+        dialog.setFileMode(QFileDialog.FileMode.ExistingFile)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.fileSelected.connect(self.edit.setText)
+        dialog.open()
+
+    def value(self) -> str | None:
+        text = self.edit.text().strip()
+        return os.path.expanduser(text) if text else None
+
+    def set_value(self, value: str | None) -> None:
+        self.edit.setText(value or "")
+
+
+class ModelBox(QGroupBox):
+    """One role's model: GGUF file and LoRA adapter."""
+
+    def __init__(self, title: str, spec: ModelSpec, parent=None) -> None:
+        super().__init__(title, parent)
+        self.model = PathField(EMBEDDED_LABEL, "GGUF models (*.gguf);;All files (*)")
+        self.adapter = PathField("None", "GGUF LoRA adapters (*.gguf);;All files (*)")
+        self.model.set_value(spec.path)
+        self.adapter.set_value(spec.adapter)
+        form = QFormLayout(self)
+        form.addRow("Model file:", self.model)
+        form.addRow("LoRA adapter:", self.adapter)
+
+
+class SettingsDialog(QDialog):
+    """Edits a copy of `settings`; emits `applied(new_settings)` when OK'd with valid values."""
+
+    applied = Signal(object)
+
+    def __init__(self, settings: Settings, data_folder: Path, parent=None) -> None:
+        super().__init__(parent)
+        self.setObjectName("settingsDialog")
+        self.setWindowTitle("Settings")
+        self.setMinimumWidth(560)
+        self._original = settings
+        self.answer = ModelBox("Answer model (writes the replies)", settings.answer_model)
+        self.manager = ModelBox("Memory manager model (decides what to remember)", settings.manager_model)
+        self.shipped = QCheckBox("Use the trained adapters shipped with Memory-R1 when no adapter is set")
+        self.shipped.setChecked(settings.use_shipped_adapters)
+        self.temperature = QDoubleSpinBox(minimum=0.0, maximum=2.0, singleStep=0.05, decimals=2)
+        self.temperature.setValue(settings.temperature)
+        self.max_tokens = QSpinBox(minimum=1, maximum=32768, singleStep=64)
+        self.max_tokens.setValue(settings.max_tokens)
+        self.n_ctx = QSpinBox(minimum=256, maximum=131072, singleStep=512)
+        self.n_ctx.setValue(settings.answer_model.n_ctx)
+        self.threads = QSpinBox(minimum=0, maximum=256)
+        self.threads.setSpecialValueText("Automatic")
+        self.threads.setValue(settings.answer_model.n_threads or 0)
+        self.error_label = QLabel()
+        self.error_label.setObjectName("settingsError")
+        self.error_label.setStyleSheet("color: #d04040")
+        self.error_label.hide()
+        self.data_folder = data_folder
+        self._build(data_folder)
+
+    def _build(self, data_folder: Path) -> None:
+        general = QGroupBox("Generation")
+        form = QFormLayout(general)
+        form.addRow("Temperature:", self.temperature)
+        form.addRow("Max reply tokens:", self.max_tokens)
+        form.addRow("Context size (tokens):", self.n_ctx)
+        form.addRow("CPU threads:", self.threads)
+        folder = QLabel(str(data_folder))
+        folder.setObjectName("dataFolder")
+        folder.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        open_folder = QPushButton("Open")
+        open_folder.clicked.connect(lambda: QDesktopServices.openUrl(QUrl.fromLocalFile(str(data_folder))))
+        data_row = QHBoxLayout()
+        data_row.addWidget(QLabel("Data folder:"))
+        data_row.addWidget(folder, 1)
+        data_row.addWidget(open_folder)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self._ok)
+        buttons.rejected.connect(self.reject)
+        box = QVBoxLayout(self)
+        for widget in (self.answer, self.manager, self.shipped, general):
+            box.addWidget(widget)
+        box.addLayout(data_row)
+        box.addWidget(self.error_label)
+        box.addWidget(buttons)
+
+    def _spec(self, box: ModelBox, old: ModelSpec) -> ModelSpec:
+        return ModelSpec(path=box.model.value(), adapter=box.adapter.value(), n_ctx=self.n_ctx.value(),
+                         n_threads=self.threads.value() or None, n_gpu_layers=old.n_gpu_layers)
+
+    def result_settings(self) -> Settings:
+        """The edited copy (not yet validated)."""
+        new = copy.deepcopy(self._original)
+        new.answer_model = self._spec(self.answer, self._original.answer_model)
+        new.manager_model = self._spec(self.manager, self._original.manager_model)
+        new.use_shipped_adapters = self.shipped.isChecked()
+        new.temperature = round(self.temperature.value(), 2)
+        new.max_tokens = self.max_tokens.value()
+        return new
+
+    def _ok(self) -> None:
+        new = self.result_settings()
+        try:
+            new.validate()
+        except InvalidInputError as exc:
+            self.error_label.setText(str(exc))
+            self.error_label.show()
+            return
+        self.applied.emit(new)
+        self.accept()
