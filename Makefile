@@ -35,5 +35,17 @@ test: $(VENV)/.stamp-test
 bench: $(VENV)/.stamp-test
 	$(PY) benchmarks/retrieval.py
 
+$(VENV)/.stamp-package: pyproject.toml | $(PY)
+	$(PIP) install $(TORCH)
+	$(PIP) install -e '.[package]'
+	touch $@ $(VENV)/.stamp-run
+
+# The desktop bundle (packaging/README.md): PyInstaller one-folder build + Linux tarball, then
+# the smoke check (unpacked outside the tree, env -i, no network: a chat gets a reply) with
+# start-up time and memory for the bundle and for the venv entry point `make run` starts.
+package: $(VENV)/.stamp-package
+	PY=$(abspath $(PY)) bash packaging/build.sh
+	$(PY) packaging/smoke_check.py --venv
+
 clean:
 	rm -rf $(VENV) build dist *.egg-info
