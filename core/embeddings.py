@@ -6,6 +6,7 @@ is a deterministic, model-free stand-in for fast tests and benchmarks: same inte
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -50,7 +51,7 @@ class SentenceTransformerEmbedder:
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         if len(texts) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
-        with self._lock:
+        with self._lock, _single_thread(len(texts) <= SMALL_BATCH):
             vecs = self._model.encode(
                 list(texts),
                 batch_size=self.batch_size,
@@ -59,6 +60,30 @@ class SentenceTransformerEmbedder:
                 show_progress_bar=False,
             )
         return np.ascontiguousarray(vecs, dtype=np.float32)
+
+
+SMALL_BATCH = 8  # texts; up to this many are embedded on one torch thread
+
+
+@contextlib.contextmanager
+def _single_thread(enabled: bool):
+    """Run a small embedding on one torch thread. A one-sentence query is too small to gain
+    from intra-op parallelism, and on a busy 2-core machine torch's spinning worker threads
+    made it ~20x slower (800 ms vs 45 ms measured under load; benchmarks/agents.py)."""
+    if not enabled:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    if before == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def default_embedder() -> SentenceTransformerEmbedder:

@@ -1,0 +1,352 @@
+"""`memory-r1 chat`, `memory-r1 ingest FILE` and `memory-r1 ask QUESTION`.
+
+Registration imports nothing heavy: the bank, the agents and llama.cpp are imported inside
+the command functions. Models: `--answer-model/--manager-model PATH` (a GGUF; default the
+embedded SmolLM2-135M or the one in settings), `--answer-adapter/--manager-adapter PATH`
+(a GGUF LoRA), `--n-ctx`, `--threads`. When both roles resolve to the same model, one
+instance is loaded and shared (chat). `ingest` loads a second instance of a small (<= 1 GiB)
+manager model for the decision calls, so extraction and decision each keep their instruction
+prefix cached (benchmarks/agents.py --two-instances: ~2.6x faster per turn).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("models")
+    g.add_argument("--answer-model", metavar="PATH", help="GGUF for the answer agent (default: settings / embedded)")
+    g.add_argument("--manager-model", metavar="PATH", help="GGUF for the memory manager (default: settings / embedded)")
+    g.add_argument("--answer-adapter", metavar="PATH", help="GGUF LoRA adapter for the answer agent")
+    g.add_argument("--manager-adapter", metavar="PATH", help="GGUF LoRA adapter for the memory manager")
+    g.add_argument("--n-ctx", type=int, metavar="N", help="context size in tokens")
+    g.add_argument("--threads", type=int, metavar="N", help="CPU threads")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("chat", help="chat in the terminal with memory",
+                       description="Terminal chat. Ctrl-C stops a reply; /memories, /forget ID, /quit.")
+    p.add_argument("--conversation", type=int, metavar="ID", help="continue this conversation")
+    p.add_argument("--name", default="User", help="your name in memories (default: User)")
+    p.add_argument("--temporary", action="store_true", help="a chat that neither reads nor writes memory")
+    _model_args(p)
+    p.set_defaults(func=run_chat)
+
+    p = sub.add_parser("ingest", help="feed a conversation file through the memory manager",
+                       description="Ingest a LoCoMo JSON file (one or more samples) or JSONL of "
+                                   "{speaker, text, time} turns. Resumable: done turns are skipped.")
+    p.add_argument("file", help="LoCoMo .json or .jsonl file")
+    p.add_argument("--restart", action="store_true", help="forget earlier progress on this file")
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
+    _model_args(p)
+    p.set_defaults(func=run_ingest)
+
+    p = sub.add_parser("ask", help="answer one question from memory",
+                       description='Answer a question from memory. --json prints {"answer", "selected", "retrieved"}.')
+    p.add_argument("question")
+    p.add_argument("-k", type=int, default=60, help="memories to retrieve (default 60; 30 per speaker with two)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    _model_args(p)
+    p.set_defaults(func=run_ask)
+
+
+# --------------------------------------------------------------------------- shared helpers
+
+def _specs(args):
+    """(answer spec, manager spec) from the settings file with the command-line overrides."""
+    import dataclasses
+
+    from core.config import Settings, settings_path
+
+    settings = Settings.load(settings_path())
+    out = []
+    for role in ("answer", "manager"):
+        spec = dataclasses.replace(getattr(settings, f"{role}_model"))
+        path, adapter = getattr(args, f"{role}_model"), getattr(args, f"{role}_adapter")
+        if path:
+            spec.path = path
+        if adapter:
+            spec.adapter = adapter
+        if args.n_ctx:
+            spec.n_ctx = args.n_ctx
+        if args.threads:
+            spec.n_threads = args.threads
+        spec.validate()
+        out.append(spec)
+    return settings, out[0], out[1]
+
+
+def _load(spec):
+    from core.runtime import load_backend
+
+    return load_backend(spec)
+
+
+SMALL_MODEL_BYTES = 1 << 30  # a manager model up to this size gets a second instance for ingest
+
+
+def _is_small(spec) -> bool:
+    import os
+
+    from core.paths import embedded_gguf
+
+    try:
+        return os.path.getsize(spec.path or embedded_gguf()) <= SMALL_MODEL_BYTES
+    except OSError:
+        return False
+
+
+def _open_bank():
+    from core.memory import MemoryBank
+
+    return MemoryBank.open()
+
+
+def _format_changes(changes) -> list[str]:
+    lines = [f"  + #{m.id} {m.text}" for m in changes.added]
+    lines += [f"  ~ #{m.id} {m.text}" for m in changes.updated]
+    lines += [f"  - #{m.id} {m.text}" for m in changes.deleted]
+    return lines
+
+
+# --------------------------------------------------------------------------- ask
+
+def run_ask(args) -> int:
+    from core.answer import NO_MEMORY_ANSWER, AnswerAgent, AnswerResult
+    from core.errors import InvalidInputError
+
+    if not args.question.strip():
+        raise InvalidInputError("Give a question to answer.")
+    if args.k < 1:
+        raise InvalidInputError("-k must be at least 1.")
+    _settings, answer_spec, _ = _specs(args)
+    bank = _open_bank()
+    backend = None
+    try:
+        retrieved = AnswerAgent(bank, None).retrieve(args.question, k=args.k) if bank.count() else []
+        if not retrieved:  # no memories at all: no need to load a model
+            result = AnswerResult(NO_MEMORY_ANSWER, [], [], "")
+        else:
+            backend = _load(answer_spec)
+            result = AnswerAgent(bank, backend, k=args.k).answer(args.question, memories=retrieved)
+    finally:
+        if backend is not None:
+            backend.close()
+        bank.close()
+    if args.json:
+        print(json.dumps({"answer": result.answer, "selected": [m.id for m in result.selected],
+                          "retrieved": [m.id for m in result.retrieved]}, ensure_ascii=False))
+    else:
+        print(result.answer)
+        if result.selected:
+            print("\nmemories used:")
+            for m in result.selected:
+                print(f"  #{m.id} {m.prompt_line()}")
+    return 0
+
+
+# --------------------------------------------------------------------------- ingest
+
+def run_ingest(args) -> int:
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from core.ingest import STATE_FILE, IngestState, file_key, ingest_turns, load_turns
+    from core.manager import MemoryManager
+    from core.paths import data_dir
+
+    path = Path(args.file)
+    turns = load_turns(path)  # a bad file fails here, before any model is loaded
+    _settings, _, manager_spec = _specs(args)
+    key = file_key(path)
+    state = IngestState(data_dir() / STATE_FILE)
+    if args.restart:
+        state.reset(key)
+    done = min(state.done(key), len(turns))
+    if done >= len(turns):
+        summary = {"file": str(path), "turns": len(turns), "skipped": done, "processed": 0,
+                   "added": 0, "updated": 0, "deleted": 0, "unchanged": 0, "failed": state.failed(key)}
+        _print_ingest(summary, args.json, already=True)
+        return 0
+    bank = _open_bank()
+    backend = _load(manager_spec)
+    decide = None
+    try:
+        # a small model gets a second instance for the decision calls: extraction and decision
+        # then each keep their instruction prefix in the KV cache (2.6x faster per turn here)
+        decide = _load(manager_spec) if _is_small(manager_spec) else None
+        manager = MemoryManager(bank, backend, decide_backend=decide)
+        with tqdm(total=len(turns), initial=done, unit="turn", desc="ingest", file=sys.stderr,
+                  dynamic_ncols=True) as bar:
+            report = ingest_turns(manager, turns, state=state, key=key, file=str(path.resolve()),
+                                  on_turn=lambda turn, changes: bar.update(1))
+    finally:
+        backend.close()
+        if decide is not None:
+            decide.close()
+        bank.close()
+    ch = report.changes
+    summary = {"file": str(path), "turns": report.total, "skipped": report.skipped,
+               "processed": report.processed, "added": len(ch.added), "updated": len(ch.updated),
+               "deleted": len(ch.deleted), "unchanged": ch.noops, "failed": report.failed}
+    _print_ingest(summary, args.json)
+    return 0
+
+
+def _print_ingest(summary: dict, as_json: bool, already: bool = False) -> None:
+    if as_json:
+        print(json.dumps(summary, ensure_ascii=False))
+        return
+    if already:
+        print(f"{summary['file']}: all {summary['turns']} turns were already ingested (--restart to redo).")
+        return
+    print(f"{summary['file']}: {summary['processed']} turns processed"
+          + (f" ({summary['skipped']} done earlier)" if summary["skipped"] else "")
+          + f"; memories: {summary['added']} added, {summary['updated']} updated, "
+            f"{summary['deleted']} deleted, {summary['unchanged']} unchanged.")
+    if summary["failed"]:
+        print(f"warning: {len(summary['failed'])} turn(s) failed (model output unusable twice; see the log): "
+              + ", ".join(summary["failed"][:10]), file=sys.stderr)
+
+
+# --------------------------------------------------------------------------- chat
+
+HELP = "Commands: /memories  /forget ID  /help  /quit   (Ctrl-C stops a reply; Ctrl-D quits)"
+
+
+class _Notices:
+    """Manager notices collected on the manager thread, printed by the terminal thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lines: list[str] = []
+
+    def on_changes(self, changes, turn: str) -> None:
+        if changes:
+            with self._lock:
+                self._lines.append(f"[memory updated after {turn}: {changes.summary()}]")
+                self._lines += _format_changes(changes)
+
+    def on_error(self, exc: Exception) -> None:
+        with self._lock:
+            self._lines.append(f"[memory manager failed on a turn: {exc}]")
+
+    def flush(self) -> None:
+        with self._lock:
+            lines, self._lines = self._lines, []
+        for line in lines:
+            print(line)
+
+
+def run_chat(args) -> int:
+    from core.pipeline import Assistant
+
+    settings, answer_spec, manager_spec = _specs(args)
+    bank = _open_bank()
+    backends = []
+    try:
+        answer = _load(answer_spec)
+        backends.append(answer)
+        manager = answer if manager_spec == answer_spec else _load(manager_spec)
+        if manager is not answer:
+            backends.append(manager)
+        if args.conversation is not None:
+            cid = bank.chats.get_conversation(args.conversation).id
+        else:
+            cid = bank.chats.create_conversation("Terminal chat", temporary=args.temporary).id
+        assistant = Assistant(bank, answer, manager, settings=settings, user_name=args.name)
+        notices = _Notices()
+        assistant.add_memory_listener(notices.on_changes)
+        assistant.add_error_listener(notices.on_error)
+        try:
+            _chat_loop(assistant, bank, cid, notices, temporary=args.temporary)
+        finally:
+            if assistant.pending_turns():
+                print("Saving memories from the last messages… (Ctrl-C to skip)", file=sys.stderr)
+                try:
+                    assistant.wait_idle()
+                except KeyboardInterrupt:
+                    pass
+            assistant.close()
+            notices.flush()
+    finally:
+        for b in backends:
+            b.close()
+        bank.close()
+    return 0
+
+
+def _chat_loop(assistant, bank, cid: int, notices: _Notices, *, temporary: bool) -> None:
+    print(f"Memory-R1 chat (conversation {cid}{', temporary' if temporary else ''}). {HELP}")
+    while True:
+        notices.flush()
+        try:
+            line = input("you> ")
+        except EOFError:
+            print()
+            return
+        except KeyboardInterrupt:
+            print("\n(use /quit or Ctrl-D to leave)")
+            continue
+        text = line.strip()
+        if not text:
+            continue
+        if text.startswith("/"):
+            if _slash(text, bank, cid):
+                return
+            continue
+        _one_reply(assistant, cid, text, temporary)
+
+
+def _one_reply(assistant, cid: int, text: str, temporary: bool) -> None:
+    import signal
+
+    from core.types import CancelToken
+
+    cancel = CancelToken()
+    previous = signal.signal(signal.SIGINT, lambda *_: cancel.cancel())
+    print("assistant> ", end="", flush=True)
+    try:
+        reply = assistant.reply(cid, text, on_token=lambda t: print(t, end="", flush=True), cancel=cancel,
+                                temporary=temporary)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    print(" [stopped]" if reply.cancelled else "")
+    if reply.changes:
+        print(f"[memory: {reply.changes.summary()}]")
+    if reply.selected:
+        print("  memories used: " + "; ".join(f"#{m.id} {m.text}" for m in reply.selected))
+
+
+def _slash(text: str, bank, cid: int) -> bool:
+    """Handle a /command; True to quit."""
+    from core.errors import UserError
+
+    cmd, _, arg = text.partition(" ")
+    cmd = cmd.lower()
+    if cmd in ("/quit", "/exit", "/q"):
+        return True
+    if cmd == "/memories":
+        memories = bank.list()
+        if not memories:
+            print("(no memories yet)")
+        for m in reversed(memories):
+            print(f"  #{m.id} {m.prompt_line()}" + (f"  [{m.speaker}]" if m.speaker else ""))
+    elif cmd == "/forget":
+        try:
+            mem = bank.delete(int(arg.strip().lstrip("#")), actor="user", turn=f"chat:{cid}")
+            print(f"Forgot #{mem.id}: {mem.text}  (restore with: memory-r1 memory restore {mem.id})")
+        except ValueError:
+            print("usage: /forget ID  (see /memories for ids)")
+        except UserError as exc:
+            print(f"error: {exc}")
+    elif cmd == "/help":
+        print(HELP)
+    else:
+        print(f"unknown command {cmd}. {HELP}")
+    return False
