@@ -4,11 +4,25 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
+import sys
 from pathlib import Path
 
 from core.paths import log_dir
 
 LOG_NAME = "memory-r1.log"
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever `sys.stderr` is *now*: a handler bound to a stream that was later
+    closed or replaced (test capture, a detached terminal) would raise on every record."""
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
 
 
 def setup_logging(base: Path | None = None, *, verbose: bool = False, stderr: bool = True) -> Path:
@@ -23,10 +37,19 @@ def setup_logging(base: Path | None = None, *, verbose: bool = False, stderr: bo
     fh._memory_r1 = True  # type: ignore[attr-defined]
     root.addHandler(fh)
     if stderr:
-        sh = logging.StreamHandler()
+        sh = _StderrHandler()
         sh.setLevel(logging.DEBUG if verbose else logging.WARNING)
         sh.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
         sh._memory_r1 = True  # type: ignore[attr-defined]
         root.addHandler(sh)
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     return path
+
+
+def remove_app_handlers() -> None:
+    """Detach and close the handlers `setup_logging` added (tests; re-configuration)."""
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        if getattr(h, "_memory_r1", False):
+            root.removeHandler(h)
+            h.close()

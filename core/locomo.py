@@ -79,7 +79,9 @@ _DIA = re.compile(r"D(\d+):(\d+)")
 
 
 def session_of(dia_id: str) -> int | None:
-    """>>> session_of("D12:3")
+    """The session number of a dialogue id.
+
+    >>> session_of("D12:3")
     12
     """
     m = _DIA.match(dia_id.strip())

@@ -70,6 +70,16 @@ def data_home(tmp_path, monkeypatch):
     return home
 
 
+@pytest.fixture(autouse=True)
+def _detach_app_log_handlers():
+    """CLI tests call setup_logging(); its handlers must not outlive the test (their files
+    live in the test's tmp dir)."""
+    yield
+    from app.logs import remove_app_handlers
+
+    remove_app_handlers()
+
+
 @pytest.fixture(scope="session")
 def real_embedder():
     """The real all-MiniLM-L6-v2 (loaded once per session)."""
