@@ -1,0 +1,104 @@
+"""`memory-r1 eval locomo ...` and `memory-r1 eval compare DIR...` (issue 5).
+
+Registration imports nothing heavy: the evaluation (training/, llama.cpp, matplotlib) is
+imported inside the command functions. Models default to the embedded SmolLM2-135M, not the
+user's settings, so that a run is reproducible from the command line alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _positive(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return n
+
+
+def register(sub) -> None:
+    p = sub.add_parser("eval", help="evaluate memory on LoCoMo and compare runs",
+                       description="Evaluate the assistant's memory on LoCoMo (Memory-R1's protocol).")
+    esub = p.add_subparsers(dest="eval_command", metavar="SUBCOMMAND")
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+    lp = esub.add_parser(
+        "locomo", help="run the LoCoMo evaluation",
+        description="Build the memory bank of each conversation with the Memory Manager, answer its "
+                    "questions (categories 1-4) with the Answer Agent, score F1 / BLEU-1 / EM (and a "
+                    "judge), and write predictions.jsonl, summary.json, report.md and plots. Banks are "
+                    "cached; an interrupted run resumes when re-run with the same options.")
+    lp.add_argument("--data", required=True, metavar="FILE", help="LoCoMo JSON file (e.g. val.json)")
+    lp.add_argument("--samples", metavar="IDS", help="comma-separated sample ids (default: all in the file)")
+    lp.add_argument("--max-questions", type=_positive, metavar="N", help="evaluate only the first N questions")
+    lp.add_argument("--max-sessions", type=_positive, metavar="N",
+                    help="ingest only the first N sessions; keep the questions whose evidence lies in them")
+    lp.add_argument("--system", default="memory-r1", metavar="NAME",
+                    help="memory-r1 | no-distill | rag | full-context, a comma-separated list, or 'all' "
+                         "(several systems: one sub-folder each plus a comparison)")
+    g = lp.add_argument_group("models (default: the embedded SmolLM2-135M)")
+    g.add_argument("--answer-model", metavar="PATH", help="GGUF for the answer agent")
+    g.add_argument("--manager-model", metavar="PATH", help="GGUF for the memory manager")
+    g.add_argument("--answer-adapter", metavar="PATH", help="GGUF LoRA adapter for the answer agent")
+    g.add_argument("--manager-adapter", metavar="PATH", help="GGUF LoRA adapter for the memory manager")
+    g.add_argument("--judge-model", metavar="PATH", help="GGUF of a local judge model (CORRECT/WRONG); default none")
+    g.add_argument("--n-ctx", type=_positive, default=4096, metavar="N", help="context size in tokens (default 4096)")
+    g.add_argument("--threads", type=_positive, metavar="N", help="CPU threads (default: physical cores)")
+    lp.add_argument("--out", metavar="DIR", help="output folder (default: <data dir>/eval/<data>-<options>[/<system>])")
+    lp.add_argument("--cache-dir", metavar="DIR", help="memory-bank cache (default: <data dir>/eval-cache)")
+    lp.add_argument("--fresh", action="store_true", help="discard earlier predictions in the output folder")
+    lp.add_argument("--no-progress", action="store_true", help="no progress bars")
+    lp.set_defaults(func=run_locomo_cmd)
+
+    cp = esub.add_parser("compare", help="compare evaluation runs side by side",
+                         description="Print a side-by-side table of evaluation output folders and write "
+                                     "comparison.md and comparison.png.")
+    cp.add_argument("dirs", nargs="+", metavar="DIR", help="output folders of `eval locomo`")
+    cp.add_argument("--out", metavar="DIR", help="where to write the comparison (default: the first DIR's parent)")
+    cp.set_defaults(func=run_compare_cmd)
+
+
+def _config(args):
+    from core.config import ModelSpec
+    from training.evaluation import EvalConfig, parse_systems
+
+    def spec(path, adapter):
+        return ModelSpec(path=path, adapter=adapter, n_ctx=args.n_ctx, n_threads=args.threads)
+
+    samples = tuple(s.strip() for s in args.samples.split(",") if s.strip()) if args.samples else None
+    return EvalConfig(
+        data=args.data, systems=parse_systems(args.system), samples=samples or None,
+        max_questions=args.max_questions, max_sessions=args.max_sessions, out=args.out,
+        cache_dir=args.cache_dir, answer_model=spec(args.answer_model, args.answer_adapter),
+        manager_model=spec(args.manager_model, args.manager_adapter), judge_model=args.judge_model,
+        fresh=args.fresh, progress=not args.no_progress)
+
+
+def run_locomo_cmd(args) -> int:
+    from training.evaluation import run_locomo, system_out
+
+    config = _config(args)
+    results = run_locomo(config)
+    for system, summary in results.items():
+        o = summary["overall"]
+        judge = f"  judge {100 * o['judge']:.2f}" if o.get("judge") is not None else ""
+        print(f"{system:13s} n={o['n']:4d}  F1 {100 * o['f1']:6.2f}  BLEU-1 {100 * o['bleu1']:6.2f}  "
+              f"EM {100 * o['em']:6.2f}{judge}  -> {system_out(config, system)}")
+    return 0
+
+
+def run_compare_cmd(args) -> int:
+    from pathlib import Path
+
+    from training.eval_report import compare_runs
+
+    out = args.out or str(Path(args.dirs[0]).resolve().parent)
+    table, files = compare_runs(args.dirs, out)
+    sys.stdout.write(table)
+    print("wrote " + ", ".join(str(f) for f in files))
+    return 0
