@@ -1,0 +1,212 @@
+"""`memory-r1 train answer|data ...` and `memory-r1 export ...` (issue 6).
+
+Registration imports nothing heavy: torch, transformers, trl, peft and llama_cpp are imported
+inside the command functions (training is never loaded by chatting).
+
+    memory-r1 train answer --data FILE --base embedded|PATH --out DIR [--max-steps N] [--config FILE]
+    memory-r1 train data --data FILE --out FILE.jsonl
+    memory-r1 export --adapter DIR --out FILE.gguf [--lora | --merge --quant Q4_K_M]
+
+Several GPUs: `accelerate launch --config_file training/accelerate/multi_gpu.yaml
+-m app train answer ...` (the same entry point; see training/accelerate/README.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def _positive(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return n
+
+
+def _minutes(value: str) -> float:
+    try:
+        n = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
+    if n <= 0:
+        raise argparse.ArgumentTypeError("must be more than 0")
+    return n
+
+
+def default_val_path() -> Path:
+    """The shared LoCoMo validation split beside the checkout (`../shared/data/locomo/val.json`)."""
+    from core.paths import repo_root
+
+    return repo_root().parent / "shared" / "data" / "locomo" / "val.json"
+
+
+def _data_args(p) -> None:
+    p.add_argument("--bank", choices=("memory", "turns"), default="memory",
+                   help="memories from the Memory Manager's bank (default, as the paper) or the raw "
+                        "dialogue turns (a quick CPU shortcut: no manager model is run)")
+    p.add_argument("--k", type=_positive, default=None, metavar="N",
+                   help="memories retrieved per question (default: the config's retrieve_k, 60)")
+    p.add_argument("--max-sessions", type=_positive, metavar="N",
+                   help="use only the first N sessions and the questions whose evidence lies in them")
+    p.add_argument("--samples", metavar="IDS", help="comma-separated sample ids (default: all in the file)")
+    p.add_argument("--cache-dir", metavar="DIR", help="memory-bank cache shared with `eval` "
+                                                      "(default: <data dir>/eval-cache)")
+    p.add_argument("--manager-model", metavar="PATH", help="GGUF of the Memory Manager (default: embedded)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def register(sub) -> None:
+    tp = sub.add_parser("train", help="train the Answer Agent with GRPO + LoRA",
+                        description="Reinforcement-learning training of the Answer Agent (Memory-R1, GRPO).")
+    tsub = tp.add_subparsers(dest="train_command", metavar="SUBCOMMAND")
+    tp.set_defaults(func=lambda args: (tp.print_help(), 2)[1])
+
+    ap = tsub.add_parser(
+        "answer", help="train a LoRA adapter for the Answer Agent",
+        description="GRPO + LoRA on the answer prompts of a LoCoMo file (reward: exact match of the "
+                    "answer after **Answer:**). Writes <out>/best and <out>/final (PEFT adapters), "
+                    "log.csv, log.json, curve.png and summary.json. Export with `memory-r1 export`.")
+    ap.add_argument("--data", required=True, metavar="FILE",
+                    help="LoCoMo JSON (e.g. train.json; banks are built/cached) or examples .jsonl "
+                         "from `train data`")
+    ap.add_argument("--base", default="embedded", metavar="embedded|PATH",
+                    help="base model: 'embedded' (SmolLM2-135M, read from its GGUF), a GGUF file or an "
+                         "HF model folder")
+    ap.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    ap.add_argument("--val", metavar="FILE",
+                    help="validation LoCoMo JSON or examples .jsonl (default: ../shared/data/locomo/val.json "
+                         "when present)")
+    ap.add_argument("--no-val", action="store_true", help="train without validation")
+    ap.add_argument("--config", metavar="FILE", help="JSON file of TrainConfig settings (training/config.py)")
+    ap.add_argument("--max-steps", type=_positive, metavar="N", help="stop after N optimizer steps")
+    ap.add_argument("--time-budget", type=_minutes, metavar="MIN",
+                    help="stop cleanly (final validation, saving) after MIN minutes of training "
+                         "(validation time not counted)")
+    ap.add_argument("--eval-questions", type=_positive, metavar="N",
+                    help="validation questions per evaluation (default: the config's; 0 there = all)")
+    ap.add_argument("--threads", type=_positive, metavar="N", help="torch CPU threads (default: physical cores)")
+    _data_args(ap)
+    ap.set_defaults(func=run_train_answer)
+
+    dp = tsub.add_parser("data", help="build the Answer Agent's training examples (JSONL)",
+                         description="Build the memory banks (cached) and write one answer-prompt "
+                                     "example per question of categories 1-4.")
+    dp.add_argument("--data", required=True, metavar="FILE", help="LoCoMo JSON file")
+    dp.add_argument("--out", required=True, metavar="FILE", help="examples .jsonl to write")
+    _data_args(dp)
+    dp.set_defaults(func=run_train_data)
+
+    ep = sub.add_parser(
+        "export", help="export a trained adapter to GGUF for llama.cpp",
+        description="Write a trained LoRA adapter as a GGUF LoRA adapter (default; served with the "
+                    "base GGUF) or, with --merge, as one merged model file quantised with llama.cpp. "
+                    "A <name>.meta.json is written beside the export.")
+    ep.add_argument("--adapter", required=True, metavar="DIR", help="adapter folder (e.g. <train out>/best)")
+    ep.add_argument("--out", required=True, metavar="FILE.gguf", help="GGUF file to write")
+    mode = ep.add_mutually_exclusive_group()
+    mode.add_argument("--lora", action="store_true", help="a GGUF LoRA adapter (default)")
+    mode.add_argument("--merge", action="store_true", help="one model file: base + adapter, quantised")
+    ep.add_argument("--quant", default="Q4_K_M", choices=("Q4_K_M", "Q5_K_M", "Q8_0", "F16"),
+                    help="merged model type (default Q4_K_M; must differ from the base's)")
+    ep.add_argument("--base", metavar="embedded|PATH",
+                    help="base model (default: the one recorded by the trainer)")
+    ep.add_argument("--dtype", choices=("f32", "f16"), default="f32", help="adapter tensor type (default f32)")
+    ep.add_argument("--threads", type=_positive, metavar="N", help="quantisation threads")
+    ep.set_defaults(func=run_export)
+
+
+def _samples(args):
+    return tuple(s.strip() for s in args.samples.split(",") if s.strip()) if args.samples else None
+
+
+def _examples(path: str, args, k: int, cache_folder: Path | None):
+    from core.config import ModelSpec
+    from training.answer_data import examples_from
+
+    p = Path(path)
+    cache = None
+    if cache_folder is not None and p.suffix != ".jsonl":
+        tag = f"{p.stem}-{args.bank}-k{k}" + (f"-s{args.max_sessions}" if args.max_sessions else "")
+        if args.samples:
+            tag += "-" + "+".join(_samples(args))
+        cache = cache_folder / f"{tag}.jsonl"
+    return examples_from(p, cache=cache, k=k, bank=args.bank, samples=_samples(args),
+                         max_sessions=args.max_sessions, cache_dir=args.cache_dir,
+                         manager_model=ModelSpec(path=args.manager_model), progress=not args.no_progress)
+
+
+def _offline() -> None:
+    """Training and export never use the network (set before transformers/peft are imported)."""
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def run_train_answer(args) -> int:
+    _offline()
+    from core.errors import InvalidInputError
+    from training.config import TrainConfig
+
+    config = TrainConfig.from_file(args.config) if args.config else TrainConfig()
+    config = config.with_overrides(max_steps=args.max_steps, threads=args.threads, retrieve_k=args.k,
+                                   eval_max_questions=args.eval_questions)
+    out = Path(args.out)
+    data_dir = out / "data"
+    train = _examples(args.data, args, config.retrieve_k, data_dir)
+    val: list[dict] = []
+    if not args.no_val:
+        val_path = Path(args.val) if args.val else default_val_path()
+        if not val_path.is_file():
+            raise InvalidInputError(f"validation data {val_path} not found: pass --val FILE or --no-val")
+        val = _examples(str(val_path), args, config.retrieve_k, data_dir)
+    from training.grpo import train_answer_agent
+
+    budget = args.time_budget * 60 if args.time_budget else None
+    result = train_answer_agent(config, train, val, out_dir=out, base=args.base, progress=not args.no_progress,
+                                time_budget_s=budget)
+    b, best = result.baseline, result.best
+
+    def fmt(s):
+        return "n/a" if not s or s.get("f1") is None else f"F1 {100 * s['f1']:.2f} (step {s.get('step')})"
+
+    print(f"trained {result.steps} steps in {result.seconds / 60:.1f} min; validation before: {fmt(b)}, "
+          f"best: {fmt(best)}")
+    print(f"adapters: {result.best_dir} (best), {result.final_dir} (final); logs: {out / 'log.csv'}, "
+          f"{out / 'curve.png'}")
+    print(f"export: memory-r1 export --adapter {result.best_dir} --out {out / 'answer-lora.gguf'}")
+    return 0
+
+
+def run_train_data(args) -> int:
+    _offline()
+    from training.answer_data import save_examples
+    from training.config import TrainConfig
+
+    k = args.k or TrainConfig().retrieve_k
+    examples = _examples(args.data, args, k, None)
+    path = save_examples(examples, args.out)
+    with_evidence = sum(1 for e in examples if e.get("evidence_retrieved"))
+    mean_mem = sum(len(e["memories"]) for e in examples) / max(1, len(examples))
+    print(f"{len(examples)} examples ({mean_mem:.1f} memories each, evidence retrieved for {with_evidence}) "
+          f"-> {path}")
+    return 0
+
+
+def run_export(args) -> int:
+    _offline()
+    from training.gguf_export import export_lora, export_merged, meta_path
+
+    if args.merge:
+        out = export_merged(args.adapter, args.out, base=args.base, quant=args.quant, threads=args.threads)
+    else:
+        out = export_lora(args.adapter, args.out, base=args.base, dtype=args.dtype)
+    size = out.stat().st_size / 1e6
+    print(f"wrote {out} ({size:.1f} MB) and {meta_path(out)}")
+    if not args.merge:
+        print(f"use it: memory-r1 chat --answer-adapter {out}   (with the base model it was trained on)")
+    return 0

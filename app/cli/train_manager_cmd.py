@@ -1,0 +1,141 @@
+"""`memory-r1 train manager ...` and `memory-r1 train manager-states ...` (issue 7).
+
+`register_manager(train_subparsers)` adds both to the `train` group. Registration imports
+nothing heavy: torch, trl, peft and llama_cpp load inside the command functions.
+
+    memory-r1 train manager --data FILE --base embedded|PATH --out DIR [--answer-adapter PATH]
+                            [--max-steps N] [--config FILE]
+    memory-r1 train manager-states --data FILE --out DIR [--max-states N]
+
+`--data` is a LoCoMo JSON (the states are built with the current manager, cached) or a states
+folder written by `train manager-states`. Export the result with `memory-r1 export --adapter
+<out>/best --out manager-lora.gguf` and use it with `--manager-adapter`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from app.cli.train_cmd import _minutes, _positive, default_val_path
+
+
+def _state_args(p) -> None:
+    p.add_argument("--manager-model", metavar="PATH",
+                   help="GGUF of the manager that builds the states' banks (default: embedded)")
+    p.add_argument("--manager-adapter", metavar="PATH", help="GGUF LoRA adapter of that manager")
+    p.add_argument("--max-sessions", type=_positive, metavar="N",
+                   help="use only the first N sessions and the questions whose evidence lies in them")
+    p.add_argument("--max-states", type=_positive, metavar="N",
+                   help="stop each conversation's pass at its N-th evidence turn (quick CPU runs)")
+    p.add_argument("--samples", metavar="IDS", help="comma-separated sample ids (default: all in the file)")
+    p.add_argument("--threads", type=_positive, metavar="N", help="CPU threads (default: physical cores)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def register_manager(tsub) -> None:
+    """Add `manager` and `manager-states` to the `train` sub-commands."""
+    mp = tsub.add_parser(
+        "manager", help="train a LoRA adapter for the Memory Manager",
+        description="GRPO + LoRA on the Memory Manager's decisions at the evidence turns of a LoCoMo "
+                    "file (reward: exact match of a frozen Answer Agent after applying the sampled "
+                    "operations to a copy of the bank). Writes <out>/best and <out>/final (PEFT "
+                    "adapters), log.csv, log.json, curve.png and summary.json.")
+    mp.add_argument("--data", required=True, metavar="FILE",
+                    help="LoCoMo JSON (e.g. train.json; states are built and cached) or a states folder")
+    mp.add_argument("--base", default="embedded", metavar="embedded|PATH",
+                    help="base model to train: 'embedded' (SmolLM2-135M, from its GGUF), a GGUF file or "
+                         "an HF model folder")
+    mp.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    mp.add_argument("--answer-adapter", metavar="PATH",
+                    help="GGUF LoRA adapter of a trained Answer Agent for the frozen answerer "
+                         "(default: the untrained embedded model, as in the paper's first stage)")
+    mp.add_argument("--val", metavar="FILE",
+                    help="validation LoCoMo JSON or states folder (default: ../shared/data/locomo/val.json "
+                         "when present)")
+    mp.add_argument("--no-val", action="store_true", help="train without validation")
+    mp.add_argument("--config", metavar="FILE",
+                    help="JSON file of ManagerTrainConfig settings (training/config.py + training/manager_grpo.py)")
+    mp.add_argument("--max-steps", type=_positive, metavar="N", help="stop after N optimizer steps")
+    mp.add_argument("--time-budget", type=_minutes, metavar="MIN",
+                    help="stop (cleanly, with validation and saving) after MIN minutes of training")
+    mp.add_argument("--eval-states", type=_positive, metavar="N",
+                    help="validation states per evaluation (default: the config's; 0 there = all)")
+    mp.add_argument("--states-cache", metavar="DIR", help="where states are built (default: <out>/states)")
+    _state_args(mp)
+    mp.set_defaults(func=run_train_manager)
+
+    sp = tsub.add_parser(
+        "manager-states", help="build the Memory Manager's training states",
+        description="One pass of the current manager over each conversation, snapshotting the bank at "
+                    "every evidence turn of a scored question; prints the states per kind and the "
+                    "operations the manager applied there.")
+    sp.add_argument("--data", required=True, metavar="FILE", help="LoCoMo JSON file")
+    sp.add_argument("--out", required=True, metavar="DIR", help="states cache folder")
+    _state_args(sp)
+    sp.set_defaults(func=run_manager_states)
+
+
+def _samples(args):
+    return tuple(s.strip() for s in args.samples.split(",") if s.strip()) if args.samples else None
+
+
+def _states(path: str, args, cache: Path):
+    from core.config import ModelSpec
+    from training.manager_data import states_from
+
+    spec = ModelSpec(path=args.manager_model, adapter=args.manager_adapter, n_threads=args.threads)
+    return states_from(path, cache=cache, manager_model=spec, samples=_samples(args),
+                       max_sessions=args.max_sessions, max_states=args.max_states, progress=not args.no_progress)
+
+
+def run_manager_states(args) -> int:
+    from training.manager_data import op_distribution
+
+    states, reports = _states(args.data, args, Path(args.out))
+    dist = op_distribution(states)
+    seconds = sum(r.seconds for r in reports)
+    turns = sum(r.turns for r in reports)
+    print(f"{len(states)} states from {turns} turns ({seconds:.0f} s of manager time) in {args.out}")
+    print("states per kind: " + json.dumps(dist["kinds"]))
+    print("ops the current manager applied at the decision states: " + json.dumps(dist["decision_states"]))
+    print("ops at all states: " + json.dumps(dist["all_states"]))
+    return 0
+
+
+def run_train_manager(args) -> int:
+    from core.errors import InvalidInputError
+    from training.manager_grpo import config_from
+
+    config = config_from(args.config, max_steps=args.max_steps, threads=args.threads,
+                         eval_max_questions=args.eval_states)
+    out = Path(args.out)
+    cache = Path(args.states_cache) if args.states_cache else out / "states"
+    train, _ = _states(args.data, args, cache)
+    val = []
+    if not args.no_val:
+        val_path = Path(args.val) if args.val else default_val_path()
+        if not val_path.exists():
+            raise InvalidInputError(f"validation data {val_path} not found: pass --val FILE or --no-val")
+        val, _ = _states(str(val_path), args, cache)
+    from training.manager_grpo import train_manager
+
+    budget = args.time_budget * 60 if args.time_budget else None
+    result = train_manager(config, train, val, out_dir=out, base=args.base, answer_adapter=args.answer_adapter,
+                           progress=not args.no_progress, time_budget_s=budget)
+
+    def fmt(s):
+        if not s or s.get("f1") is None:
+            return "n/a"
+        return f"answer F1 {100 * s['f1']:.2f}, EM {100 * s['em']:.2f}, valid {100 * s['valid']:.0f}% (step {s.get('step')})"
+
+    print(f"trained {result.steps} steps in {result.seconds / 60:.1f} min; validation before: "
+          f"{fmt(result.baseline)}; best: {fmt(result.best)}")
+    print(f"reward: {json.dumps(result.reward_stats)}")
+    has_best = (result.best_dir / "adapter_config.json").is_file()
+    chosen = result.best_dir if has_best else result.final_dir
+    print(f"adapters: {f'{result.best_dir} (best), ' if has_best else ''}{result.final_dir} (final); "
+          f"logs: {out / 'log.csv'}, {out / 'curve.png'}")
+    print(f"export: memory-r1 export --adapter {chosen} --out {out / 'manager-lora.gguf'}")
+    print("use it: memory-r1 chat --manager-adapter manager-lora.gguf")
+    return 0
