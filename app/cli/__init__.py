@@ -51,7 +51,20 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         module.register(sub)
+    _register_train_manager(sub)
     return parser
+
+
+def _register_train_manager(sub) -> None:
+    """`train manager` / its staging commands live in their own module; hang them under `train`."""
+    train = sub.choices.get("train")
+    if train is None:
+        return
+    from app.cli import train_manager_cmd
+
+    tsub = next(a for a in train._actions if isinstance(a, argparse._SubParsersAction))
+    if "manager" not in tsub.choices:
+        train_manager_cmd.register_manager(tsub)
 
 
 def main(argv: list[str] | None = None) -> int:
