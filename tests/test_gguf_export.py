@@ -87,7 +87,7 @@ def test_lora_adapter_gguf_reproduces_the_pytorch_logits(tiny, tmp_path):
     model, tok, base = tiny
     pm = _peft(model)
     _set_lora(pm, 0.3)
-    pm.save_pretrained(str(tmp_path / "adapter"))
+    pm.save_pretrained(str(tmp_path / "adapter"), save_embedding_layers=False)
     out = export_lora(tmp_path / "adapter", tmp_path / "tiny-lora.gguf", base=base)
 
     reader = open_reader(out)
@@ -162,7 +162,7 @@ def test_merged_export_f16_matches_and_quantised_loads(tiny, tmp_path):
     model, tok, base = tiny
     pm = _peft(model)
     _set_lora(pm, 0.3, seed=1)
-    pm.save_pretrained(str(tmp_path / "adapter"))
+    pm.save_pretrained(str(tmp_path / "adapter"), save_embedding_layers=False)
     ids = _ids(tok)
     hf_lora = _hf_logits(pm, ids)
 
@@ -197,7 +197,7 @@ def test_exporter_refuses_what_it_cannot_do(tiny, tmp_path):
     with pytest.raises(InvalidInputError, match="no such file"):
         export_lora(tmp_path / "nope", tmp_path / "x.gguf", base=base)
     pm = _peft(model, targets=("q_proj",))
-    pm.save_pretrained(str(tmp_path / "adapter"))
+    pm.save_pretrained(str(tmp_path / "adapter"), save_embedding_layers=False)
     with pytest.raises(InvalidInputError, match="does not record its base"):
         export_lora(tmp_path / "adapter", tmp_path / "x.gguf")
     with pytest.raises(InvalidInputError, match="does not match"):  # a SmolLM2 base for a tiny adapter
@@ -226,7 +226,7 @@ def test_real_smollm2_adapter_moves_llama_cpp_logits_like_pytorch(tmp_path):
     model, tok, spec = load_base("embedded")
     pm = _peft(model, r=4, alpha=8, targets=("q_proj", "k_proj"))  # the rows llama.cpp permutes
     _set_lora(pm, 0.1)
-    pm.save_pretrained(str(tmp_path / "adapter"))
+    pm.save_pretrained(str(tmp_path / "adapter"), save_embedding_layers=False)
     out = export_lora(tmp_path / "adapter", tmp_path / "smol-lora.gguf", base="embedded")
     ids = _ids(tok)
     hf_delta = (_hf_logits(pm, ids) - _hf_logits(pm, ids, adapter=False)).ravel()
@@ -244,7 +244,7 @@ def test_export_command_line(tiny, tmp_path, capsys):
     model, _, base = tiny
     pm = _peft(model, targets=("q_proj", "v_proj"))
     _set_lora(pm, 0.1)
-    pm.save_pretrained(str(tmp_path / "adapter"))
+    pm.save_pretrained(str(tmp_path / "adapter"), save_embedding_layers=False)
     out = tmp_path / "cli-lora.gguf"
     assert main(["export", "--adapter", str(tmp_path / "adapter"), "--out", str(out), "--base", str(base),
                  "--dtype", "f16"]) == 0

@@ -247,7 +247,10 @@ def plot_curve(records: list[dict], png: Path) -> Path | None:
     if steps:
         xs = [r["step"] for r in steps]
         ys = [r["reward"] for r in steps]
-        ax1.plot(xs, ys, ".", alpha=0.4, label="reward (EM, mean of the step's groups)")
+        ax1.plot(xs, ys, ".", alpha=0.4, label="reward (weighted sum, mean over the step's completions)")
+        em = [r.get("rewards/em_reward/mean") for r in steps]
+        if any(e is not None for e in em) and em != ys:
+            ax1.plot(xs, [e if e is not None else float("nan") for e in em], "x", alpha=0.6, label="EM reward")
         win = max(1, min(10, len(ys)))
         ma = [sum(ys[max(0, i - win + 1):i + 1]) / len(ys[max(0, i - win + 1):i + 1]) for i in range(len(ys))]
         ax1.plot(xs, ma, "-", label=f"reward, {win}-step moving mean")
@@ -392,7 +395,7 @@ class _Run:
 
 
 def _public(scores: dict) -> dict:
-    return {k: v for k, v in scores.items() if k != "samples"}
+    return {k: v for k, v in scores.items() if k not in ("samples", "val_samples")}
 
 
 # --------------------------------------------------------------------------- entry point
