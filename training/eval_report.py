@@ -146,8 +146,8 @@ def render_report(summary: dict, plots: Sequence[str] = ()) -> str:
                   "- operations: " + ", ".join(f"{k} {ops[k]}" for k in OP_NAMES),
                   f"- manager failures (unparseable output after the retry; turn skipped): {ing['failures']}"]
     elif ing:
-        lines += [f"- no memory manager: {ing['memories']} raw dialogue turns indexed "
-                  f"({ing['turns']} turns, {ing['seconds']:.1f} s)"]
+        how = "from the cache" if ing.get("cached") else f"in {ing['seconds']:.1f} s"
+        lines += [f"- no memory manager: {ing['memories']} raw dialogue turns indexed ({how})"]
     else:
         lines += ["- no memory manager, no index (the conversation goes into the prompt)"]
     t = summary["timings"]
