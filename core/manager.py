@@ -156,8 +156,11 @@ class RepetitionGuard:
                 return True
             self._seen.add(key)
             self.items.append(item)
+        # a phrase looping inside the value being written; only that value counts, since an
+        # UPDATE's `old_memory` legitimately repeats much of its new `text`
         open_item = self.scanner.open_item
-        if len(open_item) >= 3 * self.WINDOW and open_item[-self.WINDOW:] in open_item[:-self.WINDOW]:
+        value = open_item[open_item.rfind('":') + 2:]
+        if len(value) >= 3 * self.WINDOW and value[-self.WINDOW:] in value[:-self.WINDOW]:
             self.stopped = True
         return self.stopped
 

@@ -334,3 +334,22 @@ def test_decisions_can_run_on_a_second_instance(bank):
     assert len(extract.calls) == 1 and len(decide.calls) == 1
     assert "facts" in extract.calls[0]["schema"]["properties"] and "memory" in decide.calls[0]["schema"]["properties"]
     assert config == ManagerConfig()  # the params override did not mutate the caller's config
+
+
+def test_repetition_guard_keeps_an_update_whose_old_memory_repeats_its_text():
+    """Regression: old_memory repeating >= 32 chars of the new text is not a loop."""
+    from core.manager import RepetitionGuard
+
+    raw = ('{"memory": [{"id": "0", "text": "John adopted a dog named Buddy in May 2023 and a cat named Tom",'
+           ' "event": "UPDATE", "old_memory": "John adopted a dog named Buddy in May 2023"}]}')
+    guard = RepetitionGuard()
+    stopped = any(guard.feed(raw[i:i + 3]) for i in range(0, len(raw), 3))
+    assert not stopped
+
+
+def test_repetition_guard_still_stops_a_looping_value():
+    from core.manager import RepetitionGuard
+
+    raw = '{"memory": [{"id": "0", "text": "' + "Gina: " * 40
+    guard = RepetitionGuard()
+    assert any(guard.feed(raw[i:i + 4]) for i in range(0, len(raw), 4))
