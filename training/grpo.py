@@ -362,21 +362,29 @@ class _Run:
         finally:
             self.eval_seconds += time.perf_counter() - t_start
 
+    def score(self, model) -> dict:
+        """Validation scores of `model` on `val_rows` (override for another validator)."""
+        return validate(model, self.tokenizer, self.val_rows, self.config, progress=self.progress)
+
+    def eval_record(self, step: int, scores: dict) -> dict:
+        """The log row of one validation (override to log more of `scores`)."""
+        return {"step": step, "elapsed_s": round(time.perf_counter() - self.started, 2),
+                "val_f1": scores["f1"], "val_bleu1": scores.get("bleu1"), "val_em": scores.get("em"),
+                "val_completion_length": scores.get("completion_length"),
+                "val_samples": scores.get("samples", [])}
+
     def _evaluate(self, step: int) -> None:
         self.last_eval_step = step
         acc = self.trainer.accelerator
         if acc.is_main_process and self.val_rows:
             model = self.unwrapped()
             t0 = time.perf_counter()
-            scores = validate(model, self.tokenizer, self.val_rows, self.config, progress=self.progress)
+            scores = self.score(model)
             scores["seconds"] = round(time.perf_counter() - t0, 1)
             scores["step"] = step
-            log.info("step %d: validation F1 %.4f BLEU-1 %.4f EM %.4f (%d questions, %.0fs)", step,
-                     scores["f1"], scores["bleu1"], scores["em"], scores["n"], scores["seconds"])
-            self.records.append({"step": step, "elapsed_s": round(time.perf_counter() - self.started, 2),
-                                 "val_f1": scores["f1"], "val_bleu1": scores["bleu1"], "val_em": scores["em"],
-                                 "val_completion_length": scores["completion_length"],
-                                 "val_samples": scores["samples"]})
+            log.info("step %d: validation F1 %.4f (%d questions, %.0fs)", step, scores["f1"], scores["n"],
+                     scores["seconds"])
+            self.records.append(self.eval_record(step, scores))
             write_logs(self.records, self.out_dir)
             if step == 0:
                 self.baseline = scores
