@@ -12,7 +12,13 @@ back (`ReplyFilter`).
 Threading: call from one thread at a time per backend (the backend is not thread-safe).
 Departures (our choices): a question with no memories at all is answered "I don't know."
 without a model call; memories that do not fit the context window are dropped from the
-lowest-ranked end, using a conservative characters-per-token estimate.
+lowest-ranked end, using a conservative characters-per-token estimate. Decoding of QA answers
+(`generate_answer`) is guarded: generation stops once the answer line is complete, or when the
+model repeats a line, lists more lines than it was given memories (or MAX_SELECTED_LINES), or
+loops within a line (small
+models do all three, up to the token cap); when it stopped that way, or a selection run ended
+without `**Answer:**`, the kept text plus `**Answer:**` is given back to the model to finish in
+one short line. The prompt is unchanged (training samples the same prompt unguarded).
 """
 
 from __future__ import annotations
@@ -30,6 +36,9 @@ log = logging.getLogger(__name__)
 
 NO_MEMORY_ANSWER = "I don't know."
 ANSWER_PARAMS = GenParams(temperature=0.0, max_tokens=1024)
+FORCED_ANSWER_TOKENS = 48  # the answer is "less than 5-6 words"
+MAX_SELECTED_LINES = 20  # a selection longer than this is cut and the answer forced
+_MIN_PERIOD_REPEATS = 4
 CHARS_PER_TOKEN = 3.0  # conservative for English text with SmolLM2/Llama tokenizers
 QUERY_CHARS = 2000  # longest query text embedded for retrieval
 _HEADER_WORDS = "memories selected as relevant"
@@ -82,6 +91,131 @@ def match_selected(lines: Sequence[str], memories: Sequence[Memory]) -> list[Mem
         if best is not None and all(best.id != m.id for m in out):
             out.append(best)
     return out
+
+
+def _periodic_tail(line: str, *, repeats: int = _MIN_PERIOD_REPEATS, max_period: int = 80) -> int | None:
+    """Start index of a run of >= `repeats` copies of one unit (3..max_period chars) that
+    ends `line`, or None.
+
+    >>> _periodic_tail("Answer: Gina: Gina: Gina: Gina: ")
+    8
+    >>> _periodic_tail("a perfectly normal line") is None
+    True
+    """
+    n = len(line)
+    for period in range(3, max_period + 1):
+        if period * repeats > n:
+            break
+        unit = line[n - period:]
+        if line[n - period * repeats:] == unit * repeats:
+            start = n - period * repeats
+            while start >= period and line[start - period:start] == unit:
+                start -= period
+            return start
+    return None
+
+
+def answer_stop(text: str, *, max_lines: int) -> tuple[str, int] | None:
+    r"""Whether an answer generation so far should stop: `(reason, keep)` where `text[:keep]`
+    is what to keep, or None to go on. Reasons: "answered" (the line after `**Answer:**` is
+    complete), "repeated line", "too many lines", "loop" (a unit repeating within a line).
+
+    >>> answer_stop("- a\n**Answer:** Paris\n", max_lines=5)
+    ('answered', 21)
+    >>> answer_stop("- a\n- b\n- a\n", max_lines=5)
+    ('repeated line', 8)
+    >>> answer_stop("- a\n- b\n- c\n", max_lines=2)
+    ('too many lines', 8)
+    >>> answer_stop("- a\nGina: Gina: Gina: Gina: Gina:", max_lines=5)
+    ('loop', 9)
+    >>> answer_stop("- a\n**Answer:** Par", max_lines=5) is None
+    True
+    """
+    marker = prompts.find_answer_marker(text)
+    if marker is not None:
+        rest = text[marker[1]:]
+        body = rest.lstrip()
+        nl = body.find("\n")
+        if body and nl > 0:
+            return "answered", marker[1] + (len(rest) - len(body)) + nl
+    lines = text.split("\n")
+    seen: set[str] = set()
+    pos = 0
+    count = 0
+    for i, line in enumerate(lines):
+        complete = i < len(lines) - 1
+        key = _norm(line)
+        if complete and key:
+            if key in seen and marker is None:
+                return "repeated line", pos
+            seen.add(key)
+            count += 1
+            if count > max_lines and marker is None:
+                return "too many lines", pos
+        pos += len(line) + 1
+    last = lines[-1]
+    start = _periodic_tail(last)
+    if start is not None:
+        return "loop", len(text) - len(last) + start
+    return None
+
+
+def generate_answer(backend: ChatBackend, messages, params: GenParams, *, max_lines: int,
+                    force_marker: bool, cancel: CancelToken | None = None) -> tuple[str, str | None]:
+    """Generate one QA answer under `answer_stop`'s guard; returns `(raw, stop_reason)`.
+
+    When the guard stopped a run that had not answered, or (`force_marker`) the run ended
+    without `**Answer:**`, the kept text + "**Answer:**" is continued by the model for one
+    short line (the chat prompt's KV prefix is reused, so this costs a few tokens)."""
+    pieces: list[str] = []
+    reason = None
+    text = ""
+    stream = backend.complete(messages, params=params, cancel=cancel)
+    try:
+        for piece in stream:
+            pieces.append(piece)
+            if "\n" in piece or len(pieces) % 8 == 0:
+                text = "".join(pieces)
+                hit = answer_stop(text, max_lines=max_lines)
+                if hit is not None:
+                    reason, keep = hit
+                    text = text[:keep]
+                    break
+        else:
+            text = "".join(pieces)
+    finally:
+        close = getattr(stream, "close", None)
+        if close is not None:
+            close()
+    if reason is not None:
+        log.info("answer generation stopped early: %s", reason)
+    if cancel is not None and cancel.cancelled:
+        return text, reason
+    if reason == "answered" or (prompts.find_answer_marker(text) is not None and reason is None):
+        return text, reason
+    if reason is None and not (force_marker and _ends_in_selection(text)):
+        return text, reason
+    template = getattr(backend, "apply_chat_template", None)
+    if template is None:
+        return text, reason
+    head = text.rstrip()
+    prefix = (head + "\n" if head else "") + "**Answer:**"
+    forced = GenParams(temperature=0.0, max_tokens=FORCED_ANSWER_TOKENS, stop=("\n",))
+    tail = "".join(backend.complete_text(template(messages) + prefix, params=forced, cancel=cancel))
+    line = next((ln for ln in tail.splitlines() if ln.strip()), "")
+    if not line:
+        return text, reason
+    return prefix + " " + line.strip(), reason or "no marker"
+
+
+def _ends_in_selection(text: str) -> bool:
+    r"""True when `text` has no line after its memory list that could be the answer.
+
+    >>> _ends_in_selection("- a memory\n"), _ends_in_selection("- a memory\nParis"), _ends_in_selection("")
+    (True, False, True)
+    """
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return not lines or lines[-1].startswith(("-", "*", "•")) or lines[-1].lower().startswith("memories")
 
 
 class ReplyFilter:
@@ -249,7 +383,9 @@ class AnswerAgent:
             log.info("no memories for question %r: answering that it does not know", question[:200])
             return AnswerResult(NO_MEMORY_ANSWER, [], [], "", 0, time.perf_counter() - start)
         prompt = self.build_prompt(question, retrieved, distill=distill)
-        raw = self._run(prompt.messages, self.params, cancel)
+        raw, _ = generate_answer(self.backend, prompt.messages, self.params,
+                                 max_lines=min(len(prompt.used) + 2, MAX_SELECTED_LINES),
+                                 force_marker=distill, cancel=cancel)
         parsed = prompts.parse_answer(raw)
         selected = match_selected(parsed.selected_lines, prompt.used) if distill else []
         ok = (not distill) or bool(selected)

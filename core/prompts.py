@@ -410,7 +410,8 @@ def _clean_answer(text: str, loose: bool) -> str:
     if text.startswith("**") and text.count("**") == 1:
         text = text[2:].strip()
     bold = re.fullmatch(r"\*\*([^*]+)\*\*\s*([.!]?)", text)
-    return (bold.group(1).strip() + bold.group(2)) if bold else text
+    text = (bold.group(1).strip() + bold.group(2)) if bold else text
+    return " ".join(text.replace("**", "").split())  # inner bold would spoil token F1
 
 
 def parse_answer(text: str) -> ParsedAnswer:
@@ -426,6 +427,8 @@ def parse_answer(text: str) -> ParsedAnswer:
     ParsedAnswer(answer='Paris', selected_lines=['a memory'], has_marker=False)
     >>> parse_answer("The answer is: **Biscuit").answer, parse_answer("- **Lisbon**").answer
     ('Biscuit', 'Lisbon')
+    >>> parse_answer("**Answer:** Her style is **Contemporary** dance").answer
+    'Her style is Contemporary dance'
     """
     marker = find_answer_marker(text)
     lines = [ln for ln in text.splitlines() if ln.strip()]

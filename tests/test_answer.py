@@ -203,3 +203,42 @@ def test_chat_fits_a_long_history_into_a_small_context(bank):
     assert sum(len(m["content"]) for m in msgs) / 3.0 + 256 <= 2048
     assert msgs[-2]["content"] == history[-1][1]  # the newest history is kept
     assert "Ann note" in msgs[-1]["content"] and result.answer == "ok"
+
+
+# --- guarded decoding (generate_answer) ---------------------------------------------------------
+
+def test_a_looping_selection_is_cut_and_the_answer_forced(bank):
+    bank.add("Ann adopted a cat named Tom", speaker="Ann", observed_at=T1)
+    loop = "- " + T1 + ": Ann adopted a cat named Tom\n" + ("- " + T1 + ": Ann loves Tom\n") * 50
+    backend = FakeBackend([loop, " Tom\nand then more text"])
+    result = AnswerAgent(bank, backend).answer("What is Ann's cat called?")
+    assert result.answer == "Tom"
+    assert result.raw.count("Ann loves Tom") == 1  # cut at the first repetition
+    assert result.raw.rstrip().endswith("**Answer:** Tom")
+    forced = backend.calls[-1]
+    assert forced["prompt"].endswith("Ann loves Tom\n**Answer:**") and forced["params"].stop == ("\n",)
+    assert forced["prompt"].startswith(backend.apply_chat_template(backend.calls[0]["messages"]))
+
+
+def test_a_loop_within_a_line_is_cut(bank):
+    bank.add("Gina lost her job at Door Dash", speaker="Gina", observed_at=T1)
+    backend = FakeBackend(["Gina: " * 300, "January 2023"])
+    result = AnswerAgent(bank, backend, distill=False).answer("When did Gina lose her job?")
+    assert result.answer == "January 2023"
+    assert result.raw.count("Gina:") < 3
+
+
+def test_generation_stops_once_the_answer_line_is_complete(bank):
+    bank.add("Ann adopted a cat named Tom", speaker="Ann", observed_at=T1)
+    backend = FakeBackend(["- Ann adopted a cat named Tom\n**Answer:** Tom\n" + "more rambling\n" * 40])
+    result = AnswerAgent(bank, backend).answer("Pet?")
+    assert result.answer == "Tom" and "rambling" not in result.raw
+    assert len(backend.calls) == 1  # answered: nothing forced
+
+
+def test_a_selection_without_answer_is_forced_but_an_empty_forced_answer_keeps_the_fallback(bank):
+    bank.add("Ann adopted a cat named Tom", speaker="Ann", observed_at=T1)
+    backend = FakeBackend(["- Ann adopted a cat named Tom\n", "   "])
+    result = AnswerAgent(bank, backend).answer("Pet?")
+    assert len(backend.calls) == 2
+    assert result.answer == "Ann adopted a cat named Tom"  # the last bullet, as before

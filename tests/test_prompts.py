@@ -142,12 +142,12 @@ def test_chat_prompt_keeps_a_stable_prefix_and_history_order():
     ("**Memories selected as relevant:**\n- only a list, cut off", "", ["only a list, cut off"], False),
     ("Just an answer", "Just an answer", [], False),
     ("", "", [], False),
-    ("**Answer:** line one\nline two", "line one\nline two", [], True),
+    ("**Answer:** line one\nline two", "line one line two", [], True),
     ("**Answer:** **Biscuit**.", "Biscuit.", [], True),
     ("The answer is: **Biscuit", "Biscuit", [], False),
     ("- **Lisbon**", "Lisbon", [], False),
     ("- first memory\n- Lisbon", "Lisbon", ["first memory"], False),
-    ("**Answer:** **Note**: it is **big**", "**Note**: it is **big**", [], True),
+    ("**Answer:** **Note**: it is **big**", "Note: it is big", [], True),
 ])
 def test_parse_answer_variants(text, answer, selected, marker):
     parsed = prompts.parse_answer(text)

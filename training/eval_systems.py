@@ -164,11 +164,14 @@ def _progress(iterable, *, total: int, desc: str, enabled: bool, initial: int = 
 
 
 def ingest_memory_bank(sample: Sample, folder: Path, embedder, manager_backend: Callable[[], ChatBackend],
-                       *, max_sessions: int | None, progress: bool = False) -> BankHandle:
+                       *, max_sessions: int | None, progress: bool = False,
+                       decide_backend: Callable[[], ChatBackend] | None = None) -> BankHandle:
     """The sample's Memory-Manager bank in `folder`: reused when complete, else built or resumed.
 
-    `manager_backend` is called only when some turn still has to be processed (a cached bank
-    needs no model). A turn whose model output fails twice (ModelOutputError) is recorded as a
+    `manager_backend` (and `decide_backend`, an optional second instance of the same model for
+    the per-fact decisions, so the extraction prompt's cached prefix is not evicted: about half
+    the time per turn, benchmarks/agents.py) is called only when some turn still has to be
+    processed (a cached bank needs no model). A turn whose model output fails twice (ModelOutputError) is recorded as a
     failure and skipped; any other error stops ingestion with the progress kept.
     """
     from core.manager import MemoryManager
@@ -183,7 +186,8 @@ def ingest_memory_bank(sample: Sample, folder: Path, embedder, manager_backend: 
             done = {r["dia_id"] for r in _read_jsonl(log_path)}
             todo = [t for t in turns if t.dia_id not in done]
             if todo and not cached:
-                manager = MemoryManager(bank, manager_backend())
+                manager = MemoryManager(bank, manager_backend(),
+                                        decide_backend=decide_backend() if decide_backend else None)
                 bar = _progress(todo, total=len(turns), initial=len(turns) - len(todo),
                                 desc=f"ingest {sample.sample_id}", enabled=progress)
                 for turn in bar:
@@ -336,7 +340,9 @@ def answer_full_context(turns: Sequence[Turn], question: str, backend: ChatBacke
     start = time.perf_counter()
     messages, used = fit_recent_turns(turns, question, backend, n_ctx, params.max_tokens)
     mid = time.perf_counter()
-    raw = "".join(backend.complete(messages, params=params))
+    from core.answer import generate_answer
+
+    raw, _ = generate_answer(backend, messages, params, max_lines=used + 2, force_marker=False)
     end = time.perf_counter()
     answer = " ".join(prompts.parse_answer(raw).answer.split())
     return Answered(answer, raw, (), (), mid - start, end - mid, _prompt_tokens(backend, messages),

@@ -85,16 +85,17 @@ class EvalConfig:
 class Components:
     """The models and the embedder, created on first use (tests pass fakes in).
 
-    `answer`, `manager`, `judge`: zero-argument factories returning a `ChatBackend`; each is
-    called at most once. `ids`: the fingerprints that key the caches and guard resumption
+    `answer`, `manager`, `judge`, `manager_decide` (a second manager instance for the decision
+    step; optional): zero-argument factories returning a `ChatBackend`; each is called at most
+    once. `ids`: the fingerprints that key the caches and guard resumption
     (`manager`, `answer`, `judge`, `embedder`).
     """
 
     def __init__(self, embedder: Embedder, *, answer: Callable[[], ChatBackend],
                  manager: Callable[[], ChatBackend], judge: Callable[[], ChatBackend] | None = None,
-                 ids: dict | None = None) -> None:
+                 ids: dict | None = None, manager_decide: Callable[[], ChatBackend] | None = None) -> None:
         self.embedder = embedder
-        self._factories = {"answer": answer, "manager": manager, "judge": judge}
+        self._factories = {"answer": answer, "manager": manager, "judge": judge, "manager_decide": manager_decide}
         self._made: dict[str, ChatBackend] = {}
         self.ids = {"embedder": embedder.name, **(ids or {})}
 
@@ -139,7 +140,8 @@ class Components:
             ids["judge"] = model_id(judge_spec)
             judge = lambda: load_backend(judge_spec)  # noqa: E731
         return cls(default_embedder(), answer=lambda: load_backend(config.answer_model),
-                   manager=lambda: load_backend(config.manager_model), judge=judge, ids=ids)
+                   manager=lambda: load_backend(config.manager_model), judge=judge, ids=ids,
+                   manager_decide=lambda: load_backend(config.manager_model))
 
 
 # --- output folders and resumption ------------------------------------------------------------
@@ -251,8 +253,10 @@ def _bank_for(system: str, sample: Sample, comps: Components, config: EvalConfig
     emb = comps.ids["embedder"]
     if system in ("memory-r1", "no-distill"):
         folder = cache / bank_key("memory", sample, config.max_sessions, emb, comps.ids.get("manager"))
+        decide = (lambda: comps.backend("manager_decide")) if comps.has("manager_decide") else None
         return ingest_memory_bank(sample, folder, comps.embedder, lambda: comps.backend("manager"),
-                                  max_sessions=config.max_sessions, progress=config.progress)
+                                  max_sessions=config.max_sessions, progress=config.progress,
+                                  decide_backend=decide)
     if system == "rag":
         folder = cache / bank_key("turns", sample, config.max_sessions, emb)
         return build_turn_bank(sample, folder, comps.embedder, max_sessions=config.max_sessions)
