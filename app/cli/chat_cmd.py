@@ -3,7 +3,9 @@
 Registration imports nothing heavy: the bank, the agents and llama.cpp are imported inside
 the command functions. Models: `--answer-model/--manager-model PATH` (a GGUF; default the
 embedded SmolLM2-135M or the one in settings), `--answer-adapter/--manager-adapter PATH`
-(a GGUF LoRA), `--n-ctx`, `--threads`. When both roles resolve to the same model, one
+(a GGUF LoRA; without one, the role's adapter shipped in assets/adapters is used when it
+was trained on that model, unless `--no-shipped-adapters` or the setting is off), `--n-ctx`,
+`--threads`. When both roles resolve to the same model, one
 instance is loaded and shared (chat). `ingest` loads a second instance of a small (<= 1 GiB)
 manager model for the decision calls, so extraction and decision each keep their instruction
 prefix cached (benchmarks/agents.py --two-instances: ~2.6x faster per turn).
@@ -23,6 +25,8 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--manager-model", metavar="PATH", help="GGUF for the memory manager (default: settings / embedded)")
     g.add_argument("--answer-adapter", metavar="PATH", help="GGUF LoRA adapter for the answer agent")
     g.add_argument("--manager-adapter", metavar="PATH", help="GGUF LoRA adapter for the memory manager")
+    g.add_argument("--no-shipped-adapters", action="store_true",
+                   help="do not attach the trained adapters shipped with the app (assets/adapters)")
     g.add_argument("--n-ctx", type=int, metavar="N", help="context size in tokens")
     g.add_argument("--threads", type=int, metavar="N", help="CPU threads")
 
@@ -57,12 +61,16 @@ def register(sub) -> None:
 # --------------------------------------------------------------------------- shared helpers
 
 def _specs(args):
-    """(answer spec, manager spec) from the settings file with the command-line overrides."""
+    """(settings, answer spec, manager spec) from the settings file with the command-line
+    overrides, each spec with the role's shipped adapter (core.models.shipped) unless it has an
+    adapter of its own or shipped adapters are off (settings or `--no-shipped-adapters`)."""
     import dataclasses
 
     from core.config import Settings, settings_path
+    from core.models.shipped import with_shipped_adapter
 
     settings = Settings.load(settings_path())
+    shipped = settings.use_shipped_adapters and not getattr(args, "no_shipped_adapters", False)
     out = []
     for role in ("answer", "manager"):
         spec = dataclasses.replace(getattr(settings, f"{role}_model"))
@@ -76,7 +84,7 @@ def _specs(args):
         if args.threads:
             spec.n_threads = args.threads
         spec.validate()
-        out.append(spec)
+        out.append(with_shipped_adapter(spec, role, shipped))
     return settings, out[0], out[1]
 
 

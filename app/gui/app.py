@@ -52,19 +52,42 @@ def init_qt_app(argv: list[str] | None = None):
     return app
 
 
-def _load_role(spec: ModelSpec, role: str, progress: Callable[[str], None]):
-    """Load one role's model; a custom model that fails falls back to the embedded one (reported)."""
+def _role_attempts(settings: Settings, role: str) -> list[ModelSpec]:
+    """What to try for a role, in order: its spec with any shipped adapter
+    (core.models.shipped), the spec as set when that differs, and for a custom model the
+    embedded one without an adapter."""
+    from core.models.shipped import effective_spec
+
+    own = getattr(settings, f"{role}_model")
+    attempts = [effective_spec(settings, role)]
+    if attempts[0] != own:
+        attempts.append(own)
+    if own.path:
+        attempts.append(ModelSpec(n_ctx=own.n_ctx, n_threads=own.n_threads))
+    return attempts
+
+
+def _load_role(settings: Settings, role: str, label: str, progress: Callable[[str], None]):
+    """Load one role's model (`role` "answer" or "manager"), with the shipped adapter when the
+    settings allow one; a shipped adapter or custom model that fails is dropped for the next
+    attempt of `_role_attempts` (reported). Raises the last ModelLoadError when none loads."""
     from core.runtime import load_backend
 
-    progress(f"Loading the {role} model…")
-    try:
-        return load_backend(spec)
-    except ModelLoadError as exc:
-        if not spec.path:
-            raise
-        log.warning("the %s model %s failed to load (%s); using the embedded model", role, spec.path, exc)
-        progress(f"{exc} Using the embedded model for the {role} instead.")
-        return load_backend(ModelSpec(n_ctx=spec.n_ctx, n_threads=spec.n_threads))
+    progress(f"Loading the {label} model…")
+    attempts = _role_attempts(settings, role)
+    for i, spec in enumerate(attempts):
+        try:
+            return load_backend(spec)
+        except ModelLoadError as exc:
+            if i + 1 == len(attempts):
+                raise
+            if spec.path and not attempts[i + 1].path:
+                then = f"Using the embedded model for the {label} instead."
+            else:
+                then = f"Loading the {label} model without the shipped adapter."
+            log.warning("the %s model %s (adapter %s) failed to load (%s); %s", label,
+                        spec.path or "(embedded)", spec.adapter, exc, then)
+            progress(f"{exc} {then}")
 
 
 def build_assistant(bank, answer, manager, settings: Settings):
@@ -103,9 +126,9 @@ def make_assistant_factory(bank) -> Callable:
     def factory(settings: Settings, progress: Callable[[str], None]):
         progress("Loading the embedder…")
         bank.embed(["warm-up"])
-        answer = _load_role(settings.answer_model, "answer", progress)
+        answer = _load_role(settings, "answer", "answer", progress)
         try:
-            manager = _load_role(settings.manager_model, "memory manager", progress)
+            manager = _load_role(settings, "manager", "memory manager", progress)
         except BaseException:
             answer.close()
             raise

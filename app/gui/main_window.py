@@ -229,9 +229,14 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage(text, 0 if busy else 5000)
 
     def _model_text(self) -> str:
+        """The answer model, and whether the loaded backend runs the user's or a shipped adapter."""
+        from core.models.shipped import is_shipped
+
         spec = self.settings.answer_model
         name = Path(spec.path).name if spec.path else "SmolLM2-135M (embedded)"
-        return f"Model: {name}" + (" + adapter" if spec.adapter else "")
+        loaded = getattr(getattr(self.assistant, "_answer_backend", None), "adapter_path", None)
+        shipped = not spec.adapter and is_shipped(loaded)
+        return f"Model: {name}" + (" + shipped adapter" if shipped else " + adapter" if spec.adapter else "")
 
     def _apply_runtime_settings(self) -> None:
         """Sampling and pause settings the pipeline reads per reply."""
@@ -274,8 +279,9 @@ class MainWindow(QMainWindow):
 
         A model that fails to load is reported and the previous one stays (and stays saved).
         """
-        old = self.settings
-        models_changed = new.answer_model != old.answer_model or new.manager_model != old.manager_model
+        old = copy.deepcopy(self.settings)  # a snapshot: the assistant may share (and get) these
+        models_changed = (new.answer_model, new.manager_model, new.use_shipped_adapters) != (
+            old.answer_model, old.manager_model, old.use_shipped_adapters)
         self.settings = copy.deepcopy(new)
         self.settings.answer_model, self.settings.manager_model = old.answer_model, old.manager_model
         self._apply_runtime_settings()

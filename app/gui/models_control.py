@@ -68,15 +68,23 @@ class ModelControl(QObject):
                            on_done=done, on_error=failed)
 
     def swap(self, assistant, old: Settings, new: Settings) -> None:
-        """Load the models of `new` that differ from `old`, then swap them into `assistant`."""
+        """Load the models of `new` that differ from `old`, then swap them into `assistant`.
+
+        Compared and loaded as `core.models.shipped.effective_spec` resolves them, so turning
+        `use_shipped_adapters` on or off reloads the roles a shipped adapter applies to."""
+        import copy
+
+        from core.models.shipped import effective_spec
+
         loader = self.backend_loader
+        old, new = copy.deepcopy(old), copy.deepcopy(new)  # the window changes them meanwhile
 
         def load():  # model worker
             loaded = []
             try:
-                for role in ("answer_model", "manager_model"):
-                    spec = getattr(new, role)
-                    loaded.append(loader(spec) if spec != getattr(old, role) else None)
+                for role in ("answer", "manager"):
+                    spec = effective_spec(new, role)
+                    loaded.append(loader(spec) if spec != effective_spec(old, role) else None)
             except BaseException:
                 for backend in loaded:
                     if backend is not None:
