@@ -93,8 +93,9 @@ def build_examples(data: str | os.PathLike, *, k: int = 60, bank: str = "memory"
         for sample in loaded:
             if bank == "memory":
                 folder = cache / bank_key("memory", sample, max_sessions, emb, comps.ids.get("manager"))
+                decide = (lambda: comps.backend("manager_decide")) if comps.has("manager_decide") else None
                 handle = ingest_memory_bank(sample, folder, comps.embedder, lambda: comps.backend("manager"),
-                                            max_sessions=max_sessions, progress=progress)
+                                            max_sessions=max_sessions, progress=progress, decide_backend=decide)
             else:
                 folder = cache / bank_key("turns", sample, max_sessions, emb)
                 handle = build_turn_bank(sample, folder, comps.embedder, max_sessions=max_sessions)
