@@ -27,7 +27,13 @@ _default: "SentenceTransformerEmbedder | None" = None
 
 
 class SentenceTransformerEmbedder:
-    """all-MiniLM-L6-v2 through sentence-transformers, from local files only."""
+    """all-MiniLM-L6-v2 through sentence-transformers, from local files only.
+
+    `related_score`: the cosine from which the Memory Manager treats a memory as related to a
+    new fact (core/manager.py); calibrated for all-MiniLM-L6-v2 (same attribute of the same
+    person ~0.7+, other topics of one person ~0.3-0.5)."""
+
+    related_score = 0.6
 
     def __init__(self, model_dir: str | os.PathLike | None = None, *, batch_size: int = 64,
                  device: str = "cpu") -> None:
@@ -102,7 +108,10 @@ class HashEmbedder:
     """Bag of hashed words and character trigrams, L2-normalised. Deterministic; no model.
 
     Similar texts share words, so nearest neighbours are meaningful enough for logic tests.
+    Its cosines run lower than a sentence model's, hence its own `related_score`.
     """
+
+    related_score = 0.1
 
     def __init__(self, dim: int = DEFAULT_DIM, name: str = "hash-embedder") -> None:
         self.dim = dim

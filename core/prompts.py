@@ -27,7 +27,9 @@ from typing import Iterable, Mapping, Sequence
 
 from .errors import ModelOutputError
 
-PROMPT_VERSION = "mr1-prompts-1"
+# Also bumped when the manager's rules for what reaches the model change (core/manager.py):
+# banks built under another version differ. 2: related_min_score 0.6, lonely facts ADDed.
+PROMPT_VERSION = "mr1-prompts-2"
 
 FACT_MAX_ITEMS = 10
 FACT_MAX_CHARS = 300

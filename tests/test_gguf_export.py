@@ -249,7 +249,16 @@ def test_export_command_line(tiny, tmp_path, capsys):
     assert main(["export", "--adapter", str(tmp_path / "adapter"), "--out", str(out), "--base", str(base),
                  "--dtype", "f16"]) == 0
     assert field_value(open_reader(out), "adapter.type") == "lora"
-    assert (tmp_path / "cli-lora.meta.json").is_file() and "wrote" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert (tmp_path / "cli-lora.meta.json").is_file() and "wrote" in printed and "--answer-adapter" in printed
+    assert json.loads((tmp_path / "cli-lora.meta.json").read_text())["role"] == "answer"
+    from training.gguf_export import TRAIN_META
+
+    (tmp_path / "adapter" / TRAIN_META).write_text(json.dumps({"role": "manager"}))
+    assert main(["export", "--adapter", str(tmp_path / "adapter"), "--out", str(tmp_path / "m.gguf"), "--base",
+                 str(base), "--dtype", "f16"]) == 0
+    assert "--manager-adapter" in capsys.readouterr().out
+    assert json.loads((tmp_path / "m.meta.json").read_text())["role"] == "manager"
     merged = tmp_path / "cli-merged.gguf"
     assert main(["export", "--adapter", str(tmp_path / "adapter"), "--out", str(merged), "--base", str(base),
                  "--merge", "--quant", "Q8_0", "--threads", "1"]) == 0

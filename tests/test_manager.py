@@ -353,3 +353,23 @@ def test_repetition_guard_still_stops_a_looping_value():
     raw = '{"memory": [{"id": "0", "text": "' + "Gina: " * 40
     guard = RepetitionGuard()
     assert any(guard.feed(raw[i:i + 4]) for i in range(0, len(raw), 4))
+
+
+def test_only_facts_with_related_memories_reach_the_decision_call(bank):
+    seed(bank, "John plays tennis every Sunday")
+    backend = FakeBackend([facts("John plays tennis every Sunday morning", "Snowy winter mountains are far"),
+                           ops()])
+    changes = MemoryManager(bank, backend, config=ManagerConfig(related_min_score=0.3)).process_turn(
+        "tennis and skiing", speaker="John")
+    assert [m.text for m in changes.added] == ["Snowy winter mountains are far"]  # lonely: ADDed directly
+    decision = backend.calls[1]["messages"][-1]["content"]
+    assert "John plays tennis every Sunday morning" in decision and "Snowy winter" not in decision
+    assert backend.calls[1]["schema"]["properties"]["memory"]  # one decision call, for the related fact
+
+
+def test_the_relatedness_cut_off_follows_the_embedder(bank, tmp_path):
+    from core.embeddings import SentenceTransformerEmbedder
+
+    assert MemoryManager(bank, FakeBackend()).related_min_score == HashEmbedder.related_score == 0.1
+    assert SentenceTransformerEmbedder.related_score == 0.6
+    assert MemoryManager(bank, FakeBackend(), config=ManagerConfig(related_min_score=0.8)).related_min_score == 0.8

@@ -59,6 +59,11 @@ class Adapter:
     modules: list[LoraModule]
     train_meta: dict
 
+    @property
+    def role(self) -> str:
+        """"manager" or "answer" (what the trainer recorded; older runs: answer)."""
+        return "manager" if self.train_meta.get("role") == "manager" else "answer"
+
 
 # --------------------------------------------------------------------------- adapter reading
 
@@ -308,6 +313,7 @@ def write_meta(out: Path, adapter: Adapter, base_path: Path, *, kind: str, extra
     meta = {
         "format": "memory-r1-export/1",
         "kind": kind,
+        "role": adapter.role,
         "file": out.name,
         "sha256": sha256_file(out),
         "base": {"path": str(base_path),

@@ -52,7 +52,7 @@ from core.types import GenParams, Memory
 
 log = logging.getLogger(__name__)
 
-STATE_LAYOUT = "manager-states-1"  # bump when what a state holds changes
+STATE_LAYOUT = "manager-states-2"  # bump when what a state holds changes
 KINDS = ("decision", "no-related", "all-duplicates", "no-facts", "extract-failed")
 _DIA = re.compile(r"D\d+:\d+")
 _UNDOABLE = ("ADD", "UPDATE", "DELETE")  # what a manager turn writes (core.memory.history undoes them)
@@ -111,6 +111,7 @@ class ManagerState:
     snapshot: list[dict]  # active memories before the turn: {"id", "text", "speaker", "observed_at", "source", "v"}
     app_ops: dict | None = None  # what the current manager applied at this turn: event -> count
     app_decision: str | None = None  # the same, as a decision JSON over this state's aliases
+    auto_added: list[str] = field(default_factory=list)  # facts the app ADDs without a model call
     vector_table: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -163,6 +164,8 @@ class CachingEmbedder:
         self.inner = inner
         self.name = inner.name
         self.dim = int(inner.dim)
+        if hasattr(inner, "related_score"):  # the manager's relatedness cut-off follows the embedder
+            self.related_score = inner.related_score
         self.max_items = max_items
         self._cache: collections.OrderedDict[str, np.ndarray] = collections.OrderedDict()
         self.calls = 0
@@ -272,17 +275,18 @@ def _snapshot(bank, table: _VectorTable, embedder) -> list[dict]:
              "source": m.source, "v": table.row_of(m.text, embedder)} for m in mems]
 
 
-def plan_state(manager, turn: Turn) -> tuple[str, list[str], list[str], list[str], list[Memory]]:
-    """(kind, facts, duplicates, decision_facts, shown) of one turn over the manager's bank,
-    computed as `MemoryManager.plan_turn` does before its first decision call."""
+def plan_state(manager, turn: Turn) -> tuple[str, list[str], list[str], list[str], list[Memory], list[str]]:
+    """(kind, facts, duplicates, decision_facts, shown, auto_added) of one turn over the
+    manager's bank, computed as `MemoryManager.plan_turn` does before its first decision call
+    (auto_added: the first batch's facts with no related memory, ADDed without a model call)."""
     bank, cfg = manager.bank, manager.config
     try:
         facts = manager.extract(turn.full_text, speaker=turn.speaker, time=turn.time or None)
     except ModelOutputError as exc:
         log.warning("state %s: fact extraction failed: %s", turn.dia_id, exc)
-        return "extract-failed", [], [], [], []
+        return "extract-failed", [], [], [], [], []
     if not facts:
-        return "no-facts", [], [], [], []
+        return "no-facts", [], [], [], [], []
     vecs = bank.embed(facts)
     fresh, fresh_vecs, dups = [], [], []
     for fact, vec in zip(facts, vecs):
@@ -292,12 +296,12 @@ def plan_state(manager, turn: Turn) -> tuple[str, list[str], list[str], list[str
         else:
             dups.append(fact)
     if not fresh:
-        return "all-duplicates", facts, dups, [], []
+        return "all-duplicates", facts, dups, [], [], []
     batch, batch_vecs = fresh[:cfg.facts_per_decision], fresh_vecs[:cfg.facts_per_decision]
-    shown = manager.related(batch_vecs, speaker=turn.speaker)
-    if not shown and not cfg.decide_when_empty:
-        return "no-related", facts, dups, batch, []
-    return "decision", facts, dups, batch, shown
+    lonely, to_decide, shown = manager.split_batch(batch, batch_vecs, speaker=turn.speaker)
+    if not to_decide:
+        return "no-related", facts, dups, batch, [], lonely
+    return "decision", facts, dups, to_decide, shown, lonely
 
 
 def _questions(qas: Sequence[QA]) -> list[dict]:
@@ -306,12 +310,12 @@ def _questions(qas: Sequence[QA]) -> list[dict]:
 
 
 def _make_state(sample: Sample, turn: Turn, qas, plan, snapshot) -> ManagerState:
-    kind, facts, dups, batch, shown = plan
+    kind, facts, dups, batch, shown, lonely = plan
     return ManagerState(
         id=f"{sample.sample_id}/{turn.dia_id}", sample_id=sample.sample_id, dia_id=turn.dia_id,
         speaker=turn.speaker, time=turn.time or None, turn_text=turn.full_text,
         source=f"locomo:{sample.sample_id}/{turn.dia_id}", speakers=list(sample.speakers), kind=kind,
-        facts=facts, duplicates=dups, decision_facts=batch, shown_ids=[m.id for m in shown],
+        facts=facts, duplicates=dups, decision_facts=batch, shown_ids=[m.id for m in shown], auto_added=lonely,
         prompt=prompts.manager_messages(batch, [m.text for m in shown]), questions=_questions(qas),
         snapshot=snapshot)
 

@@ -221,8 +221,10 @@ class FrozenAnswerer:
         return detail
 
     def _score_ops(self, bank, ops: list[MemoryOp], state: ManagerState) -> RewardDetail:
-        if ops:
-            bank.apply(ops, actor="manager", turn=state.source)
+        auto = [MemoryOp("ADD", text=f, speaker=state.speaker, observed_at=state.time, source=state.source)
+                for f in state.auto_added]  # what the app adds at this turn whatever the decision
+        if ops or auto:
+            bank.apply(auto + ops, actor="manager", turn=state.source)
         answers, ems, f1s = [], [], []
         for q in state.questions:
             a = self.answer(bank, q["question"], state.speakers)

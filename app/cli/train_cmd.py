@@ -205,8 +205,13 @@ def run_export(args) -> int:
         out = export_merged(args.adapter, args.out, base=args.base, quant=args.quant, threads=args.threads)
     else:
         out = export_lora(args.adapter, args.out, base=args.base, dtype=args.dtype)
+    import json
+
     size = out.stat().st_size / 1e6
     print(f"wrote {out} ({size:.1f} MB) and {meta_path(out)}")
+    role = json.loads(meta_path(out).read_text(encoding="utf-8")).get("role") or "answer"
     if not args.merge:
-        print(f"use it: memory-r1 chat --answer-adapter {out}   (with the base model it was trained on)")
+        print(f"use it: memory-r1 chat --{role}-adapter {out}   (with the base model it was trained on)")
+    else:
+        print(f"use it: memory-r1 chat --{role}-model {out}")
     return 0
