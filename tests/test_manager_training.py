@@ -375,3 +375,19 @@ def test_staged_chain_smoke_runs_end_to_end(tmp_path):
             assert isinstance(b.count_tokens("hello"), int)
     assert json.loads((out / "staged.json").read_text())["finished"]
     assert len(record["eval_commands"]) == 4 and "--manager-adapter" in record["eval_commands"][3]
+
+
+def test_reward_applies_the_facts_the_app_adds_without_a_call(states, answerer):
+    import dataclasses
+
+    from training.manager_reward import manager_reward
+
+    s3 = states[0]["D1:3"]
+    none = decision(("0", "Ann adopted a dog named Rex.", "NONE"), ("1", s3.decision_facts[0], "NONE"))
+    assert manager_reward(none, s3, answerer) == 0.0
+    # the same decision at a state where the app also ADDs an unrelated fact about the beach
+    auto = dataclasses.replace(s3, id=s3.id + "+auto", auto_added=["Ann goes to the beach with Rex."])
+    assert manager_reward(none, auto, answerer) == 1.0
+    from training.manager_data import ManagerState
+
+    assert ManagerState.from_json(auto.to_json()).auto_added == ["Ann goes to the beach with Rex."]
