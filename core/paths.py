@@ -46,11 +46,16 @@ def repo_root() -> Path:
 
 
 def assets_dir() -> Path:
-    """The `assets/` folder: beside the packages in a checkout, or inside a frozen bundle."""
+    """The `assets/` folder: beside the packages in a checkout, inside a frozen bundle, or
+    `<prefix>/share/memory-r1/assets` for a wheel install (pyproject's data-files)."""
     frozen = getattr(sys, "_MEIPASS", None)
     if frozen:
         return Path(frozen) / "assets"
-    return repo_root() / "assets"
+    beside = repo_root() / "assets"
+    if beside.is_dir():
+        return beside
+    installed = Path(sys.prefix) / "share" / "memory-r1" / "assets"
+    return installed if installed.is_dir() else beside
 
 
 def _package_dir(name: str) -> Path | None:
