@@ -300,9 +300,11 @@ class AnswerAgent:
                 out.append(str(name))
         return out
 
-    def retrieve(self, question: str, *, k: int | None = None, speakers: Sequence[str] | None = None) -> list[Memory]:
+    def retrieve(self, question: str, *, k: int | None = None, speakers: Sequence[str] | None = None,
+                 min_score: float = -1.0) -> list[Memory]:
         """Up to k memories for a question: k // 2 per speaker when there are exactly two
-        speakers (the paper's 30 + 30), else the global top k. One query embedding."""
+        speakers (the paper's 30 + 30), else the global top k. One query embedding. Memories
+        below cosine `min_score` are left out (the chat uses a floor; QA keeps the top k)."""
         k = k or self.k
         speakers = list(speakers) if speakers is not None else self._speakers()
         vec = self.bank.embed([question[:QUERY_CHARS]])[0]
@@ -316,7 +318,7 @@ class AnswerAgent:
         seen: set[int] = set()
         out = []
         for h in hits:
-            if h.memory.id not in seen and h.memory.status == "active":
+            if h.memory.id not in seen and h.memory.status == "active" and h.score >= min_score:
                 seen.add(h.memory.id)
                 out.append(h.memory)
         return out

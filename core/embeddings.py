@@ -34,6 +34,7 @@ class SentenceTransformerEmbedder:
     person ~0.7+, other topics of one person ~0.3-0.5)."""
 
     related_score = 0.6
+    chat_min_score = 0.3  # memories below this cosine stay out of chat prompts (core/pipeline.py)
 
     def __init__(self, model_dir: str | os.PathLike | None = None, *, batch_size: int = 64,
                  device: str = "cpu") -> None:

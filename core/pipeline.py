@@ -318,6 +318,13 @@ class Assistant:
         return self._generate(conversation_id, user_msg, on_token, cancel, temporary=temporary,
                               job=None, replace=after[-1] if after else None)
 
+    def _chat_floor(self) -> float:
+        """The cosine below which a memory is not put in a chat prompt: the embedder's
+        `chat_min_score` (0.3 for all-MiniLM-L6-v2; none for others). Ours: every prompt
+        token costs first-token latency on a CPU (~1000 tokens for 60 memories, several
+        seconds), and small models get confused by unrelated memories."""
+        return float(getattr(self.bank.embedder, "chat_min_score", -1.0))
+
     def _generate(self, conversation_id, user_msg, on_token, cancel, *, temporary: bool, job: _Job | None,
                   replace=None) -> Reply:
         agent = self._agent()
@@ -326,7 +333,7 @@ class Assistant:
             if job is not None:
                 self._enqueue(job)
             history = self._history(conversation_id, user_msg.id)
-            memories = [] if temporary else agent.retrieve(user_msg.content)
+            memories = [] if temporary else agent.retrieve(user_msg.content, min_score=self._chat_floor())
             params = GenParams(temperature=self.settings.temperature, max_tokens=self.settings.max_tokens)
             result = agent.chat(user_msg.content, history=history, memories=memories, on_token=on_token,
                                 cancel=cancel, params=params, user_name=self.user_name,

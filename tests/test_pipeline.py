@@ -324,3 +324,24 @@ def test_parse_command_and_third_person():
     assert parse_command("What do you remember about me?") is None
     assert third_person("I go to the gym and I study law", "Ann") == "Ann goes to the gym and Ann studies law"
     assert third_person("my sister visited me", "Bo") == "Bo's sister visited Bo"
+
+
+def test_chat_leaves_out_memories_below_the_embedders_floor(tmp_path):
+    class FlooredEmbedder(HashEmbedder):
+        chat_min_score = 0.3
+
+    b = MemoryBank(tmp_path / "floor.sqlite3", FlooredEmbedder())
+    try:
+        b.add("Ann has a cat named Tom", speaker="Ann", actor="user")
+        b.add("Quarterly invoices are due in March", speaker="Ann", actor="user")
+        answer = FakeBackend(default=router())
+        a = Assistant(b, answer, None, user_name="Ann")
+        try:
+            reply = a.reply(conv(b), "What is the name of Ann's cat Tom?")
+        finally:
+            a.close()
+        assert [m.text for m in reply.retrieved] == ["Ann has a cat named Tom"]
+        prompt = answer.calls[0]["messages"][-1]["content"]
+        assert "cat named Tom" in prompt and "invoices" not in prompt
+    finally:
+        b.close()
