@@ -320,7 +320,7 @@ class Assistant:
 
     def _chat_floor(self) -> float:
         """The cosine below which a memory is not put in a chat prompt: the embedder's
-        `chat_min_score` (0.3 for all-MiniLM-L6-v2; none for others). Ours: every prompt
+        `chat_min_score` (0.2 for all-MiniLM-L6-v2; none for others). Ours: every prompt
         token costs first-token latency on a CPU (~1000 tokens for 60 memories, several
         seconds), and small models get confused by unrelated memories."""
         return float(getattr(self.bank.embedder, "chat_min_score", -1.0))
