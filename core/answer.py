@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from . import prompts
-from .types import CancelToken, ChatBackend, GenParams, Memory
+from .types import CancelToken, ChatBackend, GenParams, Memory, read_stream
 
 log = logging.getLogger(__name__)
 
@@ -167,26 +167,19 @@ def generate_answer(backend: ChatBackend, messages, params: GenParams, *, max_li
     When the guard stopped a run that had not answered, or (`force_marker`) the run ended
     without `**Answer:**`, the kept text + "**Answer:**" is continued by the model for one
     short line (the chat prompt's KV prefix is reused, so this costs a few tokens)."""
-    pieces: list[str] = []
-    reason = None
-    text = ""
-    stream = backend.complete(messages, params=params, cancel=cancel)
-    try:
-        for piece in stream:
-            pieces.append(piece)
-            if "\n" in piece or len(pieces) % 8 == 0:
-                text = "".join(pieces)
-                hit = answer_stop(text, max_lines=max_lines)
-                if hit is not None:
-                    reason, keep = hit
-                    text = text[:keep]
-                    break
-        else:
-            text = "".join(pieces)
-    finally:
-        close = getattr(stream, "close", None)
-        if close is not None:
-            close()
+    seen: list[str] = []
+    found: tuple[str, int] | None = None
+
+    def stop(piece: str) -> bool:  # checked at line ends and every 8 pieces
+        nonlocal found
+        seen.append(piece)
+        if "\n" in piece or len(seen) % 8 == 0:
+            found = answer_stop("".join(seen), max_lines=max_lines)
+        return found is not None
+
+    pieces, _ = read_stream(backend.complete(messages, params=params, cancel=cancel), stop)
+    text = "".join(pieces)
+    reason, text = (found[0], text[:found[1]]) if found else (None, text)
     if reason is not None:
         log.info("answer generation stopped early: %s", reason)
     if cancel is not None and cancel.cancelled:

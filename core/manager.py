@@ -37,7 +37,7 @@ from typing import Mapping, Sequence
 
 from . import prompts
 from .errors import Cancelled, ModelOutputError, NotFoundError, UserError
-from .types import CancelToken, ChatBackend, GenParams, Memory, MemoryChanges, MemoryOp
+from .types import CancelToken, ChatBackend, GenParams, Memory, MemoryChanges, MemoryOp, read_stream
 
 log = logging.getLogger(__name__)
 
@@ -263,18 +263,9 @@ class MemoryManager:
     def _generate(self, messages, schema: dict, params: GenParams, cancel: CancelToken | None,
                   backend: ChatBackend | None = None) -> str:
         """One constrained generation; a looping output is cut short (RepetitionGuard)."""
-        pieces = []
         guard = RepetitionGuard()
         stream = (backend or self.backend).complete(messages, params=params, schema=schema, cancel=cancel)
-        try:
-            for piece in stream:
-                pieces.append(piece)
-                if guard.feed(piece):
-                    break
-        finally:
-            close = getattr(stream, "close", None)
-            if close is not None:
-                close()
+        pieces, _ = read_stream(stream, guard.feed)
         if cancel is not None and cancel.cancelled:
             raise Cancelled("manager generation cancelled")
         if guard.stopped:
@@ -345,19 +336,27 @@ class MemoryManager:
             return self.config.related_min_score
         return float(getattr(getattr(self.bank, "embedder", None), "related_score", DEFAULT_RELATED_SCORE))
 
+    def _related_hits(self, vec, *, speaker: str | None, exclude: set[int]) -> list[tuple[float, Memory]]:
+        """(score, memory) of the top `related_per_fact` related memories of one fact vector."""
+        floor = self.related_min_score
+        return [(h.score, h.memory)
+                for h in self.bank.search_by_vector(vec, k=self.config.related_per_fact, speaker=speaker)
+                if h.score >= floor and h.memory.status == "active" and h.memory.id not in exclude]
+
+    def _merge(self, hit_lists) -> list[Memory]:
+        """Per-fact hits merged, best score first, at most `max_shown` (the prompt must fit)."""
+        best: dict[int, tuple[float, Memory]] = {}
+        for hits in hit_lists:
+            for score, mem in hits:
+                if score > best.get(mem.id, (-2.0, None))[0]:
+                    best[mem.id] = (score, mem)
+        ranked = sorted(best.values(), key=lambda sm: -sm[0])
+        return [m for _, m in ranked[: self.config.max_shown]]
+
     def related(self, vecs, *, speaker: str | None, exclude: set[int] = frozenset()) -> list[Memory]:
         """Top `related_per_fact` memories per fact vector, merged (best score first, at most
         `max_shown` so the decision prompt fits the context)."""
-        best: dict[int, tuple[float, Memory]] = {}
-        for vec in vecs:
-            for hit in self.bank.search_by_vector(vec, k=self.config.related_per_fact, speaker=speaker):
-                mem = hit.memory
-                if hit.score < self.related_min_score or mem.status != "active" or mem.id in exclude:
-                    continue
-                if hit.score > best.get(mem.id, (-2.0, None))[0]:
-                    best[mem.id] = (hit.score, mem)
-        ranked = sorted(best.values(), key=lambda sm: -sm[0])
-        return [m for _, m in ranked[: self.config.max_shown]]
+        return self._merge(self._related_hits(v, speaker=speaker, exclude=exclude) for v in vecs)
 
     def decide(self, facts: Sequence[str], shown: Sequence[Memory], *, speaker: str | None = None,
                observed_at: str | None = None, source: str | None = None,
@@ -413,14 +412,15 @@ class MemoryManager:
         to it) for one batch of fresh facts; see the module docstring."""
         if self.config.decide_when_empty:
             return [], list(facts), self.related(vecs, speaker=speaker, exclude=exclude)
-        lonely, rest, rest_vecs = [], [], []
+        lonely, rest, rest_hits = [], [], []
         for fact, vec in zip(facts, vecs):
-            if self.related([vec], speaker=speaker, exclude=exclude):
+            hits = self._related_hits(vec, speaker=speaker, exclude=exclude)  # one search per fact
+            if hits:
                 rest.append(fact)
-                rest_vecs.append(vec)
+                rest_hits.append(hits)
             else:
                 lonely.append(fact)
-        return lonely, rest, (self.related(rest_vecs, speaker=speaker, exclude=exclude) if rest else [])
+        return lonely, rest, self._merge(rest_hits)
 
     def process_turn(self, text: str, *, speaker: str | None, time: str | None = None,
                      turn: str | None = None, source: str | None = None,

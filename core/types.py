@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Iterator, Literal, Mapping, Protocol, Sequence, runtime_checkable
+from typing import Callable, Iterator, Literal, Mapping, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -160,3 +160,20 @@ class Embedder(Protocol):
     dim: int
 
     def embed(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+def read_stream(stream: Iterator[str], stop: Callable[[str], bool]) -> tuple[list[str], bool]:
+    """Pieces of a generation stream up to and including the first one for which `stop`
+    (given that piece) is true; the stream is closed either way so a backend can free its
+    compute lock. Returns (pieces, stopped)."""
+    pieces: list[str] = []
+    try:
+        for piece in stream:
+            pieces.append(piece)
+            if stop(piece):
+                return pieces, True
+        return pieces, False
+    finally:
+        close = getattr(stream, "close", None)
+        if close is not None:
+            close()

@@ -76,7 +76,7 @@ def build_examples(data: str | os.PathLike, *, k: int = 60, bank: str = "memory"
     from core.locomo import load_locomo
     from core.paths import data_dir
 
-    from .eval_systems import bank_key, build_turn_bank, ingest_memory_bank
+    from .eval_systems import bank_key, build_turn_bank
     from .evaluation import Components, EvalConfig
 
     if bank not in BANK_KINDS:
@@ -93,9 +93,7 @@ def build_examples(data: str | os.PathLike, *, k: int = 60, bank: str = "memory"
         for sample in loaded:
             if bank == "memory":
                 folder = cache / bank_key("memory", sample, max_sessions, emb, comps.ids.get("manager"))
-                decide = (lambda: comps.backend("manager_decide")) if comps.has("manager_decide") else None
-                handle = ingest_memory_bank(sample, folder, comps.embedder, lambda: comps.backend("manager"),
-                                            max_sessions=max_sessions, progress=progress, decide_backend=decide)
+                handle = comps.memory_bank(sample, folder, max_sessions=max_sessions, progress=progress)
             else:
                 folder = cache / bank_key("turns", sample, max_sessions, emb)
                 handle = build_turn_bank(sample, folder, comps.embedder, max_sessions=max_sessions)

@@ -110,6 +110,14 @@ class Components:
     def has(self, role: str) -> bool:
         return self._factories.get(role) is not None
 
+    def memory_bank(self, sample: Sample, folder: Path, *, max_sessions: int | None,
+                    progress: bool) -> BankHandle:
+        """The sample's Memory-Manager bank in `folder` (cached; built with the manager, and
+        the second manager instance for decisions when there is one)."""
+        decide = (lambda: self.backend("manager_decide")) if self.has("manager_decide") else None
+        return ingest_memory_bank(sample, folder, self.embedder, lambda: self.backend("manager"),
+                                  max_sessions=max_sessions, progress=progress, decide_backend=decide)
+
     def close(self) -> None:
         for b in self._made.values():
             try:
@@ -253,10 +261,7 @@ def _bank_for(system: str, sample: Sample, comps: Components, config: EvalConfig
     emb = comps.ids["embedder"]
     if system in ("memory-r1", "no-distill"):
         folder = cache / bank_key("memory", sample, config.max_sessions, emb, comps.ids.get("manager"))
-        decide = (lambda: comps.backend("manager_decide")) if comps.has("manager_decide") else None
-        return ingest_memory_bank(sample, folder, comps.embedder, lambda: comps.backend("manager"),
-                                  max_sessions=config.max_sessions, progress=config.progress,
-                                  decide_backend=decide)
+        return comps.memory_bank(sample, folder, max_sessions=config.max_sessions, progress=config.progress)
     if system == "rag":
         folder = cache / bank_key("turns", sample, config.max_sessions, emb)
         return build_turn_bank(sample, folder, comps.embedder, max_sessions=config.max_sessions)
