@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -210,6 +211,33 @@ def test_trl_reward_function_reads_the_state_id_column(states, answerer):
     assert func.__name__ == "manager_em"
 
 
+def test_lenient_reward_scores_the_complete_valid_items_of_a_broken_output(states, hash_embedder):
+    from training.manager_reward import FrozenAnswerer, InvalidCompletion, salvage_completion
+
+    s3 = states[0]["D1:3"]  # one shown memory (alias "0"), one new fact (id "1")
+    fact = s3.decision_facts[0]
+    strict = FrozenAnswerer(FakeBackend(default=answer_script), hash_embedder)
+    lenient = FrozenAnswerer(FakeBackend(default=answer_script), hash_embedder, lenient=True)
+    add = json.dumps({"id": "1", "text": fact, "event": "ADD"})
+    cut_off = '{"memory": [' + add + ', {"id": "0", "text": "Ann adopted a dog named Rex. She loves'
+    bad_neighbour = "{'memory': [" + add + ', {"id": "5", "text": "x", "event": "DELETE"}]}'
+    for broken in (cut_off, bad_neighbour):
+        assert strict.score(broken, s3).reward == 0.0
+        d = lenient.score(broken, s3)
+        assert d.valid and d.reward == 1.0 and d.ops["ADD"] == 1 and d.ops["DELETE"] == 0
+    assert json.loads(salvage_completion(bad_neighbour, s3)) == {"memory": [json.loads(add)]}
+    # nothing complete and valid: still 0, without answering
+    calls = len(lenient.backend.calls)
+    for junk in ("not json", '{"memory": [{"id": "7", "text": "x", "event": "UPDATE"}', '{"memory": [{"id": "1"'):
+        assert lenient.score(junk, s3).reward == 0.0
+        with pytest.raises(InvalidCompletion):
+            salvage_completion(junk, s3)
+    assert len(lenient.backend.calls) == calls
+    # a well-formed output scores the same either way (a NONE for the fact loses the answer)
+    keep_none = decision(("0", "Ann adopted a dog named Rex.", "NONE"), ("1", fact, "NONE"))
+    assert lenient.score(keep_none, s3).reward == strict.score(keep_none, s3).reward == 0.0
+
+
 @pytest.mark.slow
 def test_reward_with_the_real_embedded_answerer(states, hash_embedder):
     from training.manager_reward import FrozenAnswerer
@@ -289,9 +317,13 @@ def test_manager_config_extends_the_answer_config(tmp_path):
     from training.manager_grpo import ManagerTrainConfig, config_from
 
     p = tmp_path / "c.json"
-    p.write_text(json.dumps({"num_generations": 4, "answer_max_tokens": 64, "states": "with-facts"}))
+    p.write_text(json.dumps({"num_generations": 4, "answer_max_tokens": 64, "states": "with-facts",
+                             "lenient_parse": True}))
     c = config_from(str(p), max_steps=3, threads=None)
     assert (c.num_generations, c.answer_max_tokens, c.states, c.max_steps, c.beta) == (4, 64, "with-facts", 3, 0.001)
+    assert c.lenient_parse and not ManagerTrainConfig().lenient_parse  # the paper's strict 0 by default
+    shipped = config_from(str(Path(__file__).parents[1] / "training/configs/manager_cpu.json"))  # the CPU run's settings stay loadable
+    assert shipped.lenient_parse and shipped.reward_f1_weight == 1.0
     assert ManagerTrainConfig().retrieve_k == 60  # the answerer's 30 per speaker
     for bad in ({"states": "all"}, {"answer_max_tokens": 0}, {"nope": 1}):
         p.write_text(json.dumps(bad))

@@ -18,7 +18,8 @@ summary, and the same adapter layout, so `memory-r1 export` turns it into a GGUF
    mean reward; plus the share of valid outputs and the op counts.
 
 Departures (ours, besides LoRA): validation-based adapter selection; `reward_format_weight`
-here rewards a VALID decision (parseable, ids of the prompt) instead of the answer marker.
+here rewards a VALID decision (parseable, ids of the prompt) instead of the answer marker;
+`lenient_parse` scores the valid complete items of a broken output instead of 0.
 Runs in the calling thread; raises UserError subclasses for bad input.
 """
 
@@ -60,6 +61,10 @@ class ManagerTrainConfig(TrainConfig):
         "greedy tokens of the frozen answerer per question (its selection list + the answer); "
         "short to keep the reward affordable (ours; the app allows 1024)."))
     answer_n_ctx: int = field(default=4096, metadata=_h("the frozen answerer's context size."))
+    lenient_parse: bool = field(default=False, metadata=_h(
+        "score the valid complete operations of a broken sampled output instead of 0 (ours; the "
+        "paper gives 0). The app decodes with a JSON grammar; a 135M model sampled without it "
+        "breaks the JSON in ~11 of 12 samples, which leaves GRPO nothing to compare."))
     states: str = field(default="decision", metadata=_h(
         "which states to train on: 'decision' (the app calls the model there) or 'with-facts' "
         "(also those where nothing related is shown and the app ADDs without a call)."))
@@ -190,7 +195,7 @@ class ManagerTrainResult(grpo.TrainResult):
 def _answerer_for(config: ManagerTrainConfig, answer_adapter, embedder) -> FrozenAnswerer:
     return FrozenAnswerer.load(adapter=answer_adapter, n_ctx=config.answer_n_ctx, threads=config.cpu_threads(),
                                embedder=embedder, k=config.retrieve_k, max_tokens=config.answer_max_tokens,
-                               f1_weight=config.reward_f1_weight)
+                               f1_weight=config.reward_f1_weight, lenient=config.lenient_parse)
 
 
 def train_manager(config: ManagerTrainConfig, train_states: Sequence[ManagerState],

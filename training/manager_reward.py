@@ -4,7 +4,9 @@ applying the sampled operations to a copy of the state's memory bank.
 `manager_reward(completion, state, answerer) -> float`, for one sampled completion:
 1. parse it strictly (`check_completion`): not JSON / no `memory` list, an unknown event, or an
    id that is not an integer alias of the prompt (UPDATE/DELETE must name a SHOWN memory; NONE
-   an alias or a new-fact id) -> 0.0. ADD ids are not checked (the app ignores them);
+   an alias or a new-fact id) -> 0.0. ADD ids are not checked (the app ignores them). With
+   `lenient` (ours, for models that cannot write the JSON without the app's grammar) the valid
+   complete items of a broken output are scored instead (`salvage_completion`);
 2. turn it into ops exactly as the app does (`core.manager.parse_manager_output`, which also
    drops repeated or empty items) and apply them in one `MemoryBank.apply` to a fresh
    in-memory copy of the snapshot (`snapshot_bank`: rebuilt from stored vectors, no
@@ -57,25 +59,74 @@ def _alias_number(alias: Any) -> int | None:
     return int(text) if text.isdigit() else None
 
 
+def _item_problem(item: dict, state: ManagerState) -> str | None:
+    """Why one raw item earns 0 (None when it is valid for `state`'s prompt)."""
+    n_shown, n_ids = len(state.shown_ids), len(state.shown_ids) + len(state.decision_facts)
+    event = str(item.get("event", "")).strip().upper()
+    if event not in prompts.EVENTS:
+        return f"unknown event {item.get('event')!r}"
+    if event == "ADD":
+        return None
+    n = _alias_number(item.get("id"))
+    if event in ("UPDATE", "DELETE") and (n is None or n >= n_shown):
+        return f"{event} of id {item.get('id')!r}, not a shown memory"
+    if event == "NONE" and (n is None or n >= n_ids):
+        return f"NONE of id {item.get('id')!r}, not an id of the prompt"
+    return None
+
+
 def check_completion(raw: str, state: ManagerState) -> list[dict]:
     """The raw items of a completion, or InvalidCompletion (see the module docstring)."""
     try:
         items = prompts.parse_manager_items(raw)
     except ModelOutputError as exc:
         raise InvalidCompletion(str(exc)) from None
-    n_shown, n_ids = len(state.shown_ids), len(state.shown_ids) + len(state.decision_facts)
     for item in items:
-        event = str(item.get("event", "")).strip().upper()
-        if event not in prompts.EVENTS:
-            raise InvalidCompletion(f"unknown event {item.get('event')!r}")
-        if event == "ADD":
-            continue
-        n = _alias_number(item.get("id"))
-        if event in ("UPDATE", "DELETE") and (n is None or n >= n_shown):
-            raise InvalidCompletion(f"{event} of id {item.get('id')!r}, not a shown memory")
-        if event == "NONE" and (n is None or n >= n_ids):
-            raise InvalidCompletion(f"NONE of id {item.get('id')!r}, not an id of the prompt")
+        problem = _item_problem(item, state)
+        if problem:
+            raise InvalidCompletion(problem)
     return items
+
+
+def complete_items(raw: str) -> list[dict]:
+    """The complete operation objects (dicts with an "event") in `raw`, in order, even when
+    the output around them is broken: cut off, looping, or with a malformed neighbour.
+
+    >>> complete_items('{"memory": [{"id": "0", "event": "NONE"}, {"id": "1", "text": "Jo lo')
+    [{'id': '0', 'event': 'NONE'}]
+    """
+    decoder = json.JSONDecoder()
+    items, i = [], raw.find("{")
+    while i >= 0:
+        try:
+            value, end = decoder.raw_decode(raw, i)
+        except ValueError:
+            i = raw.find("{", i + 1)
+            continue
+        if isinstance(value, dict) and "event" in value:
+            items.append(value)
+            i = raw.find("{", end)
+        else:
+            i = raw.find("{", i + 1)
+    return items
+
+
+def salvage_completion(raw: str, state: ManagerState) -> str:
+    """LENIENT scoring (ours, `lenient_parse`; the paper scores unparseable output 0): the
+    valid complete items of `raw` as a well-formed decision; InvalidCompletion when none is
+    left. The app decodes the manager with a JSON-schema grammar, so its outputs are always
+    well-formed; a small model sampled without that grammar breaks the JSON in most samples
+    (SmolLM2-135M at temperature 0.7: 1 of 12 parseable), and zeroing those leaves GRPO with
+    no reward differences to learn the decision from. Items with an unknown event or an id
+    that was not in the prompt are dropped, as the app drops them."""
+    try:
+        items = prompts.parse_manager_items(raw)
+    except ModelOutputError:
+        items = complete_items(raw)
+    keep = [item for item in items if _item_problem(item, state) is None]
+    if not keep:
+        raise InvalidCompletion("no complete, valid operation in the output")
+    return json.dumps({"memory": keep}, ensure_ascii=False)
 
 
 def completion_ops(raw: str, state: ManagerState, alias_map: dict[str, Memory]) -> list[MemoryOp]:
@@ -135,16 +186,18 @@ class FrozenAnswerer:
 
     `backend`: a ChatBackend (llama.cpp `LlamaBackend`, or a FakeBackend in tests); `embedder`:
     the embedder the states were built with (wrapped in a `CachingEmbedder`). `k`: memories per
-    question (30 per speaker). `params`: greedy with a short `max_tokens`.
+    question (30 per speaker). `params`: greedy with a short `max_tokens`. `lenient`: score the
+    valid complete items of a broken output instead of 0 (`salvage_completion`; ours).
     """
 
     def __init__(self, backend, embedder, *, k: int = 60, max_tokens: int = REWARD_ANSWER_TOKENS,
-                 f1_weight: float = 0.0, max_cache: int = 50_000) -> None:
+                 f1_weight: float = 0.0, lenient: bool = False, max_cache: int = 50_000) -> None:
         self.backend = backend
         self.embedder = embedder if isinstance(embedder, CachingEmbedder) else CachingEmbedder(embedder)
         self.k = k
         self.params = GenParams(temperature=0.0, max_tokens=max_tokens)
         self.f1_weight = f1_weight
+        self.lenient = lenient
         self.max_cache = max_cache
         self._answers: collections.OrderedDict[str, str] = collections.OrderedDict()
         self._results: collections.OrderedDict[str, RewardDetail] = collections.OrderedDict()
@@ -201,6 +254,8 @@ class FrozenAnswerer:
         t0 = time.perf_counter()
         self.stats["samples"] += 1
         try:  # ops against the snapshot's own ids: the validity check and the cache key
+            if self.lenient:
+                completion = salvage_completion(completion, state)
             ops = completion_ops(completion, state, {str(i): m for i, m in enumerate(state.shown_memories())})
         except InvalidCompletion as exc:
             self.stats["invalid"] += 1
