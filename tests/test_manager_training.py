@@ -423,3 +423,20 @@ def test_reward_applies_the_facts_the_app_adds_without_a_call(states, answerer):
     from training.manager_data import ManagerState
 
     assert ManagerState.from_json(auto.to_json()).auto_added == ["Ann goes to the beach with Rex."]
+
+
+def test_greedy_decisions_are_the_apps_constrained_calls_on_bank_copies(states, hash_embedder):
+    from training.manager_reward import greedy_decisions
+
+    by_dia = states[0]
+    decision_states = [s for s in by_dia.values() if s.kind == "decision"]
+    before = [json.dumps(s.to_json()) for s in decision_states]
+    backend = FakeBackend(default=manager_script)
+    d = greedy_decisions(decision_states, backend, hash_embedder)
+    # the fake manager (NONE for shown memories, ADD for new facts) at D1:3 and D1:5
+    assert d["states"] == 2 and d["facts"] == 2 and d["failed"] == 0
+    assert d["ops"]["ADD"] == 2 and d["ops"]["UPDATE"] == d["ops"]["DELETE"] == 0
+    assert all(c["schema"] is not None for c in backend.calls)  # grammar-constrained, as in the app
+    assert [json.dumps(s.to_json()) for s in decision_states] == before  # the states are never touched
+    broken = greedy_decisions(decision_states[:1], FakeBackend(default="not json"), hash_embedder)
+    assert broken["failed"] == 1 and broken["rows"][0]["error"]

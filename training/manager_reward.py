@@ -165,6 +165,37 @@ def snapshot_bank(state: ManagerState, embedder):
     return bank, alias_map
 
 
+def greedy_decisions(states: Sequence[ManagerState], backend, embedder) -> dict:
+    """What a manager model decides at `states` the way the app calls it: greedy,
+    grammar-constrained `MemoryManager.decide` over a copy of each state's bank (the states'
+    prompts are the app's). Returns the op counts, the number of new facts shown, failures
+    (output still invalid after the app's retry), and per state the ops."""
+    from core.manager import MemoryManager
+
+    counts, rows = _counts([]), []
+    facts = failed = 0
+    for s in states:
+        if not s.decision_facts:
+            continue
+        bank, alias_map = snapshot_bank(s, embedder)
+        try:
+            shown = [alias_map[str(i)] for i in range(len(s.shown_ids))]
+            try:
+                ops = MemoryManager(bank, backend).decide(s.decision_facts, shown, speaker=s.speaker,
+                                                          observed_at=s.time, source=s.source)
+            except ModelOutputError as exc:
+                failed += 1
+                rows.append({"state": s.id, "error": str(exc)})
+                continue
+        finally:
+            bank.close()
+        counts.update(o.event for o in ops)
+        facts += len(s.decision_facts)
+        rows.append({"state": s.id, "ops": [[o.event, o.text] for o in ops]})
+    return {"states": len(rows), "ops": dict(counts), "facts": facts, "failed": failed,
+            "rows": rows}
+
+
 # --------------------------------------------------------------------------- the answerer
 
 

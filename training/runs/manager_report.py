@@ -2,6 +2,7 @@
 
     .venv/bin/python -m training.runs.manager_report --states DIR [--max-states N]
         [--answer-adapter PATH] [--answer-tokens 160] [--threads N] [--json]
+    .venv/bin/python -m training.runs.manager_report --states DIR --decisions [--manager-adapter PATH]
 
 `DIR` is a states folder (`memory-r1 train manager-states`, or <out>/states/states-* of a run).
 Prints:
@@ -12,6 +13,8 @@ Prints:
    (`app_decision`), doing nothing (`{"memory": []}`), and ADDing every new fact; mean rewards;
 3. the reward's cost per sample in seconds on this machine: uncached (every answer generated),
    and a repeat of the same samples (served by the caches).
+With --decisions [--manager-adapter PATH] instead: the greedy, grammar-constrained decisions the
+app would make at the decision states (op counts, new facts shown), e.g. before/after training.
 
 Timings depend on the machine's load: the line with `load average` says what it was.
 """
@@ -78,7 +81,13 @@ def main(argv=None) -> int:
     p.add_argument("--answer-tokens", type=int, default=160, help="greedy tokens per answer (default 160)")
     p.add_argument("--threads", type=int, help="llama.cpp threads")
     p.add_argument("--json", action="store_true", help="also print one JSON object as the last line")
+    p.add_argument("--decisions", action="store_true",
+                   help="instead of rewards: the greedy, grammar-constrained decisions (as the app makes them) "
+                        "of the manager (embedded, or --manager-adapter) at the decision states")
+    p.add_argument("--manager-adapter", help="with --decisions: GGUF LoRA of a trained manager")
     args = p.parse_args(argv)
+    if args.decisions:
+        return _decisions(args)
 
     from training.manager_data import load_states, op_distribution
     from training.manager_grpo import select_states
@@ -107,6 +116,29 @@ def main(argv=None) -> int:
               f"{r['seconds']:6.2f}s  answers {r['answers']}")
     if args.json:
         print(json.dumps({"ops": dist, **{k: v for k, v in figures.items() if k != "rows"}}))
+    return 0
+
+
+def _decisions(args) -> int:
+    from core.config import ModelSpec
+    from core.embeddings import default_embedder
+    from core.runtime import load_backend
+    from training.manager_data import load_states
+    from training.manager_grpo import select_states
+    from training.manager_reward import greedy_decisions
+
+    chosen = select_states(load_states(args.states), "decision")[: args.max_states]
+    backend = load_backend(ModelSpec(adapter=args.manager_adapter, n_threads=args.threads))
+    try:
+        d = greedy_decisions(chosen, backend, default_embedder())
+    finally:
+        backend.close()
+    print(f"manager {args.manager_adapter or 'embedded, no adapter'}: {d['states']} decision states, ops "
+          f"{json.dumps(d['ops'])} for {d['facts']} new facts shown; failed: {d['failed']}")
+    for r in d["rows"]:
+        print(f"  {r['state']:<14} {r.get('error') or r['ops']}")
+    if args.json:
+        print(json.dumps({k: v for k, v in d.items() if k != "rows"}))
     return 0
 
 
