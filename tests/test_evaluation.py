@@ -314,6 +314,7 @@ def test_cli_compare_prints_a_side_by_side_table(tmp_path, data, capsys):
     assert main(["eval", "compare", str(out / "memory-r1"), str(out / "rag"), "--out", str(tmp_path / "cmp")]) == 0
     printed = capsys.readouterr().out
     assert "| | memory-r1 | rag |" in printed and "overall F1" in printed and "memories in bank" in printed
+    assert "Paired against memory-r1" in printed and "| rag | " in printed  # rag vs memory-r1, per question
     assert (tmp_path / "cmp" / "comparison.png").stat().st_size > 0
     assert main(["eval", "compare", str(tmp_path / "nothing")]) == 1
     assert "no summary.json" in capsys.readouterr().err

@@ -315,13 +315,77 @@ def comparison_table(summaries: Sequence[dict], labels: Sequence[str]) -> str:
     return "\n".join(out) + "\n"
 
 
+def paired_delta(base: Sequence[float], other: Sequence[float], *, resamples: int = 2000,
+                 seed: int = 0) -> dict:
+    """Mean of other - base over paired questions, a 95% percentile-bootstrap interval (seeded:
+    the same runs give the same interval), and how many questions got better / worse / equal.
+
+    >>> d = paired_delta([0.0, 0.5, 1.0, 0.2], [0.5, 0.5, 1.0, 0.6])
+    >>> d["delta"], d["better"], d["worse"], d["equal"], d["ci95"][0] >= 0
+    (0.225, 2, 0, 2, True)
+    """
+    import random
+
+    if len(base) != len(other) or not base:
+        raise ValueError("paired_delta needs two non-empty lists of the same length")
+    diffs = [b - a for a, b in zip(base, other)]
+    n = len(diffs)
+    rng = random.Random(seed)
+    means = sorted(sum(rng.choices(diffs, k=n)) / n for _ in range(resamples))
+    lo, hi = means[int(0.025 * (resamples - 1))], means[int(0.975 * (resamples - 1))]
+    return {"n": n, "delta": round(sum(diffs) / n, 4), "ci95": (round(lo, 4), round(hi, 4)),
+            "better": sum(d > 0 for d in diffs), "worse": sum(d < 0 for d in diffs),
+            "equal": sum(d == 0 for d in diffs)}
+
+
+def _predictions(run_dir: str | Path) -> dict:
+    path = Path(run_dir) / "predictions.jsonl"
+    out = {}
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                r = json.loads(line)
+                out[(r["sample_id"], r["qa_index"])] = r
+            except (ValueError, KeyError, TypeError):
+                continue  # a line cut by an interrupted run
+    return out
+
+
+def paired_table(dirs: Sequence[str | Path], labels: Sequence[str]) -> str:
+    """Each run against the FIRST one on the questions both answered: F1 and BLEU-1 deltas x100
+    with 95% bootstrap intervals, and questions better / worse / equal by F1. '' when fewer
+    than two runs have predictions."""
+    preds = [_predictions(d) for d in dirs]
+    if len(preds) < 2 or not preds[0]:
+        return ""
+    lines = [f"Paired against {labels[0]} (questions both answered; x100, 95% bootstrap interval):", "",
+             "| run | questions | F1 delta | BLEU-1 delta | better / worse / equal (F1) |", "|---|---|---|---|---|"]
+    for label, other in zip(labels[1:], preds[1:]):
+        keys = sorted(set(preds[0]) & set(other))
+        if not keys:
+            lines.append(f"| {label} | 0 | - | - | - |")
+            continue
+        cells = []
+        for key in ("f1", "bleu1"):
+            d = paired_delta([preds[0][k][key] for k in keys], [other[k][key] for k in keys])
+            cells.append(f"{100 * d['delta']:+.2f} ({100 * d['ci95'][0]:+.2f} to {100 * d['ci95'][1]:+.2f})")
+            if key == "f1":
+                counts = f"{d['better']} / {d['worse']} / {d['equal']}"
+        lines.append(f"| {label} | {len(keys)} | {cells[0]} | {cells[1]} | {counts} |")
+    return "\n".join(lines) + "\n"
+
+
 def compare_runs(dirs: Sequence[str | Path], out: str | Path) -> tuple[str, list[Path]]:
-    """Side-by-side table (returned, and written to out/comparison.md) and comparison plots."""
+    """Side-by-side table (returned, and written to out/comparison.md), the paired deltas
+    against the first run, and comparison plots."""
     if not dirs:
         raise InvalidInputError("Give at least one evaluation output folder to compare.")
     summaries = [load_summary(d) for d in dirs]
     labels = run_labels(dirs, summaries)
     table = comparison_table(summaries, labels)
+    paired = paired_table(dirs, labels)
+    if paired:
+        table += "\n" + paired
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "comparison.md").write_text("# LoCoMo comparison\n\n" + table, encoding="utf-8")
