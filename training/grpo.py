@@ -232,7 +232,7 @@ def write_logs(records: list[dict], out_dir: Path) -> None:
     os.replace(tmp, out_dir / "log.csv")
 
 
-def plot_curve(records: list[dict], png: Path) -> Path | None:
+def plot_curve(records: list[dict], png: Path, title: str = "Answer Agent GRPO training") -> Path | None:
     """Reward (and its 10-step moving mean), validation F1 and completion length per step."""
     import matplotlib
 
@@ -265,7 +265,7 @@ def plot_curve(records: list[dict], png: Path) -> Path | None:
     ax2.set_ylabel("tokens")
     ax2.legend(loc="best", fontsize=8)
     ax2.grid(alpha=0.3)
-    fig.suptitle("Answer Agent GRPO training")
+    fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(png, dpi=110)
     plt.close(fig)

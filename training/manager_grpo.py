@@ -294,7 +294,7 @@ def _finish(ctx: _ManagerRun, trainer, out: Path, seconds: float, answerer: Froz
             best_meta.update(seconds=ctx.meta["seconds"], reward_stats=ctx.meta["reward_stats"])
             meta_path.write_text(json.dumps(best_meta, indent=2, default=str), encoding="utf-8")
         grpo.write_logs(ctx.records, out)
-        grpo.plot_curve(ctx.records, out / "curve.png")
+        grpo.plot_curve(ctx.records, out / "curve.png", "Memory Manager GRPO training")
         summary = {"baseline": grpo._public(ctx.baseline), "best": grpo._public(ctx.best),
                    "steps": trainer.state.global_step, "seconds": round(seconds, 1), **ctx.meta}
         (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
