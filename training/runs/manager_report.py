@@ -1,7 +1,7 @@
 """Figures for the Memory Manager's training states and reward (issue 7), printed.
 
     .venv/bin/python -m training.runs.manager_report --states DIR [--max-states N]
-        [--answer-adapter PATH] [--answer-tokens 160] [--threads N] [--json]
+        [--answer-adapter PATH] [--answer-tokens 160] [--f1-weight W] [--threads N] [--json]
     .venv/bin/python -m training.runs.manager_report --states DIR --decisions [--manager-adapter PATH]
 
 `DIR` is a states folder (`memory-r1 train manager-states`, or <out>/states/states-* of a run).
@@ -79,6 +79,8 @@ def main(argv=None) -> int:
     p.add_argument("--selection", default="with-facts", choices=("decision", "with-facts"))
     p.add_argument("--answer-adapter", help="GGUF LoRA of a trained answerer")
     p.add_argument("--answer-tokens", type=int, default=160, help="greedy tokens per answer (default 160)")
+    p.add_argument("--f1-weight", type=float, default=0.0,
+                   help="add the answerer's token F1 x W to the EM reward (as reward_f1_weight; default 0)")
     p.add_argument("--threads", type=int, help="llama.cpp threads")
     p.add_argument("--json", action="store_true", help="also print one JSON object as the last line")
     p.add_argument("--decisions", action="store_true",
@@ -100,7 +102,8 @@ def main(argv=None) -> int:
     print(f"ops at all states: {json.dumps(dist['all_states'])}")
     chosen = select_states(states, args.selection)[: args.max_states]
     t0 = time.perf_counter()
-    answerer = FrozenAnswerer.load(adapter=args.answer_adapter, threads=args.threads, max_tokens=args.answer_tokens)
+    answerer = FrozenAnswerer.load(adapter=args.answer_adapter, threads=args.threads, max_tokens=args.answer_tokens,
+                                   f1_weight=args.f1_weight)
     load_s = time.perf_counter() - t0
     try:
         figures = measure(chosen, answerer)
@@ -108,7 +111,8 @@ def main(argv=None) -> int:
         answerer.close()
     print(f"answerer loaded in {load_s:.1f} s; {len(chosen)} states scored, {sum(len(s.questions) for s in chosen)} "
           f"linked questions; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
-    print(f"mean reward (EM): {json.dumps(figures['mean_reward'])}")
+    print(f"mean reward (EM{f' + {args.f1_weight} x F1' if args.f1_weight else ''}): "
+          f"{json.dumps(figures['mean_reward'])}")
     print(f"reward seconds per sample: {json.dumps(figures['seconds_per_sample'])}")
     print(f"answerer counters: {json.dumps(figures['answerer'])} {json.dumps(figures['answerer_seconds'])}")
     for r in figures["rows"]:
