@@ -311,10 +311,14 @@ def test_cli_compare_prints_a_side_by_side_table(tmp_path, data, capsys):
 
     out = tmp_path / "run"
     run_locomo(config(data, out, systems=("memory-r1", "rag")), Models().components())
+    preds = out / "rag" / "predictions.jsonl"
+    preds.write_bytes(preds.read_bytes() + b'{"sample_id": "torn')  # an interrupted run's last line
+    torn = preds.read_bytes()
     assert main(["eval", "compare", str(out / "memory-r1"), str(out / "rag"), "--out", str(tmp_path / "cmp")]) == 0
     printed = capsys.readouterr().out
     assert "| | memory-r1 | rag |" in printed and "overall F1" in printed and "memories in bank" in printed
     assert "Paired against memory-r1" in printed and "| rag | " in printed  # rag vs memory-r1, per question
+    assert preds.read_bytes() == torn  # comparing only reads the runs
     assert (tmp_path / "cmp" / "comparison.png").stat().st_size > 0
     assert main(["eval", "compare", str(tmp_path / "nothing")]) == 1
     assert "no summary.json" in capsys.readouterr().err

@@ -339,16 +339,11 @@ def paired_delta(base: Sequence[float], other: Sequence[float], *, resamples: in
 
 
 def _predictions(run_dir: str | Path) -> dict:
-    path = Path(run_dir) / "predictions.jsonl"
-    out = {}
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                r = json.loads(line)
-                out[(r["sample_id"], r["qa_index"])] = r
-            except (ValueError, KeyError, TypeError):
-                continue  # a line cut by an interrupted run
-    return out
+    """A run's per-question records by (sample_id, qa_index), read without touching the file."""
+    from .eval_systems import _read_jsonl
+
+    return {(r["sample_id"], r["qa_index"]): r for r in _read_jsonl(Path(run_dir) / "predictions.jsonl", repair=False)
+            if isinstance(r, dict) and "sample_id" in r and "qa_index" in r}
 
 
 def paired_table(dirs: Sequence[str | Path], labels: Sequence[str]) -> str:

@@ -107,16 +107,18 @@ def _folder_lock(folder: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    """The complete lines of a JSONL checkpoint; a torn last line (crash mid-write) is cut off."""
+def _read_jsonl(path: Path, *, repair: bool = True) -> list[dict]:
+    """The complete lines of a JSONL checkpoint; a torn last line (crash mid-write) is left
+    out, and with `repair` also cut off the file (readers that only look pass repair=False)."""
     if not path.exists():
         return []
     data = path.read_bytes()
     if data and not data.endswith(b"\n"):
         cut = data.rfind(b"\n") + 1
         log.warning("%s: dropping a torn last line from an interrupted run", path)
-        with open(path, "r+b") as fh:
-            fh.truncate(cut)
+        if repair:
+            with open(path, "r+b") as fh:
+                fh.truncate(cut)
         data = data[:cut]
     out = []
     for line in data.decode("utf-8").splitlines():
