@@ -77,7 +77,7 @@ def build_bank(path: Path, n: int, embedder):
 
 
 def bench_overhead(n_memories: int, n_queries: int) -> dict:
-    from core.answer import AnswerAgent
+    from core.agents.answer import AnswerAgent
     from core.embeddings import default_embedder
     from core.fakes import FakeBackend
 
@@ -165,9 +165,9 @@ def load_turns(n: int) -> tuple[str, list[tuple[str, str, str]]]:
 def bench_manager(n_turns: int, n_threads: int | None, two_instances: bool = False) -> dict:
     from core.config import ModelSpec
     from core.embeddings import default_embedder
-    from core.manager import MemoryManager
+    from core.agents.manager import MemoryManager
     from core.memory import MemoryBank
-    from core.runtime import load_backend
+    from core.llm.runtime import load_backend
 
     source, turns = load_turns(n_turns)
     backend = TimedBackend(load_backend(ModelSpec(n_threads=n_threads)))

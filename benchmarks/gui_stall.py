@@ -105,7 +105,7 @@ def build(args, home: Path):
                     for i in range(start, min(args.memories, start + 500))], actor="import")
     settings = Settings(welcome_shown=True, max_tokens=32768)
     if args.real_model:
-        from core.runtime import load_backend
+        from core.llm.runtime import load_backend
 
         settings.max_tokens = args.words
         answer, manager = load_backend(None), load_backend(None)

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psutil  # noqa: E402
 
-from core.runtime import LlamaBackend  # noqa: E402
+from core.llm.runtime import LlamaBackend  # noqa: E402
 from core.types import GenParams  # noqa: E402
 
 STORY = ("<|im_start|>user\nWrite a long, detailed story about a lighthouse keeper who finds "
@@ -51,7 +51,7 @@ def memory_lines(n: int, salt: int) -> list[str]:
 
 def chat_prompt(lines: list[str], question: str) -> list[dict]:
     try:
-        from core.prompts import chat_messages
+        from core.agents.prompts import chat_messages
 
         return chat_messages(question, {"User": lines})
     except Exception:  # prompts module changed: a stand-in with the same layout

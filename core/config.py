@@ -9,12 +9,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import InvalidInputError
+from core.errors import InvalidInputError
 
 log = logging.getLogger(__name__)
 
@@ -97,14 +95,12 @@ class Settings:
     def save(self, path: Path) -> None:
         """Atomic write: a crash never leaves a half-written settings file."""
         self.validate()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".settings-", suffix=".json")
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(self.to_dict(), fh, indent=2)
-        os.replace(tmp, path)
+        from core.fileio import atomic_write_json
+
+        atomic_write_json(path, self.to_dict(), indent=2)
 
 
 def settings_path(base: Path | None = None) -> Path:
-    from .paths import data_dir
+    from core.paths import data_dir
 
     return (base or data_dir()) / "settings.json"

@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import ModelLoadError
+from core.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +30,11 @@ class SentenceTransformerEmbedder:
     """all-MiniLM-L6-v2 through sentence-transformers, from local files only.
 
     `related_score`: the cosine from which the Memory Manager treats a memory as related to a
-    new fact (core/manager.py); calibrated for all-MiniLM-L6-v2 (same attribute of the same
+    new fact (core/agents/manager.py); calibrated for all-MiniLM-L6-v2 (same attribute of the same
     person ~0.7+, other topics of one person ~0.3-0.5)."""
 
     related_score = 0.6
-    # memories below this cosine stay out of chat prompts (core/pipeline.py). Measured on the 81
+    # memories below this cosine stay out of chat prompts (core/assistant/pipeline.py). Measured on the 81
     # validation questions over a 203-memory bank (top 30 per speaker): 0.2 keeps 48.7 of 60
     # memories and 54 of 57 evidence hits; 0.3 keeps 40.2 and 47 of 57; 0.4 keeps 27.5 and 39.
     chat_min_score = 0.2
@@ -45,7 +45,7 @@ class SentenceTransformerEmbedder:
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         from sentence_transformers import SentenceTransformer
 
-        from .paths import embedded_embedder_dir
+        from core.paths import embedded_embedder_dir
 
         path = model_dir or embedded_embedder_dir()
         try:

@@ -10,7 +10,7 @@ import threading
 import time
 from typing import Callable, Iterator, Sequence, Union
 
-from .types import CancelToken, GenParams, Message
+from core.types import CancelToken, GenParams, Message
 
 Script = Union[str, Callable[[Sequence[Message], Union[dict, None]], str], BaseException]
 

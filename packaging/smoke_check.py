@@ -3,7 +3,7 @@
     .venv/bin/python packaging/smoke_check.py [--bundle dist/memory-r1-*.tar.gz] [--venv]
 
 The tarball is unpacked into a fresh temporary folder outside the source tree and its launcher
-is run as `memory-r1 gui --smoke-test` (app/gui/smoke.py) with `env -i` (no PATH, so no Python
+is run as `memory-r1 gui --smoke-test` (app/devtools/smoke.py) with `env -i` (no PATH, so no Python
 on it; only HOME, MEMORY_R1_HOME = temporary folders and QT_QPA_PLATFORM=offscreen; the data
 folder holds a settings.json with greedy sampling and a 96-token reply cap), inside a
 new network namespace (`unshare -rn`: no network at all) where the kernel allows it; otherwise

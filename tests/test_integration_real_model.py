@@ -66,8 +66,8 @@ def test_chat_reply_with_the_embedded_model(embedded_model_available):
     from core.config import ModelSpec, Settings
     from core.embeddings import default_embedder
     from core.memory import MemoryBank
-    from core.pipeline import Assistant
-    from core.runtime import load_backend
+    from core.assistant.pipeline import Assistant
+    from core.llm.runtime import load_backend
 
     backend = load_backend(ModelSpec(n_ctx=2048))
     bank = MemoryBank.open(embedder=default_embedder())

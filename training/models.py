@@ -20,7 +20,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.errors import ModelLoadError
+from core.errors import InvalidInputError, ModelLoadError
 
 log = logging.getLogger(__name__)
 
@@ -144,3 +144,17 @@ def tiny_llama(*, layers: int = 2, hidden: int = 64, heads: int = 4, kv_heads: i
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config).to(torch.float32)
     return model, tok
+
+
+def model_id(spec) -> str:
+    """The fingerprint of a `ModelSpec`'s model (+ adapter) files, as the evaluation and the
+    manager's training states key their caches. Raises InvalidInputError for a missing file."""
+    from core.fileio import file_fingerprint
+    from core.paths import embedded_gguf
+
+    path = spec.path or str(embedded_gguf())
+    if not Path(path).is_file():
+        raise InvalidInputError(f"Model file not found: {path}")
+    if spec.adapter and not Path(spec.adapter).is_file():
+        raise InvalidInputError(f"Adapter file not found: {spec.adapter}")
+    return "|".join(x for x in (file_fingerprint(path), file_fingerprint(spec.adapter)) if x)

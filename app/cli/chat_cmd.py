@@ -62,12 +62,12 @@ def register(sub) -> None:
 
 def _specs(args):
     """(settings, answer spec, manager spec) from the settings file with the command-line
-    overrides, each spec with the role's shipped adapter (core.models.shipped) unless it has an
+    overrides, each spec with the role's shipped adapter (core.catalog.shipped) unless it has an
     adapter of its own or shipped adapters are off (settings or `--no-shipped-adapters`)."""
     import dataclasses
 
     from core.config import Settings, settings_path
-    from core.models.shipped import with_shipped_adapter
+    from core.catalog.shipped import with_shipped_adapter
 
     settings = Settings.load(settings_path())
     shipped = settings.use_shipped_adapters and not getattr(args, "no_shipped_adapters", False)
@@ -89,7 +89,7 @@ def _specs(args):
 
 
 def _load(spec):
-    from core.runtime import load_backend
+    from core.llm.runtime import load_backend
 
     return load_backend(spec)
 
@@ -124,7 +124,7 @@ def _format_changes(changes) -> list[str]:
 # --------------------------------------------------------------------------- ask
 
 def run_ask(args) -> int:
-    from core.answer import NO_MEMORY_ANSWER, AnswerAgent, AnswerResult
+    from core.agents.answer import NO_MEMORY_ANSWER, AnswerAgent, AnswerResult
     from core.errors import InvalidInputError
 
     if not args.question.strip():
@@ -164,8 +164,8 @@ def run_ingest(args) -> int:
 
     from tqdm import tqdm
 
-    from core.ingest import STATE_FILE, IngestState, file_key, ingest_turns, load_turns
-    from core.manager import MemoryManager
+    from core.assistant.ingest import STATE_FILE, IngestState, file_key, ingest_turns, load_turns
+    from core.agents.manager import MemoryManager
     from core.paths import data_dir
 
     path = Path(args.file)
@@ -252,7 +252,7 @@ class _Notices:
 
 
 def run_chat(args) -> int:
-    from core.pipeline import Assistant
+    from core.assistant.pipeline import Assistant
 
     settings, answer_spec, manager_spec = _specs(args)
     bank = _open_bank()

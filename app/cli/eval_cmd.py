@@ -65,7 +65,7 @@ def register(sub) -> None:
 
 def _config(args):
     from core.config import ModelSpec
-    from training.evaluation import EvalConfig, parse_systems
+    from training.eval.runner import EvalConfig, parse_systems
 
     def spec(path, adapter):
         return ModelSpec(path=path, adapter=adapter, n_ctx=args.n_ctx, n_threads=args.threads)
@@ -80,7 +80,7 @@ def _config(args):
 
 
 def run_locomo_cmd(args) -> int:
-    from training.evaluation import run_locomo, system_out
+    from training.eval.runner import run_locomo, system_out
 
     config = _config(args)
     results = run_locomo(config)
@@ -95,7 +95,7 @@ def run_locomo_cmd(args) -> int:
 def run_compare_cmd(args) -> int:
     from pathlib import Path
 
-    from training.eval_report import compare_runs
+    from training.eval.report import compare_runs
 
     out = args.out or str(Path(args.dirs[0]).resolve().parent)
     table, files = compare_runs(args.dirs, out)

@@ -54,7 +54,7 @@ def run_gui(args) -> int:
     limit_blas_threads()
     verbose = bool(getattr(args, "verbose", False))
     if getattr(args, "smoke_test", False):
-        from app.gui.smoke import run_smoke
+        from app.devtools.smoke import run_smoke
 
         return run_smoke(verbose=verbose)
     from app.gui.app import run

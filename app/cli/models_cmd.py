@@ -58,7 +58,7 @@ def _print_json(data) -> None:
 
 
 def _store():
-    from core.models import ModelStore
+    from core.catalog import ModelStore
 
     return ModelStore()
 
@@ -81,8 +81,8 @@ def _roles_of(settings, record) -> list[str]:
 
 
 def cmd_list(args) -> int:
-    from core.gguf_info import human_size
-    from core.models import fit_for_entry, fit_for_gguf
+    from core.llm.gguf_info import human_size
+    from core.catalog import fit_for_entry, fit_for_gguf
 
     store, settings = _store(), _settings()
     installed = []
@@ -126,7 +126,7 @@ class _ProgressPrinter:
         self.last_pct = -10.0
 
     def __call__(self, p) -> None:
-        from core.gguf_info import human_size
+        from core.llm.gguf_info import human_size
 
         if self.quiet:
             return
@@ -143,7 +143,7 @@ class _ProgressPrinter:
 
 
 def cmd_download(args) -> int:
-    from core.models.fit import fit_for_entry
+    from core.catalog.fit import fit_for_entry
 
     store = _store()
     if args.discard:
@@ -153,7 +153,7 @@ def cmd_download(args) -> int:
         else:
             print("Partial download deleted." if existed else "No partial download to delete.")
         return 0
-    from core.models import find_entry
+    from core.catalog import find_entry
 
     entry = find_entry(args.model, store.catalog)
     fit = fit_for_entry(entry)
@@ -195,8 +195,8 @@ def _confirm(question: str) -> bool:
 
 def cmd_remove(args) -> int:
     from core.config import settings_path
-    from core.gguf_info import human_size
-    from core.models import release_model
+    from core.llm.gguf_info import human_size
+    from core.catalog import release_model
 
     store = _store()
     record = store.get(args.model)
@@ -222,7 +222,7 @@ def cmd_remove(args) -> int:
 
 def cmd_use(args) -> int:
     from core.config import settings_path
-    from core.models import assign_role
+    from core.catalog import assign_role
 
     store = _store()
     record = store.get(args.model)

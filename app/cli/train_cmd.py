@@ -125,7 +125,7 @@ def _samples(args):
 
 def _examples(path: str, args, k: int, cache_folder: Path | None):
     from core.config import ModelSpec
-    from training.answer_data import examples_from
+    from training.data.answer import examples_from
 
     p = Path(path)
     cache = None
@@ -164,7 +164,7 @@ def run_train_answer(args) -> int:
         if not val_path.is_file():
             raise InvalidInputError(f"validation data {val_path} not found: pass --val FILE or --no-val")
         val = _examples(str(val_path), args, config.retrieve_k, data_dir)
-    from training.grpo import train_answer_agent
+    from training.grpo.loop import train_answer_agent
 
     budget = args.time_budget * 60 if args.time_budget else None
     result = train_answer_agent(config, train, val, out_dir=out, base=args.base, progress=not args.no_progress,
@@ -184,7 +184,7 @@ def run_train_answer(args) -> int:
 
 def run_train_data(args) -> int:
     _offline()
-    from training.answer_data import save_examples
+    from training.data.answer import save_examples
     from training.config import TrainConfig
 
     k = args.k or TrainConfig().retrieve_k
@@ -199,7 +199,7 @@ def run_train_data(args) -> int:
 
 def run_export(args) -> int:
     _offline()
-    from training.gguf_export import export_lora, export_merged, meta_path
+    from training.export.gguf import export_lora, export_merged, meta_path
 
     if args.merge:
         out = export_merged(args.adapter, args.out, base=args.base, quant=args.quant, threads=args.threads)

@@ -55,7 +55,7 @@ def register_manager(tsub) -> None:
                          "when present)")
     mp.add_argument("--no-val", action="store_true", help="train without validation")
     mp.add_argument("--config", metavar="FILE",
-                    help="JSON file of ManagerTrainConfig settings (training/config.py + training/manager_grpo.py)")
+                    help="JSON file of ManagerTrainConfig settings (training/config.py + training/grpo/manager.py)")
     mp.add_argument("--max-steps", type=_positive, metavar="N", help="stop after N optimizer steps")
     mp.add_argument("--time-budget", type=_minutes, metavar="MIN",
                     help="stop (cleanly, with validation and saving) after MIN minutes of training")
@@ -82,7 +82,7 @@ def _samples(args):
 
 def _states(path: str, args, cache: Path):
     from core.config import ModelSpec
-    from training.manager_data import states_from
+    from training.data.manager import states_from
 
     spec = ModelSpec(path=args.manager_model, adapter=args.manager_adapter, n_threads=args.threads)
     return states_from(path, cache=cache, manager_model=spec, samples=_samples(args),
@@ -90,7 +90,7 @@ def _states(path: str, args, cache: Path):
 
 
 def run_manager_states(args) -> int:
-    from training.manager_data import op_distribution
+    from training.data.manager import op_distribution
 
     states, reports = _states(args.data, args, Path(args.out))
     dist = op_distribution(states)
@@ -105,7 +105,7 @@ def run_manager_states(args) -> int:
 
 def run_train_manager(args) -> int:
     from core.errors import InvalidInputError
-    from training.manager_grpo import config_from
+    from training.grpo.manager import config_from
 
     config = config_from(args.config, max_steps=args.max_steps, threads=args.threads,
                          eval_max_questions=args.eval_states)
@@ -118,7 +118,7 @@ def run_train_manager(args) -> int:
         if not val_path.exists():
             raise InvalidInputError(f"validation data {val_path} not found: pass --val FILE or --no-val")
         val, _ = _states(str(val_path), args, cache)
-    from training.manager_grpo import train_manager
+    from training.grpo.manager import train_manager
 
     budget = args.time_budget * 60 if args.time_budget else None
     result = train_manager(config, train, val, out_dir=out, base=args.base, answer_adapter=args.answer_adapter,

@@ -54,9 +54,9 @@ def init_qt_app(argv: list[str] | None = None):
 
 def _role_attempts(settings: Settings, role: str) -> list[ModelSpec]:
     """What to try for a role, in order: its spec with any shipped adapter
-    (core.models.shipped), the spec as set when that differs, and for a custom model the
+    (core.catalog.shipped), the spec as set when that differs, and for a custom model the
     embedded one without an adapter."""
-    from core.models.shipped import effective_spec
+    from core.catalog.shipped import effective_spec
 
     own = getattr(settings, f"{role}_model")
     attempts = [effective_spec(settings, role)]
@@ -71,7 +71,7 @@ def _load_role(settings: Settings, role: str, label: str, progress: Callable[[st
     """Load one role's model (`role` "answer" or "manager"), with the shipped adapter when the
     settings allow one; a shipped adapter or custom model that fails is dropped for the next
     attempt of `_role_attempts` (reported). Raises the last ModelLoadError when none loads."""
-    from core.runtime import load_backend
+    from core.llm.runtime import load_backend
 
     progress(f"Loading the {label} model…")
     attempts = _role_attempts(settings, role)
@@ -95,9 +95,9 @@ def build_assistant(bank, answer, manager, settings: Settings):
     MANAGER_NICE) so that the memory-manager thread it starts inherits that priority: the
     background memory work then yields the CPU to the GUI thread and to the reply the user is
     waiting for. Replies keep normal priority. Any thread."""
-    from core.pipeline import Assistant
+    from core.assistant.pipeline import Assistant
 
-    from .tasks import lower_thread_priority
+    from app.gui.tasks import lower_thread_priority
 
     out: dict = {}
 
@@ -119,7 +119,7 @@ def build_assistant(bank, answer, manager, settings: Settings):
 def make_assistant_factory(bank) -> Callable:
     """`factory(settings, progress) -> Assistant`, run on the window's model worker thread.
 
-    Each role gets its own backend (core/runtime.py: a shared one would evict the other
+    Each role gets its own backend (core/llm/runtime.py: a shared one would evict the other
     role's cached prompt prefix); the embedder is warmed first so the first reply is quick.
     """
 
@@ -154,8 +154,8 @@ def run(verbose: bool = False) -> int:
     from app.logs import setup_logging
     from core.memory.bank import MemoryBank
 
-    from .dialogs import install_excepthook
-    from .main_window import MainWindow
+    from app.gui.dialogs import install_excepthook
+    from app.gui.main_window import MainWindow
 
     log_path = setup_logging(verbose=verbose)
     app = init_qt_app()

@@ -22,7 +22,7 @@ from PySide6.QtWidgets import (QFrame, QHBoxLayout, QLabel, QPlainTextEdit, QPus
 
 from core.types import Memory, MemoryChanges
 
-from .tasks import TokenBuffer
+from app.gui.tasks import TokenBuffer
 
 FLUSH_MS = 50
 MAX_SHOWN_MESSAGES = 200

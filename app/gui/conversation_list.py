@@ -13,8 +13,8 @@ from PySide6.QtGui import QAction
 from PySide6.QtWidgets import (QHBoxLayout, QInputDialog, QLineEdit, QListView, QMenu, QPushButton,
                                QVBoxLayout, QWidget)
 
-from .dialogs import confirm
-from .memory_model import local_time
+from app.gui.dialogs import confirm
+from app.gui.memory_model import local_time
 
 ConversationRole = Qt.ItemDataRole.UserRole + 2
 Index = QModelIndex | QPersistentModelIndex

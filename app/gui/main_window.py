@@ -28,13 +28,13 @@ from PySide6.QtWidgets import (QDialog, QLabel, QMainWindow, QMessageBox, QProgr
 from core.config import Settings, settings_path
 from core.paths import assets_dir, data_dir
 
-from .chat_view import MAX_SHOWN_MESSAGES, ChatView
-from .conversation_list import ConversationPanel
-from .dialogs import report_error, show_user_error
-from .memory_panel import MemoryPanel
-from .models_control import ModelControl
-from .settings_dialog import SettingsDialog
-from .tasks import Task, TaskRunner, TokenBuffer
+from app.gui.chat_view import MAX_SHOWN_MESSAGES, ChatView
+from app.gui.conversation_list import ConversationPanel
+from app.gui.dialogs import report_error, show_user_error
+from app.gui.memory_panel import MemoryPanel
+from app.gui.models_control import ModelControl
+from app.gui.settings_dialog import SettingsDialog
+from app.gui.tasks import Task, TaskRunner, TokenBuffer
 
 log = logging.getLogger(__name__)
 
@@ -230,7 +230,7 @@ class MainWindow(QMainWindow):
 
     def _model_text(self) -> str:
         """The answer model, and whether the loaded backend runs the user's or a shipped adapter."""
-        from core.models.shipped import is_shipped
+        from core.catalog.shipped import is_shipped
 
         spec = self.settings.answer_model
         name = Path(spec.path).name if spec.path else "SmolLM2-135M (embedded)"
@@ -260,9 +260,9 @@ class MainWindow(QMainWindow):
     def open_models(self) -> None:
         """The model manager (app/gui/models_page.py) in a dialog; a role it changes is applied
         like a change in Settings (loaded in the background; a failure keeps the old model)."""
-        from core.models.store import ModelStore
+        from core.catalog.store import ModelStore
 
-        from .models_page import ModelsPage
+        from app.gui.models_page import ModelsPage
 
         dialog = QDialog(self)
         dialog.setObjectName("modelsDialog")

@@ -24,12 +24,12 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDialog,
                                QPlainTextEdit, QPushButton, QTableView, QVBoxLayout, QWidget)
 
 from core.errors import ConflictError
-from core.prompts import format_time
+from core.agents.prompts import format_time
 from core.types import Memory, MemoryChanges
 
-from .dialogs import confirm
-from .memory_model import EventTableModel, MemoryTableModel
-from .tasks import TaskRunner
+from app.gui.dialogs import confirm
+from app.gui.memory_model import EventTableModel, MemoryTableModel
+from app.gui.tasks import TaskRunner
 
 log = logging.getLogger(__name__)
 

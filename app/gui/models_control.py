@@ -19,17 +19,17 @@ from PySide6.QtCore import QObject, Signal
 
 from core.config import Settings
 
-from .tasks import TaskRunner
+from app.gui.tasks import TaskRunner
 
 
 def default_backend_loader(spec):  # model worker
-    from core.runtime import load_backend
+    from core.llm.runtime import load_backend
 
     return load_backend(spec)
 
 
 def assistant_backends(assistant) -> list:
-    """The assistant's current backends (core.pipeline keeps them in these attributes)."""
+    """The assistant's current backends (core.assistant.pipeline keeps them in these attributes)."""
     return [getattr(assistant, name, None) for name in ("_answer_backend", "_manager_backend")]
 
 
@@ -70,11 +70,11 @@ class ModelControl(QObject):
     def swap(self, assistant, old: Settings, new: Settings) -> None:
         """Load the models of `new` that differ from `old`, then swap them into `assistant`.
 
-        Compared and loaded as `core.models.shipped.effective_spec` resolves them, so turning
+        Compared and loaded as `core.catalog.shipped.effective_spec` resolves them, so turning
         `use_shipped_adapters` on or off reloads the roles a shipped adapter applies to."""
         import copy
 
-        from core.models.shipped import effective_spec
+        from core.catalog.shipped import effective_spec
 
         loader = self.backend_loader
         old, new = copy.deepcopy(old), copy.deepcopy(new)  # the window changes them meanwhile

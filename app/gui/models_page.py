@@ -1,7 +1,7 @@
 """The Models page: installed models with a fit estimate and their roles, the catalog to
 download from (with progress, pause and cancel), import of a local .gguf, removal.
 
-Self-contained: `ModelsPage(store, settings)` needs only a `core.models.ModelStore` and the
+Self-contained: `ModelsPage(store, settings)` needs only a `core.catalog.ModelStore` and the
 `Settings` whose roles it edits. After a role change it saves the settings (to
 `settings.json` in the store's data dir) and emits `settings_changed(Settings)` so the window
 can reload its model runtime. All disk and network work (listing with fit estimates,
@@ -22,10 +22,10 @@ from PySide6.QtWidgets import (QAbstractItemView, QFileDialog, QGroupBox, QHBoxL
 
 from core.config import Settings, settings_path
 from core.errors import Cancelled
-from core.gguf_info import human_size
+from core.llm.gguf_info import human_size
 from core.types import CancelToken
 
-from .dialogs import confirm, report_error
+from app.gui.dialogs import confirm, report_error
 
 
 class _Bridge(QObject):
@@ -143,7 +143,7 @@ class ModelsPage(QWidget):
         self._run(self._collect, self._redraw)
 
     def _collect(self) -> dict:
-        from core.models import fit_for_entry, fit_for_gguf
+        from core.catalog import fit_for_entry, fit_for_gguf
 
         rows = []
         for record in self.store.list_models():
@@ -205,7 +205,7 @@ class ModelsPage(QWidget):
         if record is None:
             self.status.setText("Select one of your models first.")
             return
-        from core.models import assign_role
+        from core.catalog import assign_role
 
         assign_role(self.settings, role, record.path, model_sha256=record.sha256,
                     embedded=record.source == "embedded")
@@ -246,7 +246,7 @@ class ModelsPage(QWidget):
 
     def remove(self, model_id: str) -> None:
         """Remove without asking (the confirmation is `remove_selected`'s)."""
-        from core.models import release_model
+        from core.catalog import release_model
 
         record = self.store.get(model_id)
         if release_model(self.settings, record.path):

@@ -6,8 +6,8 @@
         hits = bank.search("What did Caroline do?", k=60)
 """
 
-from .bank import LazyDefaultEmbedder, MemoryBank
-from .chats import ChatMessage, ChatStore, Conversation
-from .io import ImportReport
+from core.memory.bank import LazyDefaultEmbedder, MemoryBank
+from core.chats import ChatMessage, ChatStore, Conversation
+from core.memory.io import ImportReport
 
 __all__ = ["MemoryBank", "ChatStore", "Conversation", "ChatMessage", "ImportReport", "LazyDefaultEmbedder"]

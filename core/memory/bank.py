@@ -35,16 +35,16 @@ import numpy as np
 from core.errors import ConflictError, InvalidInputError, NotFoundError
 from core.types import Embedder, Hit, Memory, MemoryChanges, MemoryEvent, MemoryOp
 
-from . import history as _history
-from . import io as _io
-from . import index as _index
-from .chats import ChatStore
-from .db import Connection, Transactor, connect, translate_errors
-from .migrations import migrate
-from .mirror import VectorMirror
-from .ops import (EVENT_COLS, MEM_COLS, STATUSES, Batch, check_id, fetch_memories, fetch_memory,
+from core.memory import history as _history
+from core.memory import io as _io
+from core.memory import index as _index
+from core.chats import ChatStore
+from core.memory.db import Connection, Transactor, connect, translate_errors
+from core.memory.migrations import migrate
+from core.memory.mirror import VectorMirror
+from core.memory.rows import (EVENT_COLS, MEM_COLS, STATUSES, Batch, check_id, fetch_memories, fetch_memory,
                   row_to_event, row_to_memory)
-from .text import clean_optional, clean_text, clean_time, fts_query, text_key
+from core.memory.text import clean_optional, clean_text, clean_time, fts_query, text_key
 
 log = logging.getLogger(__name__)
 

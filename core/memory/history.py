@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING
 from core.errors import ConflictError, InvalidInputError, NotFoundError
 from core.types import MemoryChanges
 
-from .ops import Batch, fetch_memory
+from core.memory.rows import Batch, fetch_memory
 
 if TYPE_CHECKING:
-    from .bank import MemoryBank
+    from core.memory.bank import MemoryBank
 
 log = logging.getLogger(__name__)
 

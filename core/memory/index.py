@@ -16,7 +16,7 @@ import numpy as np
 
 from core.errors import InvalidInputError
 
-from .db import Connection, SqliteError
+from core.memory.db import Connection, SqliteError
 
 log = logging.getLogger(__name__)
 

@@ -24,12 +24,12 @@ from typing import TYPE_CHECKING
 
 from core.errors import ImportFormatError, InvalidInputError, UserError
 
-from .db import now_iso
-from .ops import MEM_COLS, STATUSES, row_to_memory
-from .text import clean_optional, clean_text, text_key
+from core.memory.db import now_iso
+from core.memory.rows import MEM_COLS, STATUSES, row_to_memory
+from core.memory.text import clean_optional, clean_text, text_key
 
 if TYPE_CHECKING:
-    from .bank import MemoryBank
+    from core.memory.bank import MemoryBank
 
 FORMAT = "memory-r1-memories"
 EXPORT_VERSION = 1

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from core.errors import SchemaTooNewError
 
-from .db import Connection, now_iso, translate_errors
+from core.memory.db import Connection, now_iso, translate_errors
 
 _MEMORIES = (
     """CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID""",

@@ -91,9 +91,9 @@ def main(argv=None) -> int:
     if args.decisions:
         return _decisions(args)
 
-    from training.manager_data import load_states, op_distribution
-    from training.manager_grpo import select_states
-    from training.manager_reward import FrozenAnswerer
+    from training.data.manager import load_states, op_distribution
+    from training.grpo.manager import select_states
+    from training.rewards.manager import FrozenAnswerer
 
     states = load_states(args.states)
     dist = op_distribution(states)
@@ -126,10 +126,10 @@ def main(argv=None) -> int:
 def _decisions(args) -> int:
     from core.config import ModelSpec
     from core.embeddings import default_embedder
-    from core.runtime import load_backend
-    from training.manager_data import load_states
-    from training.manager_grpo import select_states
-    from training.manager_reward import greedy_decisions
+    from core.llm.runtime import load_backend
+    from training.data.manager import load_states
+    from training.grpo.manager import select_states
+    from training.rewards.manager import greedy_decisions
 
     chosen = select_states(load_states(args.states), "decision")[: args.max_states]
     backend = load_backend(ModelSpec(adapter=args.manager_adapter, n_threads=args.threads))

@@ -5,14 +5,14 @@
     .venv/bin/python -m training.runs.staged --smoke --out /tmp/smoke     # CPU, tiny model, ~1-2 min
 
 1. Manager states from the training conversation, built by the CURRENT (untrained) manager
-   (`training.manager_data`), for train and (unless --no-val) validation.
+   (`training.data.manager`), for train and (unless --no-val) validation.
 2. The Memory Manager trained with GRPO + LoRA against the FROZEN UNTRAINED answerer
-   (`training.manager_grpo.train_manager`), exported to `<out>/manager-lora.gguf`.
-3. The Answer Agent trained with GRPO + LoRA (`training.grpo.train_answer_agent`) on banks
+   (`training.grpo.manager.train_manager`), exported to `<out>/manager-lora.gguf`.
+3. The Answer Agent trained with GRPO + LoRA (`training.grpo.loop.train_answer_agent`) on banks
    built by the TRAINED manager (base GGUF + manager-lora.gguf, through llama.cpp), exported to
    `<out>/answer-lora.gguf`.
 4. With --eval: the paper's ablation on the validation conversation (full pipeline F1/BLEU-1
-   for untrained, answer-only, manager-only, both), via `training.evaluation.run_locomo`.
+   for untrained, answer-only, manager-only, both), via `training.eval.runner.run_locomo`.
 `<out>/staged.json` records every path, figure and time.
 
 --smoke runs the same chain on a synthetic two-speaker conversation (no LoCoMo text) with a
@@ -68,8 +68,7 @@ def scripted_manager(messages, schema) -> str:
     """The smoke's stand-in manager: one fact per message; NONE for shown memories, ADD for facts."""
     import re
 
-    from core import prompts
-
+    from core.agents import prompts
     user = messages[-1]["content"]
     if messages[0]["content"] == prompts.FACT_EXTRACTION_SYSTEM:
         speaker = re.search(r"Speaker: (.*)", user).group(1).strip()
@@ -108,7 +107,7 @@ def real_env(args) -> Env:
     from core.embeddings import default_embedder
     from core.paths import embedded_gguf, repo_root
     from training.config import TrainConfig
-    from training.manager_grpo import ManagerTrainConfig
+    from training.grpo.manager import ManagerTrainConfig
 
     data = repo_root().parent / "shared" / "data" / "locomo"
     mc = ManagerTrainConfig.from_file(args.manager_config) if args.manager_config else ManagerTrainConfig()
@@ -124,11 +123,11 @@ def smoke_env(out: Path) -> Env:
     from core.embeddings import HashEmbedder
     from core.fakes import FakeBackend
     from core.paths import embedded_gguf
-    from core.runtime import LlamaBackend
+    from core.llm.runtime import LlamaBackend
     from training.config import TrainConfig
-    from training.gguf_io import write_hf_model_gguf
-    from training.manager_grpo import ManagerTrainConfig
-    from training.manager_reward import FrozenAnswerer
+    from training.export.gguf_io import write_hf_model_gguf
+    from training.grpo.manager import ManagerTrainConfig
+    from training.rewards.manager import FrozenAnswerer
     from training.models import tiny_llama
 
     out.mkdir(parents=True, exist_ok=True)
@@ -156,7 +155,7 @@ def smoke_env(out: Path) -> Env:
 
 
 def stage_states(env: Env, args, out: Path) -> tuple[list, list, dict]:
-    from training.manager_data import op_distribution, states_from
+    from training.data.manager import op_distribution, states_from
 
     t0 = time.perf_counter()
     kw: dict = dict(cache=out / "states", embedder=env.embedder, backend_factory=env.states_backend,
@@ -182,8 +181,8 @@ def _adapter_dir(result) -> Path:
 
 
 def stage_manager(env: Env, args, out: Path, train, val) -> tuple[Path, dict]:
-    from training.gguf_export import export_lora
-    from training.manager_grpo import train_manager
+    from training.export.gguf import export_lora
+    from training.grpo.manager import train_manager
 
     model, tok = _model(env)
     answerer = env.answerer_factory(None, None) if env.answerer_factory else None
@@ -200,9 +199,9 @@ def stage_manager(env: Env, args, out: Path, train, val) -> tuple[Path, dict]:
 
 
 def _components(env: Env, manager_adapter: Path):
-    from core.runtime import LlamaBackend
-    from training.evaluation import Components
-    from training.manager_data import model_id
+    from core.llm.runtime import LlamaBackend
+    from training.eval.runner import Components
+    from training.models import model_id
     from core.config import ModelSpec
 
     spec = ModelSpec(path=str(env.base_gguf), adapter=str(manager_adapter), n_ctx=2048 if env.model_factory else 4096,
@@ -212,9 +211,9 @@ def _components(env: Env, manager_adapter: Path):
 
 
 def stage_answer(env: Env, args, out: Path, manager_adapter: Path) -> tuple[Path, dict]:
-    from training.answer_data import build_examples
-    from training.gguf_export import export_lora
-    from training.grpo import train_answer_agent
+    from training.data.answer import build_examples
+    from training.export.gguf import export_lora
+    from training.grpo.loop import train_answer_agent
 
     comps = _components(env, manager_adapter)
     kw = dict(k=env.answer_config.retrieve_k, bank="memory", max_sessions=args.max_sessions,
@@ -237,7 +236,7 @@ def stage_answer(env: Env, args, out: Path, manager_adapter: Path) -> tuple[Path
 def stage_eval(env: Env, args, out: Path, manager_adapter: Path, answer_adapter: Path) -> dict:
     """The paper's ablation on the validation conversation (full pipeline)."""
     from core.config import ModelSpec
-    from training.evaluation import EvalConfig, run_locomo
+    from training.eval.runner import EvalConfig, run_locomo
 
     combos = {"untrained": (None, None), "answer-only": (None, answer_adapter),
               "manager-only": (manager_adapter, None), "both": (manager_adapter, answer_adapter)}
@@ -309,7 +308,7 @@ def run_staged(argv=None) -> dict:
 
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    logging.getLogger("core.runtime.native").setLevel(logging.WARNING)
+    logging.getLogger("core.llm.runtime.native").setLevel(logging.WARNING)
     record = run_staged(argv)
     print(json.dumps({k: record[k] for k in ("states", "manager", "answer") if k in record}, indent=1, default=str))
     for cmd in record.get("eval_commands", []):

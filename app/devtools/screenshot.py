@@ -1,0 +1,195 @@
+"""Screenshots of the real app for the docs: `python -m app.devtools.screenshot OUT_DIR`.
+
+Runs the real window on a fresh data folder (unless $MEMORY_R1_HOME is set) with the real
+embedder and the embedded model, performs a short chat, and saves `window.grab()` images:
+the first run (welcome + model loading), a chat with a "memory updated" notice, a reply with
+its "memories used" list open, the memory panel's history dialog, the settings dialog, and the
+same chat in a dark palette. Meant for a desktop or `xvfb-run -a -s "-screen 0 1280x800x24"`.
+Main thread only; waits on signals with a timeout (never sleeps the event loop).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+
+def _wait(signal, timeout_s: float) -> list | None:
+    """Run the event loop until `signal` fires (its args) or the timeout passes (None)."""
+    from PySide6.QtCore import QEventLoop, QTimer
+
+    loop, got = QEventLoop(), []
+    signal.connect(lambda *args: (got.append(list(args)), loop.quit()))
+    QTimer.singleShot(int(timeout_s * 1000), loop.quit)
+    loop.exec()
+    return got[0] if got else None
+
+
+def _settle(ms: int = 300) -> None:
+    from PySide6.QtCore import QEventLoop, QTimer
+
+    loop = QEventLoop()
+    QTimer.singleShot(ms, loop.quit)
+    loop.exec()
+
+
+def _say(window, text: str, timeout_s: float = 300) -> object:
+    window.chat.input.setPlainText(text)
+    window.chat._submit()
+    got = _wait(window.replyFinished, timeout_s)
+    return got[0] if got else None
+
+
+def _dark_palette():
+    from PySide6.QtGui import QColor, QPalette
+
+    pal = QPalette()
+    roles = {QPalette.ColorRole.Window: "#202124", QPalette.ColorRole.WindowText: "#e8eaed",
+             QPalette.ColorRole.Base: "#292a2d", QPalette.ColorRole.AlternateBase: "#35363a",
+             QPalette.ColorRole.Text: "#e8eaed", QPalette.ColorRole.Button: "#303134",
+             QPalette.ColorRole.ButtonText: "#e8eaed", QPalette.ColorRole.Highlight: "#8ab4f8",
+             QPalette.ColorRole.HighlightedText: "#202124", QPalette.ColorRole.Link: "#8ab4f8",
+             QPalette.ColorRole.Mid: "#5f6368", QPalette.ColorRole.Midlight: "#4a4b4f",
+             QPalette.ColorRole.ToolTipBase: "#303134", QPalette.ColorRole.ToolTipText: "#e8eaed"}
+    for role, color in roles.items():
+        pal.setColor(role, QColor(color))
+    for role in (QPalette.ColorRole.WindowText, QPalette.ColorRole.Text, QPalette.ColorRole.ButtonText):
+        pal.setColor(QPalette.ColorGroup.Disabled, role, QColor("#80868b"))
+    return pal
+
+
+def _go_dark(app) -> None:
+    """What a system switch to dark mode does (Qt >= 6.8), else a dark palette."""
+    from PySide6.QtCore import Qt
+
+    hints = app.styleHints()
+    if hasattr(hints, "setColorScheme"):
+        hints.setColorScheme(Qt.ColorScheme.Dark)
+    _settle(300)
+    if app.palette().window().color().lightness() > 128:  # no platform theme (bare X11/xvfb)
+        app.setPalette(_dark_palette())  # what a desktop's dark theme hands to Qt
+
+
+def take(out_dir: Path) -> list[Path]:
+    from app.gui.app import init_qt_app, make_assistant_factory
+    from app.gui.main_window import MainWindow
+    from app.gui.memory_panel import HistoryDialog
+    from app.gui.settings_dialog import SettingsDialog
+    from app.logs import setup_logging
+    from core.config import Settings, settings_path
+    from core.memory.bank import MemoryBank
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("MEMORY_R1_HOME", tempfile.mkdtemp(prefix="memory-r1-shots-"))
+    log_path = setup_logging(stderr=False)
+    app = init_qt_app()
+    bank = MemoryBank.open()
+    settings = Settings.load(settings_path())
+    settings.max_tokens = 120
+    window = MainWindow(bank, settings, assistant_factory=make_assistant_factory(bank), log_path=log_path)
+    window.resize(1280, 800)
+    window.show()
+    saved: list[Path] = []
+
+    def shot(name: str, widget=None) -> None:
+        _settle()
+        path = out_dir / f"{name}.png"
+        (widget or window).grab().save(str(path))
+        saved.append(path)
+
+    shot("01-first-run-loading")
+    if window.assistant is None and _wait(window.assistantReady, 300) is None:
+        raise SystemExit("the models did not load; see " + str(log_path))
+    window.chat.welcome.button.click()
+    _say(window, "Hi! I'm Sam. I live in Lisbon and I have a dog called Rex.")
+    _wait(window.memoryNotice, 240)  # the background manager (the tiny model may find nothing)
+    _say(window, "Remember that my sister Ana is a nurse in Porto.")
+    shot("02-chat-memory-updated")
+    _say(window, "What do you know about my sister?")
+    last = window.chat.messages[-1]
+    if last.memories_button.isVisible():
+        last.memories_button.click()
+    shot("03-reply-with-memories-used")
+    window.memory.select_memory(bank.list()[0].id)
+    _settle(600)
+    window.memory.show_history()
+    _settle(600)
+    dialogs = [d for d in window.memory.findChildren(HistoryDialog) if d.isVisible()]
+    if dialogs:
+        shot("04-memory-history", dialogs[0])
+        dialogs[0].accept()
+    window.open_settings()
+    dialogs = [d for d in window.findChildren(SettingsDialog) if d.isVisible()]
+    if dialogs:
+        shot("05-settings", dialogs[0])
+        dialogs[0].reject()
+    _go_dark(app)
+    shot("06-dark")
+    window.close()
+    while window.isVisible():
+        app.processEvents()
+    from app.gui.app import _shutdown
+
+    _shutdown(window)
+    bank.close()
+    return saved
+
+
+def take_demo(out_dir: Path) -> list[Path]:
+    """One UI demo with a *scripted* answer model (core.fakes), so that a reply that selected
+    memories can be shown: the 135M embedded model rarely lists any. Named as such."""
+    from app.gui.app import init_qt_app
+    from app.gui.main_window import MainWindow
+    from core.config import Settings
+    from core.embeddings import default_embedder
+    from core.fakes import FakeBackend
+    from core.memory.bank import MemoryBank
+    from core.assistant.pipeline import Assistant
+
+    app = init_qt_app()
+    hints = app.styleHints()
+    if hasattr(hints, "unsetColorScheme"):
+        hints.unsetColorScheme()
+    app.setPalette(app.style().standardPalette())  # back to light after take()'s dark shot
+    home = Path(tempfile.mkdtemp(prefix="memory-r1-demo-"))
+    bank = MemoryBank(home / "memory.sqlite3", default_embedder())
+    for text, who, when in (("Sam has a dog named Rex", "User", "9:12 am on 3 May, 2026"),
+                            ("Sam lives in Lisbon", "User", "9:12 am on 3 May, 2026"),
+                            ("Sam's sister Ana is a nurse in Porto", "User", "6:40 pm on 9 May, 2026")):
+        bank.add(text, speaker=who, observed_at=when, source="demo")
+    answer = FakeBackend(default="**Memories selected as relevant:**\n- 9:12 am on 3 May, 2026: Sam has a dog named "
+                                 "Rex\n**Answer:** Your dog is called **Rex**. Does he like walks along the Tagus?")
+    manager = FakeBackend(default='{"facts": []}')
+    assistant = Assistant(bank, answer, manager, settings=Settings(welcome_shown=True))
+    window = MainWindow(bank, Settings(welcome_shown=True), assistant=assistant, settings_file=home / "s.json")
+    window.setWindowTitle("Memory-R1 (UI demo, scripted model)")
+    window.resize(1280, 800)
+    window.show()
+    _say(window, "What is my dog called?")
+    window.chat.messages[-1].memories_button.click()
+    _settle(600)
+    path = out_dir / "07-ui-demo-scripted-model-memories-used.png"
+    window.grab().save(str(path))
+    window.close()
+    while window.isVisible():
+        app.processEvents()
+    assistant.close()
+    bank.close()
+    return [path]
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    from app.cli.gui_cmd import limit_blas_threads
+
+    limit_blas_threads()
+    out = Path(argv[0] if argv else "screenshots")
+    for path in take(out) + take_demo(out):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,451 @@
+"""The Memory Manager (method.md §1): after each dialogue turn, turn it into memory operations.
+
+`MemoryManager.process_turn` runs, for one turn:
+extract facts (schema-constrained) -> skip exact and near duplicates without a model call ->
+retrieve the top 5 related memories per fact (merged) -> show them under small integer
+aliases -> constrained ADD/UPDATE/DELETE/NONE ops -> validate the ids (the manager may only
+touch the memories it was SHOWN; anything else is dropped and logged) -> one `bank.apply`
+transaction (recorded in the event log) -> the `MemoryChanges`.
+
+Threading: a manager is driven by one thread at a time (the pipeline's manager thread or the
+ingest loop); the backend is not thread-safe.
+
+Departures from Mem0/the paper (our choices):
+- a memory counts as related only from a cosine of `related_min_score` up (default: the
+  embedder's `related_score`, 0.6 for the embedded all-MiniLM-L6-v2): Mem0 shows
+  the top 5 whatever their score, which means unrelated memories the model must answer NONE
+  for (slow, and a small model then also drops the new fact). Measured with 0.1 on the
+  validation conversation: the embedded model answered NONE for 1023 of 1033 facts and the
+  bank ended with 4 memories after 369 turns. With all-MiniLM-L6-v2, paraphrases and the same
+  attribute of the same person score ~0.7+, different topics of one person ~0.3-0.5;
+- a fact with no related memory is ADDed without a model call (NONE would only drop a new
+  fact); only the facts that have related memories go to the decision call, with their
+  related memories merged. `decide_when_empty=True` sends every fact to the call;
+- duplicates found by `find_duplicate` are recorded as NONE ops (the event log shows why a
+  fact was not stored) instead of being shown to the model;
+- a turn longer than `max_turn_chars` is extracted in chunks of `chunk_chars`; the part past
+  `max_turn_chars` is not scanned (logged), the message itself is kept in full by the caller.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+from core.agents import prompts
+from core.errors import Cancelled, ModelOutputError, NotFoundError, UserError
+from core.types import CancelToken, ChatBackend, GenParams, Memory, MemoryChanges, MemoryOp, read_stream
+
+log = logging.getLogger(__name__)
+
+EXTRACT_PARAMS = GenParams(temperature=0.0, max_tokens=1024)
+DECIDE_PARAMS = GenParams(temperature=0.0, max_tokens=1536)
+RETRY_TEMPERATURE = 0.5
+DEFAULT_RELATED_SCORE = 0.6
+
+
+@dataclass
+class ManagerConfig:
+    """Knobs of the manager (defaults follow Mem0 where it has one)."""
+
+    related_per_fact: int = 5  # Mem0: top 5 per fact
+    related_min_score: float | None = None  # cosine below which a memory is not "related" (ours);
+    # None = the embedder's `related_score` (DEFAULT_RELATED_SCORE when it has none)
+    duplicate_threshold: float = 0.95  # cosine similarity for a near-duplicate
+    decide_when_empty: bool = False
+    max_shown: int = 20  # memories shown in one decision call
+    facts_per_decision: int = 10  # facts per decision call (a long turn makes several)
+    chunk_chars: int = 2000
+    max_turn_chars: int = 16000
+    extract_params: GenParams = EXTRACT_PARAMS
+    decide_params: GenParams = DECIDE_PARAMS
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.split()).casefold().rstrip(".!")
+
+
+class ArrayItemScanner:
+    """Incremental scanner of the first JSON array in a stream: complete top-level items
+    (raw JSON text) as they finish, and the unfinished one.
+
+    >>> s = ArrayItemScanner()
+    >>> s.feed('{"facts": ["a", {"b": [1]}'), s.feed(', "c'), s.open_item
+    (['"a"', '{"b": [1]}'], [], '"c')
+    """
+
+    def __init__(self) -> None:
+        self.text = ""
+        self.array_start = -1
+        self.done = False
+        self._pos = 0
+        self._depth = 0
+        self._in_str = self._esc = False
+        self._item_start: int | None = None
+
+    @property
+    def open_item(self) -> str:
+        return self.text[self._item_start:] if self._item_start is not None else ""
+
+    def feed(self, piece: str) -> list[str]:
+        self.text += piece
+        found: list[str] = []
+        text = self.text
+        while self._pos < len(text) and not self.done:
+            c = text[self._pos]
+            if self.array_start < 0:
+                if c == "[":
+                    self.array_start = self._pos
+            elif self._in_str:
+                if self._esc:
+                    self._esc = False
+                elif c == "\\":
+                    self._esc = True
+                elif c == '"':
+                    self._in_str = False
+                    if self._depth == 0 and self._item_start is not None:
+                        found.append(text[self._item_start:self._pos + 1])
+                        self._item_start = None
+            elif c == '"':
+                self._in_str = True
+                if self._depth == 0:
+                    self._item_start = self._pos
+            elif c in "{[":
+                if self._depth == 0:
+                    self._item_start = self._pos
+                self._depth += 1
+            elif c in "}]":
+                if self._depth == 0:
+                    self.done = True
+                else:
+                    self._depth -= 1
+                    if self._depth == 0 and self._item_start is not None:
+                        found.append(text[self._item_start:self._pos + 1])
+                        self._item_start = None
+            self._pos += 1
+        return found
+
+
+class RepetitionGuard:
+    """Stops a schema-constrained generation that has started to loop (small models under
+    greedy decoding repeat an item, or a phrase inside an item, until the schema's bound).
+
+    `feed(piece)` returns True when the generation should stop; `repaired()` is then the
+    output cut back to its distinct complete items, closed as valid JSON.
+    """
+
+    WINDOW = 32
+
+    def __init__(self) -> None:
+        self.scanner = ArrayItemScanner()
+        self.items: list[str] = []
+        self._seen: set[str] = set()
+        self.stopped = False
+
+    @staticmethod
+    def _key(item: str) -> str:
+        try:
+            value = json.loads(item)
+        except ValueError:
+            return item
+        if isinstance(value, str):
+            return _norm(value)
+        return json.dumps(value, sort_keys=True).casefold()
+
+    def feed(self, piece: str) -> bool:
+        for item in self.scanner.feed(piece):
+            key = self._key(item)
+            if key in self._seen:
+                self.stopped = True
+                return True
+            self._seen.add(key)
+            self.items.append(item)
+        # a phrase looping inside the value being written; only that value counts, since an
+        # UPDATE's `old_memory` legitimately repeats much of its new `text`
+        open_item = self.scanner.open_item
+        value = open_item[open_item.rfind('":') + 2:]
+        if len(value) >= 3 * self.WINDOW and value[-self.WINDOW:] in value[:-self.WINDOW]:
+            self.stopped = True
+        return self.stopped
+
+    def repaired(self) -> str:
+        text = self.scanner.text
+        return text[:self.scanner.array_start + 1] + ", ".join(self.items) + "]}"
+
+
+def parse_manager_output(raw: str, alias_map: Mapping[str, Memory], *, speaker: str | None = None,
+                         observed_at: str | None = None, source: str | None = None) -> list[MemoryOp]:
+    """Validated ops from the manager's raw JSON. Pure: no bank, no model.
+
+    `alias_map` maps each shown alias ("0", "1", ...) to the memory shown under it. Rules:
+    output that is not JSON or lacks a `memory` list raises ModelOutputError; each invalid item
+    is dropped and logged: an unknown event, an UPDATE/DELETE whose id was not shown, a
+    second op on the same memory, an ADD/UPDATE with empty text, an ADD repeating another
+    ADD or a shown memory. An UPDATE to the same text becomes NONE. NONE ops keep the memory
+    id when it was shown (for the event log).
+
+    >>> m = Memory(7, "Jo has a dog")
+    >>> ops = parse_manager_output('{"memory": [{"id": "0", "text": "Jo has two dogs", "event": "UPDATE"},'
+    ...     ' {"id": "9", "text": "x", "event": "DELETE"}]}', {"0": m})
+    >>> [(o.event, o.memory_id, o.text, o.old_text) for o in ops]
+    [('UPDATE', 7, 'Jo has two dogs', 'Jo has a dog')]
+    """
+    items = prompts.parse_manager_items(raw)
+    ops: list[MemoryOp] = []
+    touched: set[int] = set()
+    known_texts = {_norm(m.text) for m in alias_map.values()}
+    added: set[str] = set()
+    extra = {"speaker": speaker, "observed_at": observed_at, "source": source}
+    for item in items:
+        event = str(item.get("event", "")).strip().upper()
+        alias = str(item.get("id", "")).strip()
+        text = " ".join(str(item.get("text") or "").split())[:prompts.FACT_MAX_CHARS]
+        memory = alias_map.get(alias)
+        if event not in prompts.EVENTS:
+            log.warning("manager op dropped: unknown event %r (item %r)", event, item)
+            continue
+        if event == "ADD":
+            if not text or _norm(text) in added:
+                log.info("manager ADD dropped: empty or repeated text %r", text)
+                continue
+            if _norm(text) in known_texts:
+                ops.append(MemoryOp("NONE", text=text, **extra))
+                continue
+            added.add(_norm(text))
+            ops.append(MemoryOp("ADD", text=text, **extra))
+            continue
+        if memory is None:
+            if event == "NONE":
+                ops.append(MemoryOp("NONE", text=text, **extra))
+            else:
+                log.warning("manager %s dropped: id %r was not shown to it (shown: %s)",
+                            event, alias, sorted(alias_map))
+            continue
+        if memory.id in touched:
+            log.warning("manager %s dropped: memory alias %r already has an op this turn", event, alias)
+            continue
+        if event == "UPDATE" and not text:
+            log.warning("manager UPDATE dropped: empty text for alias %r", alias)
+            continue
+        touched.add(memory.id)
+        if event == "UPDATE" and _norm(text) == _norm(memory.text):
+            event = "NONE"
+        ops.append(MemoryOp(event, text=text if event == "UPDATE" else memory.text,
+                            memory_id=memory.id, old_text=memory.text if event == "UPDATE" else None,
+                            **extra))
+    return ops
+
+
+class MemoryManager:
+    """Runs the Memory Manager over turns, writing to one `MemoryBank`.
+
+    Raises ModelOutputError when the model output still fails after one retry (never a silent
+    "no facts"); `Cancelled` when `cancel` is set during a model call (nothing was written).
+    """
+
+    def __init__(self, bank, backend: ChatBackend, *, config: ManagerConfig | None = None,
+                 params: GenParams | None = None, decide_backend: ChatBackend | None = None) -> None:
+        """`decide_backend`: an optional second instance of the same model for the decision
+        calls. Extraction and decision prompts have different fixed prefixes; on one instance
+        they evict each other's KV cache, so every call re-reads its whole instruction text."""
+        self.bank = bank
+        self.backend = backend
+        self.decide_backend = decide_backend or backend
+        self.config = dataclasses.replace(config) if config is not None else ManagerConfig()
+        if params is not None:  # one override for both calls (e.g. a seed for evaluation)
+            self.config.extract_params = params
+            self.config.decide_params = params
+
+    # --- model calls ------------------------------------------------------------------
+    def _generate(self, messages, schema: dict, params: GenParams, cancel: CancelToken | None,
+                  backend: ChatBackend | None = None) -> str:
+        """One constrained generation; a looping output is cut short (RepetitionGuard)."""
+        guard = RepetitionGuard()
+        stream = (backend or self.backend).complete(messages, params=params, schema=schema, cancel=cancel)
+        pieces, _ = read_stream(stream, guard.feed)
+        if cancel is not None and cancel.cancelled:
+            raise Cancelled("manager generation cancelled")
+        if guard.stopped:
+            log.info("repetitive model output cut after %d distinct items", len(guard.items))
+            return guard.repaired()
+        return "".join(pieces)
+
+    def _call_with_retry(self, what: str, messages, schema: dict, params: GenParams, parse,
+                         cancel: CancelToken | None, backend: ChatBackend | None = None):
+        """Generate and parse; on a model failure or bad output log it and retry once
+        (sampling with a little temperature so the retry can differ), then raise."""
+        last_raw, last_exc = "", None
+        for attempt in (1, 2):
+            if attempt == 2:
+                params = GenParams(temperature=max(params.temperature, RETRY_TEMPERATURE),
+                                   top_p=params.top_p, max_tokens=params.max_tokens,
+                                   seed=(params.seed or 0) + 1, stop=params.stop)
+            try:
+                last_raw = self._generate(messages, schema, params, cancel, backend)
+                return parse(last_raw)
+            except (Cancelled, UserError, KeyboardInterrupt):
+                raise
+            except ModelOutputError as exc:
+                last_exc = exc
+                log.warning("%s: unparseable output (attempt %d): %s; raw=%r", what, attempt, exc, last_raw[:2000])
+            except Exception as exc:  # a failure inside the model runtime
+                last_exc = exc
+                log.warning("%s: model call failed (attempt %d): %r", what, attempt, exc, exc_info=True)
+        raise ModelOutputError(f"{what} failed twice: {last_exc}", last_raw) from last_exc
+
+    # --- steps ------------------------------------------------------------------------
+    def _chunks(self, text: str) -> list[str]:
+        text = text.strip()
+        limit = self.config.max_turn_chars
+        if len(text) > limit:
+            log.warning("turn of %d characters: only the first %d are scanned for facts", len(text), limit)
+            text = text[:limit]
+        size = self.config.chunk_chars
+        chunks, start = [], 0
+        while start < len(text):
+            end = min(len(text), start + size)
+            if end < len(text):  # cut at a sentence or word boundary when one is near
+                cut = max(text.rfind(". ", start, end), text.rfind("\n", start, end))
+                if cut <= start + size // 2:
+                    cut = text.rfind(" ", start, end)
+                end = cut + 1 if cut > start + size // 2 else end
+            chunks.append(text[start:end].strip())
+            start = end
+        return [c for c in chunks if c]
+
+    def extract(self, text: str, *, speaker: str | None, time: str | None,
+                cancel: CancelToken | None = None) -> list[str]:
+        """The facts of one turn (its own text only). Raises ModelOutputError after one retry."""
+        facts: list[str] = []
+        seen: set[str] = set()
+        for chunk in self._chunks(text):
+            messages = prompts.extraction_messages(chunk, speaker, time)
+            for fact in self._call_with_retry("fact extraction", messages, prompts.FACTS_SCHEMA,
+                                              self.config.extract_params, prompts.parse_facts, cancel):
+                if _norm(fact) not in seen:
+                    seen.add(_norm(fact))
+                    facts.append(fact)
+        return facts
+
+    @property
+    def related_min_score(self) -> float:
+        if self.config.related_min_score is not None:
+            return self.config.related_min_score
+        return float(getattr(getattr(self.bank, "embedder", None), "related_score", DEFAULT_RELATED_SCORE))
+
+    def _related_hits(self, vec, *, speaker: str | None, exclude: set[int]) -> list[tuple[float, Memory]]:
+        """(score, memory) of the top `related_per_fact` related memories of one fact vector."""
+        floor = self.related_min_score
+        return [(h.score, h.memory)
+                for h in self.bank.search_by_vector(vec, k=self.config.related_per_fact, speaker=speaker)
+                if h.score >= floor and h.memory.status == "active" and h.memory.id not in exclude]
+
+    def _merge(self, hit_lists) -> list[Memory]:
+        """Per-fact hits merged, best score first, at most `max_shown` (the prompt must fit)."""
+        best: dict[int, tuple[float, Memory]] = {}
+        for hits in hit_lists:
+            for score, mem in hits:
+                if score > best.get(mem.id, (-2.0, None))[0]:
+                    best[mem.id] = (score, mem)
+        ranked = sorted(best.values(), key=lambda sm: -sm[0])
+        return [m for _, m in ranked[: self.config.max_shown]]
+
+    def related(self, vecs, *, speaker: str | None, exclude: set[int] = frozenset()) -> list[Memory]:
+        """Top `related_per_fact` memories per fact vector, merged (best score first, at most
+        `max_shown` so the decision prompt fits the context)."""
+        return self._merge(self._related_hits(v, speaker=speaker, exclude=exclude) for v in vecs)
+
+    def decide(self, facts: Sequence[str], shown: Sequence[Memory], *, speaker: str | None = None,
+               observed_at: str | None = None, source: str | None = None,
+               cancel: CancelToken | None = None) -> list[MemoryOp]:
+        """One constrained decision call over `facts` and the `shown` memories (aliases "0",
+        "1", ... in order), parsed and validated. Raises ModelOutputError after one retry."""
+        alias_map = {str(i): m for i, m in enumerate(shown)}
+        messages = prompts.manager_messages(list(facts), [m.text for m in shown])
+        schema = prompts.manager_schema(len(shown), len(facts))
+
+        def parse(raw: str) -> list[MemoryOp]:
+            return parse_manager_output(raw, alias_map, speaker=speaker, observed_at=observed_at, source=source)
+
+        return self._call_with_retry("memory decision", messages, schema, self.config.decide_params, parse, cancel,
+                                     self.decide_backend)
+
+    def plan_turn(self, text: str, *, speaker: str | None, time: str | None = None,
+                  source: str | None = None, cancel: CancelToken | None = None) -> list[MemoryOp]:
+        """All the ops of one turn, without writing anything (see the module docstring)."""
+        extra = {"speaker": speaker, "observed_at": time, "source": source}
+        facts = self.extract(text, speaker=speaker, time=time, cancel=cancel)
+        if not facts:
+            return []
+        vecs = self.bank.embed(facts)
+        ops: list[MemoryOp] = []
+        fresh, fresh_vecs = [], []
+        for fact, vec in zip(facts, vecs):
+            dup = self.bank.find_duplicate(fact, speaker=speaker, threshold=self.config.duplicate_threshold, vec=vec)
+            if dup is not None:
+                log.info("fact %r skipped: duplicate of memory %d", fact, dup.id)
+                ops.append(MemoryOp("NONE", text=fact, memory_id=dup.id, **extra))
+            else:
+                fresh.append(fact)
+                fresh_vecs.append(vec)
+        if not fresh:
+            return ops
+        size = self.config.facts_per_decision
+        touched: set[int] = set()
+        for i in range(0, len(fresh), size):
+            batch, batch_vecs = fresh[i:i + size], fresh_vecs[i:i + size]
+            lonely, to_decide, shown = self.split_batch(batch, batch_vecs, speaker=speaker, exclude=touched)
+            ops += [MemoryOp("ADD", text=f, **extra) for f in lonely]
+            if not to_decide:
+                continue
+            decided = self.decide(to_decide, shown, speaker=speaker, observed_at=time, source=source, cancel=cancel)
+            touched |= {op.memory_id for op in decided if op.memory_id is not None}
+            ops += decided
+        return ops
+
+    def split_batch(self, facts: Sequence[str], vecs, *, speaker: str | None,
+                    exclude: set[int] = frozenset()) -> tuple[list[str], list[str], list[Memory]]:
+        """(facts to ADD without a model call, facts for the decision call, the memories shown
+        to it) for one batch of fresh facts; see the module docstring."""
+        if self.config.decide_when_empty:
+            return [], list(facts), self.related(vecs, speaker=speaker, exclude=exclude)
+        lonely, rest, rest_hits = [], [], []
+        for fact, vec in zip(facts, vecs):
+            hits = self._related_hits(vec, speaker=speaker, exclude=exclude)  # one search per fact
+            if hits:
+                rest.append(fact)
+                rest_hits.append(hits)
+            else:
+                lonely.append(fact)
+        return lonely, rest, self._merge(rest_hits)
+
+    def process_turn(self, text: str, *, speaker: str | None, time: str | None = None,
+                     turn: str | None = None, source: str | None = None,
+                     cancel: CancelToken | None = None) -> MemoryChanges:
+        """Extract, decide and apply one turn in ONE transaction; returns what changed.
+
+        If a shown memory vanished before the write (a user deleted it meanwhile), the ops on
+        it are dropped (logged) and the rest applied.
+        """
+        if not text or not text.strip():
+            return MemoryChanges()
+        ops = self.plan_turn(text, speaker=speaker, time=time, source=source or turn, cancel=cancel)
+        if not ops:
+            return MemoryChanges()
+        if cancel is not None and cancel.cancelled:
+            raise Cancelled("manager cancelled before writing")
+        try:
+            return self.bank.apply(ops, actor="manager", turn=turn)
+        except NotFoundError as exc:
+            kept = [op for op in ops if op.memory_id is None or self._active(op.memory_id)]
+            log.warning("turn %s: %s; applying the %d ops whose memories still exist", turn, exc, len(kept))
+            return self.bank.apply(kept, actor="manager", turn=turn) if kept else MemoryChanges()
+
+    def _active(self, memory_id: int) -> bool:
+        try:
+            return self.bank.get(memory_id).status == "active"
+        except NotFoundError:
+            return False

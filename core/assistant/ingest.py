@@ -1,0 +1,191 @@
+"""Conversations to ingest: LoCoMo JSON samples or JSONL `{speaker, text, time}` turns, as one
+ordered list of `IngestTurn`s, and a resumable loop that feeds them to the Memory Manager.
+
+Formats (detected from the content):
+- LoCoMo JSON (one sample or a list of samples; parsed by `core.locomo`): every turn of both
+  speakers, sessions in `session_N` order, with the session's date_time as the turn time and
+  a shared image's caption appended (`Turn.full_text`). Turn ids: `locomo:<sample>/<dia_id>`.
+- JSONL (or a JSON list) of `{"speaker": str, "text": str, "time": str?}`; blank lines are
+  skipped. Turn ids: `<file name>:<line>`.
+A bad line raises ImportFormatError naming the line; nothing is ingested from that file.
+
+Resuming: `IngestState` keeps, per file content hash, how many turns were processed, in a
+sidecar JSON in the data dir (`ingest_state.json`, written atomically after every turn), so a
+re-run skips the done turns. A turn whose ops were applied just before a crash may be redone
+once; its facts are then duplicates and are skipped by the manager's duplicate check.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Sequence
+
+from core.errors import ImportFormatError, InvalidInputError, ModelOutputError
+from core.fileio import atomic_write_json, sha256_file
+from core.types import MemoryChanges
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "ingest_state.json"
+
+
+@dataclass(frozen=True)
+class IngestTurn:
+    speaker: str
+    text: str
+    time: str | None
+    turn_id: str
+    sample_id: str | None = None
+
+
+def turns_from_samples(samples) -> list[IngestTurn]:
+    """Turns of parsed `core.locomo.Sample`s, in order."""
+    return [IngestTurn(t.speaker, t.full_text, t.time or None, f"locomo:{s.sample_id}/{t.dia_id}", s.sample_id)
+            for s in samples for t in s.turns]
+
+
+def _turn_from_obj(obj, where: str, name: str) -> IngestTurn:
+    if not isinstance(obj, dict):
+        raise ImportFormatError(f"{where}: expected an object with speaker, text and time")
+    speaker, text, when = obj.get("speaker"), obj.get("text"), obj.get("time")
+    if not isinstance(speaker, str) or not speaker.strip():
+        raise ImportFormatError(f"{where}: missing or empty 'speaker'")
+    if not isinstance(text, str):
+        raise ImportFormatError(f"{where}: missing 'text'")
+    if when is not None and not isinstance(when, (str, int, float)):
+        raise ImportFormatError(f"{where}: 'time' must be text")
+    return IngestTurn(speaker.strip(), text, str(when) if when is not None else None, f"{name}:{where.split()[-1]}")
+
+
+def parse_jsonl(text: str, name: str = "turns") -> list[IngestTurn]:
+    """Turns from JSONL text. Raises ImportFormatError naming the first bad line.
+
+    >>> [t.turn_id for t in parse_jsonl('{"speaker": "A", "text": "hi"}\\n\\n{"speaker": "B", "text": "yo", "time": "x"}', "f")]
+    ['f:1', 'f:3']
+    """
+    turns = []
+    for no, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except ValueError as exc:
+            raise ImportFormatError(f"line {no}: not valid JSON ({exc.args[0] if exc.args else exc})") from exc
+        turns.append(_turn_from_obj(obj, f"line {no}", name))
+    return turns
+
+
+def load_turns(path: str | os.PathLike) -> list[IngestTurn]:
+    """All turns of a LoCoMo JSON or JSONL file. Raises InvalidInputError (missing file) or
+    ImportFormatError (bad content)."""
+    from core.locomo import parse_sample
+
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise InvalidInputError(f"No such file: {p}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ImportFormatError(f"{p}: cannot read it as UTF-8 text ({exc})") from exc
+    stripped = text.lstrip()
+    whole = None
+    if stripped.startswith(("[", "{")):
+        try:
+            whole = json.loads(text)
+        except ValueError:
+            whole = None  # maybe JSONL whose first line is an object
+    if whole is None:
+        turns = parse_jsonl(text, p.name)
+    else:
+        items = whole if isinstance(whole, list) else [whole]
+        if items and all(isinstance(i, dict) and "conversation" in i for i in items):
+            try:
+                turns = turns_from_samples([parse_sample(i) for i in items])
+            except InvalidInputError as exc:
+                raise ImportFormatError(f"{p}: {exc}") from exc
+        else:
+            turns = [_turn_from_obj(obj, f"item {n}", p.name) for n, obj in enumerate(items, 1)]
+    if not turns:
+        raise ImportFormatError(f"{p}: no conversation turns found")
+    return turns
+
+
+def file_key(path: str | os.PathLike) -> str:
+    """sha256 of the file's bytes: an edited file starts over instead of skipping wrongly."""
+    return sha256_file(path)
+
+
+class IngestState:
+    """The sidecar that makes ingestion resumable: {key: {"file", "done", "failed", "updated"}}."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self._data: dict = {}
+        if self.path.exists():
+            try:
+                raw = json.loads(self.path.read_text(encoding="utf-8"))
+                self._data = raw if isinstance(raw, dict) else {}
+            except (OSError, ValueError) as exc:
+                log.warning("ingest state %s unreadable (%s): starting from scratch", self.path, exc)
+
+    def done(self, key: str) -> int:
+        return int(self._data.get(key, {}).get("done", 0))
+
+    def failed(self, key: str) -> list[str]:
+        return list(self._data.get(key, {}).get("failed", []))
+
+    def reset(self, key: str) -> None:
+        self._data.pop(key, None)
+        self._save()
+
+    def record(self, key: str, file: str, done: int, failed: Sequence[str]) -> None:
+        self._data[key] = {"file": file, "done": done, "failed": list(failed),
+                           "updated": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        self._save()
+
+    def _save(self) -> None:
+        atomic_write_json(self.path, self._data)
+
+
+@dataclass
+class IngestReport:
+    total: int = 0
+    skipped: int = 0  # already done in an earlier run
+    processed: int = 0
+    failed: list[str] = field(default_factory=list)
+    changes: MemoryChanges = field(default_factory=MemoryChanges)
+
+
+def ingest_turns(manager, turns: Sequence[IngestTurn], *, state: IngestState | None = None,
+                 key: str | None = None, file: str = "", on_turn: Callable[[IngestTurn, MemoryChanges | None], None] | None = None
+                 ) -> IngestReport:
+    """Run `manager.process_turn` over `turns` in order, skipping those an earlier run did
+    (when `state`/`key` are given) and recording progress after every turn. A turn whose model
+    output fails twice (ModelOutputError) is logged, listed in `failed` and skipped; any other
+    error stops the loop (progress so far is kept)."""
+    report = IngestReport(total=len(turns))
+    start = state.done(key) if state is not None and key else 0
+    failed = state.failed(key) if state is not None and key else []
+    report.skipped = min(start, len(turns))
+    for index in range(report.skipped, len(turns)):
+        turn = turns[index]
+        changes: MemoryChanges | None = None
+        try:
+            changes = manager.process_turn(turn.text, speaker=turn.speaker, time=turn.time,
+                                           turn=turn.turn_id, source=turn.turn_id)
+            report.changes = report.changes.merge(changes)
+        except ModelOutputError as exc:
+            log.error("turn %s skipped: %s; raw=%r", turn.turn_id, exc, exc.raw[:500])
+            failed.append(turn.turn_id)
+            report.failed.append(turn.turn_id)
+        report.processed += 1
+        if state is not None and key:
+            state.record(key, file, index + 1, failed)
+        if on_turn is not None:
+            on_turn(turn, changes)
+    return report

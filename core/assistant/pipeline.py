@@ -1,0 +1,396 @@
+"""The chat pipeline: a user message -> a streamed, memory-grounded reply -> the Memory Manager
+in the background.
+
+`Assistant.reply` (called from one UI/CLI worker thread at a time) stores the user message at
+once, retrieves memories, streams the reply through `on_token` in the calling thread, stores
+the reply (partial text if cancelled) and queues the turn for the manager. The manager runs in
+ONE background thread, so it never delays a reply: it waits while a reply is being generated,
+and when both roles share one model object its in-flight generation is cancelled and redone
+after the reply (nothing is written until a turn's single `bank.apply`). The next question sees
+the bank as updated by every turn processed so far.
+
+Explicit commands are handled without the manager: "remember (that) X" adds X (in the third
+person) as a user memory; "forget (about) X" soft-deletes the matching memories (undo works).
+
+Departure (our choice): only the user's messages are given to the manager. The assistant's
+replies are grounded in injected memories, and extracting from them would store those
+memories again (a known Mem0 failure), so they are not treated as a speaker's turn.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections import deque
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Callable
+
+from core.agents.answer import AnswerAgent
+from core.config import Settings
+from core.errors import Cancelled, InvalidInputError
+from core.agents.manager import MemoryManager
+from core.agents.prompts import format_time
+from core.types import CancelToken, GenParams, Memory, MemoryChanges, MemoryOp
+
+log = logging.getLogger(__name__)
+
+HISTORY_MESSAGES = 10  # recent chat messages given to the model
+HISTORY_CHARS = 6000
+HISTORY_MESSAGE_CHARS = 1500
+FORGET_MAX = 5
+FORGET_MIN_COSINE = 0.75
+FORGET_MIN_OVERLAP = 0.6
+
+
+@dataclass
+class Reply:
+    text: str
+    message_id: int
+    user_message_id: int
+    selected: list[Memory]
+    retrieved: list[Memory]
+    cancelled: bool
+    changes: MemoryChanges | None = None  # only for explicit remember/forget commands
+
+
+@dataclass(frozen=True)
+class _Job:
+    text: str
+    speaker: str
+    time: str
+    turn: str
+
+
+# --------------------------------------------------------------------------- commands
+
+_REMEMBER = re.compile(r"^\s*(?:please\s+)?(?:remember|memori[sz]e)\s+(?:that\s+)?(?P<x>.+?)[\s.!]*$", re.I | re.S)
+_FORGET = re.compile(r"^\s*(?:please\s+)?forget\s+(?:that\s+|about\s+)?(?P<x>.+?)[\s.!]*$", re.I | re.S)
+_QUESTION_START = re.compile(r"^(when|what|who|how|where|why|if|whether|me|to)\b", re.I)
+_VAGUE = {"it", "that", "this", "everything", "all", "me", "them", "about it", "it all"}
+_MODALS = {"can", "could", "will", "would", "shall", "should", "may", "might", "must", "did", "used",
+           "was", "had", "went", "got", "made", "saw", "bought", "met", "took", "left", "came", "found",
+           "never", "always", "also", "really", "just", "still", "often", "usually", "sometimes"}
+_STOP = {"the", "a", "an", "my", "me", "i", "of", "to", "in", "on", "and", "or", "is", "are", "was",
+         "that", "about", "for", "with", "what", "which", "user", "s"}
+
+
+def parse_command(text: str) -> tuple[str, str] | None:
+    """("remember" | "forget", argument) for an explicit memory command, else None.
+
+    >>> parse_command("Remember that my cat is called Tom."), parse_command("remember when we met?")
+    (('remember', 'my cat is called Tom'), None)
+    >>> parse_command("forget about my old job"), parse_command("forget it")
+    (('forget', 'my old job'), None)
+    """
+    if text.rstrip().endswith("?") or len(text) > 2000:
+        return None
+    for name, pattern in (("remember", _REMEMBER), ("forget", _FORGET)):
+        m = pattern.match(text)
+        if m:
+            arg = m.group("x").strip()
+            if not arg or arg.lower() in _VAGUE or _QUESTION_START.match(arg):
+                return None
+            return name, arg
+    return None
+
+
+def _third_person_verb(word: str) -> str:
+    low = word.lower()
+    if low in _MODALS or low.endswith("ed"):
+        return word
+    irregular = {"am": "is", "have": "has", "do": "does", "go": "goes", "'m": "is", "'ve": "has"}
+    if low in irregular:
+        return irregular[low]
+    if re.search(r"[^aeiou]y$", low):
+        return word[:-1] + "ies"
+    if re.search(r"(s|sh|ch|x|z|o)$", low):
+        return word + "es"
+    return word + "s"
+
+
+def third_person(text: str, name: str) -> str:
+    """A first-person statement rewritten about `name` (a small deterministic rewrite).
+
+    >>> third_person("I love hiking and my dog loves it too", "Ann")
+    "Ann loves hiking and Ann's dog loves it too"
+    >>> third_person("I'm allergic to nuts", "Ann"), third_person("I moved to Oslo", "Ann")
+    ('Ann is allergic to nuts', 'Ann moved to Oslo')
+    """
+    out = re.sub(r"\bI(?:'m| am)\b", f"{name} is", text)
+    out = re.sub(r"\bI(?:'ve| have)\b", f"{name} has", out)
+    out = re.sub(r"\bI\s+(\w+)", lambda m: f"{name} {_third_person_verb(m.group(1))}", out)
+    out = re.sub(r"\bI\b", name, out)
+    out = re.sub(r"\b[Mm]y\b", f"{name}'s", out)
+    out = re.sub(r"\b(?:me|myself)\b", name, out)
+    out = out[0].upper() + out[1:] if out else out
+    return out
+
+
+def _words(text: str) -> set[str]:
+    return {w.removesuffix("'s").rstrip("s") or w for w in re.findall(r"[\w']+", text.lower())} - _STOP
+
+
+# --------------------------------------------------------------------------- the assistant
+
+
+class Assistant:
+    """The chat assistant: answer agent + background memory manager over one `MemoryBank`.
+
+    Thread contract: `reply`/`regenerate` from one caller thread at a time; listeners are
+    called from the manager thread; `close()` stops that thread but does not close the bank
+    or the backends.
+    """
+
+    def __init__(self, bank, answer_backend, manager_backend=None, *, settings: Settings | None = None,
+                 user_name: str = "User", assistant_name: str = "Assistant") -> None:
+        self.bank = bank
+        self.settings = settings or Settings()
+        self.user_name = user_name
+        self.assistant_name = assistant_name
+        self._answer_backend = answer_backend
+        self._manager_backend = manager_backend or answer_backend
+        self._cond = threading.Condition()
+        self._queue: deque[_Job] = deque()
+        self._replying = 0
+        self._running: CancelToken | None = None  # the in-flight manager turn's token
+        self._stopping = False
+        self._memory_listeners: list[Callable[[MemoryChanges, str], None]] = []
+        self._error_listeners: list[Callable[[Exception], None]] = []
+        self._thread = threading.Thread(target=self._worker, name="memory-manager", daemon=True)
+        self._thread.start()
+
+    # --- listeners ----------------------------------------------------------------------
+    def add_memory_listener(self, fn: Callable[[MemoryChanges, str], None]) -> None:
+        """fn(changes, turn_id) from the manager thread after each processed turn."""
+        self._memory_listeners.append(fn)
+
+    def add_error_listener(self, fn: Callable[[Exception], None]) -> None:
+        """fn(exc) from the manager thread when a turn fails (e.g. ModelOutputError)."""
+        self._error_listeners.append(fn)
+
+    def _notify(self, listeners, *args) -> None:
+        for fn in list(listeners):
+            try:
+                fn(*args)
+            except Exception:
+                log.exception("listener %r failed", fn)
+
+    # --- the manager thread -----------------------------------------------------------
+    def _shared(self) -> bool:
+        return self._manager_backend is self._answer_backend
+
+    def _worker(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._stopping or (self._queue and not self._replying))
+                if self._stopping:
+                    return
+                job = self._queue[0]
+                token = self._running = CancelToken()
+                manager = MemoryManager(self.bank, self._manager_backend)
+            changes: MemoryChanges | None = None
+            try:
+                changes = manager.process_turn(job.text, speaker=job.speaker, time=job.time,
+                                               turn=job.turn, source=job.turn, cancel=token)
+            except Cancelled:
+                with self._cond:
+                    self._running = None
+                    self._cond.notify_all()
+                log.info("manager turn %s pre-empted; it will run again", job.turn)
+                continue
+            except Exception as exc:  # logged and reported; the turn is not retried again
+                log.error("memory manager failed on turn %s: %s", job.turn, exc, exc_info=True)
+                self._notify(self._error_listeners, exc)
+            if changes is not None:
+                self._notify(self._memory_listeners, changes, job.turn)
+            with self._cond:
+                if self._queue and self._queue[0] is job:
+                    self._queue.popleft()
+                self._running = None
+                self._cond.notify_all()
+
+    def _enqueue(self, job: _Job) -> None:
+        with self._cond:
+            if self._stopping:
+                log.warning("assistant closed: turn %s not given to the manager", job.turn)
+                return
+            self._queue.append(job)
+            self._cond.notify_all()
+
+    def _begin_reply(self) -> None:
+        with self._cond:
+            self._replying += 1
+            if self._running is not None and self._shared():
+                self._running.cancel()
+
+    def _end_reply(self) -> None:
+        with self._cond:
+            self._replying -= 1
+            self._cond.notify_all()
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """True once the manager queue is drained (False on timeout)."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._queue and self._running is None, timeout)
+
+    def pending_turns(self) -> int:
+        with self._cond:
+            return len(self._queue)
+
+    def set_backends(self, answer_backend=None, manager_backend=None) -> None:
+        """Swap models; None keeps that role's backend. Returns once no manager call uses a
+        replaced backend (an in-flight turn is cancelled and redone with the new one), so the
+        caller may then close the old backend. Call from the thread that calls `reply`."""
+        with self._cond:
+            if answer_backend is not None:
+                self._answer_backend = answer_backend
+            if manager_backend is not None:
+                self._manager_backend = manager_backend
+                if self._running is not None:
+                    self._running.cancel()
+            self._cond.wait_for(lambda: self._running is None or manager_backend is None, timeout=60)
+
+    def close(self, *, drain_timeout: float = 0.0) -> None:
+        """Stop the manager thread: wait up to `drain_timeout` s for queued turns, then abandon
+        the rest (logged) and cancel the in-flight one. The bank and backends stay open."""
+        if drain_timeout:
+            self.wait_idle(drain_timeout)
+        with self._cond:
+            self._stopping = True
+            if self._queue:
+                log.warning("assistant closing: %d queued turn(s) not processed: %s", len(self._queue),
+                            ", ".join(j.turn for j in self._queue))
+            if self._running is not None:
+                self._running.cancel()
+            self._cond.notify_all()
+        self._thread.join(timeout=30)
+
+    # --- replies ----------------------------------------------------------------------
+    def _agent(self) -> AnswerAgent:
+        return AnswerAgent(self.bank, self._answer_backend)
+
+    def _history(self, conversation_id: int, before_id: int) -> list[tuple[str, str]]:
+        recent = self.bank.chats.messages(conversation_id, limit=HISTORY_MESSAGES + 2)
+        msgs = [m for m in recent if m.id < before_id and m.role in ("user", "assistant") and m.content]
+        out: list[tuple[str, str]] = []
+        total = 0
+        for m in reversed(msgs[-HISTORY_MESSAGES:]):
+            content = m.content if len(m.content) <= HISTORY_MESSAGE_CHARS else m.content[:HISTORY_MESSAGE_CHARS] + " ..."
+            if total + len(content) > HISTORY_CHARS:
+                break
+            total += len(content)
+            out.append((m.role, content))
+        return list(reversed(out))
+
+    def reply(self, conversation_id: int, text: str, *, on_token: Callable[[str], None] | None = None,
+              cancel: CancelToken | None = None, temporary: bool = False) -> Reply:
+        """Answer one user message (see the module docstring). Raises InvalidInputError for an
+        empty message, NotFoundError for an unknown conversation; a model error propagates
+        after the user message was stored."""
+        if not text or not text.strip():
+            raise InvalidInputError("Type a message first.")
+        user_msg = self.bank.chats.add_message(conversation_id, "user", text,
+                                               meta={"temporary": True} if temporary else None)
+        command = parse_command(text)
+        if command is not None:
+            reply = self._command(conversation_id, user_msg, *command, temporary=temporary)
+            if on_token is not None:
+                on_token(reply.text)
+            return reply
+        use_memory = not temporary and not self.settings.memory_paused
+        job = _Job(text, self.user_name, format_time(datetime.now()), f"chat:{conversation_id}/{user_msg.id}")
+        return self._generate(conversation_id, user_msg, on_token, cancel, temporary=temporary,
+                              job=job if use_memory else None)
+
+    def regenerate(self, conversation_id: int, *, on_token: Callable[[str], None] | None = None,
+                   cancel: CancelToken | None = None) -> Reply:
+        """Redo the reply to the last user message (replacing the last reply). The turn is not
+        given to the manager again. Raises InvalidInputError when there is no user message."""
+        msgs = self.bank.chats.messages(conversation_id)
+        users = [m for m in msgs if m.role == "user"]
+        if not users:
+            raise InvalidInputError("There is no message to answer yet.")
+        user_msg = users[-1]
+        after = [m for m in msgs if m.role == "assistant" and m.id > user_msg.id]
+        temporary = bool((user_msg.meta or {}).get("temporary"))
+        return self._generate(conversation_id, user_msg, on_token, cancel, temporary=temporary,
+                              job=None, replace=after[-1] if after else None)
+
+    def _chat_floor(self) -> float:
+        """The cosine below which a memory is not put in a chat prompt: the embedder's
+        `chat_min_score` (0.2 for all-MiniLM-L6-v2; none for others). Ours: every prompt
+        token costs first-token latency on a CPU (~1000 tokens for 60 memories, several
+        seconds), and small models get confused by unrelated memories."""
+        return float(getattr(self.bank.embedder, "chat_min_score", -1.0))
+
+    def _generate(self, conversation_id, user_msg, on_token, cancel, *, temporary: bool, job: _Job | None,
+                  replace=None) -> Reply:
+        agent = self._agent()
+        self._begin_reply()
+        try:
+            if job is not None:
+                self._enqueue(job)
+            history = self._history(conversation_id, user_msg.id)
+            memories = [] if temporary else agent.retrieve(user_msg.content, min_score=self._chat_floor())
+            params = GenParams(temperature=self.settings.temperature, max_tokens=self.settings.max_tokens)
+            result = agent.chat(user_msg.content, history=history, memories=memories, on_token=on_token,
+                                cancel=cancel, params=params, user_name=self.user_name,
+                                assistant_name=self.assistant_name, now=format_time(datetime.now()),
+                                memory_off=temporary)
+        finally:
+            self._end_reply()
+        meta = {"selected": [m.id for m in result.selected], "retrieved": [m.id for m in result.retrieved],
+                "cancelled": result.cancelled, "temporary": temporary}
+        if replace is not None:
+            self.bank.chats.update_message(replace.id, content=result.answer, meta=meta)
+            message_id = replace.id
+        else:
+            message_id = self.bank.chats.add_message(conversation_id, "assistant", result.answer, meta=meta).id
+        return Reply(result.answer, message_id, user_msg.id, result.selected, result.retrieved, result.cancelled)
+
+    # --- explicit commands --------------------------------------------------------------
+    def _command(self, conversation_id: int, user_msg, name: str, arg: str, *, temporary: bool) -> Reply:
+        turn = f"chat:{conversation_id}/{user_msg.id}"
+        changes: MemoryChanges | None = None
+        if temporary:
+            text = "This is a temporary chat: I don't read or write memories here."
+        elif self.settings.memory_paused:
+            text = "Memory is paused, so I didn't change any memories."
+        elif name == "remember":
+            text, changes = self._remember(arg, turn)
+        else:
+            text, changes = self._forget(arg, turn)
+        meta = {"command": name, "temporary": temporary,
+                "changes": {"added": [m.id for m in changes.added] if changes else [],
+                            "deleted": [m.id for m in changes.deleted] if changes else []}}
+        msg = self.bank.chats.add_message(conversation_id, "assistant", text, meta=meta)
+        return Reply(text, msg.id, user_msg.id, [], [], False, changes)
+
+    def _remember(self, arg: str, turn: str) -> tuple[str, MemoryChanges]:
+        fact = third_person(arg, self.user_name)
+        dup = self.bank.find_duplicate(fact, speaker=self.user_name)
+        if dup is not None:
+            return f"I already remember that: {dup.text}", MemoryChanges()
+        op = MemoryOp("ADD", text=fact, speaker=self.user_name, observed_at=format_time(datetime.now()), source=turn)
+        changes = self.bank.apply([op], actor="user", turn=turn)
+        return f"OK, I'll remember that: {fact}", changes
+
+    def _forget(self, arg: str, turn: str) -> tuple[str, MemoryChanges]:
+        target = third_person(arg, self.user_name)
+        vec = self.bank.embed([target])[0]
+        words = _words(target)
+        matches: list[Memory] = []
+        for hit in self.bank.search_by_vector(vec, k=10):
+            mem = hit.memory
+            overlap = len(words & _words(mem.text)) / len(words) if words else 0.0
+            if mem.status == "active" and (hit.score >= FORGET_MIN_COSINE or overlap >= FORGET_MIN_OVERLAP):
+                matches.append(mem)
+        matches = matches[:FORGET_MAX]
+        if not matches:
+            return f"I couldn't find a memory about \u201c{arg}\u201d.", MemoryChanges()
+        ops = [MemoryOp("DELETE", memory_id=m.id, old_text=m.text) for m in matches]
+        changes = self.bank.apply(ops, actor="user", turn=turn)
+        listing = "\n".join(f"- {m.text}" for m in matches)
+        return f"Forgotten (undo is in the memory history):\n{listing}", changes

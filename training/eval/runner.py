@@ -1,0 +1,390 @@
+"""The LoCoMo evaluation runner (issue 5; Memory-R1's protocol, method.md §3).
+
+    run_locomo(EvalConfig(data="val.json", systems=("memory-r1",)))
+
+For each conversation: build (or reuse from the cache) the bank, answer every question of
+categories 1-4 (or those whose evidence lies in the first `max_sessions` sessions), score each
+answer with `training.eval.metrics` (F1, BLEU-1, EM) and optionally a local judge model, and write
+into the output folder: `predictions.jsonl` (one line per question, appended as it is answered:
+an interrupted run resumes from it), `summary.json`, `report.md` and PNG plots. With several
+systems each gets a sub-folder and the folder also gets `comparison.md` / `comparison.png`.
+
+Models load lazily and once per role: a cached bank needs no manager model, `rag` needs none.
+Each role gets its own backend (llama.cpp keeps the KV cache of the previous prompt's prefix;
+the manager's and the answerer's prompts would evict each other).
+
+Threads: runs on the caller's thread. Raises UserError subclasses for bad input (missing data
+file, unknown system or sample, an output folder holding a run with other settings);
+ModelLoadError when a model cannot load. A manager failure on one turn or an answer failure on
+one question is counted in the report, never fatal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+from core.agents import prompts
+from core.fileio import append_jsonl, read_jsonl
+from core.config import ModelSpec
+from core.errors import InvalidInputError, ModelOutputError
+from core.locomo import CATEGORY_NAMES, PAPER_CATEGORY_NAMES, Sample, load_locomo
+from core.types import ChatBackend, Embedder
+
+from training.eval import report as eval_report
+from training.eval.systems import (SYSTEMS, Answered, BankHandle, answer_full_context,
+                           answer_with_agent, bank_key, build_turn_bank, check_system,
+                           ingest_memory_bank, judge_answer, selected_questions)
+from training.eval.metrics import score_answer
+
+log = logging.getLogger(__name__)
+
+RUN_FILE = "run.json"
+PREDICTIONS = "predictions.jsonl"
+
+
+@dataclass
+class EvalConfig:
+    """What to evaluate. Paths are strings; None models mean the embedded SmolLM2-135M."""
+
+    data: str
+    systems: tuple[str, ...] = ("memory-r1",)
+    samples: tuple[str, ...] | None = None
+    max_questions: int | None = None
+    max_sessions: int | None = None
+    out: str | None = None
+    cache_dir: str | None = None
+    answer_model: ModelSpec = field(default_factory=ModelSpec)
+    manager_model: ModelSpec = field(default_factory=ModelSpec)
+    judge_model: str | None = None
+    k: int = 60
+    fresh: bool = False
+    progress: bool = True
+
+    def validate(self) -> None:
+        if not self.systems:
+            raise InvalidInputError("Choose at least one system.")
+        for s in self.systems:
+            check_system(s)
+        if self.max_questions is not None and self.max_questions < 1:
+            raise InvalidInputError("--max-questions must be at least 1.")
+        if self.max_sessions is not None and self.max_sessions < 1:
+            raise InvalidInputError("--max-sessions must be at least 1.")
+        if self.k < 2:
+            raise InvalidInputError("k must be at least 2 (half per speaker).")
+        self.answer_model.validate()
+        self.manager_model.validate()
+
+
+class Components:
+    """The models and the embedder, created on first use (tests pass fakes in).
+
+    `answer`, `manager`, `judge`, `manager_decide` (a second manager instance for the decision
+    step; optional): zero-argument factories returning a `ChatBackend`; each is called at most
+    once. `ids`: the fingerprints that key the caches and guard resumption
+    (`manager`, `answer`, `judge`, `embedder`).
+    """
+
+    def __init__(self, embedder: Embedder, *, answer: Callable[[], ChatBackend],
+                 manager: Callable[[], ChatBackend], judge: Callable[[], ChatBackend] | None = None,
+                 ids: dict | None = None, manager_decide: Callable[[], ChatBackend] | None = None) -> None:
+        self.embedder = embedder
+        self._factories = {"answer": answer, "manager": manager, "judge": judge, "manager_decide": manager_decide}
+        self._made: dict[str, ChatBackend] = {}
+        self.ids = {"embedder": embedder.name, **(ids or {})}
+
+    def backend(self, role: str) -> ChatBackend:
+        if role not in self._made:
+            factory = self._factories.get(role)
+            if factory is None:
+                raise InvalidInputError(f"No {role} model configured.")
+            self._made[role] = factory()
+        return self._made[role]
+
+    def has(self, role: str) -> bool:
+        return self._factories.get(role) is not None
+
+    def memory_bank(self, sample: Sample, folder: Path, *, max_sessions: int | None,
+                    progress: bool) -> BankHandle:
+        """The sample's Memory-Manager bank in `folder` (cached; built with the manager, and
+        the second manager instance for decisions when there is one)."""
+        decide = (lambda: self.backend("manager_decide")) if self.has("manager_decide") else None
+        return ingest_memory_bank(sample, folder, self.embedder, lambda: self.backend("manager"),
+                                  max_sessions=max_sessions, progress=progress, decide_backend=decide)
+
+    def close(self) -> None:
+        for b in self._made.values():
+            try:
+                b.close()
+            except Exception:  # closing is best effort
+                log.debug("closing a backend failed", exc_info=True)
+        self._made.clear()
+
+    @classmethod
+    def load(cls, config: EvalConfig) -> "Components":
+        """Real components: llama.cpp backends (lazy) and the embedded MiniLM embedder."""
+        from core.embeddings import default_embedder
+        from core.llm.runtime import load_backend
+
+        from training.models import model_id
+
+        ids = {"manager": model_id(config.manager_model), "answer": model_id(config.answer_model)}
+        judge = None
+        if config.judge_model:
+            judge_spec = ModelSpec(path=config.judge_model, n_ctx=config.answer_model.n_ctx)
+            ids["judge"] = model_id(judge_spec)
+            judge = lambda: load_backend(judge_spec)  # noqa: E731
+        return cls(default_embedder(), answer=lambda: load_backend(config.answer_model),
+                   manager=lambda: load_backend(config.manager_model), judge=judge, ids=ids,
+                   manager_decide=lambda: load_backend(config.manager_model))
+
+
+# --- output folders and resumption ------------------------------------------------------------
+
+def default_out(config: EvalConfig) -> Path:
+    from core.paths import data_dir
+
+    tag = Path(config.data).stem
+    if config.samples:
+        tag += "-" + "+".join(config.samples)
+    if config.max_sessions:
+        tag += f"-s{config.max_sessions}"
+    if config.max_questions:
+        tag += f"-q{config.max_questions}"
+    base = data_dir() / "eval" / tag
+    return base / config.systems[0] if len(config.systems) == 1 else base
+
+
+def system_out(config: EvalConfig, system: str) -> Path:
+    """Where one system's outputs go: --out itself for one system, --out/<system> for several."""
+    base = Path(config.out) if config.out else default_out(config)
+    return base if len(config.systems) == 1 else base / system
+
+
+def _data_digest(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def run_identity(config: EvalConfig, system: str, comps: Components, data_digest: str) -> dict:
+    """What a resumed run must share with the one that wrote the folder."""
+    ident = {"system": system, "data_sha256": data_digest, "samples": list(config.samples or []),
+             "max_sessions": config.max_sessions, "answer": comps.ids.get("answer"),
+             "embedder": comps.ids.get("embedder"), "prompt_version": prompts.PROMPT_VERSION,
+             "k": config.k, "n_ctx": config.answer_model.n_ctx}
+    if system in ("memory-r1", "no-distill"):
+        ident["manager"] = comps.ids.get("manager")
+    return ident
+
+
+def prepare_out(out: Path, identity: dict, *, fresh: bool) -> list[dict]:
+    """Create `out`, check it holds no run with other settings, return the done records."""
+    out.mkdir(parents=True, exist_ok=True)
+    run_file, preds = out / RUN_FILE, out / PREDICTIONS
+    if fresh:
+        for name in (PREDICTIONS, RUN_FILE, "summary.json", "report.md"):
+            (out / name).unlink(missing_ok=True)
+    if run_file.exists():
+        try:
+            old = json.loads(run_file.read_text(encoding="utf-8"))
+        except ValueError:
+            old = {}
+        diff = sorted(k for k in set(old) | set(identity) if old.get(k) != identity.get(k))
+        if diff and preds.exists():
+            raise InvalidInputError(
+                f"{out} holds a run with other settings ({', '.join(diff)} differ); "
+                "pass --fresh to start over or choose another --out.")
+    run_file.write_text(json.dumps(identity, indent=1), encoding="utf-8")
+    return read_jsonl(preds)
+
+
+def _atomic_write_jsonl(path: Path, records: Sequence[dict]) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".predictions-", suffix=".jsonl")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        for r in records:
+            fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+# --- one system ----------------------------------------------------------------------------------
+
+def _record(sample: Sample, qa, system: str, ans: Answered) -> dict:
+    evidence = set(qa.evidence)
+    sources = [m.source for m in ans.retrieved if m.source]
+    hit = any(s.rsplit("/", 1)[-1] in evidence for s in sources) if ans.retrieved else None
+    return {
+        "sample_id": sample.sample_id, "qa_index": qa.index, "system": system,
+        "question": qa.question, "gold": qa.answer, "prediction": ans.prediction,
+        "category": qa.category, "category_name": CATEGORY_NAMES.get(qa.category),
+        "paper_category": PAPER_CATEGORY_NAMES.get(qa.category), "evidence": list(qa.evidence),
+        **score_answer(ans.prediction, qa.answer), "judge": None,
+        "selected_ids": [m.id for m in ans.selected], "retrieved_ids": [m.id for m in ans.retrieved],
+        "selected_sources": [m.source for m in ans.selected], "evidence_retrieved": hit,
+        "context_turns": ans.context_turns,
+        "retrieval_s": round(ans.retrieval_s, 5), "answer_s": round(ans.answer_s, 5),
+        "latency_s": round(ans.retrieval_s + ans.answer_s, 5),
+        "prompt_tokens": ans.prompt_tokens, "completion_tokens": ans.completion_tokens,
+        "raw": ans.raw, "error": ans.error,
+    }
+
+
+def _answer_one(system: str, sample: Sample, qa, handle: BankHandle | None, comps: Components,
+                config: EvalConfig) -> Answered:
+    from core.agents.answer import AnswerAgent
+
+    backend = comps.backend("answer")
+    try:
+        if system == "full-context":
+            return answer_full_context(sample.turns_upto(config.max_sessions), qa.question, backend,
+                                       int(getattr(backend, "n_ctx", None) or config.answer_model.n_ctx))
+        agent = AnswerAgent(handle.bank, backend, k=config.k, distill=system != "no-distill")
+        return answer_with_agent(agent, qa.question, sample.speakers, distill=system != "no-distill")
+    except (ModelOutputError, InvalidInputError) as exc:
+        log.error("%s: question %s/%d failed: %s", system, sample.sample_id, qa.index, exc)
+        return Answered("", getattr(exc, "raw", ""), error=str(exc)[:500])
+
+
+def _bank_for(system: str, sample: Sample, comps: Components, config: EvalConfig,
+              cache: Path) -> BankHandle | None:
+    emb = comps.ids["embedder"]
+    if system in ("memory-r1", "no-distill"):
+        folder = cache / bank_key("memory", sample, config.max_sessions, emb, comps.ids.get("manager"))
+        return comps.memory_bank(sample, folder, max_sessions=config.max_sessions, progress=config.progress)
+    if system == "rag":
+        folder = cache / bank_key("turns", sample, config.max_sessions, emb)
+        return build_turn_bank(sample, folder, comps.embedder, max_sessions=config.max_sessions)
+    return None
+
+
+def run_system(system: str, samples: Sequence[Sample], comps: Components, config: EvalConfig,
+               out: Path, cache: Path, data_digest: str) -> dict:
+    """Evaluate one system into `out`; returns its summary."""
+    done = prepare_out(out, run_identity(config, system, comps, data_digest), fresh=config.fresh)
+    have = {(r["sample_id"], r["qa_index"]) for r in done}
+    plan = [(s, q) for s in samples for q in selected_questions(s, config.max_sessions)]
+    if config.max_questions:
+        plan = plan[:config.max_questions]
+    if not plan:
+        raise InvalidInputError("No question to evaluate (check --samples and --max-sessions).")
+    wanted = {(s.sample_id, q.index) for s, q in plan}
+    ingestion: list[dict] = []
+    bar = _question_bar(len(plan), len(have & wanted), system, config.progress)
+    for sample in dict.fromkeys(s for s, _ in plan):
+        todo = [q for s, q in plan if s is sample and (s.sample_id, q.index) not in have]
+        handle = _bank_for(system, sample, comps, config, cache)
+        try:
+            if handle is not None:
+                ingestion.append(handle.stats)
+            for qa in todo:
+                record = _record(sample, qa, system, _answer_one(system, sample, qa, handle, comps, config))
+                if comps.has("judge"):
+                    record["judge"] = judge_answer(comps.backend("judge"), qa.question, qa.answer,
+                                                   record["prediction"])
+                append_jsonl(out / PREDICTIONS, record)
+                if bar is not None:
+                    bar.update(1)
+        finally:
+            if handle is not None:
+                handle.close()
+    if bar is not None:
+        bar.close()
+    records = [r for r in read_jsonl(out / PREDICTIONS) if (r["sample_id"], r["qa_index"]) in wanted]
+    records = _judge_missing(records, comps, out)
+    summary = eval_report.summarise(records, system=system, config=_config_dict(config, system, comps),
+                                    ingestion=ingestion)
+    summary["evidence_recall"] = _evidence_recall(records)
+    turn_seconds = [t for st in ingestion if st.get("kind") == "memory" for t in st.get("turn_seconds", [])]
+    eval_report.write_outputs(out, summary, records, turn_seconds)
+    return summary
+
+
+def _question_bar(total: int, initial: int, system: str, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc=f"answer {system}", unit="q", dynamic_ncols=True)
+
+
+def _judge_missing(records: list[dict], comps: Components, out: Path) -> list[dict]:
+    """Label the records an earlier run left without a judge label (then rewrite the file)."""
+    if not comps.has("judge") or all(r.get("judge") for r in records):
+        return records
+    for r in records:
+        if not r.get("judge"):
+            r["judge"] = judge_answer(comps.backend("judge"), r["question"], r["gold"], r["prediction"])
+    everything = {(r["sample_id"], r["qa_index"]): r for r in read_jsonl(out / PREDICTIONS)}
+    everything.update({(r["sample_id"], r["qa_index"]): r for r in records})
+    _atomic_write_jsonl(out / PREDICTIONS, list(everything.values()))
+    return records
+
+
+def _evidence_recall(records: Sequence[dict]) -> float | None:
+    """Share of questions whose retrieved memories/turns came from an evidence turn."""
+    vals = [r["evidence_retrieved"] for r in records if r.get("evidence_retrieved") is not None]
+    return round(sum(vals) / len(vals), 4) if vals else None
+
+
+def _config_dict(config: EvalConfig, system: str, comps: Components) -> dict:
+    d = asdict(config)
+    return {
+        "system": system, "data": config.data, "samples": list(config.samples or []) or None,
+        "max_sessions": config.max_sessions, "max_questions": config.max_questions, "k": config.k,
+        "answer_model": comps.ids.get("answer"), "answer_adapter": d["answer_model"]["adapter"],
+        "manager_model": comps.ids.get("manager") if system in ("memory-r1", "no-distill") else None,
+        "manager_adapter": d["manager_model"]["adapter"] if system in ("memory-r1", "no-distill") else None,
+        "judge_model": comps.ids.get("judge"), "n_ctx": config.answer_model.n_ctx,
+        "prompt_version": prompts.PROMPT_VERSION, "embedder": comps.ids.get("embedder"),
+        "finished_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+
+
+# --- entry point ---------------------------------------------------------------------------------
+
+def run_locomo(config: EvalConfig, components: Components | None = None) -> dict[str, dict]:
+    """Evaluate every system of `config`; returns {system: summary}. See the module docstring."""
+    config.validate()
+    data = Path(config.data)
+    if not data.is_file():
+        raise InvalidInputError(f"LoCoMo data file not found: {data}")
+    samples = load_locomo(data, list(config.samples) if config.samples else None)
+    comps = components or Components.load(config)
+    from core.paths import data_dir
+
+    cache = Path(config.cache_dir) if config.cache_dir else data_dir() / "eval-cache"
+    digest = _data_digest(config.data)
+    results: dict[str, dict] = {}
+    try:
+        for system in config.systems:
+            out = system_out(config, system)
+            results[system] = run_system(system, samples, comps, config, out, cache, digest)
+            log.info("%s: F1 %.4f BLEU-1 %.4f -> %s", system, results[system]["overall"]["f1"],
+                     results[system]["overall"]["bleu1"], out)
+    finally:
+        comps.close()
+    if len(config.systems) > 1:
+        base = Path(config.out) if config.out else default_out(config)
+        eval_report.compare_runs([system_out(config, s) for s in config.systems], base)
+    return results
+
+
+def parse_systems(value: str) -> tuple[str, ...]:
+    """`memory-r1`, `rag,full-context` or `all`.
+
+    >>> parse_systems("all")
+    ('memory-r1', 'no-distill', 'rag', 'full-context')
+    >>> parse_systems("rag, memory-r1")
+    ('rag', 'memory-r1')
+    """
+    if value.strip() == "all":
+        return SYSTEMS
+    names = tuple(dict.fromkeys(v.strip() for v in value.split(",") if v.strip()))
+    for n in names:
+        check_system(n)
+    return names

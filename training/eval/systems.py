@@ -1,0 +1,314 @@
+"""The four systems the LoCoMo evaluation compares, and the cached, resumable memory banks.
+
+- `memory-r1`: the Memory Manager builds one bank per conversation (every turn of both
+  speakers, in order, with the session timestamps; the `speaker` column makes it one bank per
+  speaker as in the paper); the Answer Agent retrieves 30 memories per speaker (60) and
+  selects + answers in one generation.
+- `no-distill`: the same bank; the answer prompt without the selection step.
+- `rag`: no manager; the raw dialogue turns (`"<speaker>: <text>"`, session time as the
+  timestamp) are embedded into a separate bank and the Answer Agent answers over them with the
+  same prompt and the same 30 + 30 retrieval (LoCoMo's RAG baseline, with our answer prompt).
+- `full-context`: no retrieval; as many of the most recent turns as fit the answer model's
+  context (n_ctx minus the answer budget, counted with the model's tokenizer), in order,
+  answered with the no-selection prompt (our choice: a selection list over hundreds of turns
+  would only cost generation time).
+
+Banks are cached under `<cache>/<kind>-<sample>-<key>/` where the key hashes the conversation's
+turns, the manager model + adapter fingerprints, PROMPT_VERSION, `max_sessions` and the
+embedder: a re-run with another answerer reuses them. Ingestion checkpoints after every turn
+(`turns.jsonl`, one line per turn with its timing and op counts) and resumes from there; a
+turn applied just before a crash may be redone once (its facts are then duplicates, which the
+manager skips). `done.json` marks a complete bank. A lock file keeps two processes from
+ingesting the same bank at once (POSIX only).
+
+Threads: everything here runs on the caller's thread; backends are not thread-safe.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+from core.agents import prompts
+from core.errors import InvalidInputError, ModelOutputError
+from core.fileio import append_jsonl, folder_lock, read_jsonl
+from core.locomo import QA, Sample, Turn
+from core.types import ChatBackend, GenParams, Memory, MemoryOp
+
+log = logging.getLogger(__name__)
+
+SYSTEMS = ("memory-r1", "no-distill", "rag", "full-context")
+CACHE_LAYOUT_VERSION = "eval-bank-1"  # bump when what a cached bank holds changes
+FULL_CONTEXT_PARAMS = GenParams(temperature=0.0, max_tokens=256)
+TEMPLATE_SLACK_TOKENS = 64  # chat-template tokens not counted by count_tokens(content)
+
+
+# --- fingerprints and cache keys -------------------------------------------------------------
+
+def turns_digest(turns: Sequence[Turn]) -> str:
+    h = hashlib.sha256()
+    for t in turns:
+        h.update(json.dumps([t.speaker, t.dia_id, t.full_text, t.time], ensure_ascii=False).encode())
+    return h.hexdigest()[:16]
+
+
+def bank_key(kind: str, sample: Sample, max_sessions: int | None, embedder_name: str,
+             manager_id: str | None = None) -> str:
+    """The cache folder name of one bank: `<kind>-<sample>-<hash of everything it depends on>`."""
+    parts = [CACHE_LAYOUT_VERSION, kind, sample.sample_id, turns_digest(sample.turns_upto(max_sessions)),
+             str(max_sessions), embedder_name]
+    if kind == "memory":
+        parts += [manager_id or "", prompts.PROMPT_VERSION]
+    digest = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:12]
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in sample.sample_id)
+    return f"{kind}-{safe}-{digest}"
+
+
+# --- memory banks ------------------------------------------------------------------------------
+
+@dataclass
+class BankHandle:
+    """An open bank (memories or raw turns) and the stats of how it was built."""
+
+    bank: object  # core.memory.MemoryBank
+    stats: dict
+    folder: Path
+
+    def close(self) -> None:
+        self.bank.close()
+
+
+def _open_bank(folder: Path, embedder):
+    from core.memory import MemoryBank
+
+    return MemoryBank(folder / "bank.sqlite3", embedder)
+
+
+def _progress(iterable, *, total: int, desc: str, enabled: bool, initial: int = 0):
+    if not enabled:
+        return iterable
+    from tqdm import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, unit="turn", initial=initial, dynamic_ncols=True)
+
+
+def ingest_memory_bank(sample: Sample, folder: Path, embedder, manager_backend: Callable[[], ChatBackend],
+                       *, max_sessions: int | None, progress: bool = False,
+                       decide_backend: Callable[[], ChatBackend] | None = None) -> BankHandle:
+    """The sample's Memory-Manager bank in `folder`: reused when complete, else built or resumed.
+
+    `manager_backend` (and `decide_backend`, an optional second instance of the same model for
+    the per-fact decisions, so the extraction prompt's cached prefix is not evicted: about half
+    the time per turn, benchmarks/agents.py) is called only when some turn still has to be
+    processed (a cached bank needs no model). A turn whose model output fails twice (ModelOutputError) is recorded as a
+    failure and skipped; any other error stops ingestion with the progress kept.
+    """
+    from core.agents.manager import MemoryManager
+
+    with folder_lock(folder):
+        turns = sample.turns_upto(max_sessions)
+        log_path = folder / "turns.jsonl"
+        done_path = folder / "done.json"
+        bank = _open_bank(folder, embedder)
+        try:
+            cached = done_path.exists()
+            done = {r["dia_id"] for r in read_jsonl(log_path)}
+            todo = [t for t in turns if t.dia_id not in done]
+            if todo and not cached:
+                manager = MemoryManager(bank, manager_backend(),
+                                        decide_backend=decide_backend() if decide_backend else None)
+                bar = _progress(todo, total=len(turns), initial=len(turns) - len(todo),
+                                desc=f"ingest {sample.sample_id}", enabled=progress)
+                for turn in bar:
+                    append_jsonl(log_path, _ingest_turn(manager, sample, turn))
+            records = read_jsonl(log_path)
+            stats = _ingest_stats(records, bank, cached=cached)
+            if not cached:
+                done_path.write_text(json.dumps(stats, indent=1), encoding="utf-8")
+        except BaseException:
+            bank.close()
+            raise
+    return BankHandle(bank, stats, folder)
+
+
+def _ingest_turn(manager, sample: Sample, turn: Turn) -> dict:
+    source = f"locomo:{sample.sample_id}/{turn.dia_id}"
+    start = time.perf_counter()
+    rec = {"dia_id": turn.dia_id, "speaker": turn.speaker, "ADD": 0, "UPDATE": 0, "DELETE": 0, "NONE": 0,
+           "error": None}
+    try:
+        ch = manager.process_turn(turn.full_text, speaker=turn.speaker, time=turn.time or None,
+                                  turn=source, source=source)
+        rec.update(ADD=len(ch.added), UPDATE=len(ch.updated), DELETE=len(ch.deleted), NONE=int(ch.noops))
+    except ModelOutputError as exc:
+        log.error("turn %s skipped: %s; raw=%r", source, exc, exc.raw[:500])
+        rec["error"] = str(exc)[:500]
+    rec["seconds"] = round(time.perf_counter() - start, 4)
+    return rec
+
+
+def _ingest_stats(records: Sequence[dict], bank, *, cached: bool) -> dict:
+    return {
+        "kind": "memory",
+        "turns": len(records),
+        "seconds": round(sum(r["seconds"] for r in records), 3),
+        "turn_seconds": [r["seconds"] for r in records],
+        "ops": {op: sum(int(r.get(op, 0)) for r in records) for op in ("ADD", "UPDATE", "DELETE", "NONE")},
+        "failures": sum(1 for r in records if r.get("error")),
+        "memories": bank.count(),
+        "cached": cached,
+    }
+
+
+def turn_text(turn: Turn) -> str:
+    """How a raw turn is stored for the RAG and full-context baselines.
+
+    >>> turn_text(Turn("Jon", "D1:2", "I lost my job", 1, "4:04 pm on 20 January, 2023"))
+    'Jon: I lost my job'
+    """
+    return f"{turn.speaker}: {turn.full_text}"
+
+
+def build_turn_bank(sample: Sample, folder: Path, embedder, *, max_sessions: int | None) -> BankHandle:
+    """The RAG baseline's index: every turn as one `memory`, added in one transaction."""
+    with folder_lock(folder):
+        bank = _open_bank(folder, embedder)
+        try:
+            cached = bank.count() > 0
+            start = time.perf_counter()
+            turns = sample.turns_upto(max_sessions)
+            if not cached and turns:
+                bank.apply([MemoryOp("ADD", text=turn_text(t), speaker=t.speaker, observed_at=t.time or None,
+                                     source=f"locomo:{sample.sample_id}/{t.dia_id}") for t in turns],
+                           actor="import", turn=f"locomo:{sample.sample_id}")
+            stats = {"kind": "turns", "turns": len(turns), "seconds": round(time.perf_counter() - start, 3),
+                     "memories": bank.count(), "cached": cached, "turn_seconds": [], "failures": 0,
+                     "ops": {}}
+        except BaseException:
+            bank.close()
+            raise
+    return BankHandle(bank, stats, folder)
+
+
+# --- answering -----------------------------------------------------------------------------------
+
+@dataclass
+class Answered:
+    """One system's answer to one question, before scoring."""
+
+    prediction: str
+    raw: str = ""
+    selected: Sequence[Memory] = ()
+    retrieved: Sequence[Memory] = ()
+    retrieval_s: float = 0.0
+    answer_s: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    context_turns: int | None = None  # full-context: turns that fit
+    error: str | None = None
+
+
+def _count(backend: ChatBackend, text: str) -> int:
+    try:
+        return int(backend.count_tokens(text)) if text else 0
+    except Exception:  # informative only
+        return 0
+
+
+def answer_with_agent(agent, question: str, speakers: Sequence[str], *, distill: bool) -> Answered:
+    """Retrieve (timed) then answer (timed) with a `core.agents.answer.AnswerAgent`."""
+    start = time.perf_counter()
+    retrieved = agent.retrieve(question, speakers=list(speakers))
+    mid = time.perf_counter()
+    res = agent.answer(question, memories=retrieved, distill=distill)
+    end = time.perf_counter()
+    return Answered(res.answer, res.raw, res.selected, res.retrieved, mid - start, end - mid,
+                    res.prompt_tokens, _count(agent.backend, res.raw))
+
+
+def _prompt_tokens(backend: ChatBackend, messages) -> int:
+    template = getattr(backend, "apply_chat_template", None)
+    if template is not None:
+        try:
+            return int(backend.count_tokens(template(messages)))
+        except Exception:  # fall back to the contents plus a margin
+            pass
+    return sum(_count(backend, m["content"]) for m in messages) + TEMPLATE_SLACK_TOKENS
+
+
+def fit_recent_turns(turns: Sequence[Turn], question: str, backend: ChatBackend, n_ctx: int,
+                     answer_tokens: int) -> tuple[list[dict], int]:
+    """The no-selection answer prompt over the most recent turns that fit `n_ctx - answer_tokens`
+    (oldest dropped first), and how many turns it holds. Token counts use the backend's own
+    tokenizer; the final prompt is re-counted and trimmed until it fits."""
+    budget = n_ctx - answer_tokens
+
+    def build(kept: Sequence[Turn]) -> list[dict]:
+        return prompts.answer_messages(question, {None: [f"{t.time}: {turn_text(t)}" if t.time else turn_text(t)
+                                                          for t in kept]}, distill=False)
+
+    base = _prompt_tokens(backend, build([]))
+    used, total = 0, base
+    for t in reversed(turns):
+        cost = _count(backend, f"- {t.time}: {turn_text(t)}\n")
+        if total + cost > budget:
+            break
+        total += cost
+        used += 1
+    kept = list(turns[len(turns) - used:]) if used else []
+    messages = build(kept)
+    while kept and _prompt_tokens(backend, messages) > budget:
+        drop = max(1, len(kept) // 20)
+        kept = kept[drop:]
+        messages = build(kept)
+    return messages, len(kept)
+
+
+def answer_full_context(turns: Sequence[Turn], question: str, backend: ChatBackend, n_ctx: int,
+                        params: GenParams = FULL_CONTEXT_PARAMS) -> Answered:
+    start = time.perf_counter()
+    messages, used = fit_recent_turns(turns, question, backend, n_ctx, params.max_tokens)
+    mid = time.perf_counter()
+    from core.agents.answer import generate_answer
+
+    raw, _ = generate_answer(backend, messages, params, max_lines=used + 2, force_marker=False)
+    end = time.perf_counter()
+    answer = " ".join(prompts.parse_answer(raw).answer.split())
+    return Answered(answer, raw, (), (), mid - start, end - mid, _prompt_tokens(backend, messages),
+                    _count(backend, raw), context_turns=used)
+
+
+# --- judge -----------------------------------------------------------------------------------------
+
+def judge_answer(backend: ChatBackend, question: str, gold: str, prediction: str) -> str:
+    """CORRECT or WRONG from a local judge model (schema-constrained; one retry, then WRONG)."""
+    messages = prompts.judge_messages(question, gold, prediction)
+    for attempt in (1, 2):
+        raw = "".join(backend.complete(messages, params=GenParams(temperature=0.0 if attempt == 1 else 0.5,
+                                                                  max_tokens=64),
+                                       schema=prompts.JUDGE_SCHEMA))
+        try:
+            return prompts.parse_judge(raw)
+        except ModelOutputError as exc:
+            log.warning("judge output unparseable (attempt %d): %s; raw=%r", attempt, exc, raw[:300])
+    return "WRONG"
+
+
+def check_system(name: str) -> str:
+    if name not in SYSTEMS:
+        raise InvalidInputError(f"Unknown system {name!r}; expected one of {', '.join(SYSTEMS)}.")
+    return name
+
+
+def selected_questions(sample: Sample, max_sessions: int | None) -> list[QA]:
+    """Scored questions (categories 1-4); with `max_sessions`, only those whose evidence lies
+    entirely in the first N sessions (a question without evidence is then dropped)."""
+    qs = sample.scored_qa()
+    if max_sessions is None:
+        return qs
+    return [q for q in qs if q.sessions and max(q.sessions) <= max_sessions]
