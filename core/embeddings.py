@@ -116,6 +116,7 @@ class HashEmbedder:
     """
 
     related_score = 0.1
+    chat_min_score = -1.0  # no chat floor: hashed cosines are not calibrated
 
     def __init__(self, dim: int = DEFAULT_DIM, name: str = "hash-embedder") -> None:
         self.dim = dim

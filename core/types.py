@@ -137,6 +137,7 @@ class ChatBackend(Protocol):
     """
 
     name: str
+    n_ctx: int  # the context window in tokens
 
     def complete(
         self,
@@ -147,6 +148,15 @@ class ChatBackend(Protocol):
         cancel: CancelToken | None = None,
     ) -> Iterator[str]: ...
 
+    def complete_text(self, prompt: str, *, params: GenParams = GenParams(),
+                      cancel: CancelToken | None = None) -> Iterator[str]:
+        """Continue a raw, already templated prompt (e.g. a forced `**Answer:**` line)."""
+        ...
+
+    def apply_chat_template(self, messages: Sequence[Message]) -> str:
+        """The exact prompt text `complete(messages)` would evaluate."""
+        ...
+
     def count_tokens(self, text: str) -> int: ...
 
     def close(self) -> None: ...
@@ -154,10 +164,16 @@ class ChatBackend(Protocol):
 
 @runtime_checkable
 class Embedder(Protocol):
-    """Texts -> L2-normalised float32 rows of `dim` columns."""
+    """Texts -> L2-normalised float32 rows of `dim` columns.
+
+    `related_score`: the cosine from which the Memory Manager treats a memory as related to a
+    new fact; `chat_min_score`: the cosine below which a memory stays out of a chat prompt
+    (-1.0: no floor). Both are calibrated per embedding model (core.embeddings)."""
 
     name: str
     dim: int
+    related_score: float
+    chat_min_score: float
 
     def embed(self, texts: Sequence[str]) -> np.ndarray: ...
 

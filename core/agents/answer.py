@@ -188,13 +188,10 @@ def generate_answer(backend: ChatBackend, messages, params: GenParams, *, max_li
         return text, reason
     if reason is None and not (force_marker and _ends_in_selection(text)):
         return text, reason
-    template = getattr(backend, "apply_chat_template", None)
-    if template is None:
-        return text, reason
     head = text.rstrip()
     prefix = (head + "\n" if head else "") + "**Answer:**"
     forced = GenParams(temperature=0.0, max_tokens=FORCED_ANSWER_TOKENS, stop=("\n",))
-    tail = "".join(backend.complete_text(template(messages) + prefix, params=forced, cancel=cancel))
+    tail = "".join(backend.complete_text(backend.apply_chat_template(messages) + prefix, params=forced, cancel=cancel))
     line = next((ln for ln in tail.splitlines() if ln.strip()), "")
     if not line:
         return text, reason

@@ -44,7 +44,6 @@ log = logging.getLogger(__name__)
 EXTRACT_PARAMS = GenParams(temperature=0.0, max_tokens=1024)
 DECIDE_PARAMS = GenParams(temperature=0.0, max_tokens=1536)
 RETRY_TEMPERATURE = 0.5
-DEFAULT_RELATED_SCORE = 0.6
 
 
 @dataclass
@@ -53,7 +52,7 @@ class ManagerConfig:
 
     related_per_fact: int = 5  # Mem0: top 5 per fact
     related_min_score: float | None = None  # cosine below which a memory is not "related" (ours);
-    # None = the embedder's `related_score` (DEFAULT_RELATED_SCORE when it has none)
+    # None = the embedder's calibrated `related_score`
     duplicate_threshold: float = 0.95  # cosine similarity for a near-duplicate
     decide_when_empty: bool = False
     max_shown: int = 20  # memories shown in one decision call
@@ -334,7 +333,7 @@ class MemoryManager:
     def related_min_score(self) -> float:
         if self.config.related_min_score is not None:
             return self.config.related_min_score
-        return float(getattr(getattr(self.bank, "embedder", None), "related_score", DEFAULT_RELATED_SCORE))
+        return float(self.bank.embedder.related_score)
 
     def _related_hits(self, vec, *, speaker: str | None, exclude: set[int]) -> list[tuple[float, Memory]]:
         """(score, memory) of the top `related_per_fact` related memories of one fact vector."""

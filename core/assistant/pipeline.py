@@ -323,7 +323,7 @@ class Assistant:
         `chat_min_score` (0.2 for all-MiniLM-L6-v2; none for others). Ours: every prompt
         token costs first-token latency on a CPU (~1000 tokens for 60 memories, several
         seconds), and small models get confused by unrelated memories."""
-        return float(getattr(self.bank.embedder, "chat_min_score", -1.0))
+        return float(self.bank.embedder.chat_min_score)
 
     def _generate(self, conversation_id, user_msg, on_token, cancel, *, temporary: bool, job: _Job | None,
                   replace=None) -> Reply:

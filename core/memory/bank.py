@@ -60,10 +60,14 @@ class LazyDefaultEmbedder:
     """
 
     def __init__(self) -> None:
-        from core.embeddings import DEFAULT_DIM, DEFAULT_EMBEDDER_NAME
+        from core.embeddings import DEFAULT_DIM, DEFAULT_EMBEDDER_NAME, SentenceTransformerEmbedder
 
         self.name = DEFAULT_EMBEDDER_NAME
         self.dim = DEFAULT_DIM
+        # the model's calibration, without loading it (a lazy bank used to get the fallbacks:
+        # no chat floor at all in the app)
+        self.related_score = SentenceTransformerEmbedder.related_score
+        self.chat_min_score = SentenceTransformerEmbedder.chat_min_score
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         from core.embeddings import default_embedder

@@ -165,8 +165,8 @@ class CachingEmbedder:
         self.inner = inner
         self.name = inner.name
         self.dim = int(inner.dim)
-        if hasattr(inner, "related_score"):  # the manager's relatedness cut-off follows the embedder
-            self.related_score = inner.related_score
+        self.related_score = inner.related_score  # the manager's cut-offs follow the embedder
+        self.chat_min_score = inner.chat_min_score
         self.max_items = max_items
         self._cache: collections.OrderedDict[str, np.ndarray] = collections.OrderedDict()
         self.calls = 0
@@ -233,7 +233,7 @@ class _ReplayBackend:
     def __init__(self, inner) -> None:
         self.inner = inner
         self.name = inner.name
-        self.n_ctx = getattr(inner, "n_ctx", 4096)
+        self.n_ctx = inner.n_ctx
         self._memo: dict[str, str] = {}
         self.generated = 0
 

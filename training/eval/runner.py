@@ -242,7 +242,7 @@ def _answer_one(system: str, sample: Sample, qa, handle: BankHandle | None, comp
     try:
         if system == "full-context":
             return answer_full_context(sample.turns_upto(config.max_sessions), qa.question, backend,
-                                       int(getattr(backend, "n_ctx", None) or config.answer_model.n_ctx))
+                                       int(backend.n_ctx or config.answer_model.n_ctx))
         agent = AnswerAgent(handle.bank, backend, k=config.k, distill=system != "no-distill")
         return answer_with_agent(agent, qa.question, sample.speakers, distill=system != "no-distill")
     except (ModelOutputError, InvalidInputError) as exc:

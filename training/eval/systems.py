@@ -232,12 +232,10 @@ def answer_with_agent(agent, question: str, speakers: Sequence[str], *, distill:
 
 
 def _prompt_tokens(backend: ChatBackend, messages) -> int:
-    template = getattr(backend, "apply_chat_template", None)
-    if template is not None:
-        try:
-            return int(backend.count_tokens(template(messages)))
-        except Exception:  # fall back to the contents plus a margin
-            pass
+    try:
+        return int(backend.count_tokens(backend.apply_chat_template(messages)))
+    except Exception:  # fall back to the contents plus a margin
+        pass
     return sum(_count(backend, m["content"]) for m in messages) + TEMPLATE_SLACK_TOKENS
 
 
