@@ -161,11 +161,11 @@ class ModelStore:
             path = embedded_gguf()
             info = read_gguf_info(path)
             entry = next((e for e in self.catalog if e.embedded), None)
-            same = bool(entry and entry.size_bytes == info.file_size)
+            same = entry is not None and entry.size_bytes == info.file_size
             record = self._record_from_info(
                 info, path, source="embedded", managed=False,
-                sha=entry.sha256 if same else None, entry=entry if same else None,
-                verified=bool(same and entry.verified), reserve_id=False)
+                sha=entry.sha256 if same and entry else None, entry=entry if same else None,
+                verified=bool(same and entry and entry.verified), reserve_id=False)
             record.id = entry.id if entry else EMBEDDED_ID
             self._embedded = record
         return ModelRecord.from_dict(asdict(self._embedded))
@@ -234,6 +234,7 @@ class ModelStore:
         existing = next((r for r in self._records() if r.catalog_id == entry.id and r.available), None)
         if existing:
             return existing
+        assert entry.repo_id is not None  # load_catalog requires one for every downloadable entry
         url = dl.resolve_url(entry.repo_id, entry.filename, entry.revision, endpoint)
         remote = dl.probe(url)
         total = self._check_remote(entry, remote)

@@ -190,7 +190,7 @@ def _quant_name(file_type: Any, type_bytes: dict[int, int]) -> str | None:
             pass
     if not type_bytes:
         return None
-    commonest = max(type_bytes, key=type_bytes.get)
+    commonest = max(type_bytes, key=lambda t: type_bytes[t])
     try:
         return GGMLQuantizationType(commonest).name
     except ValueError:
