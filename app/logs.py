@@ -1,4 +1,8 @@
-"""Logging: everything goes to a rotating file in the data dir; warnings also to stderr (CLI)."""
+"""Logging: everything goes to a rotating file in the data dir; warnings also to stderr (CLI).
+
+A data dir where the log cannot be written (read-only folder or mount, full disk) does not stop
+the app: logging then goes to stderr only, said once in one line, and `setup_logging` returns
+None instead of the file's path."""
 
 from __future__ import annotations
 
@@ -25,17 +29,22 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
-def setup_logging(base: Path | None = None, *, verbose: bool = False, stderr: bool = True) -> Path:
-    path = log_dir(base) / LOG_NAME
+def setup_logging(base: Path | None = None, *, verbose: bool = False, stderr: bool = True) -> Path | None:
     root = logging.getLogger()
-    for h in list(root.handlers):
-        if getattr(h, "_memory_r1", False):
-            root.removeHandler(h)
-            h.close()
-    fh = logging.handlers.RotatingFileHandler(path, maxBytes=5_000_000, backupCount=3, encoding="utf-8")
-    fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(threadName)s %(name)s: %(message)s"))
-    fh._memory_r1 = True  # type: ignore[attr-defined]
-    root.addHandler(fh)
+    remove_app_handlers()
+    path: Path | None
+    try:
+        path = log_dir(base) / LOG_NAME
+        fh = logging.handlers.RotatingFileHandler(path, maxBytes=5_000_000, backupCount=3, encoding="utf-8")
+    except OSError as exc:
+        path = None
+        stderr = True
+        print(f"warning: cannot write the log file ({exc.strerror or exc}); logging to the terminal only",
+              file=sys.stderr)
+    else:
+        fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(threadName)s %(name)s: %(message)s"))
+        fh._memory_r1 = True  # type: ignore[attr-defined]
+        root.addHandler(fh)
     if stderr:
         sh = _StderrHandler()
         sh.setLevel(logging.DEBUG if verbose else logging.WARNING)

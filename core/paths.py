@@ -2,6 +2,11 @@
 
 One override for the data directory, `MEMORY_R1_HOME` (every test sets it); the CLI's
 `--data-dir` sets it too.
+
+Private by default: the data directory (and every folder made in it) is created 0700; the
+command line sets the process umask to 077 (`private_umask`) so every file the app writes there
+(database, WAL, logs, settings, exports) is 0600, and `make_private` fixes an existing install
+at start-up.
 """
 
 from __future__ import annotations
@@ -14,6 +19,9 @@ from pathlib import Path
 APP_NAME = "memory-r1"
 ENV_HOME = "MEMORY_R1_HOME"
 EMBEDDED_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+PRIVATE_DIR_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
+PRIVATE_UMASK = 0o077
 
 
 def data_dir(override: str | os.PathLike | None = None, *, create: bool = True) -> Path:
@@ -26,9 +34,38 @@ def data_dir(override: str | os.PathLike | None = None, *, create: bool = True) 
         path = Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
     else:
         path = Path(override).expanduser()
-    if create:
-        path.mkdir(parents=True, exist_ok=True)
+    if create and not path.is_dir():
+        path.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
+        os.chmod(path, PRIVATE_DIR_MODE)  # mkdir's mode is masked by the umask
     return path
+
+
+def private_umask() -> int:
+    """Set the process umask to 077 (files 0600, folders 0700); returns the previous one."""
+    return os.umask(PRIVATE_UMASK)
+
+
+def make_private(base: Path | None = None) -> int:
+    """Make the data directory 0700 and everything in it owner-only (folders 0700, files 0600),
+    for installs made before the app set modes. Symbolic links are not followed. Returns how
+    many modes were changed; a file that cannot be changed (read-only mount, another owner) is
+    skipped."""
+    root = base or data_dir(create=False)
+    if not root.is_dir():
+        return 0
+    changed = 0
+    for folder, _dirs, files in os.walk(root, followlinks=False):
+        entries = [(Path(folder), PRIVATE_DIR_MODE)] + [(Path(folder) / f, PRIVATE_FILE_MODE) for f in files]
+        for path, want in entries:
+            try:
+                st = path.lstat()
+                if path.is_symlink() or (st.st_mode & 0o777) & ~want == 0:
+                    continue
+                os.chmod(path, (st.st_mode & 0o777) & want)
+                changed += 1
+            except OSError:
+                continue
+    return changed
 
 
 def db_path(base: Path | None = None) -> Path:
@@ -37,7 +74,7 @@ def db_path(base: Path | None = None) -> Path:
 
 def log_dir(base: Path | None = None) -> Path:
     path = (base or data_dir()) / "logs"
-    path.mkdir(parents=True, exist_ok=True)
+    path.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
     return path
 
 

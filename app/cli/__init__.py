@@ -72,8 +72,23 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.data_dir:
         os.environ["MEMORY_R1_HOME"] = os.path.abspath(args.data_dir)
-    from app.logs import setup_logging
+    from core.paths import private_umask
 
+    previous = private_umask()  # everything the command writes is owner-only
+    try:
+        return _run(args)
+    finally:
+        os.umask(previous)  # main() also runs in-process (tests, the GUI smoke run)
+
+
+def _run(args) -> int:
+    from app.logs import setup_logging
+    from core.paths import make_private
+
+    try:
+        make_private()  # an install from before modes were set
+    except UserError:
+        pass  # an unusable data dir is reported by the command that needs it
     setup_logging(verbose=args.verbose)
     func = getattr(args, "func", None)
     if func is None:
