@@ -8,7 +8,7 @@
    (`training.data.manager`), for train and (unless --no-val) validation.
 2. The Memory Manager trained with GRPO + LoRA against the FROZEN UNTRAINED answerer
    (`training.grpo.manager.train_manager`), exported to `<out>/manager-lora.gguf`.
-3. The Answer Agent trained with GRPO + LoRA (`training.grpo.loop.train_answer_agent`) on banks
+3. The Answer Agent trained with GRPO + LoRA (`training.grpo.answer.train_answer_agent`) on banks
    built by the TRAINED manager (base GGUF + manager-lora.gguf, through llama.cpp), exported to
    `<out>/answer-lora.gguf`.
 4. With --eval: the paper's ablation on the validation conversation (full pipeline F1/BLEU-1
@@ -213,7 +213,7 @@ def _components(env: Env, manager_adapter: Path):
 def stage_answer(env: Env, args, out: Path, manager_adapter: Path) -> tuple[Path, dict]:
     from training.data.answer import build_examples
     from training.export.gguf import export_lora
-    from training.grpo.loop import train_answer_agent
+    from training.grpo.answer import train_answer_agent
 
     comps = _components(env, manager_adapter)
     kw = dict(k=env.answer_config.retrieve_k, bank="memory", max_sessions=args.max_sessions,
