@@ -446,11 +446,13 @@ def test_cli_manager_states_prints_the_op_distribution(tmp_path, hash_embedder, 
 @pytest.mark.slow
 def test_staged_chain_smoke_runs_end_to_end(tmp_path):
     pytest.importorskip("trl")
+    from core.embeddings import HashEmbedder
     from core.llm.runtime import LlamaBackend
-    from training.runs.staged import run_staged
+    from training.runs.staged import SmokeStandIns, run_staged, scripted_manager
 
     out = tmp_path / "staged"
-    record = run_staged(["--smoke", "--out", str(out), "--no-progress"])
+    stand_ins = SmokeStandIns(HashEmbedder(), lambda: FakeBackend(default=scripted_manager))
+    record = run_staged(["--smoke", "--out", str(out), "--no-progress"], stand_ins=stand_ins)
     assert record["states"]["train_states"] == 4 and record["states"]["val_states"] == 4
     assert record["states"]["ops_before"]["kinds"] == {"no-related": 2, "decision": 2}
     assert record["manager"]["steps"] == 1 and record["answer"]["steps"] == 1
