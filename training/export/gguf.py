@@ -182,7 +182,7 @@ def export_lora(adapter_dir: str | os.PathLike, out: str | os.PathLike, *,
         b = _lora_b_for_gguf(info, name, m.b)
         writer.add_tensor(f"{name}.weight.lora_a", np.ascontiguousarray(m.a.astype(np_dtype)))
         writer.add_tensor(f"{name}.weight.lora_b", np.ascontiguousarray(b.astype(np_dtype)))
-    gguf_io._finish(writer)
+    gguf_io.write_and_close(writer)
     os.replace(tmp, out)
     write_meta(out, adapter, base_path, kind="lora", extra={"dtype": dtype})
     return out
@@ -221,7 +221,7 @@ def merge_to_f16(adapter: Adapter, base_gguf: Path, out_f16: Path) -> dict[str, 
         writer.add_tensor(t.name, np.ascontiguousarray(w.astype(np.float16) if w.ndim >= 2 else w))
     if deltas:
         raise InvalidInputError(f"{sorted(deltas)[0]} is not in the base model: wrong base?")
-    gguf_io._finish(writer)
+    gguf_io.write_and_close(writer)
     return changed
 
 
