@@ -6,6 +6,7 @@
   block writes the yielded temp path; it replaces `path` only when the block succeeds.
 - `read_jsonl(path, repair=...)` / `append_jsonl(path, record)`: append-only checkpoints that
   survive a crash mid-write (a torn last line is left out, and with `repair` cut off).
+- `read_json(path)`: a JSON file, or InvalidInputError naming the file (missing / not JSON).
 - `folder_lock(folder)`: an exclusive advisory lock on `folder/lock` for one writer process.
 - `sha256_file(path)` (the whole file) and `file_fingerprint(path)` (name, size, first and
   last MiB: a cheap content id of a large model file).
@@ -73,6 +74,20 @@ def atomic_write_text(path: PathLike, text: str, *, mode: int | None = None) -> 
 def atomic_write_json(path: PathLike, obj: Any, *, indent: int | None = 1, mode: int | None = None) -> None:
     """Write `obj` as JSON (UTF-8, non-ASCII kept) to `path` atomically."""
     atomic_write_text(path, json.dumps(obj, indent=indent, ensure_ascii=False), mode=mode)
+
+
+def read_json(path: PathLike, *, missing: str | None = None) -> Any:
+    """The JSON value in `path`. Raises InvalidInputError "<path>: no such file" (or `missing`)
+    when it does not exist, "<path>: not valid JSON (...)" when it does not parse."""
+    from core.errors import InvalidInputError
+
+    p = Path(path)
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise InvalidInputError(missing or f"{p}: no such file") from exc
+    except ValueError as exc:
+        raise InvalidInputError(f"{p}: not valid JSON ({exc})") from exc
 
 
 # --------------------------------------------------------------------------- JSONL checkpoints

@@ -9,12 +9,12 @@ The data files are CC BY-NC: read them from ../shared/data/locomo or a path the 
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.errors import InvalidInputError
+from core.fileio import read_json
 
 # category numbers as in the data, and the names the Mem0 / Memory-R1 papers print them under
 CATEGORY_NAMES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop", 5: "adversarial"}
@@ -114,12 +114,7 @@ def parse_sample(raw: dict) -> Sample:
 def load_locomo(path: str | Path, samples: list[str] | None = None) -> list[Sample]:
     """All samples of a LoCoMo JSON file (a list of samples, or one sample), optionally filtered by id."""
     p = Path(path)
-    try:
-        raw = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise InvalidInputError(f"{p}: no such file") from exc
-    except ValueError as exc:
-        raise InvalidInputError(f"{p}: not valid JSON ({exc})") from exc
+    raw = read_json(p)
     items = raw if isinstance(raw, list) else [raw]
     out = [parse_sample(r) for r in items]
     if samples:

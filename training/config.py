@@ -23,12 +23,12 @@ core.errors.InvalidInputError: unknown training setting(s): group
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.errors import InvalidInputError
+from core.fileio import read_json
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -166,12 +166,7 @@ class TrainConfig:
     def from_file(cls, path: str | os.PathLike) -> "TrainConfig":
         """Defaults overridden by a JSON object file; InvalidInputError on a bad file."""
         p = Path(path)
-        try:
-            raw = json.loads(p.read_text(encoding="utf-8"))
-        except FileNotFoundError as exc:
-            raise InvalidInputError(f"{p}: no such file") from exc
-        except ValueError as exc:
-            raise InvalidInputError(f"{p}: not valid JSON ({exc})") from exc
+        raw = read_json(p)
         if not isinstance(raw, dict):
             raise InvalidInputError(f"{p}: expected a JSON object of training settings")
         return cls.from_dict(raw)

@@ -7,25 +7,15 @@ user's settings, so that a run is reproducible from the command line alone.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-
-def _positive(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return n
+from app.cli.options import (add_command_group, add_progress_option, add_samples_option, add_threads_option,
+                             positive, samples_of)
 
 
 def register(sub) -> None:
-    p = sub.add_parser("eval", help="evaluate memory on LoCoMo and compare runs",
-                       description="Evaluate the assistant's memory on LoCoMo (Memory-R1's protocol).")
-    esub = p.add_subparsers(dest="eval_command", metavar="SUBCOMMAND")
-    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+    esub = add_command_group(sub, "eval", help="evaluate memory on LoCoMo and compare runs",
+                             description="Evaluate the assistant's memory on LoCoMo (Memory-R1's protocol).")
 
     lp = esub.add_parser(
         "locomo", help="run the LoCoMo evaluation",
@@ -34,9 +24,9 @@ def register(sub) -> None:
                     "judge), and write predictions.jsonl, summary.json, report.md and plots. Banks are "
                     "cached; an interrupted run resumes when re-run with the same options.")
     lp.add_argument("--data", required=True, metavar="FILE", help="LoCoMo JSON file (e.g. val.json)")
-    lp.add_argument("--samples", metavar="IDS", help="comma-separated sample ids (default: all in the file)")
-    lp.add_argument("--max-questions", type=_positive, metavar="N", help="evaluate only the first N questions")
-    lp.add_argument("--max-sessions", type=_positive, metavar="N",
+    add_samples_option(lp)
+    lp.add_argument("--max-questions", type=positive, metavar="N", help="evaluate only the first N questions")
+    lp.add_argument("--max-sessions", type=positive, metavar="N",
                     help="ingest only the first N sessions; keep the questions whose evidence lies in them")
     lp.add_argument("--system", default="memory-r1", metavar="NAME",
                     help="memory-r1 | no-distill | rag | full-context, a comma-separated list, or 'all' "
@@ -47,12 +37,12 @@ def register(sub) -> None:
     g.add_argument("--answer-adapter", metavar="PATH", help="GGUF LoRA adapter for the answer agent")
     g.add_argument("--manager-adapter", metavar="PATH", help="GGUF LoRA adapter for the memory manager")
     g.add_argument("--judge-model", metavar="PATH", help="GGUF of a local judge model (CORRECT/WRONG); default none")
-    g.add_argument("--n-ctx", type=_positive, default=4096, metavar="N", help="context size in tokens (default 4096)")
-    g.add_argument("--threads", type=_positive, metavar="N", help="CPU threads (default: physical cores)")
+    g.add_argument("--n-ctx", type=positive, default=4096, metavar="N", help="context size in tokens (default 4096)")
+    add_threads_option(g)
     lp.add_argument("--out", metavar="DIR", help="output folder (default: <data dir>/eval/<data>-<options>[/<system>])")
     lp.add_argument("--cache-dir", metavar="DIR", help="memory-bank cache (default: <data dir>/eval-cache)")
     lp.add_argument("--fresh", action="store_true", help="discard earlier predictions in the output folder")
-    lp.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_progress_option(lp)
     lp.set_defaults(func=run_locomo_cmd)
 
     cp = esub.add_parser("compare", help="compare evaluation runs side by side",
@@ -70,7 +60,7 @@ def _config(args):
     def spec(path, adapter):
         return ModelSpec(path=path, adapter=adapter, n_ctx=args.n_ctx, n_threads=args.threads)
 
-    samples = tuple(s.strip() for s in args.samples.split(",") if s.strip()) if args.samples else None
+    samples = samples_of(args)
     return EvalConfig(
         data=args.data, systems=parse_systems(args.system), samples=samples or None,
         max_questions=args.max_questions, max_sessions=args.max_sessions, out=args.out,

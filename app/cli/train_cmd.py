@@ -13,57 +13,30 @@ Several GPUs: `accelerate launch --config_file training/accelerate/multi_gpu.yam
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-
-def _positive(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return n
-
-
-def _minutes(value: str) -> float:
-    try:
-        n = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
-    if n <= 0:
-        raise argparse.ArgumentTypeError("must be more than 0")
-    return n
-
-
-def default_val_path() -> Path:
-    """The shared LoCoMo validation split beside the checkout (`../shared/data/locomo/val.json`)."""
-    from core.paths import repo_root
-
-    return repo_root().parent / "shared" / "data" / "locomo" / "val.json"
+from app.cli.options import (add_command_group, add_max_sessions_option, add_progress_option,
+                             add_samples_option, add_threads_option, add_training_options, positive,
+                             samples_of, time_budget_s, validation_path)
 
 
 def _data_args(p) -> None:
     p.add_argument("--bank", choices=("memory", "turns"), default="memory",
                    help="memories from the Memory Manager's bank (default, as the paper) or the raw "
                         "dialogue turns (a quick CPU shortcut: no manager model is run)")
-    p.add_argument("--k", type=_positive, default=None, metavar="N",
+    p.add_argument("--k", type=positive, default=None, metavar="N",
                    help="memories retrieved per question (default: the config's retrieve_k, 60)")
-    p.add_argument("--max-sessions", type=_positive, metavar="N",
-                   help="use only the first N sessions and the questions whose evidence lies in them")
-    p.add_argument("--samples", metavar="IDS", help="comma-separated sample ids (default: all in the file)")
+    add_max_sessions_option(p)
+    add_samples_option(p)
     p.add_argument("--cache-dir", metavar="DIR", help="memory-bank cache shared with `eval` "
                                                       "(default: <data dir>/eval-cache)")
     p.add_argument("--manager-model", metavar="PATH", help="GGUF of the Memory Manager (default: embedded)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_progress_option(p)
 
 
 def register(sub) -> None:
-    tp = sub.add_parser("train", help="train the Answer Agent with GRPO + LoRA",
-                        description="Reinforcement-learning training of the Answer Agent (Memory-R1, GRPO).")
-    tsub = tp.add_subparsers(dest="train_command", metavar="SUBCOMMAND")
-    tp.set_defaults(func=lambda args: (tp.print_help(), 2)[1])
+    tsub = add_command_group(sub, "train", help="train the Answer Agent with GRPO + LoRA",
+                             description="Reinforcement-learning training of the Answer Agent (Memory-R1, GRPO).")
 
     ap = tsub.add_parser(
         "answer", help="train a LoRA adapter for the Answer Agent",
@@ -73,22 +46,13 @@ def register(sub) -> None:
     ap.add_argument("--data", required=True, metavar="FILE",
                     help="LoCoMo JSON (e.g. train.json; banks are built/cached) or examples .jsonl "
                          "from `train data`")
-    ap.add_argument("--base", default="embedded", metavar="embedded|PATH",
-                    help="base model: 'embedded' (SmolLM2-135M, read from its GGUF), a GGUF file or an "
-                         "HF model folder")
-    ap.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    ap.add_argument("--val", metavar="FILE",
-                    help="validation LoCoMo JSON or examples .jsonl (default: ../shared/data/locomo/val.json "
-                         "when present)")
-    ap.add_argument("--no-val", action="store_true", help="train without validation")
-    ap.add_argument("--config", metavar="FILE", help="JSON file of TrainConfig settings (training/config.py)")
-    ap.add_argument("--max-steps", type=_positive, metavar="N", help="stop after N optimizer steps")
-    ap.add_argument("--time-budget", type=_minutes, metavar="MIN",
-                    help="stop cleanly (final validation, saving) after MIN minutes of training "
-                         "(validation time not counted)")
-    ap.add_argument("--eval-questions", type=_positive, metavar="N",
+    add_training_options(ap, what="examples .jsonl",
+                         config_help="JSON file of TrainConfig settings (training/config.py)",
+                         budget_help="stop cleanly (final validation, saving) after MIN minutes of training "
+                                     "(validation time not counted)")
+    ap.add_argument("--eval-questions", type=positive, metavar="N",
                     help="validation questions per evaluation (default: the config's; 0 there = all)")
-    ap.add_argument("--threads", type=_positive, metavar="N", help="torch CPU threads (default: physical cores)")
+    add_threads_option(ap, "torch CPU threads")
     _data_args(ap)
     ap.set_defaults(func=run_train_answer)
 
@@ -115,12 +79,8 @@ def register(sub) -> None:
     ep.add_argument("--base", metavar="embedded|PATH",
                     help="base model (default: the one recorded by the trainer)")
     ep.add_argument("--dtype", choices=("f32", "f16"), default="f32", help="adapter tensor type (default f32)")
-    ep.add_argument("--threads", type=_positive, metavar="N", help="quantisation threads")
+    ep.add_argument("--threads", type=positive, metavar="N", help="quantisation threads")
     ep.set_defaults(func=run_export)
-
-
-def _samples(args):
-    return tuple(s.strip() for s in args.samples.split(",") if s.strip()) if args.samples else None
 
 
 def _examples(path: str, args, k: int, cache_folder: Path | None):
@@ -132,9 +92,9 @@ def _examples(path: str, args, k: int, cache_folder: Path | None):
     if cache_folder is not None and p.suffix != ".jsonl":
         tag = f"{p.stem}-{args.bank}-k{k}" + (f"-s{args.max_sessions}" if args.max_sessions else "")
         if args.samples:
-            tag += "-" + "+".join(_samples(args))
+            tag += "-" + "+".join(samples_of(args))
         cache = cache_folder / f"{tag}.jsonl"
-    return examples_from(p, cache=cache, k=k, bank=args.bank, samples=_samples(args),
+    return examples_from(p, cache=cache, k=k, bank=args.bank, samples=samples_of(args),
                          max_sessions=args.max_sessions, cache_dir=args.cache_dir,
                          manager_model=ModelSpec(path=args.manager_model), progress=not args.no_progress)
 
@@ -149,7 +109,6 @@ def _offline() -> None:
 
 def run_train_answer(args) -> int:
     _offline()
-    from core.errors import InvalidInputError
     from training.config import TrainConfig
 
     config = TrainConfig.from_file(args.config) if args.config else TrainConfig()
@@ -158,17 +117,12 @@ def run_train_answer(args) -> int:
     out = Path(args.out)
     data_dir = out / "data"
     train = _examples(args.data, args, config.retrieve_k, data_dir)
-    val: list[dict] = []
-    if not args.no_val:
-        val_path = Path(args.val) if args.val else default_val_path()
-        if not val_path.is_file():
-            raise InvalidInputError(f"validation data {val_path} not found: pass --val FILE or --no-val")
-        val = _examples(str(val_path), args, config.retrieve_k, data_dir)
-    from training.grpo.loop import train_answer_agent
+    val_path = validation_path(args)
+    val = _examples(str(val_path), args, config.retrieve_k, data_dir) if val_path else []
+    from training.grpo.answer import train_answer_agent
 
-    budget = args.time_budget * 60 if args.time_budget else None
     result = train_answer_agent(config, train, val, out_dir=out, base=args.base, progress=not args.no_progress,
-                                time_budget_s=budget)
+                                time_budget_s=time_budget_s(args))
     b, best = result.baseline, result.best
 
     def fmt(s):

@@ -17,20 +17,21 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from app.cli.train_cmd import _minutes, _positive, default_val_path
+from app.cli.options import (add_max_sessions_option, add_progress_option, add_samples_option,
+                             add_threads_option, add_training_options, positive, samples_of, time_budget_s,
+                             validation_path)
 
 
 def _state_args(p) -> None:
     p.add_argument("--manager-model", metavar="PATH",
                    help="GGUF of the manager that builds the states' banks (default: embedded)")
     p.add_argument("--manager-adapter", metavar="PATH", help="GGUF LoRA adapter of that manager")
-    p.add_argument("--max-sessions", type=_positive, metavar="N",
-                   help="use only the first N sessions and the questions whose evidence lies in them")
-    p.add_argument("--max-states", type=_positive, metavar="N",
+    add_max_sessions_option(p)
+    p.add_argument("--max-states", type=positive, metavar="N",
                    help="stop each conversation's pass at its N-th evidence turn (quick CPU runs)")
-    p.add_argument("--samples", metavar="IDS", help="comma-separated sample ids (default: all in the file)")
-    p.add_argument("--threads", type=_positive, metavar="N", help="CPU threads (default: physical cores)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_samples_option(p)
+    add_threads_option(p)
+    add_progress_option(p)
 
 
 def register_manager(tsub) -> None:
@@ -43,23 +44,15 @@ def register_manager(tsub) -> None:
                     "adapters), log.csv, log.json, curve.png and summary.json.")
     mp.add_argument("--data", required=True, metavar="FILE",
                     help="LoCoMo JSON (e.g. train.json; states are built and cached) or a states folder")
-    mp.add_argument("--base", default="embedded", metavar="embedded|PATH",
-                    help="base model to train: 'embedded' (SmolLM2-135M, from its GGUF), a GGUF file or "
-                         "an HF model folder")
-    mp.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    add_training_options(mp, what="states folder",
+                         config_help="JSON file of ManagerTrainConfig settings (training/config.py + "
+                                     "training/grpo/manager.py)",
+                         budget_help="stop (cleanly, with validation and saving) after MIN minutes of training "
+                                     "(validation time not counted)")
     mp.add_argument("--answer-adapter", metavar="PATH",
                     help="GGUF LoRA adapter of a trained Answer Agent for the frozen answerer "
                          "(default: the untrained embedded model, as in the paper's first stage)")
-    mp.add_argument("--val", metavar="FILE",
-                    help="validation LoCoMo JSON or states folder (default: ../shared/data/locomo/val.json "
-                         "when present)")
-    mp.add_argument("--no-val", action="store_true", help="train without validation")
-    mp.add_argument("--config", metavar="FILE",
-                    help="JSON file of ManagerTrainConfig settings (training/config.py + training/grpo/manager.py)")
-    mp.add_argument("--max-steps", type=_positive, metavar="N", help="stop after N optimizer steps")
-    mp.add_argument("--time-budget", type=_minutes, metavar="MIN",
-                    help="stop (cleanly, with validation and saving) after MIN minutes of training")
-    mp.add_argument("--eval-states", type=_positive, metavar="N",
+    mp.add_argument("--eval-states", type=positive, metavar="N",
                     help="validation states per evaluation (default: the config's; 0 there = all)")
     mp.add_argument("--states-cache", metavar="DIR", help="where states are built (default: <out>/states)")
     _state_args(mp)
@@ -76,16 +69,12 @@ def register_manager(tsub) -> None:
     sp.set_defaults(func=run_manager_states)
 
 
-def _samples(args):
-    return tuple(s.strip() for s in args.samples.split(",") if s.strip()) if args.samples else None
-
-
 def _states(path: str, args, cache: Path):
     from core.config import ModelSpec
     from training.data.manager import states_from
 
     spec = ModelSpec(path=args.manager_model, adapter=args.manager_adapter, n_threads=args.threads)
-    return states_from(path, cache=cache, manager_model=spec, samples=_samples(args),
+    return states_from(path, cache=cache, manager_model=spec, samples=samples_of(args),
                        max_sessions=args.max_sessions, max_states=args.max_states, progress=not args.no_progress)
 
 
@@ -104,7 +93,6 @@ def run_manager_states(args) -> int:
 
 
 def run_train_manager(args) -> int:
-    from core.errors import InvalidInputError
     from training.grpo.manager import config_from
 
     config = config_from(args.config, max_steps=args.max_steps, threads=args.threads,
@@ -112,17 +100,12 @@ def run_train_manager(args) -> int:
     out = Path(args.out)
     cache = Path(args.states_cache) if args.states_cache else out / "states"
     train, _ = _states(args.data, args, cache)
-    val = []
-    if not args.no_val:
-        val_path = Path(args.val) if args.val else default_val_path()
-        if not val_path.exists():
-            raise InvalidInputError(f"validation data {val_path} not found: pass --val FILE or --no-val")
-        val, _ = _states(str(val_path), args, cache)
+    val_path = validation_path(args, folders=True)
+    val = _states(str(val_path), args, cache)[0] if val_path else []
     from training.grpo.manager import train_manager
 
-    budget = args.time_budget * 60 if args.time_budget else None
     result = train_manager(config, train, val, out_dir=out, base=args.base, answer_adapter=args.answer_adapter,
-                           progress=not args.no_progress, time_budget_s=budget)
+                           progress=not args.no_progress, time_budget_s=time_budget_s(args))
 
     def fmt(s):
         if not s or s.get("f1") is None:

@@ -11,7 +11,7 @@ An example is a JSON object:
      "speakers": [a, b], "memories": [{"text", "speaker", "observed_at", "source"}, ...] (ranked),
      "prompt": [chat messages with all k memories], "bank": "memory" | "turns",
      "evidence": [...], "evidence_retrieved": bool}
-The trainer re-fits `prompt` to its token budget from `memories` (`training.grpo.loop.fit_prompt`).
+The trainer re-fits `prompt` to its token budget from `memories` (`training.grpo.answer.fit_prompt`).
 
 `bank="turns"` is a departure, for quick CPU experiments only: the raw dialogue turns as the
 "memories" (the RAG baseline's index), no Memory Manager involved. It is recorded in every

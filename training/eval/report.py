@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from core.errors import InvalidInputError
+from core.fileio import read_json
 from core.locomo import CATEGORY_NAMES, PAPER_CATEGORY_NAMES, SCORED_CATEGORIES
 
 from training.eval.metrics import mean
@@ -267,13 +268,8 @@ def write_outputs(out: Path, summary: dict, records: Sequence[dict], turn_second
 # --- compare -------------------------------------------------------------------------------
 
 def load_summary(run_dir: str | Path) -> dict:
-    path = Path(run_dir) / "summary.json"
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise InvalidInputError(f"{run_dir}: no summary.json (not an evaluation output folder)") from exc
-    except ValueError as exc:
-        raise InvalidInputError(f"{path}: not valid JSON ({exc})") from exc
+    return read_json(Path(run_dir) / "summary.json",
+                     missing=f"{run_dir}: no summary.json (not an evaluation output folder)")
 
 
 def run_labels(dirs: Sequence[str | Path], summaries: Sequence[dict]) -> list[str]:

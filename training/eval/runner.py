@@ -39,9 +39,8 @@ from core.locomo import CATEGORY_NAMES, PAPER_CATEGORY_NAMES, Sample, load_locom
 from core.types import ChatBackend, Embedder
 
 from training.eval import report as eval_report
-from training.eval.systems import (SYSTEMS, Answered, BankHandle, answer_full_context,
-                           answer_with_agent, bank_key, build_turn_bank, check_system,
-                           ingest_memory_bank, judge_answer, selected_questions)
+from training.eval.systems import (ALL_SYSTEMS, Answered, BankHandle, System, bank_key, build_turn_bank,
+                                   ingest_memory_bank, judge_answer, selected_questions, system_named)
 from training.eval.metrics import score_answer
 
 log = logging.getLogger(__name__)
@@ -52,10 +51,11 @@ PREDICTIONS = "predictions.jsonl"
 
 @dataclass
 class EvalConfig:
-    """What to evaluate. Paths are strings; None models mean the embedded SmolLM2-135M."""
+    """What to evaluate. Paths are strings; None models mean the embedded SmolLM2-135M.
+    `systems` may be given by name; they are looked up once, here (InvalidInputError if unknown)."""
 
     data: str
-    systems: tuple[str, ...] = ("memory-r1",)
+    systems: tuple[System, ...] = ("memory-r1",)
     samples: tuple[str, ...] | None = None
     max_questions: int | None = None
     max_sessions: int | None = None
@@ -68,11 +68,12 @@ class EvalConfig:
     fresh: bool = False
     progress: bool = True
 
+    def __post_init__(self) -> None:
+        self.systems = tuple(system_named(s) for s in self.systems)
+
     def validate(self) -> None:
         if not self.systems:
             raise InvalidInputError("Choose at least one system.")
-        for s in self.systems:
-            check_system(s)
         if self.max_questions is not None and self.max_questions < 1:
             raise InvalidInputError("--max-questions must be at least 1.")
         if self.max_sessions is not None and self.max_sessions < 1:
@@ -159,26 +160,26 @@ def default_out(config: EvalConfig) -> Path:
     if config.max_questions:
         tag += f"-q{config.max_questions}"
     base = data_dir() / "eval" / tag
-    return base / config.systems[0] if len(config.systems) == 1 else base
+    return base / config.systems[0].name if len(config.systems) == 1 else base
 
 
-def system_out(config: EvalConfig, system: str) -> Path:
+def system_out(config: EvalConfig, system: "System | str") -> Path:
     """Where one system's outputs go: --out itself for one system, --out/<system> for several."""
     base = Path(config.out) if config.out else default_out(config)
-    return base if len(config.systems) == 1 else base / system
+    return base if len(config.systems) == 1 else base / system_named(system).name
 
 
 def _data_digest(path: str) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
-def run_identity(config: EvalConfig, system: str, comps: Components, data_digest: str) -> dict:
+def run_identity(config: EvalConfig, system: System, comps: Components, data_digest: str) -> dict:
     """What a resumed run must share with the one that wrote the folder."""
-    ident = {"system": system, "data_sha256": data_digest, "samples": list(config.samples or []),
+    ident = {"system": system.name, "data_sha256": data_digest, "samples": list(config.samples or []),
              "max_sessions": config.max_sessions, "answer": comps.ids.get("answer"),
              "embedder": comps.ids.get("embedder"), "prompt_version": prompts.PROMPT_VERSION,
              "k": config.k, "n_ctx": config.answer_model.n_ctx}
-    if system in ("memory-r1", "no-distill"):
+    if system.uses_manager:
         ident["manager"] = comps.ids.get("manager")
     return ident
 
@@ -214,12 +215,12 @@ def _atomic_write_jsonl(path: Path, records: Sequence[dict]) -> None:
 
 # --- one system ----------------------------------------------------------------------------------
 
-def _record(sample: Sample, qa, system: str, ans: Answered) -> dict:
+def _record(sample: Sample, qa, system: System, ans: Answered) -> dict:
     evidence = set(qa.evidence)
     sources = [m.source for m in ans.retrieved if m.source]
     hit = any(s.rsplit("/", 1)[-1] in evidence for s in sources) if ans.retrieved else None
     return {
-        "sample_id": sample.sample_id, "qa_index": qa.index, "system": system,
+        "sample_id": sample.sample_id, "qa_index": qa.index, "system": system.name,
         "question": qa.question, "gold": qa.answer, "prediction": ans.prediction,
         "category": qa.category, "category_name": CATEGORY_NAMES.get(qa.category),
         "paper_category": PAPER_CATEGORY_NAMES.get(qa.category), "evidence": list(qa.evidence),
@@ -234,35 +235,29 @@ def _record(sample: Sample, qa, system: str, ans: Answered) -> dict:
     }
 
 
-def _answer_one(system: str, sample: Sample, qa, handle: BankHandle | None, comps: Components,
+def _answer_one(system: System, sample: Sample, qa, handle: BankHandle | None, comps: Components,
                 config: EvalConfig) -> Answered:
-    from core.agents.answer import AnswerAgent
-
     backend = comps.backend("answer")
     try:
-        if system == "full-context":
-            return answer_full_context(sample.turns_upto(config.max_sessions), qa.question, backend,
-                                       int(backend.n_ctx or config.answer_model.n_ctx))
-        agent = AnswerAgent(handle.bank, backend, k=config.k, distill=system != "no-distill")
-        return answer_with_agent(agent, qa.question, sample.speakers, distill=system != "no-distill")
+        return system.answer(sample, qa, handle.bank if handle is not None else None, backend, k=config.k, n_ctx=config.answer_model.n_ctx, max_sessions=config.max_sessions)
     except (ModelOutputError, InvalidInputError) as exc:
-        log.error("%s: question %s/%d failed: %s", system, sample.sample_id, qa.index, exc)
+        log.error("%s: question %s/%d failed: %s", system.name, sample.sample_id, qa.index, exc)
         return Answered("", getattr(exc, "raw", ""), error=str(exc)[:500])
 
 
-def _bank_for(system: str, sample: Sample, comps: Components, config: EvalConfig,
+def _bank_for(system: System, sample: Sample, comps: Components, config: EvalConfig,
               cache: Path) -> BankHandle | None:
     emb = comps.ids["embedder"]
-    if system in ("memory-r1", "no-distill"):
+    if system.bank == "memory":
         folder = cache / bank_key("memory", sample, config.max_sessions, emb, comps.ids.get("manager"))
         return comps.memory_bank(sample, folder, max_sessions=config.max_sessions, progress=config.progress)
-    if system == "rag":
+    if system.bank == "turns":
         folder = cache / bank_key("turns", sample, config.max_sessions, emb)
         return build_turn_bank(sample, folder, comps.embedder, max_sessions=config.max_sessions)
     return None
 
 
-def run_system(system: str, samples: Sequence[Sample], comps: Components, config: EvalConfig,
+def run_system(system: System, samples: Sequence[Sample], comps: Components, config: EvalConfig,
                out: Path, cache: Path, data_digest: str) -> dict:
     """Evaluate one system into `out`; returns its summary."""
     done = prepare_out(out, run_identity(config, system, comps, data_digest), fresh=config.fresh)
@@ -274,7 +269,7 @@ def run_system(system: str, samples: Sequence[Sample], comps: Components, config
         raise InvalidInputError("No question to evaluate (check --samples and --max-sessions).")
     wanted = {(s.sample_id, q.index) for s, q in plan}
     ingestion: list[dict] = []
-    bar = _question_bar(len(plan), len(have & wanted), system, config.progress)
+    bar = _question_bar(len(plan), len(have & wanted), system.name, config.progress)
     for sample in dict.fromkeys(s for s, _ in plan):
         todo = [q for s, q in plan if s is sample and (s.sample_id, q.index) not in have]
         handle = _bank_for(system, sample, comps, config, cache)
@@ -296,7 +291,7 @@ def run_system(system: str, samples: Sequence[Sample], comps: Components, config
         bar.close()
     records = [r for r in read_jsonl(out / PREDICTIONS) if (r["sample_id"], r["qa_index"]) in wanted]
     records = _judge_missing(records, comps, out)
-    summary = eval_report.summarise(records, system=system, config=_config_dict(config, system, comps),
+    summary = eval_report.summarise(records, system=system.name, config=_config_dict(config, system, comps),
                                     ingestion=ingestion)
     summary["evidence_recall"] = _evidence_recall(records)
     turn_seconds = [t for st in ingestion if st.get("kind") == "memory" for t in st.get("turn_seconds", [])]
@@ -331,14 +326,14 @@ def _evidence_recall(records: Sequence[dict]) -> float | None:
     return round(sum(vals) / len(vals), 4) if vals else None
 
 
-def _config_dict(config: EvalConfig, system: str, comps: Components) -> dict:
+def _config_dict(config: EvalConfig, system: System, comps: Components) -> dict:
     d = asdict(config)
     return {
-        "system": system, "data": config.data, "samples": list(config.samples or []) or None,
+        "system": system.name, "data": config.data, "samples": list(config.samples or []) or None,
         "max_sessions": config.max_sessions, "max_questions": config.max_questions, "k": config.k,
         "answer_model": comps.ids.get("answer"), "answer_adapter": d["answer_model"]["adapter"],
-        "manager_model": comps.ids.get("manager") if system in ("memory-r1", "no-distill") else None,
-        "manager_adapter": d["manager_model"]["adapter"] if system in ("memory-r1", "no-distill") else None,
+        "manager_model": comps.ids.get("manager") if system.uses_manager else None,
+        "manager_adapter": d["manager_model"]["adapter"] if system.uses_manager else None,
         "judge_model": comps.ids.get("judge"), "n_ctx": config.answer_model.n_ctx,
         "prompt_version": prompts.PROMPT_VERSION, "embedder": comps.ids.get("embedder"),
         "finished_at": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -363,9 +358,9 @@ def run_locomo(config: EvalConfig, components: Components | None = None) -> dict
     try:
         for system in config.systems:
             out = system_out(config, system)
-            results[system] = run_system(system, samples, comps, config, out, cache, digest)
-            log.info("%s: F1 %.4f BLEU-1 %.4f -> %s", system, results[system]["overall"]["f1"],
-                     results[system]["overall"]["bleu1"], out)
+            summary = results[system.name] = run_system(system, samples, comps, config, out, cache, digest)
+            log.info("%s: F1 %.4f BLEU-1 %.4f -> %s", system.name, summary["overall"]["f1"],
+                     summary["overall"]["bleu1"], out)
     finally:
         comps.close()
     if len(config.systems) > 1:
@@ -374,17 +369,16 @@ def run_locomo(config: EvalConfig, components: Components | None = None) -> dict
     return results
 
 
-def parse_systems(value: str) -> tuple[str, ...]:
-    """`memory-r1`, `rag,full-context` or `all`.
+def parse_systems(value: str) -> tuple[System, ...]:
+    """The systems of `--system`: `memory-r1`, `rag,full-context` or `all` (InvalidInputError
+    for an unknown name).
 
-    >>> parse_systems("all")
-    ('memory-r1', 'no-distill', 'rag', 'full-context')
-    >>> parse_systems("rag, memory-r1")
-    ('rag', 'memory-r1')
+    >>> [s.name for s in parse_systems("all")]
+    ['memory-r1', 'no-distill', 'rag', 'full-context']
+    >>> [s.name for s in parse_systems("rag, memory-r1")]
+    ['rag', 'memory-r1']
     """
     if value.strip() == "all":
-        return SYSTEMS
-    names = tuple(dict.fromkeys(v.strip() for v in value.split(",") if v.strip()))
-    for n in names:
-        check_system(n)
-    return names
+        return ALL_SYSTEMS
+    names = dict.fromkeys(v.strip() for v in value.split(",") if v.strip())
+    return tuple(system_named(n) for n in names)

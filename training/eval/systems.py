@@ -1,5 +1,8 @@
 """The four systems the LoCoMo evaluation compares, and the cached, resumable memory banks.
 
+Each system is a `System` object (`ALL_SYSTEMS`; `system_named` looks one up by name, once, where
+a name comes in): the bank it needs (`bank`, `uses_manager`) and how it answers (`answer`).
+
 - `memory-r1`: the Memory Manager builds one bank per conversation (every turn of both
   speakers, in order, with the session timestamps; the `speaker` column makes it one bank per
   speaker as in the paper); the Answer Agent retrieves 30 memories per speaker (60) and
@@ -42,7 +45,6 @@ from core.types import ChatBackend, GenParams, Memory, MemoryOp
 
 log = logging.getLogger(__name__)
 
-SYSTEMS = ("memory-r1", "no-distill", "rag", "full-context")
 CACHE_LAYOUT_VERSION = "eval-bank-1"  # bump when what a cached bank holds changes
 FULL_CONTEXT_PARAMS = GenParams(temperature=0.0, max_tokens=256)
 TEMPLATE_SLACK_TOKENS = 64  # chat-template tokens not counted by count_tokens(content)
@@ -281,6 +283,78 @@ def answer_full_context(turns: Sequence[Turn], question: str, backend: ChatBacke
                     _count(backend, raw), context_turns=used)
 
 
+# --- the systems ------------------------------------------------------------------------------
+
+class System:
+    """One evaluated system: its name (the run folder, `system` in predictions.jsonl and
+    summary.json), the bank it answers from (`bank`: "memory" = the Memory Manager's,
+    "turns" = the raw dialogue turns, None = no bank), and how it answers one question."""
+
+    name: str = ""
+    bank: str | None = None
+
+    @property
+    def uses_manager(self) -> bool:
+        """Whether its bank is built by the Memory Manager (the manager model then keys the run)."""
+        return self.bank == "memory"
+
+    def answer(self, sample: Sample, qa: QA, bank, backend: ChatBackend, *, k: int, n_ctx: int,
+               max_sessions: int | None) -> Answered:
+        """Answer `qa` (`bank`: the open bank of `self.bank`, or None). Raises ModelOutputError or
+        InvalidInputError when the model's output is unusable."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"System({self.name!r})"
+
+
+class AgentSystem(System):
+    """The Answer Agent over a bank: retrieve 30 + 30, then select + answer (`distill`) or
+    answer directly."""
+
+    def __init__(self, name: str, bank: str, *, distill: bool) -> None:
+        self.name, self.bank, self.distill = name, bank, distill
+
+    def answer(self, sample, qa, bank, backend, *, k, n_ctx, max_sessions) -> Answered:
+        from core.agents.answer import AnswerAgent
+
+        agent = AnswerAgent(bank, backend, k=k, distill=self.distill)
+        return answer_with_agent(agent, qa.question, sample.speakers, distill=self.distill)
+
+
+class FullContextSystem(System):
+    """No bank: the most recent turns that fit the answer model's context (`fit_recent_turns`)."""
+
+    name = "full-context"
+
+    def answer(self, sample, qa, bank, backend, *, k, n_ctx, max_sessions) -> Answered:
+        return answer_full_context(sample.turns_upto(max_sessions), qa.question, backend,
+                                   int(backend.n_ctx or n_ctx))
+
+
+ALL_SYSTEMS: tuple[System, ...] = (
+    AgentSystem("memory-r1", "memory", distill=True),
+    AgentSystem("no-distill", "memory", distill=False),
+    AgentSystem("rag", "turns", distill=True),
+    FullContextSystem(),
+)
+SYSTEMS = tuple(s.name for s in ALL_SYSTEMS)  # their names, in report order
+
+
+def system_named(name: "str | System") -> System:
+    """The system called `name` (a System is returned as is); InvalidInputError if unknown.
+
+    >>> system_named("rag").bank
+    'turns'
+    """
+    if isinstance(name, System):
+        return name
+    for s in ALL_SYSTEMS:
+        if s.name == name:
+            return s
+    raise InvalidInputError(f"Unknown system {name!r}; expected one of {', '.join(SYSTEMS)}.")
+
+
 # --- judge -----------------------------------------------------------------------------------------
 
 def judge_answer(backend: ChatBackend, question: str, gold: str, prediction: str) -> str:
@@ -295,12 +369,6 @@ def judge_answer(backend: ChatBackend, question: str, gold: str, prediction: str
         except ModelOutputError as exc:
             log.warning("judge output unparseable (attempt %d): %s; raw=%r", attempt, exc, raw[:300])
     return "WRONG"
-
-
-def check_system(name: str) -> str:
-    if name not in SYSTEMS:
-        raise InvalidInputError(f"Unknown system {name!r}; expected one of {', '.join(SYSTEMS)}.")
-    return name
 
 
 def selected_questions(sample: Sample, max_sessions: int | None) -> list[QA]:

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import InvalidInputError, ModelLoadError
-from core.fileio import sha256_file
+from core.fileio import read_json, sha256_file
 
 from training.export import gguf_io
 log = logging.getLogger(__name__)
@@ -67,15 +67,6 @@ class Adapter:
 # --------------------------------------------------------------------------- adapter reading
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise InvalidInputError(f"{path}: no such file") from exc
-    except ValueError as exc:
-        raise InvalidInputError(f"{path}: not valid JSON ({exc})") from exc
-
-
 def _module_scale(config: dict, module: str, rank: int) -> float:
     """PEFT's scaling for one module (alpha / r, per-module patterns, rsLoRA)."""
     alpha = float(config.get("lora_alpha", rank))
@@ -88,7 +79,7 @@ def _module_scale(config: dict, module: str, rank: int) -> float:
 def load_adapter(adapter_dir: str | os.PathLike) -> Adapter:
     """Read a PEFT LoRA adapter folder (adapter_config.json + adapter_model.safetensors)."""
     path = Path(adapter_dir)
-    config = _read_json(path / "adapter_config.json")
+    config = read_json(path / "adapter_config.json")
     if str(config.get("peft_type", "LORA")).upper() != "LORA":
         raise InvalidInputError(f"{path}: not a LoRA adapter (peft_type {config.get('peft_type')})")
     if config.get("use_dora"):
@@ -120,7 +111,7 @@ def load_adapter(adapter_dir: str | os.PathLike) -> Adapter:
     if not modules:
         raise InvalidInputError(f"{path}: the adapter holds no LoRA weights")
     meta_path = path / TRAIN_META
-    train_meta = _read_json(meta_path) if meta_path.is_file() else {}
+    train_meta = read_json(meta_path) if meta_path.is_file() else {}
     return Adapter(path, config, alpha, modules, train_meta)
 
 
@@ -143,7 +134,7 @@ def resolve_base(adapter: Adapter, base: str | os.PathLike | None) -> Path:
 
 def _base_info(base: Path):
     if base.is_dir():
-        return gguf_io.base_info_from_hf_config(_read_json(base / "config.json")), None
+        return gguf_io.base_info_from_hf_config(read_json(base / "config.json")), None
     reader = gguf_io.open_reader(base)
     return gguf_io.base_info_from_gguf(reader), reader
 
@@ -191,7 +182,7 @@ def export_lora(adapter_dir: str | os.PathLike, out: str | os.PathLike, *,
         b = _lora_b_for_gguf(info, name, m.b)
         writer.add_tensor(f"{name}.weight.lora_a", np.ascontiguousarray(m.a.astype(np_dtype)))
         writer.add_tensor(f"{name}.weight.lora_b", np.ascontiguousarray(b.astype(np_dtype)))
-    gguf_io._finish(writer)
+    gguf_io.write_and_close(writer)
     os.replace(tmp, out)
     write_meta(out, adapter, base_path, kind="lora", extra={"dtype": dtype})
     return out
@@ -230,7 +221,7 @@ def merge_to_f16(adapter: Adapter, base_gguf: Path, out_f16: Path) -> dict[str, 
         writer.add_tensor(t.name, np.ascontiguousarray(w.astype(np.float16) if w.ndim >= 2 else w))
     if deltas:
         raise InvalidInputError(f"{sorted(deltas)[0]} is not in the base model: wrong base?")
-    gguf_io._finish(writer)
+    gguf_io.write_and_close(writer)
     return changed
 
 

@@ -242,11 +242,12 @@ def write_hf_model_gguf(model, out: str | os.PathLike, *, tokenizer_gguf: str | 
         if w.ndim >= 2 and dtype == "f16":
             w = w.astype(np.float16)
         writer.add_tensor(mapped, np.ascontiguousarray(w))
-    _finish(writer)
+    write_and_close(writer)
     return out
 
 
-def _finish(writer) -> None:
+def write_and_close(writer) -> None:
+    """Write a filled `gguf.GGUFWriter` (header, metadata, tensors) to its file and close it."""
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()

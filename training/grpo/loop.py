@@ -1,26 +1,29 @@
-"""GRPO + LoRA training of the Answer Agent (method.md §2) on TRL's GRPOTrainer and PEFT.
+"""The GRPO + LoRA training loop both trainers share (method.md §2), on TRL's GRPOTrainer and PEFT.
 
-`train_answer_agent(config, train_examples, val_examples, base=..., out_dir=...)`:
-1. sets torch's CPU thread count deliberately (`TrainConfig.threads`; oversubscribed cores
-   make a step 10-40x slower), picks bf16 on a CUDA GPU and float32 on the CPU;
-2. fits each example's prompt (the app's answer prompt, `core.agents.prompts.answer_messages`, over
-   the top `retrieve_k` memories) into `max_prompt_length` tokens, dropping the lowest-ranked
-   memories first, as the app drops what does not fit its context;
-3. runs GRPO (group-normalised advantages, KL to the frozen base = the adapter disabled) with
-   the EM reward (`training.rewards.answer`);
-4. every `eval_every` steps (and before the first and after the last) scores validation F1
-   with greedy decoding and keeps the best adapter in `<out>/best` (the last is `<out>/final`);
-5. logs reward, validation F1 and completion length per step to `<out>/log.csv` and
-   `<out>/log.json`, and draws `<out>/curve.png`; tqdm progress bars throughout.
+A trainer (`training.grpo.answer` for the Answer Agent, `training.grpo.manager` for the Memory
+Manager) supplies its trainer rows, reward functions and a validator; this module does the rest:
 
-The same entry point serves one CPU, one GPU, or several GPUs under
+1. `start(config, out_dir, ...)`: sets torch's CPU thread count deliberately
+   (`TrainConfig.threads`; oversubscribed cores make a step 10-40x slower), picks bf16 on a CUDA
+   GPU and float32 on the CPU, loads the base model unless one is given;
+2. `train(run, setup, rows, reward_funcs, weights)`: runs GRPO (group-normalised advantages, KL
+   to the frozen base = the adapter disabled) with a `Run` attached as a TRL callback;
+3. every `eval_every` steps (and before the first and after the last) `Run.evaluate` scores the
+   adapter with the trainer's validator (its "f1" picks the best adapter, kept in `<out>/best`),
+   timed apart from training: `time_budget_s` counts training time only;
+4. per-step logs in `<out>/log.csv` and `<out>/log.json`; `finish` saves `<out>/final`, refreshes
+   best/'s metadata, and writes `<out>/curve.png` and `<out>/summary.json`.
+
+Hooks a trainer overrides on `Run` (or passes in): `validator` / `score(model)` (the validation
+scores: a dict with at least "f1" and "n"), `eval_record(step, scores)` (the log row of one
+validation), `step_record(state, logs)` (the log row of one optimizer step), `describe(scores)`
+(the log line of one validation).
+
+The same loop serves one CPU, one GPU, or several GPUs under
 `accelerate launch --config_file training/accelerate/multi_gpu.yaml` (data-parallel: each
-process samples its share of the groups; validation and saving run on the main process
-while the others wait).
-
-Departures from the paper: LoRA instead of full fine-tuning; validation-based adapter
-selection; optional F1/format reward terms (off by default). Runs in the calling thread; raises
-UserError subclasses for bad inputs, anything else is a bug.
+process samples its share of the groups; validation and saving run on the main process while
+the others wait). Runs in the calling thread; raises UserError subclasses for bad inputs,
+anything else is a bug.
 """
 
 from __future__ import annotations
@@ -35,8 +38,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
-
-from core.errors import InvalidInputError
 
 from training.config import TrainConfig
 
@@ -102,19 +103,7 @@ def score_only_completions_on_cpu() -> bool:
     return True
 
 
-# --------------------------------------------------------------------------- prompts
-
-
-def example_messages(example: dict, n_memories: int) -> list[dict]:
-    """The app's answer prompt for one example with its top `n_memories` memories."""
-    from core.agents.answer import AnswerAgent
-    from core.agents.prompts import answer_messages
-    from core.types import Memory
-
-    mems = [Memory(i, m["text"], speaker=m.get("speaker"), observed_at=m.get("observed_at"))
-            for i, m in enumerate(example["memories"][:n_memories])]
-    speakers = list(example.get("speakers") or dict.fromkeys(m.speaker for m in mems))
-    return answer_messages(example["question"], AnswerAgent.group(mems, speakers))
+# --------------------------------------------------------------------------- rows and validation
 
 
 def prompt_tokens(tokenizer, messages: list[dict]) -> int:
@@ -122,37 +111,6 @@ def prompt_tokens(tokenizer, messages: list[dict]) -> int:
     if isinstance(ids, dict) or hasattr(ids, "keys"):
         ids = ids["input_ids"]
     return len(ids)
-
-
-def fit_prompt(example: dict, tokenizer, *, k: int, max_tokens: int) -> tuple[list[dict], int]:
-    """(messages, memories kept): the most memories (<= k) whose prompt fits `max_tokens`."""
-    n = min(k, len(example["memories"]))
-    messages = example_messages(example, n)
-    if prompt_tokens(tokenizer, messages) <= max_tokens:
-        return messages, n
-    lo, hi = 0, n - 1  # binary search the largest n that fits
-    best = example_messages(example, 0)
-    kept = 0
-    while lo <= hi:
-        mid = (lo + hi) // 2
-        msgs = example_messages(example, mid)
-        if prompt_tokens(tokenizer, msgs) <= max_tokens:
-            best, kept, lo = msgs, mid, mid + 1
-        else:
-            hi = mid - 1
-    return best, kept
-
-
-def prepare_rows(examples: Sequence[dict], tokenizer, config: TrainConfig) -> list[dict]:
-    """Trainer rows: {"prompt": messages, "answer": gold text, "question", "category", "n_memories"}."""
-    rows = []
-    for ex in examples:
-        messages, kept = fit_prompt(ex, tokenizer, k=config.retrieve_k, max_tokens=config.max_prompt_length)
-        rows.append({"prompt": messages, "answer": str(ex["answer"]), "question": ex["question"],
-                     "category": int(ex.get("category", 0)), "n_memories": kept})
-    if not rows:
-        raise InvalidInputError("no training examples")
-    return rows
 
 
 def eval_subset(examples: Sequence[dict], config: TrainConfig) -> list[dict]:
@@ -163,9 +121,6 @@ def eval_subset(examples: Sequence[dict], config: TrainConfig) -> list[dict]:
         return examples
     idx = sorted(random.Random(config.seed).sample(range(len(examples)), n))
     return [examples[i] for i in idx]
-
-
-# --------------------------------------------------------------------------- validation
 
 
 def generate_answers(model, tokenizer, prompts: Sequence[list[dict]], *, max_new_tokens: int,
@@ -192,27 +147,6 @@ def generate_answers(model, tokenizer, prompts: Sequence[list[dict]], *, max_new
     finally:
         model.train(was_training)
     return outs
-
-
-def validate(model, tokenizer, rows: Sequence[dict], config: TrainConfig, *, progress: bool = False) -> dict:
-    """Mean F1 / BLEU-1 / EM of greedy answers over prepared validation rows."""
-    from training.eval.metrics import bleu1, exact_match, f1_score, mean
-    from training.rewards.answer import answer_of
-
-    if not rows:
-        return {"f1": None, "bleu1": None, "em": None, "n": 0}
-    texts = generate_answers(model, tokenizer, [r["prompt"] for r in rows],
-                             max_new_tokens=config.eval_max_new_tokens, batch_size=config.eval_batch_size,
-                             progress=progress)
-    answers = [answer_of(t) for t in texts]
-    golds = [r["answer"] for r in rows]
-    lengths = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
-    return {"f1": mean(f1_score(a, g) for a, g in zip(answers, golds)),
-            "bleu1": mean(bleu1(a, g) for a, g in zip(answers, golds)),
-            "em": mean(exact_match(a, g) for a, g in zip(answers, golds)),
-            "completion_length": mean(lengths), "n": len(rows),
-            "samples": [{"question": r["question"], "gold": g, "answer": a}
-                        for r, g, a in list(zip(rows, golds, answers))[:5]]}
 
 
 # --------------------------------------------------------------------------- logs
@@ -272,69 +206,123 @@ def plot_curve(records: list[dict], png: Path, title: str = "Answer Agent GRPO t
     return png
 
 
-# --------------------------------------------------------------------------- callbacks
+# --------------------------------------------------------------------------- the run and its callback
 
 
-def _lora_state(model) -> dict:
+def lora_state(model) -> dict:
+    """Copies (float32, CPU) of the LoRA tensors of `model`."""
     return {k: v.detach().float().cpu().clone() for k, v in model.named_parameters() if "lora_" in k}
 
 
-def _make_callback(ctx: "_Run"):
+def public_scores(scores: dict) -> dict:
+    """`scores` without the sample answers (what metadata and summaries record)."""
+    return {k: v for k, v in scores.items() if k not in ("samples", "val_samples")}
+
+
+def make_callback(run: "Run"):
+    """The TRL callback that drives `run`: per-step logs, periodic validation with
+    best-adapter keeping, the time budget (validation time excluded)."""
     from transformers import TrainerCallback
 
     class MemoryR1Callback(TrainerCallback):
-        """Per-step logs, periodic validation with best-adapter keeping, time budget."""
-
         def on_train_begin(self, args, state, control, **kw):
-            ctx.started = time.perf_counter()
-            ctx.lora_before = _lora_state(ctx.unwrapped())
-            ctx.evaluate(0)
+            run.started = run.clock()
+            run.lora_before = lora_state(run.unwrapped())
+            run.evaluate(0)
 
         def on_log(self, args, state, control, logs=None, **kw):
-            if not ctx.is_main or not logs or "reward" not in logs:
+            if not run.is_main or not logs or "reward" not in logs:
                 return
-            ctx.add_step(state, logs)
+            run.add_step(state, logs)
 
         def on_step_end(self, args, state, control, **kw):
-            every = ctx.config.eval_every
+            every = run.config.eval_every
             if every and state.global_step % every == 0 and state.global_step < state.max_steps:
-                ctx.evaluate(state.global_step)
-            budget = ctx.time_budget_s
-            if budget and ctx.training_seconds() > budget:
+                run.evaluate(state.global_step)
+            if run.over_budget():
                 log.info("time budget reached after %d steps: stopping", state.global_step)
                 control.should_training_stop = True
 
         def on_train_end(self, args, state, control, **kw):
-            if ctx.last_eval_step != state.global_step:
-                ctx.evaluate(state.global_step)
+            if run.last_eval_step != state.global_step:
+                run.evaluate(state.global_step)
 
     return MemoryR1Callback()
 
 
-class _Run:
-    """State shared by the callback: the trainer, logs, best score."""
+class Run:
+    """One training run's state, shared with its callback: the trainer, logs, best scores.
 
-    def __init__(self, config: TrainConfig, out_dir: Path, val_rows: list[dict], tokenizer, meta: dict,
-                 progress: bool, time_budget_s: float | None) -> None:
+    `validator(model) -> dict` scores the adapter on `val_rows` (greedy; the dict holds at
+    least "f1", what picks the best adapter, and "n"); subclasses may override `score`,
+    `eval_record`, `step_record` and `describe` instead. `clock` (seconds, monotonic) is
+    `time.perf_counter` unless a test passes a fake. Called on the trainer's thread.
+    """
+
+    def __init__(self, config: TrainConfig, out_dir: Path, val_rows: list[dict], tokenizer, meta: dict, *,
+                 progress: bool = False, time_budget_s: float | None = None,
+                 validator: Callable[[Any], dict] | None = None,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
         self.config = config
-        self.out_dir = out_dir
+        self.out_dir = Path(out_dir)
         self.val_rows = val_rows
         self.tokenizer = tokenizer
         self.meta = meta
         self.progress = progress
         self.time_budget_s = time_budget_s
+        self.validator = validator
+        self.clock = clock
         self.trainer = None
         self.records: list[dict] = []
         self.baseline: dict = {}
         self.best: dict = {}
         self.last_eval_step = -1
-        self.started = time.perf_counter()
+        self.started = clock()
         self.eval_seconds = 0.0
         self.lora_before: dict = {}
 
+    # --- hooks ---------------------------------------------------------------------------------
+
+    def score(self, model) -> dict:
+        """Validation scores of `model` on `val_rows` (default: the `validator` given)."""
+        if self.validator is None:
+            raise NotImplementedError("Run needs a validator or a score() override")
+        return self.validator(model)
+
+    def eval_record(self, step: int, scores: dict) -> dict:
+        """The log row of one validation (override to log more of `scores`)."""
+        return {"step": step, "elapsed_s": self.elapsed(),
+                "val_f1": scores["f1"], "val_bleu1": scores.get("bleu1"), "val_em": scores.get("em"),
+                "val_completion_length": scores.get("completion_length"),
+                "val_samples": scores.get("samples", [])}
+
+    def step_record(self, state, logs: dict) -> dict:
+        """The log row of one optimizer step from TRL's `logs` (override to log more)."""
+        rec = {"step": state.global_step, "epoch": logs.get("epoch", state.epoch),
+               "elapsed_s": self.elapsed(), "train_s": round(self.training_seconds(), 2),
+               "reward": logs.get("reward"), "reward_std": logs.get("reward_std"),
+               "frac_reward_zero_std": logs.get("frac_reward_zero_std"),
+               "completion_length": logs.get("completions/mean_length"),
+               "clipped_ratio": logs.get("completions/clipped_ratio"), "kl": logs.get("kl"),
+               "loss": logs.get("loss"), "learning_rate": logs.get("learning_rate")}
+        rec.update({k: v for k, v in logs.items() if k.startswith("rewards/")})
+        return rec
+
+    def describe(self, scores: dict) -> str:
+        """The log line of one validation (after "step N: ")."""
+        return f"validation F1 {scores['f1']:.4f} ({scores['n']} questions, {scores['seconds']:.0f}s)"
+
+    # --- the loop's side -----------------------------------------------------------------------
+
+    def elapsed(self) -> float:
+        return round(self.clock() - self.started, 2)
+
     def training_seconds(self) -> float:
         """Wall time since the start, validation excluded (what the time budget counts)."""
-        return time.perf_counter() - self.started - self.eval_seconds
+        return self.clock() - self.started - self.eval_seconds
+
+    def over_budget(self) -> bool:
+        return bool(self.time_budget_s) and self.training_seconds() > self.time_budget_s
 
     @property
     def is_main(self) -> bool:
@@ -344,46 +332,28 @@ class _Run:
         return self.trainer.accelerator.unwrap_model(self.trainer.model)
 
     def add_step(self, state, logs: dict) -> None:
-        rec = {"step": state.global_step, "epoch": logs.get("epoch", state.epoch),
-               "elapsed_s": round(time.perf_counter() - self.started, 2),
-               "train_s": round(self.training_seconds(), 2), "reward": logs.get("reward"), "reward_std": logs.get("reward_std"),
-               "frac_reward_zero_std": logs.get("frac_reward_zero_std"),
-               "completion_length": logs.get("completions/mean_length"),
-               "clipped_ratio": logs.get("completions/clipped_ratio"), "kl": logs.get("kl"),
-               "loss": logs.get("loss"), "learning_rate": logs.get("learning_rate")}
-        rec.update({k: v for k, v in logs.items() if k.startswith("rewards/")})
-        self.records.append(rec)
+        self.records.append(self.step_record(state, logs))
         write_logs(self.records, self.out_dir)
 
     def evaluate(self, step: int) -> None:
-        t_start = time.perf_counter()
+        """Validate at `step` (main process), keep the best adapter; the time it takes is not
+        counted as training time."""
+        t_start = self.clock()
         try:
             self._evaluate(step)
         finally:
-            self.eval_seconds += time.perf_counter() - t_start
-
-    def score(self, model) -> dict:
-        """Validation scores of `model` on `val_rows` (override for another validator)."""
-        return validate(model, self.tokenizer, self.val_rows, self.config, progress=self.progress)
-
-    def eval_record(self, step: int, scores: dict) -> dict:
-        """The log row of one validation (override to log more of `scores`)."""
-        return {"step": step, "elapsed_s": round(time.perf_counter() - self.started, 2),
-                "val_f1": scores["f1"], "val_bleu1": scores.get("bleu1"), "val_em": scores.get("em"),
-                "val_completion_length": scores.get("completion_length"),
-                "val_samples": scores.get("samples", [])}
+            self.eval_seconds += self.clock() - t_start
 
     def _evaluate(self, step: int) -> None:
         self.last_eval_step = step
         acc = self.trainer.accelerator
         if acc.is_main_process and self.val_rows:
             model = self.unwrapped()
-            t0 = time.perf_counter()
+            t0 = self.clock()
             scores = self.score(model)
-            scores["seconds"] = round(time.perf_counter() - t0, 1)
+            scores["seconds"] = round(self.clock() - t0, 1)
             scores["step"] = step
-            log.info("step %d: validation F1 %.4f (%d questions, %.0fs)", step, scores["f1"], scores["n"],
-                     scores["seconds"])
+            log.info("step %d: %s", step, self.describe(scores))
             self.records.append(self.eval_record(step, scores))
             write_logs(self.records, self.out_dir)
             if step == 0:
@@ -397,16 +367,12 @@ class _Run:
         # save_embedding_layers=False: we never train embeddings, and "auto" asks the Hub about the base
         model.save_pretrained(str(path), save_embedding_layers=False)
         meta = dict(self.meta, step=step,
-                    validation={"baseline": _public(self.baseline), "this": _public(scores or {}),
-                                "best": _public(self.best)})
+                    validation={"baseline": public_scores(self.baseline), "this": public_scores(scores or {}),
+                                "best": public_scores(self.best)})
         (path / "memory_r1_train.json").write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
 
 
-def _public(scores: dict) -> dict:
-    return {k: v for k, v in scores.items() if k not in ("samples", "val_samples")}
-
-
-# --------------------------------------------------------------------------- entry point
+# --------------------------------------------------------------------------- entry points
 
 
 def grpo_args(config: TrainConfig, out_dir: Path, *, num_processes: int, use_bf16: bool, on_gpu: bool,
@@ -443,22 +409,41 @@ def lora_config(config: TrainConfig):
                       target_modules=list(config.lora_targets), bias="none", task_type="CAUSAL_LM")
 
 
-def train_answer_agent(config: TrainConfig, train_examples: Sequence[dict], val_examples: Sequence[dict], *,
-                       out_dir: str | os.PathLike, base: str | os.PathLike = "embedded", model=None,
-                       tokenizer=None, base_meta: dict | None = None,
-                       reward_funcs: Sequence[Callable] | None = None, progress: bool = True,
-                       time_budget_s: float | None = None) -> TrainResult:
-    """Train a LoRA adapter with GRPO; see the module docstring. `model`/`tokenizer` override
-    loading `base` (tests pass a tiny model); `reward_funcs` override the EM reward (weights 1)."""
+@dataclass
+class Setup:
+    """What `start` prepared: the model to train, its tokenizer and the runtime facts."""
+
+    model: Any
+    tokenizer: Any
+    base_meta: dict
+    threads: int
+    on_gpu: bool
+    use_bf16: bool
+    num_processes: int
+
+    def meta(self) -> dict:
+        """The runtime part of the metadata sidecar."""
+        return {"device": "cuda" if self.on_gpu else "cpu", "num_processes": self.num_processes,
+                "threads": self.threads}
+
+
+def base_meta(spec) -> dict:
+    """The metadata of a loaded base model (`training.models.load_base`'s spec)."""
+    from core.fileio import sha256_file
+
+    path = Path(spec.path)
+    return {"kind": spec.kind, "path": str(path), "sha256": sha256_file(path) if path.is_file() else None}
+
+
+def start(config: TrainConfig, out_dir: Path, *, base: str | os.PathLike = "embedded", model=None,
+          tokenizer=None, base_info: dict | None = None) -> Setup:
+    """Validate `config`, create `out_dir`, set the threads and the TRL patch, load `base`
+    unless `model`/`tokenizer` are given (tests pass a tiny model)."""
     import torch
     from accelerate import PartialState
-    from trl import GRPOTrainer
-
-    from training.rewards.answer import reward_functions
 
     config.validate()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
     threads = set_threads(config)
     on_gpu = torch.cuda.is_available()
     if not on_gpu:
@@ -468,58 +453,47 @@ def train_answer_agent(config: TrainConfig, train_examples: Sequence[dict], val_
         from training.models import load_base
 
         model, tokenizer, spec = load_base(base, bf16=config.bf16)
-        base_meta = base_meta or _base_meta(spec)
-    use_bf16 = model.dtype == torch.bfloat16
-    if reward_funcs is None:
-        funcs, weights = reward_functions(config.reward_f1_weight, config.reward_format_weight)
-    else:
-        funcs, weights = list(reward_funcs), [1.0] * len(reward_funcs)
-    train_rows = prepare_rows(train_examples, tokenizer, config)
-    val_rows = prepare_rows(eval_subset(val_examples, config), tokenizer, config) if val_examples else []
-    log.info("GRPO: %d training prompts (%.1f memories kept on average), %d validation, %d threads, %s, %s",
-             len(train_rows), sum(r["n_memories"] for r in train_rows) / len(train_rows), len(val_rows),
-             threads, "GPU" if on_gpu else "CPU", "bf16" if use_bf16 else "fp32")
-    from datasets import Dataset
+        base_info = base_info or base_meta(spec)
+    return Setup(model, tokenizer, base_info or {}, threads, on_gpu, model.dtype == torch.bfloat16,
+                 state.num_processes)
 
-    args = grpo_args(config, out, num_processes=state.num_processes, use_bf16=use_bf16, on_gpu=on_gpu,
-                     reward_weights=weights, progress=progress)
-    meta = {"base": base_meta or {}, "train_config": config.to_dict(),
-            "train_examples": len(train_rows), "val_examples": len(val_rows),
-            "device": "cuda" if on_gpu else "cpu", "num_processes": state.num_processes, "threads": threads}
-    ctx = _Run(config, out, val_rows, tokenizer, meta, progress, time_budget_s)
-    trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=Dataset.from_list(train_rows),
-                          processing_class=tokenizer, peft_config=lora_config(config),
-                          callbacks=[_make_callback(ctx)])
-    ctx.trainer = trainer
+
+def train(run: Run, setup: Setup, train_rows: list[dict], reward_funcs: Sequence[Callable],
+          weights: Sequence[float]) -> float:
+    """Run GRPO on `train_rows` with `run` as the callback; returns the wall seconds."""
+    from datasets import Dataset
+    from trl import GRPOTrainer
+
+    args = grpo_args(run.config, run.out_dir, num_processes=setup.num_processes, use_bf16=setup.use_bf16,
+                     on_gpu=setup.on_gpu, reward_weights=list(weights), progress=run.progress)
+    trainer = GRPOTrainer(model=setup.model, reward_funcs=list(reward_funcs), args=args,
+                          train_dataset=Dataset.from_list(train_rows), processing_class=setup.tokenizer,
+                          peft_config=lora_config(run.config), callbacks=[make_callback(run)])
+    run.trainer = trainer
     t0 = time.perf_counter()
     trainer.train()
-    seconds = time.perf_counter() - t0
-    final_dir = out / "final"
+    return time.perf_counter() - t0
+
+
+def finish(run: Run, seconds: float, *, title: str, extra_meta: dict | None = None) -> None:
+    """Save final/, refresh best/'s metadata (`seconds` and `extra_meta`), write the logs, the
+    curve and summary.json (main process; the others wait)."""
+    trainer, out = run.trainer, run.out_dir
     if trainer.accelerator.is_main_process:
-        ctx.meta["seconds"] = round(seconds, 1)
-        ctx.save(ctx.unwrapped(), final_dir, trainer.state.global_step, ctx.records[-1] if ctx.records else None)
-        if ctx.best:
-            # refresh best/'s meta with the final picture (baseline, best, timing)
-            meta_path = out / "best" / "memory_r1_train.json"
+        extra = dict(seconds=round(seconds, 1), **(extra_meta or {}))
+        run.meta.update(extra)
+        run.save(run.unwrapped(), out / "final", trainer.state.global_step, run.records[-1] if run.records else None)
+        meta_path = out / "best" / "memory_r1_train.json"
+        if run.best and meta_path.is_file():
             best_meta = json.loads(meta_path.read_text(encoding="utf-8"))
-            best_meta["seconds"] = ctx.meta["seconds"]
+            best_meta.update(extra)
             meta_path.write_text(json.dumps(best_meta, indent=2, default=str), encoding="utf-8")
-        write_logs(ctx.records, out)
-        plot_curve(ctx.records, out / "curve.png")
-        summary = {"baseline": _public(ctx.baseline), "best": _public(ctx.best),
-                   "steps": trainer.state.global_step, "seconds": round(seconds, 1), **meta}
+        write_logs(run.records, out)
+        plot_curve(run.records, out / "curve.png", title)
+        summary = {"baseline": public_scores(run.baseline), "best": public_scores(run.best),
+                   "steps": trainer.state.global_step, "seconds": round(seconds, 1), **run.meta}
         (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
     trainer.accelerator.wait_for_everyone()
-    best_dir = out / "best" if (out / "best").is_dir() else final_dir  # no validation: the last one
-    return TrainResult(out, best_dir, final_dir, _public(ctx.baseline), _public(ctx.best),
-                       trainer.state.global_step, seconds, ctx.records, ctx.lora_before, trainer.model)
-
-
-def _base_meta(spec) -> dict:
-    from core.fileio import sha256_file
-
-    path = Path(spec.path)
-    return {"kind": spec.kind, "path": str(path), "sha256": sha256_file(path) if path.is_file() else None}
 
 
 def steps_per_epoch(n_examples: int, config: TrainConfig) -> int:

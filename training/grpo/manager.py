@@ -1,7 +1,9 @@
-"""GRPO + LoRA training of the Memory Manager (method.md §2, issue 7) on the Answer Agent
-trainer's building blocks (`training.grpo.loop`): same TrainConfig fields, LoRA config, TRL
-arguments, CPU thread handling, per-step logs, validation with best-adapter keeping, curve and
-summary, and the same adapter layout, so `memory-r1 export` turns it into a GGUF LoRA adapter.
+"""GRPO + LoRA training of the Memory Manager (method.md §2) on the shared loop
+(`training.grpo.loop`), as the Answer Agent's trainer: same TrainConfig fields, LoRA config,
+TRL arguments, CPU thread handling, per-step logs, validation with best-adapter keeping (its
+time not counted by `time_budget_s`), curve and summary, and the same adapter layout, so
+`memory-r1 export` turns it into a GGUF LoRA adapter. What is the manager's own: the rows, the
+reward, and the validator (`ManagerRun`'s hooks).
 
 `train_manager(config, train_states, val_states, out_dir=..., base=..., answer_adapter=...)`:
 1. rows = the app's decision prompt of every trainable state (`ManagerState.prompt`, exactly
@@ -26,17 +28,15 @@ Runs in the calling thread; raises UserError subclasses for bad input.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
 from core.errors import InvalidInputError
 
-from training.grpo import loop as grpo
+from training.grpo import loop
 from training.config import TrainConfig
 from training.data.manager import ManagerState
 from training.rewards.manager import FrozenAnswerer, InvalidCompletion, ManagerRewardFunc, check_completion
@@ -88,7 +88,7 @@ def prepare_rows(states: Sequence[ManagerState], tokenizer, config: ManagerTrain
     """Trainer rows {"prompt", "state_id"}; states whose prompt is too long are left out."""
     rows = []
     for s in states:
-        n = grpo.prompt_tokens(tokenizer, s.prompt)
+        n = loop.prompt_tokens(tokenizer, s.prompt)
         if n > config.max_prompt_length:
             log.warning("state %s left out: prompt of %d tokens > max_prompt_length %d", s.id, n,
                         config.max_prompt_length)
@@ -126,7 +126,7 @@ def validate_manager(model, tokenizer, rows: Sequence[dict], states: dict, confi
 
     if not rows:
         return {"f1": None, "bleu1": None, "em": None, "n": 0}
-    texts = grpo.generate_answers(model, tokenizer, [r["prompt"] for r in rows],
+    texts = loop.generate_answers(model, tokenizer, [r["prompt"] for r in rows],
                                   max_new_tokens=config.eval_max_new_tokens, batch_size=config.eval_batch_size,
                                   progress=progress)
     details = [answerer.score(t, states[r["state_id"]]) for t, r in zip(texts, rows)]
@@ -143,52 +143,40 @@ def validate_manager(model, tokenizer, rows: Sequence[dict], states: dict, confi
                          "answers": d.answers} for r, t, d in list(zip(rows, texts, details))[:5]]}
 
 
-class _ManagerRun(grpo._Run):
-    """The answer trainer's run state with the manager's validation and extra logged metrics."""
+class ManagerRun(loop.Run):
+    """The loop's run with the manager's validator (`validate_manager` over `states` with the
+    frozen `answerer`) and its extra logged metrics (validity, op counts, `manager/*`)."""
 
     def __init__(self, *args, states: dict, answerer: FrozenAnswerer, **kw) -> None:
         super().__init__(*args, **kw)
         self.states = states
         self.answerer = answerer
 
-    def add_step(self, state, logs: dict) -> None:
-        super().add_step(state, logs)
-        self.records[-1].update({k: v for k, v in logs.items() if k.startswith("manager/")})
-        grpo.write_logs(self.records, self.out_dir)
+    def score(self, model) -> dict:
+        return validate_manager(model, self.tokenizer, self.val_rows, self.states, self.config, self.answerer,
+                                progress=self.progress)
 
-    def evaluate(self, step: int) -> None:
-        """As `grpo._Run.evaluate`, with `validate_manager` (the hook that would remove this
-        copy: a `validator` argument to `_Run`)."""
-        self.last_eval_step = step
-        acc = self.trainer.accelerator
-        if acc.is_main_process and self.val_rows:
-            model = self.unwrapped()
-            t0 = time.perf_counter()
-            scores = validate_manager(model, self.tokenizer, self.val_rows, self.states, self.config,
-                                      self.answerer, progress=self.progress)
-            scores["seconds"] = round(time.perf_counter() - t0, 1)
-            scores["step"] = step
-            log.info("step %d: validation F1 %.4f EM %.4f valid %.2f ops %s (%d states, %.0fs)", step,
-                     scores["f1"], scores["em"], scores["valid"], scores["ops"], scores["n"], scores["seconds"])
-            self.records.append({"step": step, "elapsed_s": round(time.perf_counter() - self.started, 2),
-                                 "val_f1": scores["f1"], "val_bleu1": scores["bleu1"], "val_em": scores["em"],
-                                 "val_completion_length": scores["completion_length"],
-                                 "val_valid": scores["valid"], "val_ops": scores["ops"],
-                                 "val_samples": scores["samples"]})
-            grpo.write_logs(self.records, self.out_dir)
-            if step == 0:
-                self.baseline = scores
-            if not self.best or scores["f1"] > self.best["f1"]:
-                self.best = scores
-                self.save(model, self.out_dir / "best", step, scores)
-        acc.wait_for_everyone()
+    def eval_record(self, step: int, scores: dict) -> dict:
+        rec = super().eval_record(step, scores)
+        samples = rec.pop("val_samples")
+        rec.update(val_valid=scores["valid"], val_ops=scores["ops"], val_samples=samples)
+        return rec
+
+    def step_record(self, state, logs: dict) -> dict:
+        rec = super().step_record(state, logs)
+        rec.update({k: v for k, v in logs.items() if k.startswith("manager/")})
+        return rec
+
+    def describe(self, scores: dict) -> str:
+        return (f"validation F1 {scores['f1']:.4f} EM {scores['em']:.4f} valid {scores['valid']:.2f} "
+                f"ops {scores['ops']} ({scores['n']} states, {scores['seconds']:.0f}s)")
 
 
 # --------------------------------------------------------------------------- entry point
 
 
 @dataclass
-class ManagerTrainResult(grpo.TrainResult):
+class ManagerTrainResult(loop.TrainResult):
     reward_stats: dict = field(default_factory=dict)
 
 
@@ -210,32 +198,16 @@ def train_manager(config: ManagerTrainConfig, train_states: Sequence[ManagerStat
     `model`/`tokenizer` override loading `base` (tests pass a tiny model); `extra_reward_funcs`
     are added with weight 1 (tests use one with spread on random text).
     """
-    import torch
-    from accelerate import PartialState
-    from datasets import Dataset
-    from trl import GRPOTrainer
-
-    config.validate()
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    threads = grpo.set_threads(config)
-    on_gpu = torch.cuda.is_available()
-    if not on_gpu:
-        grpo.score_only_completions_on_cpu()
-    state = PartialState()
-    if model is None:
-        from training.models import load_base
-
-        model, tokenizer, spec = load_base(base, bf16=config.bf16)
-        base_meta = base_meta or grpo._base_meta(spec)
-    use_bf16 = model.dtype == torch.bfloat16
+    setup = loop.start(config, out, base=base, model=model, tokenizer=tokenizer, base_info=base_meta)
+    tokenizer = setup.tokenizer
     train = select_states(train_states, config.states)
     val = select_states(val_states, config.states)
     train_rows = prepare_rows(train, tokenizer, config)
     if not train_rows:
         raise InvalidInputError("no trainable manager states (none with a decision call, linked questions "
                                 "and a prompt that fits max_prompt_length)")
-    val_rows = prepare_rows(grpo.eval_subset(val, config), tokenizer, config) if val else []
+    val_rows = prepare_rows(loop.eval_subset(val, config), tokenizer, config) if val else []
     owned = answerer is None
     if owned:
         answerer = _answerer_for(config, answer_adapter, embedder)
@@ -249,56 +221,30 @@ def train_manager(config: ManagerTrainConfig, train_states: Sequence[ManagerStat
         funcs.append(f)
         weights.append(1.0)
     log.info("manager GRPO: %d training states (of %d), %d validation, %d threads, %s", len(train_rows),
-             len(train_states), len(val_rows), threads, "GPU" if on_gpu else "CPU")
-    args = grpo.grpo_args(config, out, num_processes=state.num_processes, use_bf16=use_bf16, on_gpu=on_gpu,
-                          reward_weights=weights, progress=progress)
-    meta = {"role": "manager", "base": base_meta or {}, "train_config": config.to_dict(),
+             len(train_states), len(val_rows), setup.threads, "GPU" if setup.on_gpu else "CPU")
+    meta = {"role": "manager", "base": setup.base_meta, "train_config": config.to_dict(),
             "train_states": len(train_rows), "val_states": len(val_rows),
             "answerer": {"name": getattr(answerer.backend, "name", "?"), "adapter": answer_adapter,
-                         "k": answerer.k, "max_tokens": answerer.params.max_tokens},
-            "device": "cuda" if on_gpu else "cpu", "num_processes": state.num_processes, "threads": threads}
-    ctx = _ManagerRun(config, out, val_rows, tokenizer, meta, progress, time_budget_s, states=by_id,
-                      answerer=answerer)
+                         "k": answerer.k, "max_tokens": answerer.params.max_tokens}, **setup.meta()}
+    run = ManagerRun(config, out, val_rows, tokenizer, meta, progress=progress, time_budget_s=time_budget_s,
+                     states=by_id, answerer=answerer)
     try:
-        trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=Dataset.from_list(train_rows),
-                              processing_class=tokenizer, peft_config=grpo.lora_config(config),
-                              callbacks=[grpo._make_callback(ctx)])
-        ctx.trainer = trainer
-        t0 = time.perf_counter()
-        trainer.train()
-        seconds = time.perf_counter() - t0
-        _finish(ctx, trainer, out, seconds, answerer)
+        seconds = loop.train(run, setup, train_rows, funcs, weights)
+        loop.finish(run, seconds, title="Memory Manager GRPO training",
+                    extra_meta={"reward_stats": _reward_stats(answerer)})
     finally:
         if owned:
             answerer.close()
-    return ManagerTrainResult(out, out / "best", out / "final", grpo._public(ctx.baseline), grpo._public(ctx.best),
-                              trainer.state.global_step, seconds, ctx.records, ctx.lora_before, trainer.model,
-                              reward_stats=_reward_stats(answerer))
+    trainer = run.trainer
+    return ManagerTrainResult(out, out / "best", out / "final", loop.public_scores(run.baseline),
+                              loop.public_scores(run.best), trainer.state.global_step, seconds, run.records,
+                              run.lora_before, trainer.model, reward_stats=_reward_stats(answerer))
 
 
 def _reward_stats(answerer: FrozenAnswerer) -> dict:
     s = dict(answerer.stats)
     s.update({f"{k}_s": round(v, 2) for k, v in answerer.seconds.items()})
     return s
-
-
-def _finish(ctx: _ManagerRun, trainer, out: Path, seconds: float, answerer: FrozenAnswerer) -> None:
-    """Save final/, refresh best/'s meta, write logs, curve and summary (main process)."""
-    if trainer.accelerator.is_main_process:
-        ctx.meta["seconds"] = round(seconds, 1)
-        ctx.meta["reward_stats"] = _reward_stats(answerer)
-        ctx.save(ctx.unwrapped(), out / "final", trainer.state.global_step, ctx.records[-1] if ctx.records else None)
-        meta_path = out / "best" / "memory_r1_train.json"
-        if ctx.best and meta_path.is_file():
-            best_meta = json.loads(meta_path.read_text(encoding="utf-8"))
-            best_meta.update(seconds=ctx.meta["seconds"], reward_stats=ctx.meta["reward_stats"])
-            meta_path.write_text(json.dumps(best_meta, indent=2, default=str), encoding="utf-8")
-        grpo.write_logs(ctx.records, out)
-        grpo.plot_curve(ctx.records, out / "curve.png", "Memory Manager GRPO training")
-        summary = {"baseline": grpo._public(ctx.baseline), "best": grpo._public(ctx.best),
-                   "steps": trainer.state.global_step, "seconds": round(seconds, 1), **ctx.meta}
-        (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
-    trainer.accelerator.wait_for_everyone()
 
 
 def config_from(path: str | None, **overrides) -> ManagerTrainConfig:

@@ -2,13 +2,13 @@
 
     .venv/bin/python -m training.runs.staged --out runs/staged [--max-states N] [--max-sessions N]
         [--manager-config FILE] [--answer-config FILE] [--threads N] [--eval]
-    .venv/bin/python -m training.runs.staged --smoke --out /tmp/smoke     # CPU, tiny model, ~1-2 min
+    run_staged(["--smoke", "--out", "/tmp/smoke"], stand_ins=SmokeStandIns(...))  # CPU, tiny model, ~1-2 min
 
 1. Manager states from the training conversation, built by the CURRENT (untrained) manager
    (`training.data.manager`), for train and (unless --no-val) validation.
 2. The Memory Manager trained with GRPO + LoRA against the FROZEN UNTRAINED answerer
    (`training.grpo.manager.train_manager`), exported to `<out>/manager-lora.gguf`.
-3. The Answer Agent trained with GRPO + LoRA (`training.grpo.loop.train_answer_agent`) on banks
+3. The Answer Agent trained with GRPO + LoRA (`training.grpo.answer.train_answer_agent`) on banks
    built by the TRAINED manager (base GGUF + manager-lora.gguf, through llama.cpp), exported to
    `<out>/answer-lora.gguf`.
 4. With --eval: the paper's ablation on the validation conversation (full pipeline F1/BLEU-1
@@ -17,8 +17,10 @@
 
 --smoke runs the same chain on a synthetic two-speaker conversation (no LoCoMo text) with a
 random-weight 2-layer LLaMA that uses the real SmolLM2 tokenizer (`training.models.tiny_llama`),
-written as a GGUF for llama.cpp, the HashEmbedder, and a scripted stand-in for the "current
-manager" of stage 1 (a random model extracts no facts, so it would leave nothing to train).
+written as a GGUF for llama.cpp, and the stand-ins the caller passes (`SmokeStandIns`: a fast
+embedder and a backend scripted with `scripted_manager` for the "current manager" of stage 1; a
+random model extracts no facts, so it would leave nothing to train). The test suite passes the
+project's fakes (tests/training/grpo/test_manager_training.py); training never imports them.
 Everything else is real: TRL, PEFT, the GGUF export, llama.cpp answering and ingesting with the
 trained adapter. It checks the plumbing, not learning (rewards are 0 on a random model).
 
@@ -85,6 +87,15 @@ def scripted_manager(messages, schema) -> str:
 
 
 @dataclass
+class SmokeStandIns:
+    """What the smoke run takes from its caller: an `Embedder` and a zero-argument factory of
+    the `ChatBackend` that plays stage 1's current manager (scripted with `scripted_manager`)."""
+
+    embedder: object
+    manager_backend: Callable[[], object]
+
+
+@dataclass
 class Env:
     """What differs between the real chain and the smoke: data, models, embedder, settings."""
 
@@ -119,9 +130,7 @@ def real_env(args) -> Env:
                None, None, None, None, args.threads, None)
 
 
-def smoke_env(out: Path) -> Env:
-    from core.embeddings import HashEmbedder
-    from core.fakes import FakeBackend
+def smoke_env(out: Path, stand_ins: SmokeStandIns) -> Env:
     from core.paths import embedded_gguf
     from core.llm.runtime import LlamaBackend
     from training.config import TrainConfig
@@ -136,7 +145,7 @@ def smoke_env(out: Path) -> Env:
     val.write_text(json.dumps([smoke_sample("smoke-val")]), encoding="utf-8")
     model, tok = tiny_llama(layers=2, hidden=64, seed=0)
     gguf = write_hf_model_gguf(model, out / "tiny-f32.gguf", tokenizer_gguf=embedded_gguf(), dtype="f32")
-    embedder = HashEmbedder()
+    embedder = stand_ins.embedder
     small = dict(num_generations=2, prompts_per_step=2, max_steps=1, max_completion_length=12, eval_every=0,
                  eval_max_new_tokens=8, eval_batch_size=2, lora_r=4, lora_alpha=8, threads=1, seed=1)
     mc = ManagerTrainConfig(max_prompt_length=1200, answer_max_tokens=12, answer_n_ctx=1024, **small)
@@ -146,7 +155,7 @@ def smoke_env(out: Path) -> Env:
         backend = LlamaBackend(path=gguf, adapter=answer_adapter, n_ctx=1024, n_threads=1)
         return FrozenAnswerer(backend, embedder, k=mc.retrieve_k, max_tokens=mc.answer_max_tokens)
 
-    return Env(train, val, embedder, mc, ac, str(gguf), gguf, lambda: FakeBackend(default=scripted_manager),
+    return Env(train, val, embedder, mc, ac, str(gguf), gguf, stand_ins.manager_backend,
                "scripted-smoke-manager", lambda: (copy.deepcopy(model), tok), {"kind": "gguf", "path": str(gguf)},
                1, answerer)
 
@@ -213,7 +222,7 @@ def _components(env: Env, manager_adapter: Path):
 def stage_answer(env: Env, args, out: Path, manager_adapter: Path) -> tuple[Path, dict]:
     from training.data.answer import build_examples
     from training.export.gguf import export_lora
-    from training.grpo.loop import train_answer_agent
+    from training.grpo.answer import train_answer_agent
 
     comps = _components(env, manager_adapter)
     kw = dict(k=env.answer_config.retrieve_k, bank="memory", max_sessions=args.max_sessions,
@@ -282,12 +291,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def run_staged(argv=None) -> dict:
-    """Run the chain; returns (and writes to <out>/staged.json) its record."""
+def run_staged(argv=None, *, stand_ins: SmokeStandIns | None = None) -> dict:
+    """Run the chain; returns (and writes to <out>/staged.json) its record. `--smoke` needs
+    `stand_ins` (InvalidInputError without them)."""
     args = parse_args(argv)
+    if args.smoke and stand_ins is None:
+        from core.errors import InvalidInputError
+
+        raise InvalidInputError("--smoke needs the test stand-ins: run it with "
+                                "pytest -m slow tests/training/grpo/test_manager_training.py -k staged")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    env = smoke_env(out) if args.smoke else real_env(args)
+    env = smoke_env(out, stand_ins) if args.smoke else real_env(args)
     record: dict = {"smoke": args.smoke, "argv": list(argv or sys.argv[1:]), "started": time.strftime("%F %T")}
 
     def save():

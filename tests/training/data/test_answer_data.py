@@ -5,50 +5,27 @@ prompt. Real SQLite + sqlite-vec banks; the manager model is scripted (FakeBacke
 from __future__ import annotations
 
 import json
-import re
 
 import pytest
 
 from core.embeddings import HashEmbedder
 from core.errors import InvalidInputError
 from core.fakes import FakeBackend
+from tests.training.locomo_fixtures import T1, T2, add_every_fact, locomo_sample, write_locomo
 
-T1, T2 = "1:56 pm on 8 May, 2023", "10:00 am on 2 June, 2023"
-CONV = {
-    "sample_id": "conv-t",
-    "conversation": {
-        "speaker_a": "Ann", "speaker_b": "Bob",
-        "session_1_date_time": T1,
-        "session_1": [
-            {"speaker": "Ann", "dia_id": "D1:1", "text": "I adopted a dog named Rex yesterday."},
-            {"speaker": "Bob", "dia_id": "D1:2", "text": "I moved to Oslo in 2022."},
-            {"speaker": "Ann", "dia_id": "D1:3", "text": "Rex loves the beach."},
-        ],
-        "session_2_date_time": T2,
-        "session_2": [{"speaker": "Bob", "dia_id": "D2:1", "text": "I started a bakery."}],
-    },
-    "qa": [
-        {"question": "Where does Bob live?", "answer": "Oslo", "evidence": ["D1:2"], "category": 4},
-        {"question": "When did Bob move to Oslo?", "answer": 2022, "evidence": ["D1:2"], "category": 2},
-        {"question": "What does Rex love?", "answer": "the beach", "evidence": ["D1:3"], "category": 1},
-        {"question": "What did Bob start?", "answer": "a bakery", "evidence": ["D2:1"], "category": 3},
-        {"question": "What did Ann adopt?", "adversarial_answer": "a cat", "evidence": ["D1:1"], "category": 5},
-    ],
-}
-
-
-def manager_script(messages, schema):
-    """One fact per turn (`<speaker> said: <message>`), every fact ADDed."""
-    user = messages[-1]["content"]
-    if schema and "facts" in schema["properties"]:
-        speaker = re.search(r"^Speaker: (.*)$", user, re.M).group(1)
-        message = re.search(r"^Message: (.*)$", user, re.M).group(1)
-        return json.dumps({"facts": [f"{speaker} said: {message}"]})
-    shown = json.loads(user.split("Existing memories:\n", 1)[1].split("\nNew facts:", 1)[0])
-    facts = json.loads(user.split("New facts:\n", 1)[1].split("\nOutput:", 1)[0])
-    items = [{"id": m["id"], "text": m["text"], "event": "NONE"} for m in shown]
-    items += [{"id": str(len(shown) + i), "text": f, "event": "ADD"} for i, f in enumerate(facts)]
-    return json.dumps({"memory": items})
+CONV = locomo_sample("conv-t", [
+    (T1, [{"speaker": "Ann", "dia_id": "D1:1", "text": "I adopted a dog named Rex yesterday."},
+          {"speaker": "Bob", "dia_id": "D1:2", "text": "I moved to Oslo in 2022."},
+          {"speaker": "Ann", "dia_id": "D1:3", "text": "Rex loves the beach."}]),
+    (T2, [{"speaker": "Bob", "dia_id": "D2:1", "text": "I started a bakery."}]),
+], [
+    {"question": "Where does Bob live?", "answer": "Oslo", "evidence": ["D1:2"], "category": 4},
+    {"question": "When did Bob move to Oslo?", "answer": 2022, "evidence": ["D1:2"], "category": 2},
+    {"question": "What does Rex love?", "answer": "the beach", "evidence": ["D1:3"], "category": 1},
+    {"question": "What did Bob start?", "answer": "a bakery", "evidence": ["D2:1"], "category": 3},
+    {"question": "What did Ann adopt?", "adversarial_answer": "a cat", "evidence": ["D1:1"], "category": 5},
+])
+manager_script = add_every_fact
 
 
 def _components(manager_factory):
@@ -63,9 +40,7 @@ def _components(manager_factory):
 
 @pytest.fixture
 def data(tmp_path):
-    path = tmp_path / "conv.json"
-    path.write_text(json.dumps([CONV]), encoding="utf-8")
-    return path
+    return write_locomo(tmp_path, CONV)
 
 
 def test_examples_use_the_managers_bank_the_app_prompt_and_the_cache(data, tmp_path):

@@ -13,58 +13,40 @@ import pytest
 from core.embeddings import HashEmbedder
 from core.errors import InvalidInputError, ModelOutputError
 from core.fakes import FakeBackend
+from tests.training.locomo_fixtures import (T1, T2, decision_input, extracted_facts, last_user, locomo_sample,
+                                            write_locomo)
 from core.locomo import load_locomo
 from training.eval.systems import fit_recent_turns, selected_questions
 from training.eval.runner import Components, EvalConfig, parse_systems, run_locomo
 
 VAL = Path(__file__).resolve().parents[4] / "shared" / "data" / "locomo" / "val.json"
-T1, T2 = "1:56 pm on 8 May, 2023", "10:00 am on 2 June, 2023"
-
-CONV = {
-    "sample_id": "conv-test",
-    "conversation": {
-        "speaker_a": "Ann", "speaker_b": "Bob",
-        "session_1_date_time": T1,
-        "session_1": [
-            {"speaker": "Ann", "dia_id": "D1:1", "text": "Hi Bob! I adopted a dog named Rex yesterday."},
-            {"speaker": "Bob", "dia_id": "D1:2", "text": "Nice! I moved to Oslo in 2022."},
-            {"speaker": "Ann", "dia_id": "D1:3", "text": "Rex loves the beach.", "blip_caption": "a dog on sand"},
-            {"speaker": "Bob", "dia_id": "D1:4", "text": "I play jazz piano."},
-        ],
-        "session_2_date_time": T2,
-        "session_2": [
-            {"speaker": "Ann", "dia_id": "D2:1", "text": "I adopted another dog named Max."},
-            {"speaker": "Bob", "dia_id": "D2:2", "text": "I started a bakery."},
-        ],
-    },
-    "qa": [
-        {"question": "Where does Bob live?", "answer": "Oslo", "evidence": ["D1:2"], "category": 4},
-        {"question": "When did Bob move to Oslo?", "answer": 2022, "evidence": ["D1:2"], "category": 2},
-        {"question": "What does Rex love?", "answer": "the beach", "evidence": ["D1:3"], "category": 1},
-        {"question": "What did Bob start?", "answer": "a bakery", "evidence": ["D2:2"], "category": 3},
-        {"question": "What did Ann adopt in session 9?", "adversarial_answer": "a cat", "evidence": ["D1:1"],
-         "category": 5},
-    ],
-}
+CONV = locomo_sample("conv-test", [
+    (T1, [{"speaker": "Ann", "dia_id": "D1:1", "text": "Hi Bob! I adopted a dog named Rex yesterday."},
+          {"speaker": "Bob", "dia_id": "D1:2", "text": "Nice! I moved to Oslo in 2022."},
+          {"speaker": "Ann", "dia_id": "D1:3", "text": "Rex loves the beach.", "blip_caption": "a dog on sand"},
+          {"speaker": "Bob", "dia_id": "D1:4", "text": "I play jazz piano."}]),
+    (T2, [{"speaker": "Ann", "dia_id": "D2:1", "text": "I adopted another dog named Max."},
+          {"speaker": "Bob", "dia_id": "D2:2", "text": "I started a bakery."}]),
+], [
+    {"question": "Where does Bob live?", "answer": "Oslo", "evidence": ["D1:2"], "category": 4},
+    {"question": "When did Bob move to Oslo?", "answer": 2022, "evidence": ["D1:2"], "category": 2},
+    {"question": "What does Rex love?", "answer": "the beach", "evidence": ["D1:3"], "category": 1},
+    {"question": "What did Bob start?", "answer": "a bakery", "evidence": ["D2:2"], "category": 3},
+    {"question": "What did Ann adopt in session 9?", "adversarial_answer": "a cat", "evidence": ["D1:1"],
+     "category": 5},
+])
 # what the scripted answerer says, per question (wrong on purpose for some)
 ANSWERS = {"Where does Bob live?": "Oslo", "When did Bob move to Oslo?": "2022",
            "What does Rex love?": "the sea", "What did Bob start?": ""}
 
 
-def _last_user(messages) -> str:
-    return [m["content"] for m in messages if m["role"] == "user"][-1]
-
-
 def manager_script(messages, schema):
     """Extraction: one fact per turn, `<speaker>: <message>`. Decision: UPDATE memory 0 when
     the new fact and it are both about dogs, NONE for other shown memories, ADD new facts."""
-    user = _last_user(messages)
-    if schema and "facts" in schema["properties"]:
-        speaker = re.search(r"^Speaker: (.*)$", user, re.M).group(1)
-        message = re.search(r"^Message: (.*)$", user, re.M).group(1)
-        return json.dumps({"facts": [f"{speaker} said: {message}"]})
-    shown = json.loads(user.split("Existing memories:\n", 1)[1].split("\nNew facts:", 1)[0])
-    facts = json.loads(user.split("New facts:\n", 1)[1].split("\nOutput:", 1)[0])
+    facts = extracted_facts(messages, schema)
+    if facts is not None:
+        return json.dumps({"facts": facts})
+    shown, facts = decision_input(messages)
     items, next_id = [], len(shown)
     for mem in shown:
         if "dog" in mem["text"] and any("dog" in f for f in facts):
@@ -80,7 +62,7 @@ def manager_script(messages, schema):
 
 
 def answer_script(messages, schema):
-    user = _last_user(messages)
+    user = last_user(messages)
     if schema and "label" in schema.get("properties", {}):  # the judge
         gold = re.search(r"^Gold answer: (.*)$", user, re.M).group(1)
         pred = re.search(r"^Generated answer: (.*)$", user, re.M).group(1)
@@ -114,9 +96,7 @@ class Models:
 
 @pytest.fixture
 def data(tmp_path):
-    path = tmp_path / "conv.json"
-    path.write_text(json.dumps([CONV]), encoding="utf-8")
-    return path
+    return write_locomo(tmp_path, CONV)
 
 
 def config(data, out, **kw):
@@ -220,7 +200,7 @@ def test_interrupted_ingestion_resumes_from_the_last_turn(tmp_path, data):
 
     def crashing(messages, schema):
         if schema and "facts" in schema["properties"]:
-            seen.append(_last_user(messages))
+            seen.append(last_user(messages))
             if len(seen) == 3:
                 raise Crash()
         return manager_script(messages, schema)
@@ -241,7 +221,7 @@ def test_interrupted_ingestion_resumes_from_the_last_turn(tmp_path, data):
 
 def test_manager_failures_are_counted_not_fatal(tmp_path, data):
     def flaky(messages, schema):
-        if "Rex loves the beach" in _last_user(messages):
+        if "Rex loves the beach" in last_user(messages):
             return "this is not JSON"
         return manager_script(messages, schema)
 

@@ -117,7 +117,7 @@ def test_grpo_trained_adapter_exports_and_runs_in_the_app_runtime(tiny, tmp_path
     from core.types import GenParams
     from training.config import TrainConfig
     from training.export.gguf import export_lora
-    from training.grpo.loop import train_answer_agent
+    from training.grpo.answer import train_answer_agent
 
     model, tok, base = tiny
     examples = [{"question": f"Where did Ann go on trip {i}?", "answer": "beach", "category": 4,

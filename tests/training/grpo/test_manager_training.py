@@ -312,6 +312,61 @@ def test_grpo_trains_the_manager_lora_on_the_app_prompt(states, answerer, tmp_pa
     assert summary["steps"] == 2 and summary["baseline"]["n"] == 1 and "samples" in summary["reward_stats"]
 
 
+class _FakeModel:
+    """Stands in for the PEFT model where only the loop's bookkeeping runs."""
+
+    def named_parameters(self):
+        return iter(())
+
+    def save_pretrained(self, path, **_):
+        Path(path).mkdir(parents=True, exist_ok=True)
+
+
+class _FakeAccelerator:
+    is_main_process = True
+
+    def wait_for_everyone(self):
+        pass
+
+    def unwrap_model(self, model):
+        return model
+
+
+def test_manager_time_budget_does_not_count_validation(states, answerer, tmp_path, monkeypatch):
+    """--time-budget counts training time only, for the manager as for the answer trainer: a
+    validation of 2 minutes (fake clock) between 20-second steps must not stop a 60 s budget."""
+    from types import SimpleNamespace
+
+    from training.grpo import manager as mgr
+    from training.grpo.loop import make_callback
+
+    now = [0.0]
+
+    def slow_validation(*_, **__):
+        now[0] += 120.0
+        return {"f1": 0.0, "bleu1": 0.0, "em": 0.0, "valid": 1.0, "ops": {}, "completion_length": 1.0,
+                "n": 1, "samples": []}
+
+    monkeypatch.setattr(mgr, "validate_manager", slow_validation)
+    s3 = states[0]["D1:3"]
+    run = mgr.ManagerRun(mgr.ManagerTrainConfig(eval_every=1, threads=1), tmp_path,
+                         [{"prompt": s3.prompt, "state_id": s3.id}], None, {}, time_budget_s=60.0,
+                         states={s3.id: s3}, answerer=answerer, clock=lambda: now[0])
+    run.trainer = SimpleNamespace(accelerator=_FakeAccelerator(), model=_FakeModel())
+    callback = make_callback(run)
+    control = SimpleNamespace(should_training_stop=False)
+    callback.on_train_begin(None, SimpleNamespace(global_step=0, max_steps=4), control)  # validates
+    for step in (1, 2):  # each step validates too (eval_every=1)
+        now[0] += 20.0
+        callback.on_step_end(None, SimpleNamespace(global_step=step, max_steps=4), control)
+        assert not control.should_training_stop, f"stopped at step {step}: validation time counted"
+    assert run.eval_seconds == 360.0 and run.training_seconds() == 40.0
+    now[0] += 30.0  # step 3: 70 s of training, over the budget
+    callback.on_step_end(None, SimpleNamespace(global_step=3, max_steps=4), control)
+    assert control.should_training_stop
+    assert [r["step"] for r in run.records] == [0, 1, 2, 3] and "val_valid" in run.records[0]
+
+
 def test_manager_config_extends_the_answer_config(tmp_path):
     from core.errors import InvalidInputError
     from training.grpo.manager import ManagerTrainConfig, config_from
@@ -391,11 +446,13 @@ def test_cli_manager_states_prints_the_op_distribution(tmp_path, hash_embedder, 
 @pytest.mark.slow
 def test_staged_chain_smoke_runs_end_to_end(tmp_path):
     pytest.importorskip("trl")
+    from core.embeddings import HashEmbedder
     from core.llm.runtime import LlamaBackend
-    from training.runs.staged import run_staged
+    from training.runs.staged import SmokeStandIns, run_staged, scripted_manager
 
     out = tmp_path / "staged"
-    record = run_staged(["--smoke", "--out", str(out), "--no-progress"])
+    stand_ins = SmokeStandIns(HashEmbedder(), lambda: FakeBackend(default=scripted_manager))
+    record = run_staged(["--smoke", "--out", str(out), "--no-progress"], stand_ins=stand_ins)
     assert record["states"]["train_states"] == 4 and record["states"]["val_states"] == 4
     assert record["states"]["ops_before"]["kinds"] == {"no-related": 2, "decision": 2}
     assert record["manager"]["steps"] == 1 and record["answer"]["steps"] == 1

@@ -43,7 +43,8 @@ def tiny():
 
 def test_fit_prompt_uses_the_app_prompt_and_drops_lowest_ranked_memories(tiny):
     from core.agents.prompts import ANSWER_SYSTEM
-    from training.grpo.loop import fit_prompt, prompt_tokens
+    from training.grpo.answer import fit_prompt
+    from training.grpo.loop import prompt_tokens
 
     _, tok = tiny
     ex = _examples(1, n_memories=40)[0]
@@ -63,7 +64,7 @@ def test_two_grpo_steps_change_lora_weights_but_not_the_base(tiny, tmp_path):
     import torch
 
     from training.config import TrainConfig
-    from training.grpo.loop import train_answer_agent
+    from training.grpo.answer import train_answer_agent
     from training.rewards.answer import em_reward
 
     model, tok = tiny

@@ -1,0 +1,121 @@
+"""Argument types and option blocks shared by the `eval`, `train` and `train manager` commands.
+
+Registration-time only: nothing here imports torch, llama.cpp or training (the CLI's help and
+parsing stay light). `validation_path` raises `InvalidInputError` (a UserError).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def positive(value: str) -> int:
+    """argparse type: a whole number >= 1.
+
+    >>> positive("3")
+    3
+    """
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return n
+
+
+def minutes(value: str) -> float:
+    """argparse type: a number of minutes > 0.
+
+    >>> minutes("1.5")
+    1.5
+    """
+    try:
+        n = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
+    if n <= 0:
+        raise argparse.ArgumentTypeError("must be more than 0")
+    return n
+
+
+def add_command_group(sub, name: str, *, help: str, description: str):
+    """A command with sub-commands (`eval`, `train`): returns its sub-parsers; the command
+    alone prints its help and exits 2."""
+    p = sub.add_parser(name, help=help, description=description)
+    group = p.add_subparsers(dest=f"{name}_command", metavar="SUBCOMMAND")
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+    return group
+
+
+def samples_of(args) -> tuple[str, ...] | None:
+    """The `--samples a,b` ids as a tuple (None when not given or empty).
+
+    >>> samples_of(argparse.Namespace(samples=" conv-26, ,conv-30"))
+    ('conv-26', 'conv-30')
+    """
+    if not args.samples:
+        return None
+    return tuple(s.strip() for s in args.samples.split(",") if s.strip()) or None
+
+
+def add_samples_option(p) -> None:
+    p.add_argument("--samples", metavar="IDS", help="comma-separated sample ids (default: all in the file)")
+
+
+def add_max_sessions_option(p) -> None:
+    p.add_argument("--max-sessions", type=positive, metavar="N",
+                   help="use only the first N sessions and the questions whose evidence lies in them")
+
+
+def add_threads_option(p, what: str = "CPU threads") -> None:
+    p.add_argument("--threads", type=positive, metavar="N", help=f"{what} (default: physical cores)")
+
+
+def add_progress_option(p) -> None:
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+# --------------------------------------------------------------------------- training runs
+
+
+def default_val_path() -> Path:
+    """The shared LoCoMo validation split beside the checkout (`../shared/data/locomo/val.json`)."""
+    from core.paths import repo_root
+
+    return repo_root().parent / "shared" / "data" / "locomo" / "val.json"
+
+
+def add_training_options(p, *, what: str, config_help: str, budget_help: str) -> None:
+    """--base, --out, --val/--no-val, --config, --max-steps and --time-budget of a trainer;
+    `what` names the validation data's other form ("examples .jsonl", "states folder")."""
+    p.add_argument("--base", default="embedded", metavar="embedded|PATH",
+                   help="base model to train: 'embedded' (SmolLM2-135M, read from its GGUF), a GGUF file or "
+                        "an HF model folder")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--val", metavar="FILE",
+                   help=f"validation LoCoMo JSON or {what} (default: ../shared/data/locomo/val.json "
+                        "when present)")
+    p.add_argument("--no-val", action="store_true", help="train without validation")
+    p.add_argument("--config", metavar="FILE", help=config_help)
+    p.add_argument("--max-steps", type=positive, metavar="N", help="stop after N optimizer steps")
+    p.add_argument("--time-budget", type=minutes, metavar="MIN", help=budget_help)
+
+
+def validation_path(args, *, folders: bool = False) -> Path | None:
+    """The validation data of a trainer's `--val`/`--no-val` (None with --no-val); `folders`:
+    a folder is accepted too. Raises InvalidInputError when there is no such file (or folder)."""
+    from core.errors import InvalidInputError
+
+    if args.no_val:
+        return None
+    path = Path(args.val) if args.val else default_val_path()
+    if not (path.exists() if folders else path.is_file()):
+        raise InvalidInputError(f"validation data {path} not found: pass --val FILE or --no-val")
+    return path
+
+
+def time_budget_s(args) -> float | None:
+    """`--time-budget` minutes in seconds (None when not given)."""
+    return args.time_budget * 60 if args.time_budget else None

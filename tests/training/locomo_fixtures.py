@@ -1,0 +1,66 @@
+"""LoCoMo-shaped test data and the scripted Memory Manager the training tests share.
+
+`locomo_sample` writes a conversation in the benchmark's JSON schema (sessions with their
+date_time, turns with dia_ids, a qa list); `write_locomo` saves samples as a LoCoMo file;
+`extracted_facts` / `decision_input` read the app's manager prompts, so each test's script only
+says what its fake manager decides; `add_every_fact` is the plain script (one fact per turn,
+`<speaker> said: <message>`, NONE for shown memories, ADD for new facts).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Sequence
+
+T1, T2 = "1:56 pm on 8 May, 2023", "10:00 am on 2 June, 2023"
+
+
+def locomo_sample(sample_id: str, sessions: Sequence[tuple[str, Sequence[dict]]], qa: Sequence[dict],
+                  speakers: tuple[str, str] = ("Ann", "Bob")) -> dict:
+    """One sample: `sessions` = [(date_time, [{"speaker", "dia_id", "text", ...}, ...]), ...]."""
+    conv: dict = {"speaker_a": speakers[0], "speaker_b": speakers[1]}
+    for n, (when, turns) in enumerate(sessions, start=1):
+        conv[f"session_{n}_date_time"] = when
+        conv[f"session_{n}"] = list(turns)
+    return {"sample_id": sample_id, "conversation": conv, "qa": list(qa)}
+
+
+def write_locomo(folder: Path, *samples: dict, name: str = "conv.json") -> Path:
+    path = Path(folder) / name
+    path.write_text(json.dumps(list(samples)), encoding="utf-8")
+    return path
+
+
+def last_user(messages) -> str:
+    return [m["content"] for m in messages if m["role"] == "user"][-1]
+
+
+def extracted_facts(messages, schema) -> list[str] | None:
+    """For a fact-extraction call: one fact `<speaker> said: <message>`; None for other calls."""
+    if not (schema and "facts" in schema["properties"]):
+        return None
+    user = last_user(messages)
+    speaker = re.search(r"^Speaker: (.*)$", user, re.M).group(1)
+    message = re.search(r"^Message: (.*)$", user, re.M).group(1)
+    return [f"{speaker} said: {message}"]
+
+
+def decision_input(messages) -> tuple[list[dict], list[str]]:
+    """(shown memories, new facts) of a manager decision prompt."""
+    user = last_user(messages)
+    shown = json.loads(user.split("Existing memories:\n", 1)[1].split("\nNew facts:", 1)[0])
+    facts = json.loads(user.split("New facts:\n", 1)[1].split("\nOutput:", 1)[0])
+    return shown, facts
+
+
+def add_every_fact(messages, schema) -> str:
+    """The plain scripted manager: one fact per turn, every fact ADDed, shown memories kept."""
+    facts = extracted_facts(messages, schema)
+    if facts is not None:
+        return json.dumps({"facts": facts})
+    shown, facts = decision_input(messages)
+    items = [{"id": m["id"], "text": m["text"], "event": "NONE"} for m in shown]
+    items += [{"id": str(len(shown) + i), "text": f, "event": "ADD"} for i, f in enumerate(facts)]
+    return json.dumps({"memory": items})
