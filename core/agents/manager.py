@@ -30,12 +30,12 @@ Departures from Mem0/the paper (our choices):
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 from core.agents import prompts
+from core.agents.guards import RepetitionGuard, fact_key
 from core.errors import Cancelled, ModelOutputError, NotFoundError, UserError
 from core.types import CancelToken, ChatBackend, GenParams, Memory, MemoryChanges, MemoryOp, read_stream
 
@@ -63,118 +63,6 @@ class ManagerConfig:
     decide_params: GenParams = DECIDE_PARAMS
 
 
-def _norm(text: str) -> str:
-    return " ".join(text.split()).casefold().rstrip(".!")
-
-
-class ArrayItemScanner:
-    """Incremental scanner of the first JSON array in a stream: complete top-level items
-    (raw JSON text) as they finish, and the unfinished one.
-
-    >>> s = ArrayItemScanner()
-    >>> s.feed('{"facts": ["a", {"b": [1]}'), s.feed(', "c'), s.open_item
-    (['"a"', '{"b": [1]}'], [], '"c')
-    """
-
-    def __init__(self) -> None:
-        self.text = ""
-        self.array_start = -1
-        self.done = False
-        self._pos = 0
-        self._depth = 0
-        self._in_str = self._esc = False
-        self._item_start: int | None = None
-
-    @property
-    def open_item(self) -> str:
-        return self.text[self._item_start:] if self._item_start is not None else ""
-
-    def feed(self, piece: str) -> list[str]:
-        self.text += piece
-        found: list[str] = []
-        text = self.text
-        while self._pos < len(text) and not self.done:
-            c = text[self._pos]
-            if self.array_start < 0:
-                if c == "[":
-                    self.array_start = self._pos
-            elif self._in_str:
-                if self._esc:
-                    self._esc = False
-                elif c == "\\":
-                    self._esc = True
-                elif c == '"':
-                    self._in_str = False
-                    if self._depth == 0 and self._item_start is not None:
-                        found.append(text[self._item_start:self._pos + 1])
-                        self._item_start = None
-            elif c == '"':
-                self._in_str = True
-                if self._depth == 0:
-                    self._item_start = self._pos
-            elif c in "{[":
-                if self._depth == 0:
-                    self._item_start = self._pos
-                self._depth += 1
-            elif c in "}]":
-                if self._depth == 0:
-                    self.done = True
-                else:
-                    self._depth -= 1
-                    if self._depth == 0 and self._item_start is not None:
-                        found.append(text[self._item_start:self._pos + 1])
-                        self._item_start = None
-            self._pos += 1
-        return found
-
-
-class RepetitionGuard:
-    """Stops a schema-constrained generation that has started to loop (small models under
-    greedy decoding repeat an item, or a phrase inside an item, until the schema's bound).
-
-    `feed(piece)` returns True when the generation should stop; `repaired()` is then the
-    output cut back to its distinct complete items, closed as valid JSON.
-    """
-
-    WINDOW = 32
-
-    def __init__(self) -> None:
-        self.scanner = ArrayItemScanner()
-        self.items: list[str] = []
-        self._seen: set[str] = set()
-        self.stopped = False
-
-    @staticmethod
-    def _key(item: str) -> str:
-        try:
-            value = json.loads(item)
-        except ValueError:
-            return item
-        if isinstance(value, str):
-            return _norm(value)
-        return json.dumps(value, sort_keys=True).casefold()
-
-    def feed(self, piece: str) -> bool:
-        for item in self.scanner.feed(piece):
-            key = self._key(item)
-            if key in self._seen:
-                self.stopped = True
-                return True
-            self._seen.add(key)
-            self.items.append(item)
-        # a phrase looping inside the value being written; only that value counts, since an
-        # UPDATE's `old_memory` legitimately repeats much of its new `text`
-        open_item = self.scanner.open_item
-        value = open_item[open_item.rfind('":') + 2:]
-        if len(value) >= 3 * self.WINDOW and value[-self.WINDOW:] in value[:-self.WINDOW]:
-            self.stopped = True
-        return self.stopped
-
-    def repaired(self) -> str:
-        text = self.scanner.text
-        return text[:self.scanner.array_start + 1] + ", ".join(self.items) + "]}"
-
-
 def parse_manager_output(raw: str, alias_map: Mapping[str, Memory], *, speaker: str | None = None,
                          observed_at: str | None = None, source: str | None = None) -> list[MemoryOp]:
     """Validated ops from the manager's raw JSON. Pure: no bank, no model.
@@ -195,7 +83,7 @@ def parse_manager_output(raw: str, alias_map: Mapping[str, Memory], *, speaker: 
     items = prompts.parse_manager_items(raw)
     ops: list[MemoryOp] = []
     touched: set[int] = set()
-    known_texts = {_norm(m.text) for m in alias_map.values()}
+    known_texts = {fact_key(m.text) for m in alias_map.values()}
     added: set[str] = set()
     extra = {"speaker": speaker, "observed_at": observed_at, "source": source}
     for item in items:
@@ -207,13 +95,13 @@ def parse_manager_output(raw: str, alias_map: Mapping[str, Memory], *, speaker: 
             log.warning("manager op dropped: unknown event %r (item %r)", event, item)
             continue
         if event == "ADD":
-            if not text or _norm(text) in added:
+            if not text or fact_key(text) in added:
                 log.info("manager ADD dropped: empty or repeated text %r", text)
                 continue
-            if _norm(text) in known_texts:
+            if fact_key(text) in known_texts:
                 ops.append(MemoryOp("NONE", text=text, **extra))
                 continue
-            added.add(_norm(text))
+            added.add(fact_key(text))
             ops.append(MemoryOp("ADD", text=text, **extra))
             continue
         if memory is None:
@@ -230,7 +118,7 @@ def parse_manager_output(raw: str, alias_map: Mapping[str, Memory], *, speaker: 
             log.warning("manager UPDATE dropped: empty text for alias %r", alias)
             continue
         touched.add(memory.id)
-        if event == "UPDATE" and _norm(text) == _norm(memory.text):
+        if event == "UPDATE" and fact_key(text) == fact_key(memory.text):
             event = "NONE"
         ops.append(MemoryOp(event, text=text if event == "UPDATE" else memory.text,
                             memory_id=memory.id, old_text=memory.text if event == "UPDATE" else None,
@@ -324,8 +212,8 @@ class MemoryManager:
             messages = prompts.extraction_messages(chunk, speaker, time)
             for fact in self._call_with_retry("fact extraction", messages, prompts.FACTS_SCHEMA,
                                               self.config.extract_params, prompts.parse_facts, cancel):
-                if _norm(fact) not in seen:
-                    seen.add(_norm(fact))
+                if fact_key(fact) not in seen:
+                    seen.add(fact_key(fact))
                     facts.append(fact)
         return facts
 

@@ -301,16 +301,6 @@ def test_a_phrase_loop_inside_one_item_is_cut_and_dropped(bank):
     assert [m.text for m in changes.added] == ["John has a dog."]
 
 
-def test_repetition_guard_repairs_manager_output_too():
-    from core.agents.manager import RepetitionGuard
-
-    guard = RepetitionGuard()
-    item = '{"id": "0", "text": "a", "event": "NONE"}'
-    stopped = [guard.feed(p) for p in ['{"memory": [', item, ", ", item, ", "]]
-    assert stopped == [False, False, False, True, True]
-    assert json.loads(guard.repaired()) == {"memory": [json.loads(item)]}
-
-
 def test_unrelated_memories_are_not_shown_and_the_fact_is_added_directly(bank):
     seed(bank, "Skiing in snowy winter mountains")
     backend = FakeBackend([facts("John adopted a dog named Rex")])
@@ -334,25 +324,6 @@ def test_decisions_can_run_on_a_second_instance(bank):
     assert len(extract.calls) == 1 and len(decide.calls) == 1
     assert "facts" in extract.calls[0]["schema"]["properties"] and "memory" in decide.calls[0]["schema"]["properties"]
     assert config == ManagerConfig()  # the params override did not mutate the caller's config
-
-
-def test_repetition_guard_keeps_an_update_whose_old_memory_repeats_its_text():
-    """Regression: old_memory repeating >= 32 chars of the new text is not a loop."""
-    from core.agents.manager import RepetitionGuard
-
-    raw = ('{"memory": [{"id": "0", "text": "John adopted a dog named Buddy in May 2023 and a cat named Tom",'
-           ' "event": "UPDATE", "old_memory": "John adopted a dog named Buddy in May 2023"}]}')
-    guard = RepetitionGuard()
-    stopped = any(guard.feed(raw[i:i + 3]) for i in range(0, len(raw), 3))
-    assert not stopped
-
-
-def test_repetition_guard_still_stops_a_looping_value():
-    from core.agents.manager import RepetitionGuard
-
-    raw = '{"memory": [{"id": "0", "text": "' + "Gina: " * 40
-    guard = RepetitionGuard()
-    assert any(guard.feed(raw[i:i + 4]) for i in range(0, len(raw), 4))
 
 
 def test_only_facts_with_related_memories_reach_the_decision_call(bank):
