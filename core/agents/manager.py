@@ -3,9 +3,9 @@
 `MemoryManager.process_turn` runs, for one turn:
 extract facts (schema-constrained) -> skip exact and near duplicates without a model call ->
 retrieve the top 5 related memories per fact (merged) -> show them under small integer
-aliases -> constrained ADD/UPDATE/DELETE/NONE ops -> validate the ids (the manager may only
-touch the memories it was SHOWN; anything else is dropped and logged) -> one `bank.apply`
-transaction (recorded in the event log) -> the `MemoryChanges`.
+aliases -> constrained ADD/UPDATE/DELETE/NONE ops (the model's NONE is a NOOP op) -> validate
+the ids (the manager may only touch the memories it was SHOWN; anything else is dropped and
+logged) -> one `bank.apply` transaction (recorded in the event log) -> the `MemoryChanges`.
 
 Threading: a manager is driven by one thread at a time (the pipeline's manager thread or the
 ingest loop); the backend is not thread-safe.
@@ -21,7 +21,7 @@ Departures from Mem0/the paper (our choices):
 - a fact with no related memory is ADDed without a model call (NONE would only drop a new
   fact); only the facts that have related memories go to the decision call, with their
   related memories merged. `decide_when_empty=True` sends every fact to the call;
-- duplicates found by `find_duplicate` are recorded as NONE ops (the event log shows why a
+- duplicates found by `find_duplicate` are recorded as NOOP ops (the event log shows why a
   fact was not stored) instead of being shown to the model;
 - a turn longer than `max_turn_chars` is extracted in chunks of `chunk_chars`; the part past
   `max_turn_chars` is not scanned (logged), the message itself is kept in full by the caller.
@@ -71,8 +71,8 @@ def parse_manager_output(raw: str, alias_map: Mapping[str, Memory], *, speaker: 
     output that is not JSON or lacks a `memory` list raises ModelOutputError; each invalid item
     is dropped and logged: an unknown event, an UPDATE/DELETE whose id was not shown, a
     second op on the same memory, an ADD/UPDATE with empty text, an ADD repeating another
-    ADD or a shown memory. An UPDATE to the same text becomes NONE. NONE ops keep the memory
-    id when it was shown (for the event log).
+    ADD or a shown memory. An UPDATE to the same text becomes a NOOP. NOOP ops (the model's
+    "NONE", `prompts.op_event`) keep the memory id when it was shown (for the event log).
 
     >>> m = Memory(7, "Jo has a dog")
     >>> ops = parse_manager_output('{"memory": [{"id": "0", "text": "Jo has two dogs", "event": "UPDATE"},'
@@ -87,26 +87,26 @@ def parse_manager_output(raw: str, alias_map: Mapping[str, Memory], *, speaker: 
     added: set[str] = set()
     extra = {"speaker": speaker, "observed_at": observed_at, "source": source}
     for item in items:
-        event = str(item.get("event", "")).strip().upper()
+        event = prompts.op_event(item.get("event"))
         alias = str(item.get("id", "")).strip()
         text = " ".join(str(item.get("text") or "").split())[:prompts.FACT_MAX_CHARS]
         memory = alias_map.get(alias)
-        if event not in prompts.EVENTS:
-            log.warning("manager op dropped: unknown event %r (item %r)", event, item)
+        if event is None:
+            log.warning("manager op dropped: unknown event %r (item %r)", item.get("event"), item)
             continue
         if event == "ADD":
             if not text or fact_key(text) in added:
                 log.info("manager ADD dropped: empty or repeated text %r", text)
                 continue
             if fact_key(text) in known_texts:
-                ops.append(MemoryOp("NONE", text=text, **extra))
+                ops.append(MemoryOp("NOOP", text=text, **extra))
                 continue
             added.add(fact_key(text))
             ops.append(MemoryOp("ADD", text=text, **extra))
             continue
         if memory is None:
-            if event == "NONE":
-                ops.append(MemoryOp("NONE", text=text, **extra))
+            if event == "NOOP":
+                ops.append(MemoryOp("NOOP", text=text, **extra))
             else:
                 log.warning("manager %s dropped: id %r was not shown to it (shown: %s)",
                             event, alias, sorted(alias_map))
@@ -119,7 +119,7 @@ def parse_manager_output(raw: str, alias_map: Mapping[str, Memory], *, speaker: 
             continue
         touched.add(memory.id)
         if event == "UPDATE" and fact_key(text) == fact_key(memory.text):
-            event = "NONE"
+            event = "NOOP"
         ops.append(MemoryOp(event, text=text if event == "UPDATE" else memory.text,
                             memory_id=memory.id, old_text=memory.text if event == "UPDATE" else None,
                             **extra))
@@ -274,7 +274,7 @@ class MemoryManager:
             dup = self.bank.find_duplicate(fact, speaker=speaker, threshold=self.config.duplicate_threshold, vec=vec)
             if dup is not None:
                 log.info("fact %r skipped: duplicate of memory %d", fact, dup.id)
-                ops.append(MemoryOp("NONE", text=fact, memory_id=dup.id, **extra))
+                ops.append(MemoryOp("NOOP", text=fact, memory_id=dup.id, **extra))
             else:
                 fresh.append(fact)
                 fresh_vecs.append(vec)

@@ -83,7 +83,7 @@ def test_exact_duplicate_is_skipped_without_a_model_call(bank):
     assert not changes and changes.noops == 1
     assert len(backend.calls) == 1  # extraction only
     assert active_texts(bank) == ["John has a cat named Tom"]
-    assert bank.history()[0].event in ("NOOP", "NONE")
+    assert bank.history()[0].event == "NOOP"
 
 
 def test_update_consolidates_under_an_alias_never_a_real_id(bank):
@@ -255,10 +255,10 @@ def test_parse_manager_output_is_pure_and_strict_about_ids():
     raw = ops(
         {"id": "0", "text": "Ann has two cats", "event": "UPDATE"},
         {"id": "0", "text": "", "event": "DELETE"},  # second op on the same memory
-        {"id": "1", "text": "Ann lives in Oslo", "event": "UPDATE"},  # same text -> NONE
+        {"id": "1", "text": "Ann lives in Oslo", "event": "UPDATE"},  # same text -> NOOP
         {"id": "2", "text": "Ann likes jazz", "event": "ADD"},
         {"id": "3", "text": "ann likes jazz.", "event": "ADD"},  # repeated ADD
-        {"id": "4", "text": "Ann has a cat", "event": "ADD"},  # ADD of a shown memory -> NONE
+        {"id": "4", "text": "Ann has a cat", "event": "ADD"},  # ADD of a shown memory -> NOOP
         {"id": "5", "text": "x", "event": "delete"},  # lower-case event, unknown id
         {"id": 0, "text": "x", "event": 3},
         "junk",
@@ -266,9 +266,9 @@ def test_parse_manager_output_is_pure_and_strict_about_ids():
     out = parse_manager_output(raw, alias, speaker="Ann", observed_at=TIME, source="s")
     assert [(o.event, o.memory_id, o.text) for o in out] == [
         ("UPDATE", 11, "Ann has two cats"),
-        ("NONE", 12, "Ann lives in Oslo"),
+        ("NOOP", 12, "Ann lives in Oslo"),
         ("ADD", None, "Ann likes jazz"),
-        ("NONE", None, "Ann has a cat"),
+        ("NOOP", None, "Ann has a cat"),
     ]
     assert out[0].old_text == "Ann has a cat" and out[2].speaker == "Ann" and out[2].observed_at == TIME
     with pytest.raises(ModelOutputError):

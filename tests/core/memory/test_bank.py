@@ -143,7 +143,7 @@ def test_apply_records_events_and_returns_changes(bank):
     changes = bank.apply([MemoryOp("ADD", text="Caroline adopted a dog", speaker="Caroline"),
                           MemoryOp("UPDATE", memory_id=a.id, text="Caroline is a school counsellor"),
                           MemoryOp("DELETE", memory_id=b.id),
-                          MemoryOp("NONE", text="Caroline likes dogs", memory_id=a.id),
+                          MemoryOp("NOOP", text="Caroline likes dogs", memory_id=a.id),
                           MemoryOp("UPDATE", memory_id=a.id, text="Caroline is a school counsellor")],
                          turn="chat:3/17")
     assert [m.text for m in changes.added] == ["Caroline adopted a dog"]
