@@ -284,8 +284,8 @@ class MemoryManager:
         touched: set[int] = set()
         for i in range(0, len(fresh), size):
             batch, batch_vecs = fresh[i:i + size], fresh_vecs[i:i + size]
-            lonely, to_decide, shown = self.split_batch(batch, batch_vecs, speaker=speaker, exclude=touched)
-            ops += [MemoryOp("ADD", text=f, **extra) for f in lonely]
+            unrelated, to_decide, shown = self.split_batch(batch, batch_vecs, speaker=speaker, exclude=touched)
+            ops += [MemoryOp("ADD", text=f, **extra) for f in unrelated]
             if not to_decide:
                 continue
             decided = self.decide(to_decide, shown, speaker=speaker, observed_at=time, source=source, cancel=cancel)
@@ -295,19 +295,20 @@ class MemoryManager:
 
     def split_batch(self, facts: Sequence[str], vecs, *, speaker: str | None,
                     exclude: set[int] = frozenset()) -> tuple[list[str], list[str], list[Memory]]:
-        """(facts to ADD without a model call, facts for the decision call, the memories shown
-        to it) for one batch of fresh facts; see the module docstring."""
+        """(unrelated facts: those with no related memory, ADDed without a model call; facts
+        for the decision call; the memories shown to it) for one batch of fresh facts; see the
+        module docstring."""
         if self.config.decide_when_empty:
             return [], list(facts), self.related(vecs, speaker=speaker, exclude=exclude)
-        lonely, rest, rest_hits = [], [], []
+        unrelated, rest, rest_hits = [], [], []
         for fact, vec in zip(facts, vecs):
             hits = self._related_hits(vec, speaker=speaker, exclude=exclude)  # one search per fact
             if hits:
                 rest.append(fact)
                 rest_hits.append(hits)
             else:
-                lonely.append(fact)
-        return lonely, rest, self._merge(rest_hits)
+                unrelated.append(fact)
+        return unrelated, rest, self._merge(rest_hits)
 
     def process_turn(self, text: str, *, speaker: str | None, time: str | None = None,
                      turn: str | None = None, source: str | None = None,

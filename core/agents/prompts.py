@@ -29,7 +29,7 @@ from core.errors import ModelOutputError
 from core.types import OP_EVENTS
 
 # Also bumped when the manager's rules for what reaches the model change (core/agents/manager.py):
-# banks built under another version differ. 2: related_min_score 0.6, lonely facts ADDed.
+# banks built under another version differ. 2: related_min_score 0.6, unrelated facts ADDed.
 PROMPT_VERSION = "mr1-prompts-2"
 
 FACT_MAX_ITEMS = 10

@@ -112,7 +112,7 @@ class ManagerState:
     snapshot: list[dict]  # active memories before the turn: {"id", "text", "speaker", "observed_at", "source", "v"}
     app_ops: dict | None = None  # what the current manager applied at this turn: event -> count
     app_decision: str | None = None  # the same, as a decision JSON over this state's aliases
-    auto_added: list[str] = field(default_factory=list)  # facts the app ADDs without a model call
+    auto_added: list[str] = field(default_factory=list)  # the unrelated facts: ADDed without a model call
     vector_table: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -301,10 +301,10 @@ def plan_state(manager, turn: Turn) -> tuple[str, list[str], list[str], list[str
     if not fresh:
         return "all-duplicates", facts, dups, [], [], []
     batch, batch_vecs = fresh[:cfg.facts_per_decision], fresh_vecs[:cfg.facts_per_decision]
-    lonely, to_decide, shown = manager.split_batch(batch, batch_vecs, speaker=turn.speaker)
+    unrelated, to_decide, shown = manager.split_batch(batch, batch_vecs, speaker=turn.speaker)
     if not to_decide:
-        return "no-related", facts, dups, batch, [], lonely
-    return "decision", facts, dups, to_decide, shown, lonely
+        return "no-related", facts, dups, batch, [], unrelated
+    return "decision", facts, dups, to_decide, shown, unrelated
 
 
 def _questions(qas: Sequence[QA]) -> list[dict]:
@@ -313,12 +313,12 @@ def _questions(qas: Sequence[QA]) -> list[dict]:
 
 
 def _make_state(sample: Sample, turn: Turn, qas, plan, snapshot) -> ManagerState:
-    kind, facts, dups, batch, shown, lonely = plan
+    kind, facts, dups, batch, shown, unrelated = plan
     return ManagerState(
         id=f"{sample.sample_id}/{turn.dia_id}", sample_id=sample.sample_id, dia_id=turn.dia_id,
         speaker=turn.speaker, time=turn.time or None, turn_text=turn.full_text,
         source=f"locomo:{sample.sample_id}/{turn.dia_id}", speakers=list(sample.speakers), kind=kind,
-        facts=facts, duplicates=dups, decision_facts=batch, shown_ids=[m.id for m in shown], auto_added=lonely,
+        facts=facts, duplicates=dups, decision_facts=batch, shown_ids=[m.id for m in shown], auto_added=unrelated,
         prompt=prompts.manager_messages(batch, [m.text for m in shown]), questions=_questions(qas),
         snapshot=snapshot)
 

@@ -332,7 +332,7 @@ def test_only_facts_with_related_memories_reach_the_decision_call(bank):
                            ops()])
     changes = MemoryManager(bank, backend, config=ManagerConfig(related_min_score=0.3)).process_turn(
         "tennis and skiing", speaker="John")
-    assert [m.text for m in changes.added] == ["Snowy winter mountains are far"]  # lonely: ADDed directly
+    assert [m.text for m in changes.added] == ["Snowy winter mountains are far"]  # unrelated: ADDed directly
     decision = backend.calls[1]["messages"][-1]["content"]
     assert "John plays tennis every Sunday morning" in decision and "Snowy winter" not in decision
     assert backend.calls[1]["schema"]["properties"]["memory"]  # one decision call, for the related fact
