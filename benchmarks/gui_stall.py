@@ -43,16 +43,14 @@ def _fact(n: int) -> str:
 
 def _manager_script(facts_per_turn: int, work_s: float):
     """Fact extraction that takes `work_s` of wall time (like a model call) and returns facts."""
+    from core.fakes import add_every_fact, router
+
     counter = iter(range(10**9))
+    route = router(facts=lambda _: [_fact(next(counter)) for _ in range(facts_per_turn)], decide=add_every_fact)
 
     def script(messages, schema):
         time.sleep(work_s)  # a model call: the GIL is free, as in llama.cpp's native eval
-        if "facts" in (schema or {}).get("properties", {}):
-            return json.dumps({"facts": [_fact(next(counter)) for _ in range(facts_per_turn)]})
-        lines = messages[-1]["content"].splitlines()  # a decision call: ADD every new fact
-        shown, facts = json.loads(lines[1]), json.loads(lines[3])
-        return json.dumps({"memory": [{"id": str(len(shown) + j), "text": f, "event": "ADD"}
-                                      for j, f in enumerate(facts)]})
+        return route(messages, schema)
 
     return script
 
@@ -92,8 +90,8 @@ class _StackSampler:
 
 def build(args, home: Path):
     from core.config import Settings
-    from core.embeddings import HashEmbedder, default_embedder
-    from core.fakes import FakeBackend
+    from core.embeddings import default_embedder
+    from core.fakes import FakeBackend, HashEmbedder
     from core.memory.bank import MemoryBank
     from app.gui.app import build_assistant
 

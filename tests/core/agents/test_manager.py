@@ -12,11 +12,9 @@ import logging
 
 import pytest
 
-from core.embeddings import HashEmbedder
 from core.errors import Cancelled, ModelOutputError
-from core.fakes import FakeBackend
+from core.fakes import FakeBackend, HashEmbedder
 from core.agents.manager import ManagerConfig, MemoryManager, parse_manager_output
-from core.memory import MemoryBank
 from core.types import CancelToken, Memory
 
 TIME = "1:56 pm on 8 May, 2023"
@@ -28,13 +26,6 @@ def facts(*items: str) -> str:
 
 def ops(*items: dict) -> str:
     return json.dumps({"memory": list(items)})
-
-
-@pytest.fixture
-def bank(tmp_path):
-    b = MemoryBank(tmp_path / "memory.sqlite3", HashEmbedder())
-    yield b
-    b.close()
 
 
 def active_texts(bank, speaker=None):

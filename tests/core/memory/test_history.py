@@ -9,12 +9,6 @@ from core.memory import MemoryBank
 from core.types import MemoryOp
 
 
-@pytest.fixture
-def bank(tmp_path, hash_embedder):
-    with MemoryBank(tmp_path / "m.sqlite3", hash_embedder) as b:
-        yield b
-
-
 def test_history_records_every_kind_of_change(bank):
     mem = bank.add("Caroline likes tea", turn="chat:1/1")
     bank.edit(mem.id, "Caroline likes green tea")

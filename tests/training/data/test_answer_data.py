@@ -9,9 +9,8 @@ import re
 
 import pytest
 
-from core.embeddings import HashEmbedder
 from core.errors import InvalidInputError
-from core.fakes import FakeBackend
+from core.fakes import FakeBackend, HashEmbedder
 
 T1, T2 = "1:56 pm on 8 May, 2023", "10:00 am on 2 June, 2023"
 CONV = {

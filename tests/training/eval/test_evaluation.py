@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from core.embeddings import HashEmbedder
 from core.errors import InvalidInputError, ModelOutputError
-from core.fakes import FakeBackend
+from core.fakes import FakeBackend, HashEmbedder
 from core.locomo import load_locomo
 from training.eval.systems import fit_recent_turns, selected_questions
 from training.eval.runner import Components, EvalConfig, parse_systems, run_locomo
