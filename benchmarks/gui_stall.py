@@ -15,7 +15,6 @@ Prints the figures; with --json the last line is one JSON object.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -25,6 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from app.cli.gui_cmd import limit_blas_threads  # noqa: E402  (what `memory-r1 gui` does, before numpy)
+from benchmarks.common import finish  # noqa: E402
 
 limit_blas_threads()
 
@@ -260,9 +260,7 @@ def main() -> int:
         print("  stall:", line)
     for where, count in result["gui_thread_during_stalls"]:
         print(f"  GUI thread was in ({count} samples): {where}")
-    if args.json:
-        print(json.dumps(result))
-    return 0
+    return finish(result, args.json)
 
 
 if __name__ == "__main__":
