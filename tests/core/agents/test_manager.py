@@ -28,6 +28,19 @@ def ops(*items: dict) -> str:
     return json.dumps({"memory": list(items)})
 
 
+def turn(bank, text, *script, speaker="John", **kw):
+    """One `process_turn` of `text` by a manager whose backend replays `script` (one reply per
+    model call); returns the changes."""
+    return MemoryManager(bank, FakeBackend(list(script))).process_turn(text, speaker=speaker, **kw)
+
+
+@pytest.fixture
+def warnings(caplog):
+    """The manager's log at WARNING and above, for this test."""
+    caplog.set_level(logging.WARNING, logger="core.agents.manager")
+    return caplog
+
+
 def active_texts(bank, speaker=None):
     return sorted(m.text for m in bank.list(speaker=speaker))
 
@@ -100,12 +113,9 @@ def test_update_consolidates_under_an_alias_never_a_real_id(bank):
 
 def test_delete_is_soft_and_add_of_the_new_fact_applies(bank):
     pizza = seed(bank, "John likes pizza")[0]
-    backend = FakeBackend([
-        facts("John no longer likes pizza"),
-        ops({"id": "0", "text": "John likes pizza", "event": "DELETE"},
-            {"id": "1", "text": "John no longer likes pizza", "event": "ADD"}),
-    ])
-    changes = MemoryManager(bank, backend).process_turn("I'm off pizza", speaker="John")
+    changes = turn(bank, "I'm off pizza", facts("John no longer likes pizza"),
+                   ops({"id": "0", "text": "John likes pizza", "event": "DELETE"},
+                       {"id": "1", "text": "John no longer likes pizza", "event": "ADD"}))
     assert [m.id for m in changes.deleted] == [pizza.id]
     assert bank.get(pizza.id).status == "deleted"
     assert active_texts(bank) == ["John no longer likes pizza"]
@@ -139,70 +149,54 @@ def test_a_single_bad_output_is_recovered_by_the_retry(bank):
     assert [m.text for m in changes.added] == ["John has a cat"]
 
 
-def test_unknown_event_is_dropped_and_the_valid_ops_apply(bank, caplog):
+def test_unknown_event_is_dropped_and_the_valid_ops_apply(bank, warnings):
     seed(bank, "John plays tennis")
-    backend = FakeBackend([
-        facts("John plays tennis on Sundays", "John has a bike"),
-        ops({"id": "0", "text": "John plays tennis on Sundays", "event": "MERGE"},
-            {"id": "1", "text": "John has a bike", "event": "ADD"}),
-    ])
-    with caplog.at_level(logging.WARNING, logger="core.agents.manager"):
-        changes = MemoryManager(bank, backend).process_turn("tennis sundays, bike", speaker="John")
+    changes = turn(bank, "tennis sundays, bike",
+                   facts("John plays tennis on Sundays", "John has a bike"),
+                   ops({"id": "0", "text": "John plays tennis on Sundays", "event": "MERGE"},
+                       {"id": "1", "text": "John has a bike", "event": "ADD"}))
     assert [m.text for m in changes.added] == ["John has a bike"] and not changes.updated
-    assert "unknown event" in caplog.text
+    assert "unknown event" in warnings.text
     assert active_texts(bank) == ["John has a bike", "John plays tennis"]
 
 
-def test_invented_id_is_dropped_and_logged(bank, caplog):
+def test_invented_id_is_dropped_and_logged(bank, warnings):
     tennis = seed(bank, "John plays tennis")[0]
-    backend = FakeBackend([
-        facts("John plays squash"),
-        ops({"id": "17", "text": "John plays squash", "event": "UPDATE"},
-            {"id": "abc", "text": "", "event": "DELETE"}),
-    ])
-    with caplog.at_level(logging.WARNING, logger="core.agents.manager"):
-        changes = MemoryManager(bank, backend).process_turn("squash", speaker="John")
+    changes = turn(bank, "squash", facts("John plays squash"),
+                   ops({"id": "17", "text": "John plays squash", "event": "UPDATE"},
+                       {"id": "abc", "text": "", "event": "DELETE"}))
     assert not changes
     assert bank.get(tennis.id).text == "John plays tennis"
-    assert "was not shown" in caplog.text
+    assert "was not shown" in warnings.text
 
 
 def test_update_with_empty_text_is_dropped(bank):
     tennis = seed(bank, "John plays tennis")[0]
-    backend = FakeBackend([facts("John plays tennis well"),
-                           ops({"id": "0", "text": "   ", "event": "UPDATE"})])
-    changes = MemoryManager(bank, backend).process_turn("tennis", speaker="John")
+    changes = turn(bank, "tennis", facts("John plays tennis well"), ops({"id": "0", "text": "   ", "event": "UPDATE"}))
     assert not changes and bank.get(tennis.id).text == "John plays tennis"
 
 
 def test_fifty_deletes_for_three_shown_memories(bank):
     shown = seed(bank, "John plays tennis", "John plays golf", "John plays chess")
     others = seed(bank, "Mary plays tennis", "Mary plays golf", speaker="Mary")
-    backend = FakeBackend([
-        facts("John plays no sports at all"),
-        ops(*[{"id": str(i % 60), "text": "x", "event": "DELETE"} for i in range(50)]),
-    ])
-    changes = MemoryManager(bank, backend).process_turn("I quit all sports", speaker="John")
+    changes = turn(bank, "I quit all sports", facts("John plays no sports at all"),
+                   ops(*[{"id": str(i % 60), "text": "x", "event": "DELETE"} for i in range(50)]))
     assert sorted(m.id for m in changes.deleted) == sorted(m.id for m in shown)
     assert all(bank.get(m.id).status == "active" for m in others)
     assert len([e for e in bank.history() if e.event == "DELETE"]) == 3
 
 
-def test_delete_of_a_memory_that_was_not_shown_is_refused(bank, caplog):
+def test_delete_of_a_memory_that_was_not_shown_is_refused(bank, warnings):
     seed(bank, "John plays tennis")
     secret = seed(bank, "Mary hates spiders", speaker="Mary")[0]
     assert secret.id == 2
-    backend = FakeBackend([
-        facts("John plays tennis every day"),
-        # "2" is the unshown memory's real id, and also no alias of this call
-        ops({"id": "2", "text": "Mary hates spiders", "event": "DELETE"},
-            {"id": "0", "text": "John plays tennis every day", "event": "UPDATE"}),
-    ])
-    with caplog.at_level(logging.WARNING, logger="core.agents.manager"):
-        changes = MemoryManager(bank, backend).process_turn("tennis daily", speaker="John")
+    # "2" is the unshown memory's real id, and also no alias of this call
+    changes = turn(bank, "tennis daily", facts("John plays tennis every day"),
+                   ops({"id": "2", "text": "Mary hates spiders", "event": "DELETE"},
+                       {"id": "0", "text": "John plays tennis every day", "event": "UPDATE"}))
     assert bank.get(secret.id).status == "active"
     assert [m.text for m in changes.updated] == ["John plays tennis every day"] and not changes.deleted
-    assert "not shown" in caplog.text
+    assert "not shown" in warnings.text
 
 
 def test_a_hundred_kilobyte_message_is_scanned_in_bounded_chunks(bank):

@@ -399,8 +399,8 @@ def test_a_failing_name_lookup_is_a_clear_error(monkeypatch):
         dl.probe("https://huggingface.co/a/b/resolve/main/f.gguf")
 
 
-def test_models_page_downloads_with_progress_pause_and_resume(hub, tiny, data_home, qtbot,
-                                                              small_chunks):
+def hub_page(hub, tiny, data_home, qtbot):
+    """A Models page whose catalog lists the hub's tiny model (waits for the listing)."""
     from app.gui.models_page import ModelsPage
     from core.config import Settings
 
@@ -408,13 +408,22 @@ def test_models_page_downloads_with_progress_pause_and_resume(hub, tiny, data_ho
     page = ModelsPage(make_store(data_home, entry_for(tiny)), Settings())
     qtbot.addWidget(page)
     qtbot.waitUntil(lambda: page.catalog.rowCount() == 1, timeout=10_000)
+    return page
 
-    # pause once bytes arrived (a direct connection: on loopback the whole file would be
-    # through before a queued slot ran): the partial stays, nothing is listed
+
+def stop_once_bytes_arrive(page, *, discard: bool) -> None:
+    """Pause (or cancel, `discard`) the page's download once bytes arrived: a direct
+    connection, since on loopback the whole file would be through before a queued slot ran."""
     from PySide6.QtCore import Qt
 
-    page._bridge.progress.connect(lambda p: p.downloaded and page.stop_download(discard=False),
+    page._bridge.progress.connect(lambda p: p.downloaded and page.stop_download(discard=discard),
                                   Qt.ConnectionType.DirectConnection)
+
+
+def test_models_page_downloads_with_progress_pause_and_resume(hub, tiny, data_home, qtbot,
+                                                              small_chunks):
+    page = hub_page(hub, tiny, data_home, qtbot)
+    stop_once_bytes_arrive(page, discard=False)  # paused: the partial stays, nothing is listed
     with qtbot.waitSignal(page.download_finished, timeout=10_000) as done:
         page.download("tiny-q8_0")
     assert done.args == [None] and "paused" in page.status.text()
@@ -436,17 +445,8 @@ def test_models_page_downloads_with_progress_pause_and_resume(hub, tiny, data_ho
 
 
 def test_models_page_cancel_deletes_the_partial(hub, tiny, data_home, qtbot, small_chunks):
-    from app.gui.models_page import ModelsPage
-    from core.config import Settings
-
-    hub.files[FILE] = tiny
-    page = ModelsPage(make_store(data_home, entry_for(tiny)), Settings())
-    qtbot.addWidget(page)
-    qtbot.waitUntil(lambda: page.catalog.rowCount() == 1, timeout=10_000)
-    from PySide6.QtCore import Qt
-
-    page._bridge.progress.connect(lambda p: p.downloaded and page.stop_download(discard=True),
-                                  Qt.ConnectionType.DirectConnection)
+    page = hub_page(hub, tiny, data_home, qtbot)
+    stop_once_bytes_arrive(page, discard=True)
     with qtbot.waitSignal(page.download_finished, timeout=10_000):
         page.download("tiny-q8_0")
     qtbot.waitUntil(lambda: not page.store.pending_downloads(), timeout=10_000)
