@@ -20,7 +20,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -32,6 +31,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
+
+from benchmarks.common import finish, percentile as pct  # noqa: E402
 
 LOCOMO = ROOT.parent / "shared" / "data" / "locomo" / "train.json"
 SYNTHETIC = [
@@ -46,10 +47,6 @@ SYNTHETIC = [
     ("Ann", "I am training for a 10k in October."),
     ("Bob", "I still miss my old cat Luna, she lived with my parents."),
 ]
-
-
-def pct(values: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
 
 
 # --------------------------------------------------------------------------- 1. overhead
@@ -248,9 +245,7 @@ def main(argv=None) -> int:
               f"{r['memories']} memories, {r['failed_turns']} failed turns")
     result["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     print(f"load average at end {result['loadavg_end']}")
-    if args.json:
-        print(json.dumps(result))
-    return 0
+    return finish(result, args.json)
 
 
 if __name__ == "__main__":

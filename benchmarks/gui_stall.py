@@ -15,7 +15,6 @@ Prints the figures; with --json the last line is one JSON object.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -25,6 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from app.cli.gui_cmd import limit_blas_threads  # noqa: E402  (what `memory-r1 gui` does, before numpy)
+from benchmarks.common import finish  # noqa: E402
 
 limit_blas_threads()
 
@@ -43,16 +43,14 @@ def _fact(n: int) -> str:
 
 def _manager_script(facts_per_turn: int, work_s: float):
     """Fact extraction that takes `work_s` of wall time (like a model call) and returns facts."""
+    from core.fakes import add_every_fact, router
+
     counter = iter(range(10**9))
+    route = router(facts=lambda _: [_fact(next(counter)) for _ in range(facts_per_turn)], decide=add_every_fact)
 
     def script(messages, schema):
         time.sleep(work_s)  # a model call: the GIL is free, as in llama.cpp's native eval
-        if "facts" in (schema or {}).get("properties", {}):
-            return json.dumps({"facts": [_fact(next(counter)) for _ in range(facts_per_turn)]})
-        lines = messages[-1]["content"].splitlines()  # a decision call: ADD every new fact
-        shown, facts = json.loads(lines[1]), json.loads(lines[3])
-        return json.dumps({"memory": [{"id": str(len(shown) + j), "text": f, "event": "ADD"}
-                                      for j, f in enumerate(facts)]})
+        return route(messages, schema)
 
     return script
 
@@ -92,8 +90,8 @@ class _StackSampler:
 
 def build(args, home: Path):
     from core.config import Settings
-    from core.embeddings import HashEmbedder, default_embedder
-    from core.fakes import FakeBackend
+    from core.embeddings import default_embedder
+    from core.fakes import FakeBackend, HashEmbedder
     from core.memory.bank import MemoryBank
     from app.gui.app import build_assistant
 
@@ -262,9 +260,7 @@ def main() -> int:
         print("  stall:", line)
     for where, count in result["gui_thread_during_stalls"]:
         print(f"  GUI thread was in ({count} samples): {where}")
-    if args.json:
-        print(json.dumps(result))
-    return 0
+    return finish(result, args.json)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ Target (issue 2): at 100k, p50 within 1.5x of NumPy's.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -27,6 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.common import finish, percentile  # noqa: E402
 from core.memory import MemoryBank  # noqa: E402
 from core.types import MemoryOp  # noqa: E402
 
@@ -56,7 +56,8 @@ def unit_rows(rng: np.random.Generator, n: int) -> np.ndarray:
 
 
 def pct(samples: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(samples) * 1000.0, q))
+    """Percentile in milliseconds of timings in seconds."""
+    return percentile(samples, q, scale=1000.0)
 
 
 def numpy_top(mat: np.ndarray, q: np.ndarray, k: int = K) -> np.ndarray:
@@ -181,9 +182,7 @@ def main(argv: list[str] | None = None) -> int:
             out[str(n)] = bench_size(n, args.queries, rng, tmp)
         if not args.no_embedding:
             out["insert"] = {"with_embedding": bench_embedding(tmp)}
-    if args.json:
-        print(json.dumps(out))
-    return 0
+    return finish(out, args.json)
 
 
 if __name__ == "__main__":

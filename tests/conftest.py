@@ -1,4 +1,5 @@
-"""Shared fixtures. Every test gets its own data dir and no network (loopback only)."""
+"""Shared fixtures. Every test gets its own data dir and no network (loopback only); `bank` is
+a real memory bank on the HashEmbedder (`make_bank` for a second one or another embedder)."""
 
 from __future__ import annotations
 
@@ -90,6 +91,31 @@ def real_embedder():
 
 @pytest.fixture
 def hash_embedder():
-    from core.embeddings import HashEmbedder
+    from core.fakes import HashEmbedder
 
     return HashEmbedder()
+
+
+@pytest.fixture
+def make_bank(data_home, hash_embedder):
+    """`make_bank(path=None, embedder=None)` -> an open `MemoryBank` on real SQLite + sqlite-vec,
+    closed at teardown. Defaults: the app's own file in the test's data dir
+    (`<MEMORY_R1_HOME>/memory.sqlite3`) and this test's `hash_embedder`."""
+    from core.memory import MemoryBank
+
+    made = []
+
+    def make(path=None, embedder=None):
+        bank = MemoryBank(path or data_home / "memory.sqlite3", embedder or hash_embedder)
+        made.append(bank)
+        return bank
+
+    yield make
+    for bank in made:
+        bank.close()
+
+
+@pytest.fixture
+def bank(make_bank):
+    """The test's memory bank: real SQLite + sqlite-vec on `hash_embedder` (see `make_bank`)."""
+    return make_bank()

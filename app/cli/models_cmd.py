@@ -18,43 +18,50 @@ def register(subparsers) -> None:
     sub = p.add_subparsers(dest="models_command", metavar="ACTION")
     sub.required = True
 
-    ls = sub.add_parser("list", help="installed models, then the catalog, with a fit estimate")
+    ls = _command(sub, "list", cmd_list, "installed models, then the catalog, with a fit estimate")
     ls.add_argument("--ctx", type=int, default=None, help="context size for the fit estimate")
-    ls.add_argument("--json", action="store_true", help="print JSON")
-    ls.set_defaults(func=cmd_list)
 
-    dl = sub.add_parser("download", help="download a catalog model (resumes a paused download)")
+    dl = _command(sub, "download", cmd_download, "download a catalog model (resumes a paused download)")
     dl.add_argument("model", help="catalog id (see `models list`)")
     dl.add_argument("--discard", action="store_true",
                     help="delete a paused partial download instead of resuming it")
-    dl.add_argument("--json", action="store_true", help="print JSON")
     dl.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
-    dl.set_defaults(func=cmd_download)
 
-    im = sub.add_parser("import", help="add a local .gguf file")
+    im = _command(sub, "import", cmd_import, "add a local .gguf file")
     im.add_argument("path", help="a .gguf model file")
     im.add_argument("--link", action="store_true",
                     help="use the file where it is instead of copying it into the data folder")
-    im.add_argument("--json", action="store_true", help="print JSON")
-    im.set_defaults(func=cmd_import)
 
-    rm = sub.add_parser("remove", help="remove a downloaded or imported model")
+    rm = _command(sub, "remove", cmd_remove, "remove a downloaded or imported model")
     rm.add_argument("model", help="model id (see `models list`)")
     rm.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
-    rm.add_argument("--json", action="store_true", help="print JSON")
-    rm.set_defaults(func=cmd_remove)
 
-    use = sub.add_parser("use", help="choose the model (and adapter) of a role")
+    use = _command(sub, "use", cmd_use, "choose the model (and adapter) of a role")
     use.add_argument("model", help="model id (see `models list`)")
     use.add_argument("--role", choices=["answer", "manager", "both"], default="both")
     use.add_argument("--adapter", help="LoRA adapter .gguf trained on this model")
-    use.add_argument("--json", action="store_true", help="print JSON")
-    use.set_defaults(func=cmd_use)
+
+
+def _command(sub, name: str, func, help: str):
+    """One `models` action: its parser, with the --json flag every action has."""
+    p = sub.add_parser(name, help=help)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=func)
+    return p
 
 
 def _print_json(data) -> None:
     json.dump(data, sys.stdout, indent=2)
     sys.stdout.write("\n")
+
+
+def _done(args, data, text: str) -> int:
+    """Print `data` as JSON with --json, else `text`; the action succeeded."""
+    if args.json:
+        _print_json(data)
+    else:
+        print(text)
+    return 0
 
 
 def _store():
@@ -148,11 +155,8 @@ def cmd_download(args) -> int:
     store = _store()
     if args.discard:
         existed = store.discard_download(args.model)
-        if args.json:
-            _print_json({"discarded": existed})
-        else:
-            print("Partial download deleted." if existed else "No partial download to delete.")
-        return 0
+        return _done(args, {"discarded": existed},
+                     "Partial download deleted." if existed else "No partial download to delete.")
     from core.catalog import find_entry
 
     entry = find_entry(args.model, store.catalog)
@@ -168,23 +172,15 @@ def cmd_download(args) -> int:
         return 130
     if printer.tty and not printer.quiet:
         sys.stderr.write("\n")
-    if args.json:
-        _print_json(record.to_dict())
-    else:
-        check = "sha256 verified" if record.verified else "sha256 not published: unverified"
-        print(f"Downloaded {record.name} as {record.id!r} ({check}).")
-    return 0
+    check = "sha256 verified" if record.verified else "sha256 not published: unverified"
+    return _done(args, record.to_dict(), f"Downloaded {record.name} as {record.id!r} ({check}).")
 
 
 def cmd_import(args) -> int:
     record = _store().import_gguf(args.path, copy=not args.link)
-    if args.json:
-        _print_json(record.to_dict())
-    else:
-        how = "referenced in place" if args.link else "copied into the models folder"
-        print(f"Imported {record.name} as {record.id!r} ({how}; {record.architecture}, "
-              f"{record.quantization}, context {record.context_length}).")
-    return 0
+    how = "referenced in place" if args.link else "copied into the models folder"
+    return _done(args, record.to_dict(), f"Imported {record.name} as {record.id!r} ({how}; {record.architecture}, "
+                 f"{record.quantization}, context {record.context_length}).")
 
 
 def _confirm(question: str) -> bool:
@@ -212,12 +208,9 @@ def cmd_remove(args) -> int:
     if released:
         settings.save(settings_path())
     store.remove(record.id)
-    if args.json:
-        _print_json({"removed": record.to_dict(), "roles_reset_to_embedded": released})
-    else:
-        moved = f"; {' and '.join(released)} now use the embedded model" if released else ""
-        print(f"Removed {record.id!r}{moved}.")
-    return 0
+    moved = f"; {' and '.join(released)} now use the embedded model" if released else ""
+    return _done(args, {"removed": record.to_dict(), "roles_reset_to_embedded": released},
+                 f"Removed {record.id!r}{moved}.")
 
 
 def cmd_use(args) -> int:
@@ -233,9 +226,6 @@ def cmd_use(args) -> int:
         assign_role(settings, role, record.path, model_sha256=sha, adapter=args.adapter,
                     embedded=record.source == "embedded")
     settings.save(settings_path())
-    if args.json:
-        _print_json({"model": record.id, "roles": roles, "adapter": args.adapter})
-    else:
-        print(f"{' and '.join(roles).capitalize()} now use{'s' if len(roles) == 1 else ''} "
-              f"{record.name}" + (f" with adapter {args.adapter}" if args.adapter else "") + ".")
-    return 0
+    return _done(args, {"model": record.id, "roles": roles, "adapter": args.adapter},
+                 f"{' and '.join(roles).capitalize()} now use{'s' if len(roles) == 1 else ''} "
+                 f"{record.name}" + (f" with adapter {args.adapter}" if args.adapter else "") + ".")

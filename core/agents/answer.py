@@ -13,23 +13,23 @@ Threading: call from one thread at a time per backend (the backend is not thread
 Departures (our choices): a question with no memories at all is answered "I don't know."
 without a model call; memories that do not fit the context window are dropped from the
 lowest-ranked end, using a conservative characters-per-token estimate. Decoding of QA answers
-(`generate_answer`) is guarded: generation stops once the answer line is complete, or when the
-model repeats a line, lists more lines than it was given memories (or MAX_SELECTED_LINES), or
-loops within a line (small
-models do all three, up to the token cap); when it stopped that way, or a selection run ended
-without `**Answer:**`, the kept text plus `**Answer:**` is given back to the model to finish in
+(`generate_answer`) is guarded (`core.agents.guards.AnswerGuard`): generation stops once the
+answer line is complete, or when the model repeats a line, lists more lines than it was given
+memories (or MAX_SELECTED_LINES), or loops within a line (small models do all three, up to the
+token cap); when it stopped that way, or a selection run ended without `**Answer:**`, the kept
+text plus `**Answer:**` is given back to the model to finish in
 one short line. The prompt is unchanged (training samples the same prompt unguarded).
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from core.agents import prompts
+from core.agents.guards import AnswerGuard, line_key
 from core.types import CancelToken, ChatBackend, GenParams, Memory, read_stream
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,6 @@ NO_MEMORY_ANSWER = "I don't know."
 ANSWER_PARAMS = GenParams(temperature=0.0, max_tokens=1024)
 FORCED_ANSWER_TOKENS = 48  # the answer is "less than 5-6 words"
 MAX_SELECTED_LINES = 20  # a selection longer than this is cut and the answer forced
-_MIN_PERIOD_REPEATS = 4
 CHARS_PER_TOKEN = 3.0  # conservative for English text with SmolLM2/Llama tokenizers
 QUERY_CHARS = 2000  # longest query text embedded for retrieval
 _HEADER_WORDS = "memories selected as relevant"
@@ -62,10 +61,6 @@ class _Prompt:
     used: list[Memory] = field(default_factory=list)  # memories that fit in the prompt
 
 
-def _norm(text: str) -> str:
-    return " ".join(re.sub(r"[^\w\s]", " ", text.casefold()).split())
-
-
 def match_selected(lines: Sequence[str], memories: Sequence[Memory]) -> list[Memory]:
     """Map the selected memory lines back to memories: exact line or text first, then
     containment, then the best word overlap (Jaccard >= 0.6). Unmatched lines are skipped.
@@ -74,10 +69,10 @@ def match_selected(lines: Sequence[str], memories: Sequence[Memory]) -> list[Mem
     >>> [m.id for m in match_selected(["1 May, 2023: Jo has a cat.", "Jo lives in Oslo, Norway", "??"], ms)]
     [1, 2]
     """
-    keyed = [(m, _norm(m.prompt_line()), _norm(m.text)) for m in memories]
+    keyed = [(m, line_key(m.prompt_line()), line_key(m.text)) for m in memories]
     out: list[Memory] = []
     for line in lines:
-        key = _norm(line)
+        key = line_key(line)
         if not key:
             continue
         best = next((m for m, pl, t in keyed if key in (pl, t)), None)
@@ -93,92 +88,18 @@ def match_selected(lines: Sequence[str], memories: Sequence[Memory]) -> list[Mem
     return out
 
 
-def _periodic_tail(line: str, *, repeats: int = _MIN_PERIOD_REPEATS, max_period: int = 80) -> int | None:
-    """Start index of a run of >= `repeats` copies of one unit (3..max_period chars) that
-    ends `line`, or None.
-
-    >>> _periodic_tail("Answer: Gina: Gina: Gina: Gina: ")
-    8
-    >>> _periodic_tail("a perfectly normal line") is None
-    True
-    """
-    n = len(line)
-    for period in range(3, max_period + 1):
-        if period * repeats > n:
-            break
-        unit = line[n - period:]
-        if line[n - period * repeats:] == unit * repeats:
-            start = n - period * repeats
-            while start >= period and line[start - period:start] == unit:
-                start -= period
-            return start
-    return None
-
-
-def answer_stop(text: str, *, max_lines: int) -> tuple[str, int] | None:
-    r"""Whether an answer generation so far should stop: `(reason, keep)` where `text[:keep]`
-    is what to keep, or None to go on. Reasons: "answered" (the line after `**Answer:**` is
-    complete), "repeated line", "too many lines", "loop" (a unit repeating within a line).
-
-    >>> answer_stop("- a\n**Answer:** Paris\n", max_lines=5)
-    ('answered', 21)
-    >>> answer_stop("- a\n- b\n- a\n", max_lines=5)
-    ('repeated line', 8)
-    >>> answer_stop("- a\n- b\n- c\n", max_lines=2)
-    ('too many lines', 8)
-    >>> answer_stop("- a\nGina: Gina: Gina: Gina: Gina:", max_lines=5)
-    ('loop', 9)
-    >>> answer_stop("- a\n**Answer:** Par", max_lines=5) is None
-    True
-    """
-    marker = prompts.find_answer_marker(text)
-    if marker is not None:
-        rest = text[marker[1]:]
-        body = rest.lstrip()
-        nl = body.find("\n")
-        if body and nl > 0:
-            return "answered", marker[1] + (len(rest) - len(body)) + nl
-    lines = text.split("\n")
-    seen: set[str] = set()
-    pos = 0
-    count = 0
-    for i, line in enumerate(lines):
-        complete = i < len(lines) - 1
-        key = _norm(line)
-        if complete and key:
-            if key in seen and marker is None:
-                return "repeated line", pos
-            seen.add(key)
-            count += 1
-            if count > max_lines and marker is None:
-                return "too many lines", pos
-        pos += len(line) + 1
-    last = lines[-1]
-    start = _periodic_tail(last)
-    if start is not None:
-        return "loop", len(text) - len(last) + start
-    return None
-
-
 def generate_answer(backend: ChatBackend, messages, params: GenParams, *, max_lines: int,
                     force_marker: bool, cancel: CancelToken | None = None) -> tuple[str, str | None]:
-    """Generate one QA answer under `answer_stop`'s guard; returns `(raw, stop_reason)`.
+    """Generate one QA answer under an `AnswerGuard` (core/agents/guards.py); returns
+    `(raw, stop_reason)`.
 
     When the guard stopped a run that had not answered, or (`force_marker`) the run ended
     without `**Answer:**`, the kept text + "**Answer:**" is continued by the model for one
     short line (the chat prompt's KV prefix is reused, so this costs a few tokens)."""
-    seen: list[str] = []
-    found: tuple[str, int] | None = None
-
-    def stop(piece: str) -> bool:  # checked at line ends and every 8 pieces
-        nonlocal found
-        seen.append(piece)
-        if "\n" in piece or len(seen) % 8 == 0:
-            found = answer_stop("".join(seen), max_lines=max_lines)
-        return found is not None
-
-    pieces, _ = read_stream(backend.complete(messages, params=params, cancel=cancel), stop)
+    guard = AnswerGuard(max_lines=max_lines)
+    pieces, _ = read_stream(backend.complete(messages, params=params, cancel=cancel), guard.feed)
     text = "".join(pieces)
+    found = guard.found
     reason, text = (found[0], text[:found[1]]) if found else (None, text)
     if reason is not None:
         log.info("answer generation stopped early: %s", reason)

@@ -3,9 +3,9 @@
 `MemoryManager.process_turn` runs, for one turn:
 extract facts (schema-constrained) -> skip exact and near duplicates without a model call ->
 retrieve the top 5 related memories per fact (merged) -> show them under small integer
-aliases -> constrained ADD/UPDATE/DELETE/NONE ops -> validate the ids (the manager may only
-touch the memories it was SHOWN; anything else is dropped and logged) -> one `bank.apply`
-transaction (recorded in the event log) -> the `MemoryChanges`.
+aliases -> constrained ADD/UPDATE/DELETE/NONE ops (the model's NONE is a NOOP op) -> validate
+the ids (the manager may only touch the memories it was SHOWN; anything else is dropped and
+logged) -> one `bank.apply` transaction (recorded in the event log) -> the `MemoryChanges`.
 
 Threading: a manager is driven by one thread at a time (the pipeline's manager thread or the
 ingest loop); the backend is not thread-safe.
@@ -21,7 +21,7 @@ Departures from Mem0/the paper (our choices):
 - a fact with no related memory is ADDed without a model call (NONE would only drop a new
   fact); only the facts that have related memories go to the decision call, with their
   related memories merged. `decide_when_empty=True` sends every fact to the call;
-- duplicates found by `find_duplicate` are recorded as NONE ops (the event log shows why a
+- duplicates found by `find_duplicate` are recorded as NOOP ops (the event log shows why a
   fact was not stored) instead of being shown to the model;
 - a turn longer than `max_turn_chars` is extracted in chunks of `chunk_chars`; the part past
   `max_turn_chars` is not scanned (logged), the message itself is kept in full by the caller.
@@ -30,12 +30,12 @@ Departures from Mem0/the paper (our choices):
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 from core.agents import prompts
+from core.agents.guards import RepetitionGuard, fact_key
 from core.errors import Cancelled, ModelOutputError, NotFoundError, UserError
 from core.types import CancelToken, ChatBackend, GenParams, Memory, MemoryChanges, MemoryOp, read_stream
 
@@ -63,118 +63,6 @@ class ManagerConfig:
     decide_params: GenParams = DECIDE_PARAMS
 
 
-def _norm(text: str) -> str:
-    return " ".join(text.split()).casefold().rstrip(".!")
-
-
-class ArrayItemScanner:
-    """Incremental scanner of the first JSON array in a stream: complete top-level items
-    (raw JSON text) as they finish, and the unfinished one.
-
-    >>> s = ArrayItemScanner()
-    >>> s.feed('{"facts": ["a", {"b": [1]}'), s.feed(', "c'), s.open_item
-    (['"a"', '{"b": [1]}'], [], '"c')
-    """
-
-    def __init__(self) -> None:
-        self.text = ""
-        self.array_start = -1
-        self.done = False
-        self._pos = 0
-        self._depth = 0
-        self._in_str = self._esc = False
-        self._item_start: int | None = None
-
-    @property
-    def open_item(self) -> str:
-        return self.text[self._item_start:] if self._item_start is not None else ""
-
-    def feed(self, piece: str) -> list[str]:
-        self.text += piece
-        found: list[str] = []
-        text = self.text
-        while self._pos < len(text) and not self.done:
-            c = text[self._pos]
-            if self.array_start < 0:
-                if c == "[":
-                    self.array_start = self._pos
-            elif self._in_str:
-                if self._esc:
-                    self._esc = False
-                elif c == "\\":
-                    self._esc = True
-                elif c == '"':
-                    self._in_str = False
-                    if self._depth == 0 and self._item_start is not None:
-                        found.append(text[self._item_start:self._pos + 1])
-                        self._item_start = None
-            elif c == '"':
-                self._in_str = True
-                if self._depth == 0:
-                    self._item_start = self._pos
-            elif c in "{[":
-                if self._depth == 0:
-                    self._item_start = self._pos
-                self._depth += 1
-            elif c in "}]":
-                if self._depth == 0:
-                    self.done = True
-                else:
-                    self._depth -= 1
-                    if self._depth == 0 and self._item_start is not None:
-                        found.append(text[self._item_start:self._pos + 1])
-                        self._item_start = None
-            self._pos += 1
-        return found
-
-
-class RepetitionGuard:
-    """Stops a schema-constrained generation that has started to loop (small models under
-    greedy decoding repeat an item, or a phrase inside an item, until the schema's bound).
-
-    `feed(piece)` returns True when the generation should stop; `repaired()` is then the
-    output cut back to its distinct complete items, closed as valid JSON.
-    """
-
-    WINDOW = 32
-
-    def __init__(self) -> None:
-        self.scanner = ArrayItemScanner()
-        self.items: list[str] = []
-        self._seen: set[str] = set()
-        self.stopped = False
-
-    @staticmethod
-    def _key(item: str) -> str:
-        try:
-            value = json.loads(item)
-        except ValueError:
-            return item
-        if isinstance(value, str):
-            return _norm(value)
-        return json.dumps(value, sort_keys=True).casefold()
-
-    def feed(self, piece: str) -> bool:
-        for item in self.scanner.feed(piece):
-            key = self._key(item)
-            if key in self._seen:
-                self.stopped = True
-                return True
-            self._seen.add(key)
-            self.items.append(item)
-        # a phrase looping inside the value being written; only that value counts, since an
-        # UPDATE's `old_memory` legitimately repeats much of its new `text`
-        open_item = self.scanner.open_item
-        value = open_item[open_item.rfind('":') + 2:]
-        if len(value) >= 3 * self.WINDOW and value[-self.WINDOW:] in value[:-self.WINDOW]:
-            self.stopped = True
-        return self.stopped
-
-    def repaired(self) -> str:
-        text = self.scanner.text
-        return text[:self.scanner.array_start + 1] + ", ".join(self.items) + "]}"
-
-
 def parse_manager_output(raw: str, alias_map: Mapping[str, Memory], *, speaker: str | None = None,
                          observed_at: str | None = None, source: str | None = None) -> list[MemoryOp]:
     """Validated ops from the manager's raw JSON. Pure: no bank, no model.
@@ -183,8 +71,8 @@ def parse_manager_output(raw: str, alias_map: Mapping[str, Memory], *, speaker: 
     output that is not JSON or lacks a `memory` list raises ModelOutputError; each invalid item
     is dropped and logged: an unknown event, an UPDATE/DELETE whose id was not shown, a
     second op on the same memory, an ADD/UPDATE with empty text, an ADD repeating another
-    ADD or a shown memory. An UPDATE to the same text becomes NONE. NONE ops keep the memory
-    id when it was shown (for the event log).
+    ADD or a shown memory. An UPDATE to the same text becomes a NOOP. NOOP ops (the model's
+    "NONE", `prompts.op_event`) keep the memory id when it was shown (for the event log).
 
     >>> m = Memory(7, "Jo has a dog")
     >>> ops = parse_manager_output('{"memory": [{"id": "0", "text": "Jo has two dogs", "event": "UPDATE"},'
@@ -195,30 +83,30 @@ def parse_manager_output(raw: str, alias_map: Mapping[str, Memory], *, speaker: 
     items = prompts.parse_manager_items(raw)
     ops: list[MemoryOp] = []
     touched: set[int] = set()
-    known_texts = {_norm(m.text) for m in alias_map.values()}
+    known_texts = {fact_key(m.text) for m in alias_map.values()}
     added: set[str] = set()
     extra = {"speaker": speaker, "observed_at": observed_at, "source": source}
     for item in items:
-        event = str(item.get("event", "")).strip().upper()
+        event = prompts.op_event(item.get("event"))
         alias = str(item.get("id", "")).strip()
         text = " ".join(str(item.get("text") or "").split())[:prompts.FACT_MAX_CHARS]
         memory = alias_map.get(alias)
-        if event not in prompts.EVENTS:
-            log.warning("manager op dropped: unknown event %r (item %r)", event, item)
+        if event is None:
+            log.warning("manager op dropped: unknown event %r (item %r)", item.get("event"), item)
             continue
         if event == "ADD":
-            if not text or _norm(text) in added:
+            if not text or fact_key(text) in added:
                 log.info("manager ADD dropped: empty or repeated text %r", text)
                 continue
-            if _norm(text) in known_texts:
-                ops.append(MemoryOp("NONE", text=text, **extra))
+            if fact_key(text) in known_texts:
+                ops.append(MemoryOp("NOOP", text=text, **extra))
                 continue
-            added.add(_norm(text))
+            added.add(fact_key(text))
             ops.append(MemoryOp("ADD", text=text, **extra))
             continue
         if memory is None:
-            if event == "NONE":
-                ops.append(MemoryOp("NONE", text=text, **extra))
+            if event == "NOOP":
+                ops.append(MemoryOp("NOOP", text=text, **extra))
             else:
                 log.warning("manager %s dropped: id %r was not shown to it (shown: %s)",
                             event, alias, sorted(alias_map))
@@ -230,8 +118,8 @@ def parse_manager_output(raw: str, alias_map: Mapping[str, Memory], *, speaker: 
             log.warning("manager UPDATE dropped: empty text for alias %r", alias)
             continue
         touched.add(memory.id)
-        if event == "UPDATE" and _norm(text) == _norm(memory.text):
-            event = "NONE"
+        if event == "UPDATE" and fact_key(text) == fact_key(memory.text):
+            event = "NOOP"
         ops.append(MemoryOp(event, text=text if event == "UPDATE" else memory.text,
                             memory_id=memory.id, old_text=memory.text if event == "UPDATE" else None,
                             **extra))
@@ -324,8 +212,8 @@ class MemoryManager:
             messages = prompts.extraction_messages(chunk, speaker, time)
             for fact in self._call_with_retry("fact extraction", messages, prompts.FACTS_SCHEMA,
                                               self.config.extract_params, prompts.parse_facts, cancel):
-                if _norm(fact) not in seen:
-                    seen.add(_norm(fact))
+                if fact_key(fact) not in seen:
+                    seen.add(fact_key(fact))
                     facts.append(fact)
         return facts
 
@@ -386,7 +274,7 @@ class MemoryManager:
             dup = self.bank.find_duplicate(fact, speaker=speaker, threshold=self.config.duplicate_threshold, vec=vec)
             if dup is not None:
                 log.info("fact %r skipped: duplicate of memory %d", fact, dup.id)
-                ops.append(MemoryOp("NONE", text=fact, memory_id=dup.id, **extra))
+                ops.append(MemoryOp("NOOP", text=fact, memory_id=dup.id, **extra))
             else:
                 fresh.append(fact)
                 fresh_vecs.append(vec)
@@ -396,8 +284,8 @@ class MemoryManager:
         touched: set[int] = set()
         for i in range(0, len(fresh), size):
             batch, batch_vecs = fresh[i:i + size], fresh_vecs[i:i + size]
-            lonely, to_decide, shown = self.split_batch(batch, batch_vecs, speaker=speaker, exclude=touched)
-            ops += [MemoryOp("ADD", text=f, **extra) for f in lonely]
+            unrelated, to_decide, shown = self.split_batch(batch, batch_vecs, speaker=speaker, exclude=touched)
+            ops += [MemoryOp("ADD", text=f, **extra) for f in unrelated]
             if not to_decide:
                 continue
             decided = self.decide(to_decide, shown, speaker=speaker, observed_at=time, source=source, cancel=cancel)
@@ -407,19 +295,20 @@ class MemoryManager:
 
     def split_batch(self, facts: Sequence[str], vecs, *, speaker: str | None,
                     exclude: set[int] = frozenset()) -> tuple[list[str], list[str], list[Memory]]:
-        """(facts to ADD without a model call, facts for the decision call, the memories shown
-        to it) for one batch of fresh facts; see the module docstring."""
+        """(unrelated facts: those with no related memory, ADDed without a model call; facts
+        for the decision call; the memories shown to it) for one batch of fresh facts; see the
+        module docstring."""
         if self.config.decide_when_empty:
             return [], list(facts), self.related(vecs, speaker=speaker, exclude=exclude)
-        lonely, rest, rest_hits = [], [], []
+        unrelated, rest, rest_hits = [], [], []
         for fact, vec in zip(facts, vecs):
             hits = self._related_hits(vec, speaker=speaker, exclude=exclude)  # one search per fact
             if hits:
                 rest.append(fact)
                 rest_hits.append(hits)
             else:
-                lonely.append(fact)
-        return lonely, rest, self._merge(rest_hits)
+                unrelated.append(fact)
+        return unrelated, rest, self._merge(rest_hits)
 
     def process_turn(self, text: str, *, speaker: str | None, time: str | None = None,
                      turn: str | None = None, source: str | None = None,

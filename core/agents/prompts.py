@@ -26,9 +26,10 @@ from datetime import datetime
 from typing import Iterable, Mapping, Sequence
 
 from core.errors import ModelOutputError
+from core.types import OP_EVENTS
 
 # Also bumped when the manager's rules for what reaches the model change (core/agents/manager.py):
-# banks built under another version differ. 2: related_min_score 0.6, lonely facts ADDed.
+# banks built under another version differ. 2: related_min_score 0.6, unrelated facts ADDed.
 PROMPT_VERSION = "mr1-prompts-2"
 
 FACT_MAX_ITEMS = 10
@@ -203,7 +204,36 @@ MANAGER_EXAMPLE = (
      {"id": "4", "text": "John lives in Boston", "event": "ADD"}],
 )
 
-EVENTS = ("ADD", "UPDATE", "DELETE", "NONE")
+EVENTS = ("ADD", "UPDATE", "DELETE", "NONE")  # the model's words (prompt, schema), Mem0's
+# The one place the model's words meet `MemoryOp.event` (core.types.OP_EVENTS): the prompt says
+# NONE, as Mem0's and the paper's do; code, the bank and every count say NOOP.
+_OP_OF_EVENT = dict(zip(EVENTS, OP_EVENTS))
+
+
+def op_event(event: object) -> str | None:
+    """The `MemoryOp.event` of an event the model wrote (case and spaces tolerated), None when
+    it is no event of the schema.
+
+    >>> op_event("NONE"), op_event(" update "), op_event("MERGE"), op_event(3)
+    ('NOOP', 'UPDATE', None, None)
+    """
+    return _OP_OF_EVENT.get(str(event if event is not None else "").strip().upper())
+
+
+def op_counts(counts: Mapping[str, object]) -> dict[str, int]:
+    """Per-event counts keyed by `MemoryOp.event`, every event present. Keys that are the
+    model's words (files saved when counts were keyed "NONE") are read as their op; other
+    keys are ignored, so a whole progress record can be passed.
+
+    >>> op_counts({"ADD": 2, "NONE": 1, "dia_id": "D1:3"})
+    {'ADD': 2, 'UPDATE': 0, 'DELETE': 0, 'NOOP': 1}
+    """
+    out = dict.fromkeys(OP_EVENTS, 0)
+    for key, value in counts.items():
+        event = key if key in out else op_event(key)
+        if event is not None:
+            out[event] += int(value or 0)
+    return out
 
 
 def manager_schema(n_shown: int, n_facts: int, *, max_chars: int = FACT_MAX_CHARS) -> dict:

@@ -33,7 +33,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from core.errors import ConflictError, InvalidInputError, NotFoundError
-from core.types import Embedder, Hit, Memory, MemoryChanges, MemoryEvent, MemoryOp
+from core.types import OP_EVENTS, Embedder, Hit, Memory, MemoryChanges, MemoryEvent, MemoryOp
 
 from core.memory import history as _history
 from core.memory import io as _io
@@ -375,7 +375,7 @@ class MemoryBank:
         """Apply manager operations in ONE transaction: all of them or none.
 
         ADD inserts; UPDATE replaces an active memory's text in place (same text -> NOOP);
-        DELETE soft-deletes; NONE records a NOOP event. An unknown or non-active id raises
+        DELETE soft-deletes; NOOP records a NOOP event. An unknown or non-active id raises
         NotFoundError and nothing is applied. `vectors` (one row per op, used for ADD/UPDATE)
         skips embedding, for callers that already have them.
         """
@@ -492,7 +492,7 @@ def _check_op(op: MemoryOp) -> str:
     """Validate one op before anything is written; returns its cleaned text ('' if none)."""
     if not isinstance(op, MemoryOp):
         raise InvalidInputError(f"Expected a MemoryOp, got {type(op).__name__}.")
-    if op.event not in ("ADD", "UPDATE", "DELETE", "NONE"):
+    if op.event not in OP_EVENTS:
         raise InvalidInputError(f"Unknown memory operation {op.event!r}.")
     if op.event in ("UPDATE", "DELETE") and op.memory_id is None:
         raise InvalidInputError(f"A {op.event} operation needs a memory id.")

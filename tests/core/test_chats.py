@@ -10,12 +10,6 @@ from core.errors import InvalidInputError, NotFoundError
 from core.memory import ChatMessage, Conversation, MemoryBank
 
 
-@pytest.fixture
-def bank(tmp_path, hash_embedder):
-    with MemoryBank(tmp_path / "m.sqlite3", hash_embedder) as b:
-        yield b
-
-
 def test_messages_are_committed_as_they_are_added(tmp_path, hash_embedder):
     path = tmp_path / "m.sqlite3"
     bank = MemoryBank(path, hash_embedder)

@@ -10,7 +10,7 @@ dia_ids) for a training question of categories 1-4:
   every shown memory ("0", "1", ... = `shown_ids` in order);
 - the linked questions with their gold answers;
 - what the current (untrained) manager did there, as the app runs it (greedy and
-  schema-constrained): `app_ops` (counts of the applied ops, duplicates' NONE included) and
+  schema-constrained): `app_ops` (counts of the applied ops, duplicates' NOOP included) and
   `app_decision` (the applied ADD/UPDATE/DELETE written as a decision over this state's
   aliases, so the reward function can score it).
 
@@ -49,7 +49,7 @@ from core.agents import prompts
 from core.errors import InvalidInputError, ModelOutputError
 from core.fileio import append_jsonl, atomic_path, atomic_write_json, folder_lock, read_jsonl
 from core.locomo import QA, Sample, Turn
-from core.types import GenParams, Memory
+from core.types import OP_EVENTS, GenParams, Memory
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ class ManagerState:
     speakers: list[str]
     kind: str  # one of KINDS
     facts: list[str]  # everything extracted from the turn
-    duplicates: list[str]  # facts the app skips as duplicates (NONE without a model call)
+    duplicates: list[str]  # facts the app skips as duplicates (NOOP without a model call)
     decision_facts: list[str]  # the facts of the (first) decision call
     shown_ids: list[int]  # snapshot ids shown under aliases "0", "1", ...
     prompt: list[dict]  # the decision call's chat messages, exactly as the app sends them
@@ -112,7 +112,7 @@ class ManagerState:
     snapshot: list[dict]  # active memories before the turn: {"id", "text", "speaker", "observed_at", "source", "v"}
     app_ops: dict | None = None  # what the current manager applied at this turn: event -> count
     app_decision: str | None = None  # the same, as a decision JSON over this state's aliases
-    auto_added: list[str] = field(default_factory=list)  # facts the app ADDs without a model call
+    auto_added: list[str] = field(default_factory=list)  # the unrelated facts: ADDed without a model call
     vector_table: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -142,6 +142,8 @@ class ManagerState:
     def from_json(cls, d: dict) -> "ManagerState":
         d = dict(d)
         d.pop("vector_table", None)
+        if d.get("app_ops") is not None:  # states saved with the model's "NONE" key read as NOOP
+            d["app_ops"] = prompts.op_counts(d["app_ops"])
         return cls(**d)
 
 
@@ -299,10 +301,10 @@ def plan_state(manager, turn: Turn) -> tuple[str, list[str], list[str], list[str
     if not fresh:
         return "all-duplicates", facts, dups, [], [], []
     batch, batch_vecs = fresh[:cfg.facts_per_decision], fresh_vecs[:cfg.facts_per_decision]
-    lonely, to_decide, shown = manager.split_batch(batch, batch_vecs, speaker=turn.speaker)
+    unrelated, to_decide, shown = manager.split_batch(batch, batch_vecs, speaker=turn.speaker)
     if not to_decide:
-        return "no-related", facts, dups, batch, [], lonely
-    return "decision", facts, dups, to_decide, shown, lonely
+        return "no-related", facts, dups, batch, [], unrelated
+    return "decision", facts, dups, to_decide, shown, unrelated
 
 
 def _questions(qas: Sequence[QA]) -> list[dict]:
@@ -311,12 +313,12 @@ def _questions(qas: Sequence[QA]) -> list[dict]:
 
 
 def _make_state(sample: Sample, turn: Turn, qas, plan, snapshot) -> ManagerState:
-    kind, facts, dups, batch, shown, lonely = plan
+    kind, facts, dups, batch, shown, unrelated = plan
     return ManagerState(
         id=f"{sample.sample_id}/{turn.dia_id}", sample_id=sample.sample_id, dia_id=turn.dia_id,
         speaker=turn.speaker, time=turn.time or None, turn_text=turn.full_text,
         source=f"locomo:{sample.sample_id}/{turn.dia_id}", speakers=list(sample.speakers), kind=kind,
-        facts=facts, duplicates=dups, decision_facts=batch, shown_ids=[m.id for m in shown], auto_added=lonely,
+        facts=facts, duplicates=dups, decision_facts=batch, shown_ids=[m.id for m in shown], auto_added=unrelated,
         prompt=prompts.manager_messages(batch, [m.text for m in shown]), questions=_questions(qas),
         snapshot=snapshot)
 
@@ -339,7 +341,7 @@ class BuildReport:
     states: int = 0
     seconds: float = 0.0
     kinds: dict = field(default_factory=dict)
-    turn_ops: dict = field(default_factory=lambda: {e: 0 for e in prompts.EVENTS})
+    turn_ops: dict = field(default_factory=lambda: dict.fromkeys(OP_EVENTS, 0))
     failures: int = 0
 
 
@@ -390,8 +392,8 @@ def build_states(sample: Sample, folder: str | os.PathLike, embedder, backend_fa
     for r in records.values():
         report.seconds += r.get("seconds", 0.0)
         report.failures += bool(r.get("error"))
-        for e in prompts.EVENTS:
-            report.turn_ops[e] += int(r.get(e, 0))
+        for e, n in prompts.op_counts(r).items():  # also reads records saved with "NONE"
+            report.turn_ops[e] += n
     report.turns, report.states = len(records), len(states)
     report.kinds = dict(collections.Counter(s.kind for s in states))
     return states, report
@@ -424,18 +426,18 @@ def _one_turn(sample, turn, qas, manager, replay, table, embedder, folder: Path)
         plan = plan_state(manager, turn)
         state = _make_state(sample, turn, qas, plan, _snapshot(manager.bank, table, embedder))
     source = f"locomo:{sample.sample_id}/{turn.dia_id}"
-    rec = {"dia_id": turn.dia_id, "error": None, **{e: 0 for e in prompts.EVENTS}}
+    rec = {"dia_id": turn.dia_id, "error": None, **dict.fromkeys(OP_EVENTS, 0)}
     try:
         ch = manager.process_turn(turn.full_text, speaker=turn.speaker, time=turn.time or None,
                                   turn=source, source=source)
-        rec.update(ADD=len(ch.added), UPDATE=len(ch.updated), DELETE=len(ch.deleted), NONE=int(ch.noops))
+        rec.update(ADD=len(ch.added), UPDATE=len(ch.updated), DELETE=len(ch.deleted), NOOP=int(ch.noops))
         if state is not None:
             state.app_decision = decision_from_changes(ch, state)
     except ModelOutputError as exc:
         log.error("turn %s skipped: %s", source, exc)
         rec["error"] = str(exc)[:300]
     if state is not None:
-        state.app_ops = {e: rec[e] for e in prompts.EVENTS}
+        state.app_ops = {e: rec[e] for e in OP_EVENTS}
         append_jsonl(folder / "states.jsonl", state.to_json())
         _save_table(folder, table)  # the state's rows must exist before its progress line
     rec["seconds"] = round(time.perf_counter() - start, 4)
@@ -559,12 +561,12 @@ def op_distribution(states: Sequence[ManagerState]) -> dict:
     """What the current manager applied at the states: op counts over all states and over the
     decision states only (where the model was called), and the states per kind."""
     def total(group) -> dict:
-        c = collections.Counter({e: 0 for e in prompts.EVENTS})
+        c = collections.Counter(dict.fromkeys(OP_EVENTS, 0))
         for s in group:
             c.update(s.app_ops or {})
         n = sum(c.values())
-        return {e: c[e] for e in prompts.EVENTS} | {"share": {e: round(c[e] / n, 3) if n else 0.0
-                                                            for e in prompts.EVENTS}}
+        return {e: c[e] for e in OP_EVENTS} | {"share": {e: round(c[e] / n, 3) if n else 0.0
+                                                       for e in OP_EVENTS}}
 
     return {"states": len(states), "kinds": dict(collections.Counter(s.kind for s in states)),
             "all_states": total(states), "decision_states": total([s for s in states if s.kind == "decision"])}

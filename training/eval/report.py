@@ -14,14 +14,16 @@ import json
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from core.agents.prompts import op_counts
 from core.errors import InvalidInputError
 from core.fileio import read_json
 from core.locomo import CATEGORY_NAMES, PAPER_CATEGORY_NAMES, SCORED_CATEGORIES
+from core.types import OP_EVENTS
 
 from training.eval.metrics import mean
 
 SCORE_KEYS = ("f1", "bleu1", "em", "judge")
-OP_NAMES = ("ADD", "UPDATE", "DELETE", "NONE")
+OP_NAMES = OP_EVENTS
 
 
 def percentiles(values: Iterable[float]) -> dict:
@@ -211,7 +213,7 @@ def plot_scores(summaries: Sequence[dict], labels: Sequence[str], path: Path) ->
 
 
 def plot_ops(summaries: Sequence[dict], labels: Sequence[str], path: Path) -> Path | None:
-    """Bars of ADD/UPDATE/DELETE/NONE counts per system with a memory manager (None if none has)."""
+    """Bars of ADD/UPDATE/DELETE/NOOP counts per system with a memory manager (None if none has)."""
     pairs = [(s, lab) for s, lab in zip(summaries, labels)
              if s.get("ingestion") and s["ingestion"].get("kind") == "memory"]
     if not pairs:
@@ -268,8 +270,12 @@ def write_outputs(out: Path, summary: dict, records: Sequence[dict], turn_second
 # --- compare -------------------------------------------------------------------------------
 
 def load_summary(run_dir: str | Path) -> dict:
-    return read_json(Path(run_dir) / "summary.json",
-                     missing=f"{run_dir}: no summary.json (not an evaluation output folder)")
+    summary = read_json(Path(run_dir) / "summary.json",
+                        missing=f"{run_dir}: no summary.json (not an evaluation output folder)")
+    ing = summary.get("ingestion") if isinstance(summary, dict) else None
+    if isinstance(ing, dict) and isinstance(ing.get("ops"), dict):  # saved with "NONE": read as NOOP
+        ing["ops"] = op_counts(ing["ops"])
+    return summary
 
 
 def run_labels(dirs: Sequence[str | Path], summaries: Sequence[dict]) -> list[str]:
@@ -296,7 +302,7 @@ def comparison_table(summaries: Sequence[dict], labels: Sequence[str]) -> str:
     rows += [
         ("ingestion s", [ing(s, lambda i: f"{i['seconds']:.1f}") for s in summaries]),
         ("memories in bank", [ing(s, lambda i: str(i["memories"])) for s in summaries]),
-        ("ops ADD/UPD/DEL/NONE", [ing(s, lambda i: "/".join(str(i["ops"][k]) for k in OP_NAMES))
+        ("ops ADD/UPD/DEL/NOOP", [ing(s, lambda i: "/".join(str(i["ops"][k]) for k in OP_NAMES))
                                   for s in summaries]),
         ("manager s/turn p50/p95", [ing(s, lambda i: _sec(i["manager_turn_s"])) for s in summaries]),
         ("retrieval s p50/p95", [_sec(s["timings"]["retrieval_s"]) for s in summaries]),

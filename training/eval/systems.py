@@ -41,7 +41,7 @@ from core.agents import prompts
 from core.errors import InvalidInputError, ModelOutputError
 from core.fileio import append_jsonl, folder_lock, read_jsonl
 from core.locomo import QA, Sample, Turn
-from core.types import ChatBackend, GenParams, Memory, MemoryOp
+from core.types import OP_EVENTS, ChatBackend, GenParams, Memory, MemoryOp
 
 log = logging.getLogger(__name__)
 
@@ -141,12 +141,12 @@ def ingest_memory_bank(sample: Sample, folder: Path, embedder, manager_backend: 
 def _ingest_turn(manager, sample: Sample, turn: Turn) -> dict:
     source = f"locomo:{sample.sample_id}/{turn.dia_id}"
     start = time.perf_counter()
-    rec = {"dia_id": turn.dia_id, "speaker": turn.speaker, "ADD": 0, "UPDATE": 0, "DELETE": 0, "NONE": 0,
+    rec = {"dia_id": turn.dia_id, "speaker": turn.speaker, **dict.fromkeys(OP_EVENTS, 0),
            "error": None}
     try:
         ch = manager.process_turn(turn.full_text, speaker=turn.speaker, time=turn.time or None,
                                   turn=source, source=source)
-        rec.update(ADD=len(ch.added), UPDATE=len(ch.updated), DELETE=len(ch.deleted), NONE=int(ch.noops))
+        rec.update(ADD=len(ch.added), UPDATE=len(ch.updated), DELETE=len(ch.deleted), NOOP=int(ch.noops))
     except ModelOutputError as exc:
         log.error("turn %s skipped: %s; raw=%r", source, exc, exc.raw[:500])
         rec["error"] = str(exc)[:500]
@@ -155,12 +155,13 @@ def _ingest_turn(manager, sample: Sample, turn: Turn) -> dict:
 
 
 def _ingest_stats(records: Sequence[dict], bank, *, cached: bool) -> dict:
+    ops = [prompts.op_counts(r) for r in records]  # turn logs saved with "NONE" read as NOOP
     return {
         "kind": "memory",
         "turns": len(records),
         "seconds": round(sum(r["seconds"] for r in records), 3),
         "turn_seconds": [r["seconds"] for r in records],
-        "ops": {op: sum(int(r.get(op, 0)) for r in records) for op in ("ADD", "UPDATE", "DELETE", "NONE")},
+        "ops": {e: sum(o[e] for o in ops) for e in OP_EVENTS},
         "failures": sum(1 for r in records if r.get("error")),
         "memories": bank.count(),
         "cached": cached,

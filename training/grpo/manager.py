@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from core.errors import InvalidInputError
+from core.types import OP_EVENTS
 
 from training.grpo import loop
 from training.config import TrainConfig
@@ -134,7 +135,7 @@ def validate_manager(model, tokenizer, rows: Sequence[dict], states: dict, confi
     f1s = [mean(d.f1) if d.f1 else 0.0 for d in details]
     bleus = [mean(bleu1(a, g) for a, g in zip(d.answers, gs)) if d.answers else 0.0
              for d, gs in zip(details, golds)]
-    ops = {e: sum(d.ops.get(e, 0) for d in details) for e in ("ADD", "UPDATE", "DELETE", "NONE")}
+    ops = {e: sum(d.ops.get(e, 0) for d in details) for e in OP_EVENTS}
     lengths = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
     return {"f1": mean(f1s), "bleu1": mean(bleus), "em": mean(d.reward for d in details),
             "valid": mean(1.0 if d.valid else 0.0 for d in details), "ops": ops,

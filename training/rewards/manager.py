@@ -37,7 +37,7 @@ from typing import Any, Sequence
 
 from core.agents import prompts
 from core.errors import ModelOutputError
-from core.types import GenParams, Memory, MemoryOp
+from core.types import OP_EVENTS, GenParams, Memory, MemoryOp
 
 from training.data.manager import CachingEmbedder, ManagerState
 from training.eval.metrics import exact_match, f1_score
@@ -62,15 +62,15 @@ def _alias_number(alias: Any) -> int | None:
 def _item_problem(item: dict, state: ManagerState) -> str | None:
     """Why one raw item earns 0 (None when it is valid for `state`'s prompt)."""
     n_shown, n_ids = len(state.shown_ids), len(state.shown_ids) + len(state.decision_facts)
-    event = str(item.get("event", "")).strip().upper()
-    if event not in prompts.EVENTS:
+    event = prompts.op_event(item.get("event"))
+    if event is None:
         return f"unknown event {item.get('event')!r}"
     if event == "ADD":
         return None
     n = _alias_number(item.get("id"))
     if event in ("UPDATE", "DELETE") and (n is None or n >= n_shown):
         return f"{event} of id {item.get('id')!r}, not a shown memory"
-    if event == "NONE" and (n is None or n >= n_ids):
+    if event == "NOOP" and (n is None or n >= n_ids):
         return f"NONE of id {item.get('id')!r}, not an id of the prompt"
     return None
 
@@ -139,8 +139,8 @@ def completion_ops(raw: str, state: ManagerState, alias_map: dict[str, Memory]) 
 
 
 def ops_key(ops: Sequence[MemoryOp]) -> str:
-    """A canonical key of what ops change (NONE changes nothing and is left out)."""
-    changing = sorted((o.event, o.memory_id or 0, o.text) for o in ops if o.event != "NONE")
+    """A canonical key of what ops change (a NOOP changes nothing and is left out)."""
+    changing = sorted((o.event, o.memory_id or 0, o.text) for o in ops if o.event != "NOOP")
     return hashlib.sha256(json.dumps(changing).encode()).hexdigest()[:24]
 
 
@@ -323,7 +323,7 @@ class FrozenAnswerer:
 
 
 def _counts(ops: Sequence[MemoryOp]) -> collections.Counter:
-    c = collections.Counter({e: 0 for e in prompts.EVENTS})
+    c = collections.Counter({e: 0 for e in OP_EVENTS})
     c.update(o.event for o in ops)
     return c
 
@@ -360,7 +360,7 @@ class ManagerRewardFunc:
         if log_metric is not None and self.details:
             n = len(self.details)
             log_metric("manager/valid", sum(d.valid for d in self.details) / n)
-            for e in prompts.EVENTS:
+            for e in OP_EVENTS:
                 log_metric(f"manager/{e}", sum(d.ops.get(e, 0) for d in self.details) / n)
             log_metric("manager/reward_seconds", (time.perf_counter() - t0) / n)
         return [d.reward for d in self.details]

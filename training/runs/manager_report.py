@@ -7,7 +7,7 @@
 `DIR` is a states folder (`memory-r1 train manager-states`, or <out>/states/states-* of a run).
 Prints:
 1. the states per kind and the operations the CURRENT manager applied at them (ADD / UPDATE /
-   DELETE / NONE), over all states and over the decision states (where the model is called);
+   DELETE / NOOP), over all states and over the decision states (where the model is called);
 2. the reward of three decisions per trainable state, scored by the frozen answerer (the
    embedded model through llama.cpp, or --answer-adapter): what the current manager did
    (`app_decision`), doing nothing (`{"memory": []}`), and ADDing every new fact; mean rewards;

@@ -12,8 +12,7 @@ import json
 import pytest
 
 from app.cli import build_parser, chat_cmd, main
-from core.embeddings import HashEmbedder
-from core.fakes import FakeBackend
+from core.fakes import FakeBackend, HashEmbedder
 from core.assistant.ingest import STATE_FILE, load_turns
 from core.memory import MemoryBank
 from core.paths import db_path

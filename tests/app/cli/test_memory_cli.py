@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from app.cli import main
-from core.embeddings import HashEmbedder
+from core.fakes import HashEmbedder
 
 ROOT = Path(__file__).resolve().parents[3]
 

@@ -11,7 +11,7 @@ import pytest
 
 from app.cli import main
 from core import paths
-from core.embeddings import HashEmbedder
+from core.fakes import HashEmbedder
 
 
 def _mode(p) -> int:

@@ -7,7 +7,6 @@ The pipeline's manager runs on its own thread, exactly as in the app; tests wait
 
 from __future__ import annotations
 
-import json
 
 import pytest
 
@@ -40,29 +39,6 @@ def fail_on_qt_warnings(qapp):
     assert not seen, "Qt warnings:\n" + "\n".join(seen)
 
 
-def facts_script(facts_for):
-    """A manager backend script: the fact-extraction call returns `facts_for(user_text)`;
-    a decision call (only made when related memories exist) ADDs every new fact."""
-
-    def script(messages, schema):
-        props = (schema or {}).get("properties", {})
-        if "facts" in props:
-            text = messages[-1]["content"]
-            return json.dumps({"facts": facts_for(text)})
-        return json.dumps({"memory": []})
-
-    return script
-
-
-@pytest.fixture
-def bank(data_home, hash_embedder):
-    from core.memory.bank import MemoryBank
-
-    b = MemoryBank(data_home / "memory.sqlite3", hash_embedder)
-    yield b
-    b.close()
-
-
 @pytest.fixture
 def answer_backend():
     from core.fakes import FakeBackend
@@ -72,9 +48,9 @@ def answer_backend():
 
 @pytest.fixture
 def manager_backend():
-    from core.fakes import FakeBackend
+    from core.fakes import FakeBackend, router
 
-    return FakeBackend(default=facts_script(lambda text: ["User has a dog named Rex"] if "dog" in text else []))
+    return FakeBackend(default=router(facts=lambda text: ["User has a dog named Rex"] if "dog" in text else []))
 
 
 @pytest.fixture

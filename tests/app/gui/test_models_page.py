@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core import fakes
 from core.config import Settings, settings_path
 from core.catalog.store import ModelStore
 from core.paths import embedded_gguf
@@ -15,17 +16,8 @@ pytest.importorskip("PySide6")
 
 
 def write_gguf(path: Path) -> Path:
-    import gguf
-
-    writer = gguf.GGUFWriter(str(path), "llama")
-    writer.add_name("Page Test")
-    writer.add_context_length(4096)
-    writer.add_tensor("token_embd.weight", np.zeros(1000, dtype=np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return path
+    return fakes.write_gguf(path, {"token_embd.weight": np.zeros(1000, dtype=np.float32)},
+                            name="Page Test", context_length=4096)
 
 
 @pytest.fixture

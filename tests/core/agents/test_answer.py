@@ -8,19 +8,10 @@ import logging
 import pytest
 
 from core.agents.answer import NO_MEMORY_ANSWER, AnswerAgent, ReplyFilter, match_selected
-from core.embeddings import HashEmbedder
 from core.fakes import FakeBackend
-from core.memory import MemoryBank
 from core.types import CancelToken
 
 T1, T2 = "1:00 pm on 1 May, 2023", "2:00 pm on 9 June, 2023"
-
-
-@pytest.fixture
-def bank(tmp_path):
-    b = MemoryBank(tmp_path / "memory.sqlite3", HashEmbedder())
-    yield b
-    b.close()
 
 
 def fill(bank, speaker, n, when=T1, prefix="note"):

@@ -12,11 +12,9 @@ import logging
 
 import pytest
 
-from core.embeddings import HashEmbedder
 from core.errors import Cancelled, ModelOutputError
-from core.fakes import FakeBackend
+from core.fakes import FakeBackend, HashEmbedder
 from core.agents.manager import ManagerConfig, MemoryManager, parse_manager_output
-from core.memory import MemoryBank
 from core.types import CancelToken, Memory
 
 TIME = "1:56 pm on 8 May, 2023"
@@ -30,11 +28,17 @@ def ops(*items: dict) -> str:
     return json.dumps({"memory": list(items)})
 
 
+def turn(bank, text, *script, speaker="John", **kw):
+    """One `process_turn` of `text` by a manager whose backend replays `script` (one reply per
+    model call); returns the changes."""
+    return MemoryManager(bank, FakeBackend(list(script))).process_turn(text, speaker=speaker, **kw)
+
+
 @pytest.fixture
-def bank(tmp_path):
-    b = MemoryBank(tmp_path / "memory.sqlite3", HashEmbedder())
-    yield b
-    b.close()
+def warnings(caplog):
+    """The manager's log at WARNING and above, for this test."""
+    caplog.set_level(logging.WARNING, logger="core.agents.manager")
+    return caplog
 
 
 def active_texts(bank, speaker=None):
@@ -83,7 +87,7 @@ def test_exact_duplicate_is_skipped_without_a_model_call(bank):
     assert not changes and changes.noops == 1
     assert len(backend.calls) == 1  # extraction only
     assert active_texts(bank) == ["John has a cat named Tom"]
-    assert bank.history()[0].event in ("NOOP", "NONE")
+    assert bank.history()[0].event == "NOOP"
 
 
 def test_update_consolidates_under_an_alias_never_a_real_id(bank):
@@ -109,12 +113,9 @@ def test_update_consolidates_under_an_alias_never_a_real_id(bank):
 
 def test_delete_is_soft_and_add_of_the_new_fact_applies(bank):
     pizza = seed(bank, "John likes pizza")[0]
-    backend = FakeBackend([
-        facts("John no longer likes pizza"),
-        ops({"id": "0", "text": "John likes pizza", "event": "DELETE"},
-            {"id": "1", "text": "John no longer likes pizza", "event": "ADD"}),
-    ])
-    changes = MemoryManager(bank, backend).process_turn("I'm off pizza", speaker="John")
+    changes = turn(bank, "I'm off pizza", facts("John no longer likes pizza"),
+                   ops({"id": "0", "text": "John likes pizza", "event": "DELETE"},
+                       {"id": "1", "text": "John no longer likes pizza", "event": "ADD"}))
     assert [m.id for m in changes.deleted] == [pizza.id]
     assert bank.get(pizza.id).status == "deleted"
     assert active_texts(bank) == ["John no longer likes pizza"]
@@ -148,70 +149,54 @@ def test_a_single_bad_output_is_recovered_by_the_retry(bank):
     assert [m.text for m in changes.added] == ["John has a cat"]
 
 
-def test_unknown_event_is_dropped_and_the_valid_ops_apply(bank, caplog):
+def test_unknown_event_is_dropped_and_the_valid_ops_apply(bank, warnings):
     seed(bank, "John plays tennis")
-    backend = FakeBackend([
-        facts("John plays tennis on Sundays", "John has a bike"),
-        ops({"id": "0", "text": "John plays tennis on Sundays", "event": "MERGE"},
-            {"id": "1", "text": "John has a bike", "event": "ADD"}),
-    ])
-    with caplog.at_level(logging.WARNING, logger="core.agents.manager"):
-        changes = MemoryManager(bank, backend).process_turn("tennis sundays, bike", speaker="John")
+    changes = turn(bank, "tennis sundays, bike",
+                   facts("John plays tennis on Sundays", "John has a bike"),
+                   ops({"id": "0", "text": "John plays tennis on Sundays", "event": "MERGE"},
+                       {"id": "1", "text": "John has a bike", "event": "ADD"}))
     assert [m.text for m in changes.added] == ["John has a bike"] and not changes.updated
-    assert "unknown event" in caplog.text
+    assert "unknown event" in warnings.text
     assert active_texts(bank) == ["John has a bike", "John plays tennis"]
 
 
-def test_invented_id_is_dropped_and_logged(bank, caplog):
+def test_invented_id_is_dropped_and_logged(bank, warnings):
     tennis = seed(bank, "John plays tennis")[0]
-    backend = FakeBackend([
-        facts("John plays squash"),
-        ops({"id": "17", "text": "John plays squash", "event": "UPDATE"},
-            {"id": "abc", "text": "", "event": "DELETE"}),
-    ])
-    with caplog.at_level(logging.WARNING, logger="core.agents.manager"):
-        changes = MemoryManager(bank, backend).process_turn("squash", speaker="John")
+    changes = turn(bank, "squash", facts("John plays squash"),
+                   ops({"id": "17", "text": "John plays squash", "event": "UPDATE"},
+                       {"id": "abc", "text": "", "event": "DELETE"}))
     assert not changes
     assert bank.get(tennis.id).text == "John plays tennis"
-    assert "was not shown" in caplog.text
+    assert "was not shown" in warnings.text
 
 
 def test_update_with_empty_text_is_dropped(bank):
     tennis = seed(bank, "John plays tennis")[0]
-    backend = FakeBackend([facts("John plays tennis well"),
-                           ops({"id": "0", "text": "   ", "event": "UPDATE"})])
-    changes = MemoryManager(bank, backend).process_turn("tennis", speaker="John")
+    changes = turn(bank, "tennis", facts("John plays tennis well"), ops({"id": "0", "text": "   ", "event": "UPDATE"}))
     assert not changes and bank.get(tennis.id).text == "John plays tennis"
 
 
 def test_fifty_deletes_for_three_shown_memories(bank):
     shown = seed(bank, "John plays tennis", "John plays golf", "John plays chess")
     others = seed(bank, "Mary plays tennis", "Mary plays golf", speaker="Mary")
-    backend = FakeBackend([
-        facts("John plays no sports at all"),
-        ops(*[{"id": str(i % 60), "text": "x", "event": "DELETE"} for i in range(50)]),
-    ])
-    changes = MemoryManager(bank, backend).process_turn("I quit all sports", speaker="John")
+    changes = turn(bank, "I quit all sports", facts("John plays no sports at all"),
+                   ops(*[{"id": str(i % 60), "text": "x", "event": "DELETE"} for i in range(50)]))
     assert sorted(m.id for m in changes.deleted) == sorted(m.id for m in shown)
     assert all(bank.get(m.id).status == "active" for m in others)
     assert len([e for e in bank.history() if e.event == "DELETE"]) == 3
 
 
-def test_delete_of_a_memory_that_was_not_shown_is_refused(bank, caplog):
+def test_delete_of_a_memory_that_was_not_shown_is_refused(bank, warnings):
     seed(bank, "John plays tennis")
     secret = seed(bank, "Mary hates spiders", speaker="Mary")[0]
     assert secret.id == 2
-    backend = FakeBackend([
-        facts("John plays tennis every day"),
-        # "2" is the unshown memory's real id, and also no alias of this call
-        ops({"id": "2", "text": "Mary hates spiders", "event": "DELETE"},
-            {"id": "0", "text": "John plays tennis every day", "event": "UPDATE"}),
-    ])
-    with caplog.at_level(logging.WARNING, logger="core.agents.manager"):
-        changes = MemoryManager(bank, backend).process_turn("tennis daily", speaker="John")
+    # "2" is the unshown memory's real id, and also no alias of this call
+    changes = turn(bank, "tennis daily", facts("John plays tennis every day"),
+                   ops({"id": "2", "text": "Mary hates spiders", "event": "DELETE"},
+                       {"id": "0", "text": "John plays tennis every day", "event": "UPDATE"}))
     assert bank.get(secret.id).status == "active"
     assert [m.text for m in changes.updated] == ["John plays tennis every day"] and not changes.deleted
-    assert "not shown" in caplog.text
+    assert "not shown" in warnings.text
 
 
 def test_a_hundred_kilobyte_message_is_scanned_in_bounded_chunks(bank):
@@ -255,10 +240,10 @@ def test_parse_manager_output_is_pure_and_strict_about_ids():
     raw = ops(
         {"id": "0", "text": "Ann has two cats", "event": "UPDATE"},
         {"id": "0", "text": "", "event": "DELETE"},  # second op on the same memory
-        {"id": "1", "text": "Ann lives in Oslo", "event": "UPDATE"},  # same text -> NONE
+        {"id": "1", "text": "Ann lives in Oslo", "event": "UPDATE"},  # same text -> NOOP
         {"id": "2", "text": "Ann likes jazz", "event": "ADD"},
         {"id": "3", "text": "ann likes jazz.", "event": "ADD"},  # repeated ADD
-        {"id": "4", "text": "Ann has a cat", "event": "ADD"},  # ADD of a shown memory -> NONE
+        {"id": "4", "text": "Ann has a cat", "event": "ADD"},  # ADD of a shown memory -> NOOP
         {"id": "5", "text": "x", "event": "delete"},  # lower-case event, unknown id
         {"id": 0, "text": "x", "event": 3},
         "junk",
@@ -266,9 +251,9 @@ def test_parse_manager_output_is_pure_and_strict_about_ids():
     out = parse_manager_output(raw, alias, speaker="Ann", observed_at=TIME, source="s")
     assert [(o.event, o.memory_id, o.text) for o in out] == [
         ("UPDATE", 11, "Ann has two cats"),
-        ("NONE", 12, "Ann lives in Oslo"),
+        ("NOOP", 12, "Ann lives in Oslo"),
         ("ADD", None, "Ann likes jazz"),
-        ("NONE", None, "Ann has a cat"),
+        ("NOOP", None, "Ann has a cat"),
     ]
     assert out[0].old_text == "Ann has a cat" and out[2].speaker == "Ann" and out[2].observed_at == TIME
     with pytest.raises(ModelOutputError):
@@ -301,16 +286,6 @@ def test_a_phrase_loop_inside_one_item_is_cut_and_dropped(bank):
     assert [m.text for m in changes.added] == ["John has a dog."]
 
 
-def test_repetition_guard_repairs_manager_output_too():
-    from core.agents.manager import RepetitionGuard
-
-    guard = RepetitionGuard()
-    item = '{"id": "0", "text": "a", "event": "NONE"}'
-    stopped = [guard.feed(p) for p in ['{"memory": [', item, ", ", item, ", "]]
-    assert stopped == [False, False, False, True, True]
-    assert json.loads(guard.repaired()) == {"memory": [json.loads(item)]}
-
-
 def test_unrelated_memories_are_not_shown_and_the_fact_is_added_directly(bank):
     seed(bank, "Skiing in snowy winter mountains")
     backend = FakeBackend([facts("John adopted a dog named Rex")])
@@ -336,32 +311,13 @@ def test_decisions_can_run_on_a_second_instance(bank):
     assert config == ManagerConfig()  # the params override did not mutate the caller's config
 
 
-def test_repetition_guard_keeps_an_update_whose_old_memory_repeats_its_text():
-    """Regression: old_memory repeating >= 32 chars of the new text is not a loop."""
-    from core.agents.manager import RepetitionGuard
-
-    raw = ('{"memory": [{"id": "0", "text": "John adopted a dog named Buddy in May 2023 and a cat named Tom",'
-           ' "event": "UPDATE", "old_memory": "John adopted a dog named Buddy in May 2023"}]}')
-    guard = RepetitionGuard()
-    stopped = any(guard.feed(raw[i:i + 3]) for i in range(0, len(raw), 3))
-    assert not stopped
-
-
-def test_repetition_guard_still_stops_a_looping_value():
-    from core.agents.manager import RepetitionGuard
-
-    raw = '{"memory": [{"id": "0", "text": "' + "Gina: " * 40
-    guard = RepetitionGuard()
-    assert any(guard.feed(raw[i:i + 4]) for i in range(0, len(raw), 4))
-
-
 def test_only_facts_with_related_memories_reach_the_decision_call(bank):
     seed(bank, "John plays tennis every Sunday")
     backend = FakeBackend([facts("John plays tennis every Sunday morning", "Snowy winter mountains are far"),
                            ops()])
     changes = MemoryManager(bank, backend, config=ManagerConfig(related_min_score=0.3)).process_turn(
         "tennis and skiing", speaker="John")
-    assert [m.text for m in changes.added] == ["Snowy winter mountains are far"]  # lonely: ADDed directly
+    assert [m.text for m in changes.added] == ["Snowy winter mountains are far"]  # unrelated: ADDed directly
     decision = backend.calls[1]["messages"][-1]["content"]
     assert "John plays tennis every Sunday morning" in decision and "Snowy winter" not in decision
     assert backend.calls[1]["schema"]["properties"]["memory"]  # one decision call, for the related fact

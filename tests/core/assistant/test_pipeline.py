@@ -12,9 +12,8 @@ import time
 import pytest
 
 from core.config import Settings
-from core.embeddings import HashEmbedder
 from core.errors import InvalidInputError, ModelOutputError, NotFoundError
-from core.fakes import FakeBackend
+from core.fakes import FakeBackend, HashEmbedder, is_extraction, router as route
 from core.memory import MemoryBank
 from core.assistant.pipeline import Assistant, parse_command, third_person
 from core.types import CancelToken
@@ -22,26 +21,9 @@ from core.types import CancelToken
 FACTS_CAT = json.dumps({"facts": ["Ann has a cat named Tom."]})
 
 
-def is_extraction(messages, schema) -> bool:
-    return bool(schema) and "facts" in schema.get("properties", {})
-
-
 def router(reply: str = "**Answer:** Nice!", facts: str = FACTS_CAT):
     """A script for one shared backend: JSON for the manager, `reply` for chat."""
-    def script(messages, schema):
-        if is_extraction(messages, schema):
-            return facts
-        if schema:
-            return json.dumps({"memory": []})
-        return reply
-    return script
-
-
-@pytest.fixture
-def bank(tmp_path):
-    b = MemoryBank(tmp_path / "memory.sqlite3", HashEmbedder())
-    yield b
-    b.close()
+    return route(reply, facts=facts)
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ The server answers `/{repo}/resolve/{rev}/{file}` like the hub does for an LFS f
 GET: a 302 to a content URL with X-Repo-Commit, X-Linked-Etag = sha256, X-Linked-Size) and
 serves the bytes with Range support; switches make it drop the connection half-way, ignore
 Range, or behave like a plain (non-LFS) file. The GGUF it serves is written by the test with
-gguf.GGUFWriter. Nothing leaves 127.0.0.1 (the autouse guard in conftest enforces it).
+core.fakes.write_gguf. Nothing leaves 127.0.0.1 (the autouse guard in conftest enforces it).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core import fakes
 from core.errors import Cancelled, ModelLoadError, NotFoundError
 from core.catalog import download as dl
 from core.catalog.catalog import CatalogEntry, load_catalog
@@ -33,22 +34,11 @@ def write_tiny_gguf(path: Path, n_floats: int = 300_000) -> Path:
     """A real, loadable-by-header GGUF of about 1.2 MB: llama metadata and two tensors."""
     import gguf
 
-    writer = gguf.GGUFWriter(str(path), "llama")
-    writer.add_name("Tiny Test")
-    writer.add_context_length(2048)
-    writer.add_block_count(2)
-    writer.add_embedding_length(64)
-    writer.add_head_count(4)
-    writer.add_head_count_kv(2)
-    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
-    writer.add_chat_template("{% for m in messages %}<|im_start|>{{ m.content }}{% endfor %}")
-    writer.add_tensor("token_embd.weight", np.arange(n_floats, dtype=np.float32))
-    writer.add_tensor("output_norm.weight", np.ones(64, dtype=np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return path
+    return fakes.write_gguf(path, {"token_embd.weight": np.arange(n_floats, dtype=np.float32),
+                                   "output_norm.weight": np.ones(64, dtype=np.float32)},
+                            name="Tiny Test", context_length=2048, block_count=2, embedding_length=64,
+                            head_count=4, head_count_kv=2, file_type=gguf.LlamaFileType.ALL_F32,
+                            chat_template="{% for m in messages %}<|im_start|>{{ m.content }}{% endfor %}")
 
 
 class HubHandler(http.server.BaseHTTPRequestHandler):
@@ -409,8 +399,8 @@ def test_a_failing_name_lookup_is_a_clear_error(monkeypatch):
         dl.probe("https://huggingface.co/a/b/resolve/main/f.gguf")
 
 
-def test_models_page_downloads_with_progress_pause_and_resume(hub, tiny, data_home, qtbot,
-                                                              small_chunks):
+def hub_page(hub, tiny, data_home, qtbot):
+    """A Models page whose catalog lists the hub's tiny model (waits for the listing)."""
     from app.gui.models_page import ModelsPage
     from core.config import Settings
 
@@ -418,13 +408,22 @@ def test_models_page_downloads_with_progress_pause_and_resume(hub, tiny, data_ho
     page = ModelsPage(make_store(data_home, entry_for(tiny)), Settings())
     qtbot.addWidget(page)
     qtbot.waitUntil(lambda: page.catalog.rowCount() == 1, timeout=10_000)
+    return page
 
-    # pause once bytes arrived (a direct connection: on loopback the whole file would be
-    # through before a queued slot ran): the partial stays, nothing is listed
+
+def stop_once_bytes_arrive(page, *, discard: bool) -> None:
+    """Pause (or cancel, `discard`) the page's download once bytes arrived: a direct
+    connection, since on loopback the whole file would be through before a queued slot ran."""
     from PySide6.QtCore import Qt
 
-    page._bridge.progress.connect(lambda p: p.downloaded and page.stop_download(discard=False),
+    page._bridge.progress.connect(lambda p: p.downloaded and page.stop_download(discard=discard),
                                   Qt.ConnectionType.DirectConnection)
+
+
+def test_models_page_downloads_with_progress_pause_and_resume(hub, tiny, data_home, qtbot,
+                                                              small_chunks):
+    page = hub_page(hub, tiny, data_home, qtbot)
+    stop_once_bytes_arrive(page, discard=False)  # paused: the partial stays, nothing is listed
     with qtbot.waitSignal(page.download_finished, timeout=10_000) as done:
         page.download("tiny-q8_0")
     assert done.args == [None] and "paused" in page.status.text()
@@ -446,17 +445,8 @@ def test_models_page_downloads_with_progress_pause_and_resume(hub, tiny, data_ho
 
 
 def test_models_page_cancel_deletes_the_partial(hub, tiny, data_home, qtbot, small_chunks):
-    from app.gui.models_page import ModelsPage
-    from core.config import Settings
-
-    hub.files[FILE] = tiny
-    page = ModelsPage(make_store(data_home, entry_for(tiny)), Settings())
-    qtbot.addWidget(page)
-    qtbot.waitUntil(lambda: page.catalog.rowCount() == 1, timeout=10_000)
-    from PySide6.QtCore import Qt
-
-    page._bridge.progress.connect(lambda p: p.downloaded and page.stop_download(discard=True),
-                                  Qt.ConnectionType.DirectConnection)
+    page = hub_page(hub, tiny, data_home, qtbot)
+    stop_once_bytes_arrive(page, discard=True)
     with qtbot.waitSignal(page.download_finished, timeout=10_000):
         page.download("tiny-q8_0")
     qtbot.waitUntil(lambda: not page.store.pending_downloads(), timeout=10_000)

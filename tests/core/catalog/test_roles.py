@@ -94,18 +94,12 @@ def test_embedded_model_adapter_by_its_real_hash(data_home, tmp_path):
 
 
 def test_cli_use_sets_both_roles_and_persists(data_home, tmp_path, capsys):
-    import gguf
     import numpy as np
 
     from app.cli import main
+    from core.fakes import write_gguf
 
-    gguf_file = tmp_path / "Pick-Me.gguf"
-    writer = gguf.GGUFWriter(str(gguf_file), "llama")
-    writer.add_tensor("token_embd.weight", np.zeros(64, dtype=np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    gguf_file = write_gguf(tmp_path / "Pick-Me.gguf", {"token_embd.weight": np.zeros(64, dtype=np.float32)})
     assert main(["models", "import", str(gguf_file), "--link", "--json"]) == 0
     model_id = json.loads(capsys.readouterr().out)["id"]
     assert main(["models", "use", model_id, "--role", "manager"]) == 0

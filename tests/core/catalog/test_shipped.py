@@ -149,21 +149,14 @@ def test_gui_load_drops_a_shipped_adapter_that_fails(assets, monkeypatch):
 
 def _lora_gguf(path: Path, scale: float) -> bytes:
     """A real GGUF LoRA adapter for SmolLM2-135M (attn_q of its 30 blocks, rank 4)."""
-    import gguf
+    from core.fakes import write_gguf
 
     rng = np.random.default_rng(0)
-    w = gguf.GGUFWriter(str(path), "llama")
-    w.add_type("adapter")
-    w.add_string("adapter.type", "lora")
-    w.add_float32("adapter.lora.alpha", 8.0)
+    tensors = {}
     for layer in range(30):
-        w.add_tensor(f"blk.{layer}.attn_q.weight.lora_a", rng.normal(0, 1, (4, 576)).astype(np.float32))
-        w.add_tensor(f"blk.{layer}.attn_q.weight.lora_b", (rng.normal(0, 1, (576, 4)) * scale).astype(np.float32))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return path.read_bytes()
+        tensors[f"blk.{layer}.attn_q.weight.lora_a"] = rng.normal(0, 1, (4, 576)).astype(np.float32)
+        tensors[f"blk.{layer}.attn_q.weight.lora_b"] = (rng.normal(0, 1, (576, 4)) * scale).astype(np.float32)
+    return write_gguf(path, tensors, lora=True, lora_alpha=8.0).read_bytes()
 
 
 @pytest.mark.slow
@@ -186,7 +179,7 @@ def test_real_embedded_model_loads_with_the_shipped_adapter(assets, tmp_path):
 def test_window_says_shipped_adapter_and_reloads_when_the_setting_changes(qtbot, assets, data_home):
     pytest.importorskip("PySide6")
     from app.gui.main_window import MainWindow
-    from core.embeddings import HashEmbedder
+    from core.fakes import HashEmbedder
     from core.fakes import FakeBackend
     from core.memory.bank import MemoryBank
     from core.assistant.pipeline import Assistant

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core import fakes
 from core.errors import ConflictError, InvalidInputError, ModelLoadError, NotFoundError
 from core.catalog import fit as fitmod
 from core.catalog.catalog import load_catalog
@@ -18,25 +19,10 @@ from core.paths import embedded_gguf
 
 
 def write_gguf(path: Path, n_floats: int = 50_000, adapter: bool = False) -> Path:
-    import gguf
-
-    writer = gguf.GGUFWriter(str(path), "llama")
-    writer.add_name("Imported Test")
-    writer.add_context_length(4096)
-    writer.add_block_count(2)
-    writer.add_embedding_length(64)
-    writer.add_head_count(4)
-    writer.add_head_count_kv(4)
-    writer.add_chat_template("<|start_header_id|>{{ m }}<|eot_id|>")
-    if adapter:
-        writer.add_type("adapter")
-        writer.add_string("adapter.type", "lora")
-    writer.add_tensor("token_embd.weight", np.zeros(n_floats, dtype=np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return path
+    return fakes.write_gguf(path, {"token_embd.weight": np.zeros(n_floats, dtype=np.float32)},
+                            name="Imported Test", context_length=4096, block_count=2, embedding_length=64,
+                            head_count=4, head_count_kv=4,
+                            chat_template="<|start_header_id|>{{ m }}<|eot_id|>", lora=adapter)
 
 
 @pytest.fixture

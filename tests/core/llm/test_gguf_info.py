@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core import fakes
 from core.errors import ModelLoadError
 from core.llm.gguf_info import read_gguf_info, validate_gguf
 from core.paths import embedded_gguf
@@ -39,22 +40,8 @@ def test_embedded_model_header(embedded):
 
 
 def _write_gguf(path: Path, *, arch="llama", general_type=None, tensors=None, file_type=None):
-    import gguf
-
-    writer = gguf.GGUFWriter(str(path), arch)
-    if general_type:
-        writer.add_type(general_type)
-    writer.add_name("tiny test")
-    writer.add_context_length(128)
-    if file_type is not None:
-        writer.add_file_type(file_type)
-    for name, array in (tensors or {}).items():
-        writer.add_tensor(name, array)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return path
+    return fakes.write_gguf(path, tensors, arch=arch, general_type=general_type, name="tiny test",
+                            context_length=128, file_type=file_type)
 
 
 def test_written_gguf_counts_params_and_guesses_quantization(tmp_path):

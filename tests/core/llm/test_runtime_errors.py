@@ -11,6 +11,7 @@ import pytest
 
 import core.llm.native as native
 import core.llm.runtime as runtime
+from core import fakes
 from core.errors import ModelLoadError
 from core.paths import embedded_gguf
 from core.llm.runtime import LlamaBackend
@@ -81,23 +82,9 @@ def test_estimate_counts_kv_cache():
 
 
 def _write(path, arch, tensors, *, adapter=False, alpha=8.0):
-    import gguf
-
-    w = gguf.GGUFWriter(str(path), arch)
     if adapter:
-        w.add_type("adapter")
-        w.add_string("adapter.type", "lora")
-        w.add_float32("adapter.lora.alpha", alpha)
-    else:
-        w.add_block_count(1)
-        w.add_context_length(64)
-    for name, array in tensors.items():
-        w.add_tensor(name, array)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return path
+        return fakes.write_gguf(path, tensors, arch=arch, lora=True, lora_alpha=alpha)
+    return fakes.write_gguf(path, tensors, arch=arch, block_count=1, context_length=64)
 
 
 def test_unknown_architecture_fails_cleanly_in_native_code(tmp_path, capfd, caplog):

@@ -13,12 +13,6 @@ from core.memory.migrations import LATEST
 from core.types import MemoryOp
 
 
-@pytest.fixture
-def bank(tmp_path, hash_embedder):
-    with MemoryBank(tmp_path / "m.sqlite3", hash_embedder) as b:
-        yield b
-
-
 def test_open_defaults_to_the_data_dir(data_home, hash_embedder):
     with MemoryBank.open(embedder=hash_embedder) as b:
         assert b.path == data_home / "memory.sqlite3"
@@ -143,7 +137,7 @@ def test_apply_records_events_and_returns_changes(bank):
     changes = bank.apply([MemoryOp("ADD", text="Caroline adopted a dog", speaker="Caroline"),
                           MemoryOp("UPDATE", memory_id=a.id, text="Caroline is a school counsellor"),
                           MemoryOp("DELETE", memory_id=b.id),
-                          MemoryOp("NONE", text="Caroline likes dogs", memory_id=a.id),
+                          MemoryOp("NOOP", text="Caroline likes dogs", memory_id=a.id),
                           MemoryOp("UPDATE", memory_id=a.id, text="Caroline is a school counsellor")],
                          turn="chat:3/17")
     assert [m.text for m in changes.added] == ["Caroline adopted a dog"]
@@ -183,7 +177,7 @@ def test_find_duplicate_exact_and_semantic(bank):
 
 
 def test_embedder_change_rebuilds_the_index(tmp_path, hash_embedder, caplog):
-    from core.embeddings import HashEmbedder
+    from core.fakes import HashEmbedder
 
     path = tmp_path / "m.sqlite3"
     with MemoryBank(path, hash_embedder) as b:

@@ -124,7 +124,7 @@ def test_a_newer_schema_is_refused_untouched(tmp_path, hash_embedder):
 
 _KILL_CHILD = """
     import sys, time
-    from core.embeddings import HashEmbedder
+    from core.fakes import HashEmbedder
     from core.memory import MemoryBank, rows
     from core.types import MemoryOp
 

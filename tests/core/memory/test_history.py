@@ -9,18 +9,12 @@ from core.memory import MemoryBank
 from core.types import MemoryOp
 
 
-@pytest.fixture
-def bank(tmp_path, hash_embedder):
-    with MemoryBank(tmp_path / "m.sqlite3", hash_embedder) as b:
-        yield b
-
-
 def test_history_records_every_kind_of_change(bank):
     mem = bank.add("Caroline likes tea", turn="chat:1/1")
     bank.edit(mem.id, "Caroline likes green tea")
     bank.delete(mem.id)
     bank.restore(mem.id)
-    bank.apply([MemoryOp("NONE", text="Caroline drinks tea", memory_id=mem.id)], turn="chat:1/3")
+    bank.apply([MemoryOp("NOOP", text="Caroline drinks tea", memory_id=mem.id)], turn="chat:1/3")
     events = bank.history(mem.id)
     assert [e.event for e in events] == ["NOOP", "RESTORE", "DELETE", "EDIT", "ADD"]
     assert [e.actor for e in events] == ["manager", "user", "user", "user", "user"]
@@ -54,7 +48,7 @@ def test_undo_reverts_a_whole_manager_turn(bank):
     bank.apply([MemoryOp("ADD", text="Caroline adopted a dog"),
                 MemoryOp("UPDATE", memory_id=a.id, text="Caroline is a school counsellor"),
                 MemoryOp("DELETE", memory_id=b.id),
-                MemoryOp("NONE", text="nothing")], turn="chat:2/5")
+                MemoryOp("NOOP", text="nothing")], turn="chat:2/5")
     changes = bank.undo()
     assert len(changes.event_ids) == 3
     assert bank.get(a.id).text == "Caroline is a counsellor"
@@ -123,7 +117,7 @@ def test_forget_removes_the_memory_and_its_text_from_history(tmp_path, hash_embe
         bank.edit(mem.id, secret + " (edited)")
         bank.delete(mem.id)
         bank.restore(mem.id)
-        bank.apply([MemoryOp("NONE", text=secret)])
+        bank.apply([MemoryOp("NOOP", text=secret)])
         bank.forget(mem.id)
         with pytest.raises(NotFoundError):
             bank.get(mem.id)

@@ -6,15 +6,9 @@ import json
 
 import pytest
 
-from core.embeddings import HashEmbedder
 from core.errors import ImportFormatError, InvalidInputError, NotFoundError
+from core.fakes import HashEmbedder
 from core.memory import ImportReport, MemoryBank
-
-
-@pytest.fixture
-def bank(tmp_path, hash_embedder):
-    with MemoryBank(tmp_path / "m.sqlite3", hash_embedder) as b:
-        yield b
 
 
 def _lines(path):

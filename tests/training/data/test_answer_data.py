@@ -8,9 +8,8 @@ import json
 
 import pytest
 
-from core.embeddings import HashEmbedder
 from core.errors import InvalidInputError
-from core.fakes import FakeBackend
+from core.fakes import FakeBackend, HashEmbedder
 from tests.training.locomo_fixtures import T1, T2, add_every_fact, locomo_sample, write_locomo
 
 CONV = locomo_sample("conv-t", [

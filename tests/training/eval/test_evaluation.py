@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from core.embeddings import HashEmbedder
 from core.errors import InvalidInputError, ModelOutputError
-from core.fakes import FakeBackend
+from core.fakes import FakeBackend, HashEmbedder
 from tests.training.locomo_fixtures import (T1, T2, decision_input, extracted_facts, last_user, locomo_sample,
                                             write_locomo)
 from core.locomo import load_locomo
@@ -142,8 +141,8 @@ def test_all_four_systems_write_every_output(tmp_path, data):
     ing = mem["ingestion"]
     assert ing["turns"] == 6 and ing["failures"] == 0
     # Ann's two later dog turns are merged into her dog memory; Bob's turns each add one memory
-    # and leave his earlier ones unchanged (NONE)
-    assert ing["ops"] == {"ADD": 4, "UPDATE": 2, "DELETE": 0, "NONE": 3}
+    # and leave his earlier ones unchanged (NOOP)
+    assert ing["ops"] == {"ADD": 4, "UPDATE": 2, "DELETE": 0, "NOOP": 3}
     assert ing["memories"] == ing["ops"]["ADD"] and ing["manager_turn_s"]["n"] == 6
     assert mem["timings"]["retrieval_s"]["p95"] is not None
     rag = json.loads((out / "rag" / "summary.json").read_text())

@@ -103,7 +103,7 @@ def test_states_snapshot_the_preceding_turns_and_carry_the_apps_exact_prompt(sta
     decide_calls = [c["messages"] for c in backend.calls if c["messages"][0]["content"] == prompts.MANAGER_SYSTEM]
     assert s3.prompt in decide_calls  # the very messages the app sent
     # what the (fake) current manager applied there: NONE for the shown memory, ADD of the fact
-    assert s3.app_ops == {"ADD": 1, "UPDATE": 0, "DELETE": 0, "NONE": 1}
+    assert s3.app_ops == {"ADD": 1, "UPDATE": 0, "DELETE": 0, "NOOP": 1}
     assert json.loads(s3.app_decision) == {"memory": [{"id": "1", "text": s3.decision_facts[0], "event": "ADD"}]}
     assert s2.app_ops["ADD"] == 1 and s2.app_decision is not None  # ADDed without a decision call
     assert len(s5.snapshot) == 3 and s5.kind == "decision"
@@ -446,7 +446,7 @@ def test_cli_manager_states_prints_the_op_distribution(tmp_path, hash_embedder, 
 @pytest.mark.slow
 def test_staged_chain_smoke_runs_end_to_end(tmp_path):
     pytest.importorskip("trl")
-    from core.embeddings import HashEmbedder
+    from core.fakes import HashEmbedder
     from core.llm.runtime import LlamaBackend
     from training.runs.staged import SmokeStandIns, run_staged, scripted_manager
 
