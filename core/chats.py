@@ -62,6 +62,14 @@ def _msg(row) -> ChatMessage:
     return ChatMessage(int(row[0]), int(row[1]), row[2], row[3], row[4], meta)
 
 
+def _one(conn: Connection, table: str, cols: str, key: int, parse: Callable, what: str):
+    """The row of `table` with id `key`, parsed; NotFoundError naming `what` if there is none."""
+    row = conn.execute(f"SELECT {cols} FROM {table} WHERE id = ?", (key,)).fetchone()
+    if row is None:
+        raise NotFoundError(f"There is no {what} #{key}.")
+    return parse(row)
+
+
 def _clean_content(content) -> str:
     if not isinstance(content, str):
         raise InvalidInputError(f"A message must be text, not {type(content).__name__}.")
@@ -99,14 +107,14 @@ class ChatStore:
 
     @staticmethod
     def _get(conn: Connection, cid: int) -> Conversation:
-        row = conn.execute(f"SELECT {_CONV_COLS} FROM conversations WHERE id = ?", (cid,)).fetchone()
-        if row is None:
-            raise NotFoundError(f"There is no conversation #{cid}.")
-        return _conv(row)
+        return _one(conn, "conversations", _CONV_COLS, cid, _conv, "conversation")
 
     def get_conversation(self, cid: int) -> Conversation:
+        return self._read(self._get, cid)
+
+    def _read(self, get: Callable, key: int):
         with self._db() as conn:
-            return self._get(conn, cid)
+            return get(conn, key)
 
     def list_conversations(self, *, query: str | None = None, include_deleted: bool = False) -> list[Conversation]:
         """Newest updated first; `query` matches the title or any message's text (case-insensitive for ASCII)."""
@@ -177,14 +185,10 @@ class ChatStore:
 
     @staticmethod
     def _get_message(conn: Connection, mid: int) -> ChatMessage:
-        row = conn.execute(f"SELECT {_MSG_COLS} FROM messages WHERE id = ?", (mid,)).fetchone()
-        if row is None:
-            raise NotFoundError(f"There is no message #{mid}.")
-        return _msg(row)
+        return _one(conn, "messages", _MSG_COLS, mid, _msg, "message")
 
     def get_message(self, mid: int) -> ChatMessage:
-        with self._db() as conn:
-            return self._get_message(conn, mid)
+        return self._read(self._get_message, mid)
 
     def update_message(self, mid: int, content: str | None = None, *, meta: dict | None = None) -> ChatMessage:
         """Replace the content and/or meta (meta replaces the whole dict) and commit."""

@@ -219,7 +219,7 @@ def test_manager_changes_redraw_only_their_rows(qtbot, window, bank):
     mem = bank.list()[0]
     bank.edit(mem.id, "Alex plays the cello every day")  # from this thread, like the manager's
     qtbot.waitUntil(lambda: panel.model.memory_at(panel.model.row_of(mem.id)).text == "Alex plays the cello every day")
-    new = bank.add("Sam likes tea", speaker="Sam")
+    new = bank.add("Sam likes tea", speaker="Sam").memory
     qtbot.waitUntil(lambda: panel.model.row_of(new.id) == 0)
     qtbot.waitUntil(lambda: panel.count_label.text() == "4 memories")
     assert resets == []
