@@ -38,7 +38,6 @@ from core.types import Embedder, Hit, Memory, MemoryChanges, MemoryEvent, Memory
 from core.memory import history as _history
 from core.memory import io as _io
 from core.memory import index as _index
-from core.chats import ChatStore
 from core.memory.db import Connection, Transactor, connect, translate_errors
 from core.memory.migrations import migrate
 from core.memory.mirror import VectorMirror
@@ -99,6 +98,8 @@ class MemoryBank:
             self._conn.close()
             self._conn = None
             raise
+        from core.chats import ChatStore  # core.chats imports core.memory.db: not at module level
+
         self.chats = ChatStore(self.reader, self._tx)
 
     @classmethod
