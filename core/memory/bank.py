@@ -424,21 +424,19 @@ class MemoryBank:
         """Soft delete of one id or several in ONE transaction (event DELETE each, one batch:
         one `undo` brings them all back). NotFoundError / ConflictError (already deleted) for
         any of them and nothing is deleted."""
-        with self.batch(actor, turn) as batch:
-            for mem in [batch.require(i) for i in _id_list(memory_ids)]:
-                if mem.status == "deleted":
-                    raise ConflictError(f"Memory #{mem.id} is already deleted.")
-                batch.set_status(mem, "deleted", event="DELETE")
-        return batch.changes
+        return self._set_statuses(memory_ids, "deleted", "DELETE", actor, turn, "is already deleted")
 
     def restore(self, memory_ids: int | Iterable[int], *, actor: str = "user") -> MemoryChanges:
         """Make deleted (or superseded) memories active again, one id or several in ONE
         transaction (event RESTORE each). ConflictError if any is already active."""
-        with self.batch(actor, None) as batch:
+        return self._set_statuses(memory_ids, "active", "RESTORE", actor, None, "is not deleted")
+
+    def _set_statuses(self, memory_ids, status: str, event: str, actor: str, turn, refusal: str) -> MemoryChanges:
+        with self.batch(actor, turn) as batch:
             for mem in [batch.require(i) for i in _id_list(memory_ids)]:
-                if mem.status == "active":
-                    raise ConflictError(f"Memory #{mem.id} is not deleted.")
-                batch.set_status(mem, "active", event="RESTORE")
+                if mem.status == status:
+                    raise ConflictError(f"Memory #{mem.id} {refusal}.")
+                batch.set_status(mem, status, event=event)
         return batch.changes
 
     def forget(self, memory_ids: int | Iterable[int]) -> MemoryChanges:
