@@ -1,8 +1,9 @@
 """Shared value types and the two one-method model interfaces.
 
-Every layer speaks these: the memory bank returns `Memory`/`Hit`/`MemoryChanges`, the
-manager produces `MemoryOp`s, the GUI redraws from `MemoryChanges`, and any chat model
-(llama.cpp or the scripted fake) satisfies `ChatBackend`.
+Every layer speaks these: the memory bank returns `Memory`/`Hit`/`MemoryChanges` (whose
+`TurnRef` says which chat turn caused a change), the manager produces `MemoryOp`s, the GUI
+redraws from `MemoryChanges`, and any chat model (llama.cpp or the scripted fake) satisfies
+`ChatBackend`.
 """
 
 from __future__ import annotations

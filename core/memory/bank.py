@@ -3,6 +3,9 @@
 Storage (SQLite via sqlean + sqlite-vec, see `migrations`): `memories` is the source of
 truth; `memories_fts` (FTS5) and `memory_vectors` (vec0, cosine) are indexes rebuilt by
 `reindex()`; `memory_events` logs every change for history, `undo` and `restore`.
+Every mutator (add, apply, edit, delete, restore, forget, undo; import via its report)
+returns the `MemoryChanges` it committed, with the `batch_id` that `undo(batch=...)` reverts
+and the `TurnRef` that caused it; listeners get the same object.
 
 Threads: one connection (`check_same_thread=False`) guarded by one `RLock`; every public
 method may be called from any thread. Embedding runs outside the lock where it can (add,
