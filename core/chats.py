@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Callable, ContextManager
+from typing import Callable, ContextManager, NamedTuple
 
 from core.errors import InvalidInputError, NotFoundError
 
@@ -62,6 +62,33 @@ def _msg(row) -> ChatMessage:
     return ChatMessage(int(row[0]), int(row[1]), row[2], row[3], row[4], meta)
 
 
+class _Table(NamedTuple):
+    """One of the two chat tables: how to read a row by id and insert one (inside the caller's
+    transaction)."""
+
+    name: str
+    cols: str
+    parse: Callable
+    what: str  # for the NotFoundError sentence
+
+    def get(self, conn: Connection, key: int):
+        row = conn.execute(f"SELECT {self.cols} FROM {self.name} WHERE id = ?", (key,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"There is no {self.what} #{key}.")
+        return self.parse(row)
+
+    def insert(self, conn: Connection, **values):
+        """Insert a row and return it as read back."""
+        cols = ", ".join(values)
+        cur = conn.execute(f"INSERT INTO {self.name}({cols}) VALUES ({', '.join('?' * len(values))})",
+                           tuple(values.values()))
+        return self.get(conn, int(cur.lastrowid))
+
+
+_CONVERSATIONS = _Table("conversations", _CONV_COLS, _conv, "conversation")
+_MESSAGES = _Table("messages", _MSG_COLS, _msg, "message")
+
+
 def _clean_content(content) -> str:
     if not isinstance(content, str):
         raise InvalidInputError(f"A message must be text, not {type(content).__name__}.")
@@ -92,21 +119,12 @@ class ChatStore:
         title = self._clean_title(title)
         with self._db(), self._tx() as conn:
             now = now_iso()
-            cur = conn.execute(
-                "INSERT INTO conversations(title, created_at, updated_at, temporary) VALUES (?, ?, ?, ?)",
-                (title, now, now, int(temporary)))
-            return self._get(conn, int(cur.lastrowid))
-
-    @staticmethod
-    def _get(conn: Connection, cid: int) -> Conversation:
-        row = conn.execute(f"SELECT {_CONV_COLS} FROM conversations WHERE id = ?", (cid,)).fetchone()
-        if row is None:
-            raise NotFoundError(f"There is no conversation #{cid}.")
-        return _conv(row)
+            return _CONVERSATIONS.insert(conn, title=title, created_at=now, updated_at=now,
+                                         temporary=int(temporary))
 
     def get_conversation(self, cid: int) -> Conversation:
         with self._db() as conn:
-            return self._get(conn, cid)
+            return _CONVERSATIONS.get(conn, cid)
 
     def list_conversations(self, *, query: str | None = None, include_deleted: bool = False) -> list[Conversation]:
         """Newest updated first; `query` matches the title or any message's text (case-insensitive for ASCII)."""
@@ -128,26 +146,26 @@ class ChatStore:
     def rename_conversation(self, cid: int, title: str) -> Conversation:
         title = self._clean_title(title)
         with self._db(), self._tx() as conn:
-            self._get(conn, cid)
+            _CONVERSATIONS.get(conn, cid)
             conn.execute("UPDATE conversations SET title = ?, updated_at = ? WHERE id = ?", (title, now_iso(), cid))
-            return self._get(conn, cid)
+            return _CONVERSATIONS.get(conn, cid)
 
     def delete_conversation(self, cid: int) -> None:
         """Soft delete: hidden from the list until `restore_conversation`."""
         with self._db(), self._tx() as conn:
-            self._get(conn, cid)
+            _CONVERSATIONS.get(conn, cid)
             conn.execute("UPDATE conversations SET deleted_at = ? WHERE id = ? AND deleted_at IS NULL",
                          (now_iso(), cid))
 
     def restore_conversation(self, cid: int) -> None:
         with self._db(), self._tx() as conn:
-            self._get(conn, cid)
+            _CONVERSATIONS.get(conn, cid)
             conn.execute("UPDATE conversations SET deleted_at = NULL WHERE id = ?", (cid,))
 
     def purge_conversation(self, cid: int) -> None:
         """Permanently remove the conversation and its messages."""
         with self._db(), self._tx() as conn:
-            self._get(conn, cid)
+            _CONVERSATIONS.get(conn, cid)
             conn.execute("DELETE FROM messages WHERE conversation_id = ?", (cid,))
             conn.execute("DELETE FROM conversations WHERE id = ?", (cid,))
 
@@ -167,39 +185,31 @@ class ChatStore:
         content = _clean_content(content)
         meta_json = _meta_json(meta)
         with self._db(), self._tx() as conn:
-            self._get(conn, cid)
+            _CONVERSATIONS.get(conn, cid)
             now = now_iso()
-            cur = conn.execute(
-                "INSERT INTO messages(conversation_id, role, content, created_at, meta) VALUES (?, ?, ?, ?, ?)",
-                (cid, role, content, now, meta_json))
+            msg = _MESSAGES.insert(conn, conversation_id=cid, role=role, content=content, created_at=now,
+                                   meta=meta_json)
             conn.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (now, cid))
-            return self._get_message(conn, int(cur.lastrowid))
-
-    @staticmethod
-    def _get_message(conn: Connection, mid: int) -> ChatMessage:
-        row = conn.execute(f"SELECT {_MSG_COLS} FROM messages WHERE id = ?", (mid,)).fetchone()
-        if row is None:
-            raise NotFoundError(f"There is no message #{mid}.")
-        return _msg(row)
+            return msg
 
     def get_message(self, mid: int) -> ChatMessage:
         with self._db() as conn:
-            return self._get_message(conn, mid)
+            return _MESSAGES.get(conn, mid)
 
     def update_message(self, mid: int, content: str | None = None, *, meta: dict | None = None) -> ChatMessage:
         """Replace the content and/or meta (meta replaces the whole dict) and commit."""
         with self._db(), self._tx() as conn:
-            old = self._get_message(conn, mid)
+            old = _MESSAGES.get(conn, mid)
             new_content = old.content if content is None else _clean_content(content)
             new_meta = _meta_json(old.meta if meta is None else meta)
             conn.execute("UPDATE messages SET content = ?, meta = ? WHERE id = ?", (new_content, new_meta, mid))
             conn.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (now_iso(), old.conversation_id))
-            return self._get_message(conn, mid)
+            return _MESSAGES.get(conn, mid)
 
     def messages(self, cid: int, *, limit: int | None = None) -> list[ChatMessage]:
         """Oldest first; with `limit`, the last `limit` messages."""
         with self._db() as conn:
-            self._get(conn, cid)
+            _CONVERSATIONS.get(conn, cid)
             if limit is None:
                 rows = conn.execute(f"SELECT {_MSG_COLS} FROM messages WHERE conversation_id = ? ORDER BY id",
                                     (cid,)).fetchall()

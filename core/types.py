@@ -1,12 +1,14 @@
 """Shared value types and the two one-method model interfaces.
 
-Every layer speaks these: the memory bank returns `Memory`/`Hit`/`MemoryChanges`, the
-manager produces `MemoryOp`s, the GUI redraws from `MemoryChanges`, and any chat model
-(llama.cpp or the scripted fake) satisfies `ChatBackend`.
+Every layer speaks these: the memory bank returns `Memory`/`Hit`/`MemoryChanges` (whose
+`TurnRef` says which chat turn caused a change), the manager produces `MemoryOp`s, the GUI
+redraws from `MemoryChanges`, and any chat model (llama.cpp or the scripted fake) satisfies
+`ChatBackend`.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Literal, Mapping, Protocol, Sequence, runtime_checkable
@@ -73,22 +75,88 @@ class MemoryOp:
     source: str | None = None
 
 
+_CHAT_TURN = re.compile(r"chat:(0|[1-9][0-9]*)(?:/(0|[1-9][0-9]*))?")
+
+
+@dataclass(frozen=True)
+class TurnRef:
+    """What caused a memory change: a chat turn (conversation, user message) or anything else.
+
+    Stored in `memory_events.turn` as text: `str()` gives "chat:<conversation>/<message>"
+    ("chat:<conversation>" without a message) or the `external` text ("locomo:conv-26/D1:3",
+    "import:file.jsonl"); `parse()` reads that text back, so `parse(str(t)) == t` and
+    `str(parse(s)) == s` for every string."""
+
+    conversation_id: int | None = None
+    message_id: int | None = None
+    external: str | None = None
+
+    @classmethod
+    def chat(cls, conversation_id: int, message_id: int | None = None) -> "TurnRef":
+        return cls(int(conversation_id), None if message_id is None else int(message_id))
+
+    @classmethod
+    def parse(cls, text: str) -> "TurnRef":
+        match = _CHAT_TURN.fullmatch(text)
+        if match is None:
+            return cls(external=text)
+        return cls(int(match[1]), None if match[2] is None else int(match[2]))
+
+    @classmethod
+    def of(cls, value: "TurnRef | str | None") -> "TurnRef | None":
+        """A TurnRef from a TurnRef, its stored text, or None."""
+        return value if value is None or isinstance(value, TurnRef) else cls.parse(str(value))
+
+    @property
+    def is_chat(self) -> bool:
+        return self.external is None and self.conversation_id is not None
+
+    def __str__(self) -> str:
+        if self.external is not None:
+            return self.external
+        return f"chat:{self.conversation_id}" + ("" if self.message_id is None else f"/{self.message_id}")
+
+
 @dataclass
 class MemoryChanges:
-    """What one operation changed (Anki's OpChanges): the GUI redraws only these rows."""
+    """What one operation changed (Anki's OpChanges): the GUI redraws only these rows.
+
+    `added` also holds restored memories (active again); `deleted` soft-deleted ones;
+    `forgotten` the ids erased for good. `batch_id` is the operation's batch in the event log
+    (`bank.undo(batch=...)` reverts exactly this operation; None when nothing was written or
+    after `merge` of different batches); `turn` is what caused it (None for a plain user
+    action). Every `MemoryBank` mutator returns one."""
 
     added: list[Memory] = field(default_factory=list)
     updated: list[Memory] = field(default_factory=list)
     deleted: list[Memory] = field(default_factory=list)
     noops: int = 0
     event_ids: list[int] = field(default_factory=list)
+    forgotten: list[int] = field(default_factory=list)
+    batch_id: int | None = None
+    turn: TurnRef | None = None
 
     def __bool__(self) -> bool:
-        return bool(self.added or self.updated or self.deleted)
+        return bool(self.added or self.updated or self.deleted or self.forgotten)
+
+    @property
+    def memories(self) -> list[Memory]:
+        """Every changed row (added, updated, deleted), in that order."""
+        return self.added + self.updated + self.deleted
+
+    @property
+    def memory(self) -> Memory:
+        """The one memory a single-memory operation (add, edit, delete, restore) wrote.
+        ValueError when these changes hold no row or several."""
+        rows = self.memories
+        if len(rows) != 1:
+            raise ValueError(f"expected one changed memory, not {len(rows)} ({self.summary()})")
+        return rows[0]
 
     def summary(self) -> str:
         parts = []
-        for name, rows in (("added", self.added), ("updated", self.updated), ("deleted", self.deleted)):
+        for name, rows in (("added", self.added), ("updated", self.updated), ("deleted", self.deleted),
+                           ("forgotten", self.forgotten)):
             if rows:
                 parts.append(f"{len(rows)} {name}")
         return ", ".join(parts) or "no change"
@@ -100,7 +168,17 @@ class MemoryChanges:
             self.deleted + other.deleted,
             self.noops + other.noops,
             self.event_ids + other.event_ids,
+            self.forgotten + other.forgotten,
+            _common(self.batch_id, other.batch_id),
+            _common(self.turn, other.turn),
         )
+
+
+def _common(a, b):
+    """`a` if both agree (or one is None), else None."""
+    if a is None or b is None:
+        return b if a is None else a
+    return a if a == b else None
 
 
 @dataclass(frozen=True)

@@ -334,6 +334,7 @@ def _one_reply(assistant, cid: int, text: str, temporary: bool) -> None:
 def _slash(text: str, bank, cid: int) -> bool:
     """Handle a /command; True to quit."""
     from core.errors import UserError
+    from core.types import TurnRef
 
     cmd, _, arg = text.partition(" ")
     cmd = cmd.lower()
@@ -347,7 +348,7 @@ def _slash(text: str, bank, cid: int) -> bool:
             print(f"  #{m.id} {m.prompt_line()}" + (f"  [{m.speaker}]" if m.speaker else ""))
     elif cmd == "/forget":
         try:
-            mem = bank.delete(int(arg.strip().lstrip("#")), actor="user", turn=f"chat:{cid}")
+            mem = bank.delete(int(arg.strip().lstrip("#")), actor="user", turn=TurnRef.chat(cid)).memory
             print(f"Forgot #{mem.id}: {mem.text}  (restore with: memory-r1 memory restore {mem.id})")
         except ValueError:
             print("usage: /forget ID  (see /memories for ids)")

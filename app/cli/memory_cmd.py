@@ -101,82 +101,87 @@ def _changes(changes) -> dict:
             "event_ids": changes.event_ids, "summary": changes.summary()}
 
 
-def cmd_add(args) -> int:
+def _run(args, call, render) -> int:
+    """Open the bank, `call(bank)`, close it, then print `render(result)` = (json data, text lines)."""
     with _bank() as bank:
-        mem = bank.add(args.text, speaker=args.speaker, observed_at=args.observed_at, source="cli")
-    return _emit(args, asdict(mem), [f"added {_line(mem)}"])
+        result = call(bank)
+    data, lines = render(result)
+    return _emit(args, data, lines)
+
+
+def _write(args, change, line, memory_id: int | None = None) -> int:
+    """A one-memory change: `change(bank)` -> MemoryChanges; prints the memory as it now is
+    (re-read when nothing changed, e.g. an edit to the same text)."""
+    def call(bank):
+        changes = change(bank)
+        return changes.memory if changes else bank.get(memory_id)
+
+    return _run(args, call, lambda mem: (asdict(mem), [line(mem)]))
+
+
+def cmd_add(args) -> int:
+    return _write(args, lambda bank: bank.add(args.text, speaker=args.speaker, observed_at=args.observed_at,
+                                              source="cli"), lambda mem: f"added {_line(mem)}")
 
 
 def cmd_list(args) -> int:
     status = None if args.status == "all" else args.status
-    with _bank() as bank:
-        mems = bank.list(status=status, speaker=args.speaker, limit=args.limit)
-    return _emit(args, [asdict(m) for m in mems], [_line(m) for m in mems] or ["no memories"])
+    return _run(args, lambda bank: bank.list(status=status, speaker=args.speaker, limit=args.limit),
+                lambda mems: ([asdict(m) for m in mems], [_line(m) for m in mems] or ["no memories"]))
 
 
 def cmd_search(args) -> int:
-    with _bank() as bank:
-        hits = bank.search(args.query, k=args.k, mode=args.mode, speaker=args.speaker)
-    data = [{"score": h.score, **asdict(h.memory)} for h in hits]
-    return _emit(args, data, [_line(h.memory, h.score) for h in hits] or ["no matches"])
+    return _run(args, lambda bank: bank.search(args.query, k=args.k, mode=args.mode, speaker=args.speaker),
+                lambda hits: ([{"score": h.score, **asdict(h.memory)} for h in hits],
+                              [_line(h.memory, h.score) for h in hits] or ["no matches"]))
 
 
 def cmd_edit(args) -> int:
-    with _bank() as bank:
-        mem = bank.edit(args.id, args.text, expected_version=args.expected_version)
-    return _emit(args, asdict(mem), [f"edited {_line(mem)}"])
+    return _write(args, lambda bank: bank.edit(args.id, args.text, expected_version=args.expected_version),
+                  lambda mem: f"edited {_line(mem)}", args.id)
 
 
 def cmd_delete(args) -> int:
-    with _bank() as bank:
-        mem = bank.delete(args.id)
-    return _emit(args, asdict(mem), [f"deleted #{mem.id} (undo with: memory restore {mem.id})"])
+    return _write(args, lambda bank: bank.delete(args.id),
+                  lambda mem: f"deleted #{mem.id} (undo with: memory restore {mem.id})")
 
 
 def cmd_restore(args) -> int:
-    with _bank() as bank:
-        mem = bank.restore(args.id)
-    return _emit(args, asdict(mem), [f"restored {_line(mem)}"])
+    return _write(args, lambda bank: bank.restore(args.id), lambda mem: f"restored {_line(mem)}")
 
 
 def cmd_forget(args) -> int:
-    with _bank() as bank:
-        bank.forget(args.id)
-    return _emit(args, {"forgotten": args.id}, [f"memory #{args.id} and its history were erased"])
+    return _run(args, lambda bank: bank.forget(args.id),
+                lambda _changes: ({"forgotten": args.id}, [f"memory #{args.id} and its history were erased"]))
+
+
+def _event_line(e) -> str:
+    what = f"#{e.memory_id}" if e.memory_id is not None else "-"
+    text = e.new_text if e.new_text is not None else (e.old_text or "")
+    flag = " (undone)" if e.undone else ""
+    return f"{e.id} {e.at} {e.actor} {e.event}{flag} {what} {_preview(text)}".rstrip()
 
 
 def cmd_history(args) -> int:
-    with _bank() as bank:
-        events = bank.history(args.id, limit=args.limit)
-    lines = []
-    for e in events:
-        what = f"#{e.memory_id}" if e.memory_id is not None else "-"
-        text = e.new_text if e.new_text is not None else (e.old_text or "")
-        flag = " (undone)" if e.undone else ""
-        lines.append(f"{e.id} {e.at} {e.actor} {e.event}{flag} {what} {_preview(text)}".rstrip())
-    return _emit(args, [asdict(e) for e in events], lines or ["no history"])
+    return _run(args, lambda bank: bank.history(args.id, limit=args.limit),
+                lambda events: ([asdict(e) for e in events], [_event_line(e) for e in events] or ["no history"]))
 
 
 def cmd_undo(args) -> int:
-    with _bank() as bank:
-        changes = bank.undo(args.event)
-    return _emit(args, _changes(changes), [f"undone: {changes.summary()}"])
+    return _run(args, lambda bank: bank.undo(args.event),
+                lambda changes: (_changes(changes), [f"undone: {changes.summary()}"]))
 
 
 def cmd_export(args) -> int:
-    with _bank() as bank:
-        n = bank.export_jsonl(args.file)
-    return _emit(args, {"exported": n, "file": args.file}, [f"exported {n} memories to {args.file}"])
+    return _run(args, lambda bank: bank.export_jsonl(args.file),
+                lambda n: ({"exported": n, "file": args.file}, [f"exported {n} memories to {args.file}"]))
 
 
 def cmd_import(args) -> int:
-    with _bank() as bank:
-        report = bank.import_jsonl(args.file)
-    return _emit(args, asdict(report), [f"imported {report.imported}, skipped {report.skipped} duplicates"])
+    return _run(args, lambda bank: bank.import_jsonl(args.file),
+                lambda report: ({"imported": report.imported, "skipped": report.skipped},
+                                [f"imported {report.imported}, skipped {report.skipped} duplicates"]))
 
 
 def cmd_stats(args) -> int:
-    with _bank() as bank:
-        stats = bank.stats()
-    lines = [f"{k}: {v}" for k, v in stats.items()]
-    return _emit(args, stats, lines)
+    return _run(args, lambda bank: bank.stats(), lambda stats: (stats, [f"{k}: {v}" for k, v in stats.items()]))

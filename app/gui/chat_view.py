@@ -438,6 +438,19 @@ class ChatView(QWidget):
                 return widget
         return None
 
+    def reply_to(self, message_id: int | None, *, in_flight: bool = False) -> MessageWidget | None:
+        """The assistant bubble answering the user message `message_id`. With `in_flight`, a
+        message not shown under its id is the one whose reply is still being stored (the last
+        user bubble without an id yet: ids arrive with the finished reply)."""
+        user = self.message_widget(message_id) if message_id is not None else None
+        if user is None and in_flight:
+            user = next((w for w in reversed(self.messages) if w.role == "user" and w.message_id is None), None)
+        if user is None or user.role != "user":
+            return user
+        index = self.messages.index(user)
+        follow = self.messages[index + 1:index + 2]
+        return follow[0] if follow and follow[0].role == "assistant" else None
+
     def last_assistant(self) -> MessageWidget | None:
         for widget in reversed(self.messages):
             if widget.role == "assistant":

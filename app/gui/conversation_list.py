@@ -8,37 +8,29 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from PySide6.QtCore import QAbstractListModel, QModelIndex, QPersistentModelIndex, Qt, QTimer, Signal
+from PySide6.QtCore import QAbstractListModel, QModelIndex, Qt, QTimer, Signal
 from PySide6.QtGui import QAction
 from PySide6.QtWidgets import (QHBoxLayout, QInputDialog, QLineEdit, QListView, QMenu, QPushButton,
                                QVBoxLayout, QWidget)
 
 from app.gui.dialogs import confirm
 from app.gui.memory_model import local_time
+from app.gui.rows_model import Index, RowsMixin
 
 ConversationRole = Qt.ItemDataRole.UserRole + 2
-Index = QModelIndex | QPersistentModelIndex
 
 
-class ConversationListModel(QAbstractListModel):
+class ConversationListModel(RowsMixin, QAbstractListModel):
     """Conversations (core.memory `Conversation` objects), most recently updated first."""
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
         self._rows: list = []
 
-    def rowCount(self, parent: Index = QModelIndex()) -> int:
-        return 0 if parent.isValid() else len(self._rows)
-
-    def flags(self, index: Index) -> Qt.ItemFlag:
-        if not index.isValid():
-            return Qt.ItemFlag.NoItemFlags
-        return Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable | Qt.ItemFlag.ItemNeverHasChildren
-
     def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole):
-        if not index.isValid() or not 0 <= index.row() < len(self._rows):
+        conv = self.value(index)
+        if conv is None:
             return None
-        conv = self._rows[index.row()]
         if role == Qt.ItemDataRole.DisplayRole:
             return (conv.title or "Untitled") + (" (temporary)" if conv.temporary else "")
         if role == Qt.ItemDataRole.ToolTipRole:
@@ -49,18 +41,10 @@ class ConversationListModel(QAbstractListModel):
         return None
 
     def set_conversations(self, conversations: Sequence) -> None:
-        self.beginResetModel()
-        self._rows = list(conversations)
-        self.endResetModel()
+        self.reset_rows(conversations)
 
     def conversation_at(self, row: int):
-        return self._rows[row] if 0 <= row < len(self._rows) else None
-
-    def row_of(self, conversation_id: int) -> int | None:
-        for row, conv in enumerate(self._rows):
-            if conv.id == conversation_id:
-                return row
-        return None
+        return self.value_at(row)
 
 
 class ConversationPanel(QWidget):

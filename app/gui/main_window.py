@@ -4,6 +4,9 @@ It wires widgets to `core/` through the one `TaskRunner`: the "model" lane runs 
 and replies (one owner for the `Llama` instances), the "db" lane runs chat-store and bank
 calls. Listeners that `core/` calls from its own threads (the bank's change listener, the
 pipeline's manager and error listeners) are forwarded to the GUI thread by `_Bridge` signals.
+Every memory change reaches the GUI one way: the bank's listener -> `_Bridge.bank_changed` ->
+the memory panel's rows and, for a chat turn (`MemoryChanges.turn`), the "memory updated"
+notice under that turn's reply.
 
 Construction is injectable (tests pass a bank on `HashEmbedder` and an `Assistant` on
 `FakeBackend`; `app.cli.gui_cmd.run_gui` wires the real ones):
@@ -27,6 +30,7 @@ from PySide6.QtWidgets import (QDialog, QLabel, QMainWindow, QMessageBox, QProgr
 
 from core.config import Settings, settings_path
 from core.paths import assets_dir, data_dir
+from core.types import MemoryChanges, TurnRef
 
 from app.gui.chat_view import MAX_SHOWN_MESSAGES, ChatView
 from app.gui.conversation_list import ConversationPanel
@@ -45,8 +49,8 @@ DRAIN_S = 20.0
 class _Bridge(QObject):
     """Signals emitted from core's threads, delivered on the GUI thread (queued)."""
 
-    bank_changed = Signal(object)  # MemoryChanges
-    turn_remembered = Signal(object, object)  # MemoryChanges, turn id
+    bank_changed = Signal(object)  # MemoryChanges: every committed change, the one change path
+    turn_remembered = Signal(object, object)  # MemoryChanges, turn text: the manager finished a turn
     pipeline_error = Signal(object)
 
     def emit_safely(self, signal_name: str, *args) -> None:  # any thread
@@ -58,7 +62,8 @@ class _Bridge(QObject):
 
 class MainWindow(QMainWindow):
     """Signals: `replyFinished(Reply)`, `assistantReady()`, `modelsChanged("ok"|"failed")`,
-    `memoryNotice(MemoryChanges, turn_id)`, `conversationsLoaded()`, `conversationShown(id)`."""
+    `memoryNotice(MemoryChanges, TurnRef)` (the manager finished a turn; its changes may be
+    empty, and any notice was already placed), `conversationsLoaded()`, `conversationShown(id)`."""
 
     replyFinished = Signal(object)
     assistantReady = Signal()
@@ -85,7 +90,6 @@ class MainWindow(QMainWindow):
         self.current_conversation = None  # core.memory Conversation, or None before the first message
         self._new_chat_temporary = False
         self._reply_task: Task | None = None
-        self._early_notices: list = []
         self._closing = False
         self._drained = False
         self.errors: list[BaseException] = []  # every error reported, for tests and the log
@@ -170,8 +174,9 @@ class MainWindow(QMainWindow):
     def _connect(self) -> None:
         self.runner.unhandled.connect(lambda _task, exc: self.report(exc))
         self.runner.idle.connect(self._maybe_finish_close)
-        self.bridge.bank_changed.connect(self.memory.apply_changes)
-        self.bridge.turn_remembered.connect(self._on_turn_remembered)
+        self.bridge.bank_changed.connect(self._on_bank_changed)
+        self.bridge.turn_remembered.connect(
+            lambda changes, turn: self.memoryNotice.emit(changes, TurnRef.of(turn)))
         self.bridge.pipeline_error.connect(self._on_pipeline_error)
         self.models.progress.connect(lambda text: self.statusBar().showMessage(text))
         self.models.busyStarted.connect(lambda text: self._busy_progress(True, text))
@@ -471,15 +476,10 @@ class MainWindow(QMainWindow):
                 user = self.chat.messages[-2]
                 if user.role == "user" and user.message_id is None:
                     user.message_id = reply.user_message_id
-            if widget is not None and reply.changes:
-                widget.show_notice(reply.changes)
             self.chat.set_busy(False)
         else:
             self.chat.stop_stream()
         self.replyFinished.emit(reply)
-        early, self._early_notices = self._early_notices, []
-        for changes, turn_id in early:  # the manager was faster than the reply's bookkeeping
-            self._place_notice(changes, turn_id)
         self.load_conversations()
 
     def _reply_failed(self, exc: BaseException) -> None:
@@ -488,31 +488,24 @@ class MainWindow(QMainWindow):
         self.chat.set_busy(False)
         self.report(exc)
 
-    # --- memory notices ---------------------------------------------------------------------
-    def _on_turn_remembered(self, changes, turn_id) -> None:
-        """After the manager finished a turn: a notice under that reply (or in the status bar)."""
-        self.memoryNotice.emit(changes, turn_id)
-        self._place_notice(changes, turn_id)
+    # --- memory changes ---------------------------------------------------------------------
+    def _on_bank_changed(self, changes: MemoryChanges) -> None:
+        """Every committed memory change (GUI thread): the panel redraws its rows; a change
+        caused by a chat turn also gets a notice under that turn's reply (see `_place_notice`)."""
+        self.memory.apply_changes(changes)
+        turn = changes.turn
+        if changes and turn is not None and turn.is_chat:
+            self._place_notice(changes, turn)
 
-    def _place_notice(self, changes, turn_id) -> None:
-        """Under the reply of that turn (found by its user message id), else the status bar only.
-        A notice that beats its own reply's bookkeeping waits for `_reply_done`."""
-        if not changes:
-            return
-        widget = None
-        for message_id in _message_ids(turn_id):
-            widget = self.chat.message_widget(message_id)
-            if widget is not None:
-                break
-        if widget is None and self._reply_task is not None:
-            self._early_notices.append((changes, turn_id))  # this reply's ids are not known yet
-            return
-        if widget is not None and widget.role == "user":
-            index = self.chat.messages.index(widget)
-            follow = self.chat.messages[index + 1:index + 2]
-            widget = follow[0] if follow else None
-        if widget is None and turn_id is None:
-            widget = self.chat.last_assistant()
+    def _place_notice(self, changes: MemoryChanges, turn: TurnRef) -> None:
+        """Under the reply to `turn`'s user message when that chat is shown, else the status
+        bar only. A turn of the shown chat whose reply is still being stored (the manager or a
+        remember command can commit before the reply's ids reach the window) is the bubble
+        still waiting for its id; a chat being created is the shown one unless it is listed."""
+        shown = self.current_conversation.id if self.current_conversation is not None else None
+        ours = turn.conversation_id == shown or (
+            shown is None and self.conversations.model.row_of(turn.conversation_id) is None)
+        widget = self.chat.reply_to(turn.message_id, in_flight=self._reply_task is not None) if ours else None
         if widget is not None:
             widget.show_notice(changes)
         self.statusBar().showMessage(f"Memory updated: {changes.summary()}.", 8000)
@@ -586,14 +579,3 @@ def _get_or_none(bank, memory_id):
 def _title_from(text: str) -> str:
     line = " ".join(text.split())
     return line if len(line) <= 48 else line[:47].rstrip() + "…"
-
-
-def _message_ids(turn_id) -> list[int]:
-    """Message ids named by a turn id such as "chat:3/17" or "chat:3/16-17" (best effort)."""
-    if not isinstance(turn_id, str) or "/" not in turn_id:
-        return [turn_id] if isinstance(turn_id, int) else []
-    ids = []
-    for part in turn_id.rsplit("/", 1)[1].replace("-", ",").split(","):
-        if part.strip().isdigit():
-            ids.append(int(part))
-    return list(reversed(ids))

@@ -14,14 +14,15 @@ import dataclasses
 from datetime import datetime
 from typing import Callable, Iterable, Sequence
 
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt, Signal
+from PySide6.QtCore import QModelIndex, Qt, Signal
 from PySide6.QtGui import QFont, QPalette
 from PySide6.QtWidgets import QApplication
 
 from core.types import Memory, MemoryChanges, MemoryEvent
 
+from app.gui.rows_model import Index, RowsTableModel
+
 MemoryRole = Qt.ItemDataRole.UserRole + 1
-Index = QModelIndex | QPersistentModelIndex
 
 
 def local_time(iso: str | None) -> str:
@@ -62,7 +63,7 @@ def _muted_brush():
     return palette.brush(QPalette.ColorGroup.Disabled, QPalette.ColorRole.Text)
 
 
-class MemoryTableModel(QAbstractTableModel):
+class MemoryTableModel(RowsTableModel):
     """Rows of memories: text, person, observed time, last change, status."""
 
     COLUMNS = ("Memory", "Person", "Observed", "Last change", "Status")
@@ -71,28 +72,16 @@ class MemoryTableModel(QAbstractTableModel):
     editRequested = Signal(int, str, int)  # memory id, new text, the version it was edited from
 
     def __init__(self, parent=None) -> None:
-        super().__init__(parent)
+        super().__init__(parent=parent)
         self._rows: list[Memory] = []
         self._scores: dict[int, float] = {}
         self._originals: dict[int, Memory] = {}  # id -> the row before an unconfirmed edit
 
     # --- Qt model interface -----------------------------------------------------------------
-    def rowCount(self, parent: Index = QModelIndex()) -> int:
-        return 0 if parent.isValid() else len(self._rows)
-
-    def columnCount(self, parent: Index = QModelIndex()) -> int:
-        return 0 if parent.isValid() else len(self.COLUMNS)
-
-    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole):
-        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
-            if 0 <= section < len(self.COLUMNS):
-                return self.COLUMNS[section]
-        return None
-
     def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole):
-        if not index.isValid() or not 0 <= index.row() < len(self._rows):
+        mem = self.value(index)
+        if mem is None:
             return None
-        mem = self._rows[index.row()]
         col = index.column()
         if role in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.EditRole):
             return self._cell(mem, col, role == Qt.ItemDataRole.EditRole)
@@ -135,11 +124,10 @@ class MemoryTableModel(QAbstractTableModel):
         return "\n".join(parts)
 
     def flags(self, index: Index) -> Qt.ItemFlag:
-        if not index.isValid():
-            return Qt.ItemFlag.NoItemFlags
-        flags = Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable | Qt.ItemFlag.ItemNeverHasChildren
-        mem = self._rows[index.row()]
-        if index.column() == self.TEXT and mem.status == "active" and mem.id not in self._originals:
+        flags = super().flags(index)
+        mem = self.value(index)
+        if mem is not None and index.column() == self.TEXT and mem.status == "active" \
+                and mem.id not in self._originals:
             flags |= Qt.ItemFlag.ItemIsEditable
         return flags
 
@@ -168,16 +156,10 @@ class MemoryTableModel(QAbstractTableModel):
         self.endResetModel()
 
     def memory_at(self, row: int) -> Memory | None:
-        return self._rows[row] if 0 <= row < len(self._rows) else None
+        return self.value_at(row)
 
     def memories(self) -> list[Memory]:
         return list(self._rows)
-
-    def row_of(self, memory_id: int) -> int | None:
-        for row, mem in enumerate(self._rows):
-            if mem.id == memory_id:
-                return row
-        return None
 
     def confirm_edit(self, memory: Memory) -> None:
         self._originals.pop(memory.id, None)
@@ -208,7 +190,8 @@ class MemoryTableModel(QAbstractTableModel):
 
     def apply_changes(self, changes: MemoryChanges, accepts: Callable[[Memory], bool],
                       insert_added: bool = True) -> None:
-        """Redraw only what changed: replace, drop (no longer matching) or insert rows."""
+        """Redraw only what changed: replace, drop (no longer matching or forgotten) or insert rows."""
+        self.remove_ids(changes.forgotten)
         for mem in changes.updated + changes.deleted + changes.added:
             row = self.row_of(mem.id)
             if row is not None:
@@ -225,44 +208,21 @@ class MemoryTableModel(QAbstractTableModel):
         self.dataChanged.emit(self.index(row, 0), self.index(row, self.columnCount() - 1))
 
 
-class EventTableModel(QAbstractTableModel):
+class EventTableModel(RowsTableModel):
     """A memory's history (the `memory_events` rows), newest first."""
 
     COLUMNS = ("When", "Change", "By", "Before", "After", "Turn")
 
-    def __init__(self, events: Sequence[MemoryEvent] = (), parent=None) -> None:
-        super().__init__(parent)
-        self._rows = list(events)
-
     def set_events(self, events: Sequence[MemoryEvent]) -> None:
-        self.beginResetModel()
-        self._rows = list(events)
-        self.endResetModel()
+        self.reset_rows(events)
 
     def event_at(self, row: int) -> MemoryEvent | None:
-        return self._rows[row] if 0 <= row < len(self._rows) else None
-
-    def rowCount(self, parent: Index = QModelIndex()) -> int:
-        return 0 if parent.isValid() else len(self._rows)
-
-    def columnCount(self, parent: Index = QModelIndex()) -> int:
-        return 0 if parent.isValid() else len(self.COLUMNS)
-
-    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole):
-        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
-            if 0 <= section < len(self.COLUMNS):
-                return self.COLUMNS[section]
-        return None
-
-    def flags(self, index: Index) -> Qt.ItemFlag:
-        if not index.isValid():
-            return Qt.ItemFlag.NoItemFlags
-        return Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable | Qt.ItemFlag.ItemNeverHasChildren
+        return self.value_at(row)
 
     def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole):
-        if not index.isValid() or not 0 <= index.row() < len(self._rows):
+        ev = self.value(index)
+        if ev is None:
             return None
-        ev = self._rows[index.row()]
         if role == Qt.ItemDataRole.DisplayRole:
             values = (local_time(ev.at), ev.event + (" (undone)" if ev.undone else ""), ev.actor,
                       ev.old_text or "", ev.new_text or "", ev.turn or "")

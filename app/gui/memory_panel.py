@@ -134,7 +134,7 @@ class MemoryPanel(QWidget):
         self.model = MemoryTableModel(self)
         self._generation = 0
         self._select_after_load: int | None = None
-        self._undo_stack: list[tuple[str, int, int]] = []  # (what, event id, memory id) of actions here
+        self._undo_stack: list[tuple[str, int, frozenset[int]]] = []  # (what, batch id, memory ids) of actions here
         self._debounce = QTimer(self, singleShot=True, interval=250)
         self._build()
         self._connect()
@@ -324,18 +324,11 @@ class MemoryPanel(QWidget):
         """Run `fn()` on the db worker; errors go to the window's error dialog."""
         self.runner.submit(fn, name=name, on_done=on_done, on_error=self.error.emit)
 
-    def _last_event_id(self, memory_id: int) -> int | None:  # db worker
-        events = self.bank.history(memory_id=memory_id, limit=5)
-        return max((e.id for e in events), default=None)
-
     def add_memory(self, text: str, person: str | None = None) -> None:
         bank = self.bank
-
-        def add():
-            mem = bank.add(text, speaker=person or None, observed_at=observed_now(), source="gui", actor="user")
-            return mem, self._last_event_id(mem.id)
-
-        self._do("add memory", add, lambda r: self._after_action("Added", r))
+        self._do("add memory", lambda: bank.add(text, speaker=person or None, observed_at=observed_now(),
+                                                source="gui", actor="user"),
+                 lambda changes: self._after_action("Added", changes))
 
     def ask_add(self) -> None:
         dialog = AddMemoryDialog([self.person.itemData(i) for i in range(1, self.person.count())], self)
@@ -346,52 +339,47 @@ class MemoryPanel(QWidget):
     def _edit(self, memory_id: int, text: str, version: int) -> None:
         bank = self.bank
 
-        def edit():
-            mem = bank.edit(memory_id, text, expected_version=version, actor="user")
-            return mem, self._last_event_id(memory_id)
-
         def failed(exc):
             self.model.revert_edit(memory_id)
             self.error.emit(exc)
             if isinstance(exc, ConflictError):
                 self.refresh()
 
-        def done(result):
-            self.model.confirm_edit(result[0])
-            self._after_action("Edited", result)
+        def done(changes: MemoryChanges):
+            if changes.updated:
+                self.model.confirm_edit(changes.memory)
+                self._after_action("Edited", changes)
+            else:  # the bank already had this text
+                self.model.revert_edit(memory_id)
 
-        self.runner.submit(edit, name="edit memory", on_done=done, on_error=failed)
+        self.runner.submit(lambda: bank.edit(memory_id, text, expected_version=version, actor="user"),
+                           name="edit memory", on_done=done, on_error=failed)
 
     def delete_selected(self) -> None:
+        """One soft delete of every selected active memory: one transaction, one undo step."""
         ids = [m.id for m in self.selected_memories() if m.status == "active"]
         if ids:
-            self._for_each("Deleted", ids, lambda i: self.bank.delete(i, actor="user"))
+            self._do("delete", lambda: self.bank.delete(ids, actor="user"),
+                     lambda changes: self._after_action("Deleted", changes))
 
     def restore_selected(self) -> None:
         ids = [m.id for m in self.selected_memories() if m.status != "active"]
         if ids:
-            self._for_each("Restored", ids, self.bank.restore)
+            self._do("restore", lambda: self.bank.restore(ids, actor="user"),
+                     lambda changes: self._after_action("Restored", changes))
 
-    def _for_each(self, what: str, ids: list[int], op: Callable[[int], object]) -> None:
-        def run():
-            return [(op(i), self._last_event_id(i)) for i in ids]
-
-        def done(results):
-            for result in results:
-                self._after_action(what, result, quiet=True)
-            self.message.emit(f"{what} {len(results)} memor{'y' if len(results) == 1 else 'ies'}."
-                              + (" Undo with the Undo button." if what == "Deleted" else ""))
-
-        self._do(what.lower(), run, done)
-
-    def _after_action(self, what: str, result, quiet: bool = False) -> None:
-        mem, event_id = result
-        if isinstance(mem, Memory):
+    def _after_action(self, what: str, changes: MemoryChanges) -> None:
+        """Redraw the rows an action here changed and remember its batch for Undo."""
+        rows = changes.memories
+        for mem in rows:
             self.model.replace(mem) if self._accepts(mem) else self.model.remove_ids([mem.id])
-        if event_id is not None and isinstance(mem, Memory):
-            self._undo_stack.append((what, event_id, mem.id))
-        if not quiet:
-            self.message.emit(f"{what} memory #{getattr(mem, 'id', '?')}.")
+        if changes.batch_id is not None and rows:
+            self._undo_stack.append((what, changes.batch_id, frozenset(m.id for m in rows)))
+        if what in ("Deleted", "Restored"):
+            self.message.emit(f"{what} {len(rows)} memor{'y' if len(rows) == 1 else 'ies'}."
+                              + (" Undo with the Undo button." if what == "Deleted" else ""))
+        elif rows:
+            self.message.emit(f"{what} memory #{rows[0].id}.")
         self._update_buttons()
 
     def ask_forget(self) -> None:
@@ -406,24 +394,21 @@ class MemoryPanel(QWidget):
                 name="confirmForget", destructive=True)
 
     def forget(self, ids: list[int]) -> None:
-        def run():
-            for i in ids:
-                self.bank.forget(i)
-            return ids
-
-        def done(gone):
+        def done(changes: MemoryChanges):
+            gone = set(changes.forgotten)
             self.model.remove_ids(gone)
-            self._undo_stack = [entry for entry in self._undo_stack if entry[2] not in gone]
+            self._undo_stack = [entry for entry in self._undo_stack if not entry[2] & gone]
             self.message.emit(f"Forgot {len(gone)} memor{'y' if len(gone) == 1 else 'ies'} permanently.")
             self.refresh()
 
-        self._do("forget", run, done)
+        self._do("forget", lambda: self.bank.forget(ids), done)
 
     def undo(self, event_id: int | None = None) -> None:
-        """Undo `event_id`, else this panel's last action, else the bank's latest change."""
-        what = "change"
+        """Undo `event_id`, else this panel's last action (its whole batch: a multi-delete comes
+        back at once), else the bank's latest change."""
+        what, batch = "change", None
         if event_id is None and self._undo_stack:
-            what, event_id, _memory_id = self._undo_stack.pop()
+            what, batch, _ids = self._undo_stack.pop()
         bank = self.bank
 
         def done(changes):
@@ -432,7 +417,7 @@ class MemoryPanel(QWidget):
             self.message.emit(f"Undid the last {what.lower() if what != 'change' else what}.")
             self.refresh()
 
-        self._do("undo", lambda: bank.undo(event_id), done)
+        self._do("undo", lambda: bank.undo(event_id, batch=batch), done)
 
     def show_history(self) -> None:
         selected = self.selected_memories()

@@ -32,7 +32,7 @@ from core.config import Settings
 from core.errors import Cancelled, InvalidInputError
 from core.agents.manager import MemoryManager
 from core.agents.prompts import format_time
-from core.types import CancelToken, GenParams, Memory, MemoryChanges, MemoryOp
+from core.types import CancelToken, GenParams, Memory, MemoryChanges, MemoryOp, TurnRef
 
 log = logging.getLogger(__name__)
 
@@ -300,7 +300,7 @@ class Assistant:
                 on_token(reply.text)
             return reply
         use_memory = not temporary and not self.settings.memory_paused
-        job = _Job(text, self.user_name, format_time(datetime.now()), f"chat:{conversation_id}/{user_msg.id}")
+        job = _Job(text, self.user_name, format_time(datetime.now()), str(TurnRef.chat(conversation_id, user_msg.id)))
         return self._generate(conversation_id, user_msg, on_token, cancel, temporary=temporary,
                               job=job if use_memory else None)
 
@@ -352,7 +352,7 @@ class Assistant:
 
     # --- explicit commands --------------------------------------------------------------
     def _command(self, conversation_id: int, user_msg, name: str, arg: str, *, temporary: bool) -> Reply:
-        turn = f"chat:{conversation_id}/{user_msg.id}"
+        turn = str(TurnRef.chat(conversation_id, user_msg.id))
         changes: MemoryChanges | None = None
         if temporary:
             text = "This is a temporary chat: I don't read or write memories here."

@@ -3,6 +3,9 @@
 Storage (SQLite via sqlean + sqlite-vec, see `migrations`): `memories` is the source of
 truth; `memories_fts` (FTS5) and `memory_vectors` (vec0, cosine) are indexes rebuilt by
 `reindex()`; `memory_events` logs every change for history, `undo` and `restore`.
+Every mutator (add, apply, edit, delete, restore, forget, undo; import via its report)
+returns the `MemoryChanges` it committed, with the `batch_id` that `undo(batch=...)` reverts
+and the `TurnRef` that caused it; listeners get the same object.
 
 Threads: one connection (`check_same_thread=False`) guarded by one `RLock`; every public
 method may be called from any thread. Embedding runs outside the lock where it can (add,
@@ -28,17 +31,16 @@ import logging
 import numbers
 import threading
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from core.errors import ConflictError, InvalidInputError, NotFoundError
-from core.types import OP_EVENTS, Embedder, Hit, Memory, MemoryChanges, MemoryEvent, MemoryOp
+from core.types import OP_EVENTS, Embedder, Hit, Memory, MemoryChanges, MemoryEvent, MemoryOp, TurnRef
 
 from core.memory import history as _history
 from core.memory import io as _io
 from core.memory import index as _index
-from core.chats import ChatStore
 from core.memory.db import Connection, Transactor, connect, translate_errors
 from core.memory.migrations import migrate
 from core.memory.mirror import VectorMirror
@@ -99,7 +101,9 @@ class MemoryBank:
             self._conn.close()
             self._conn = None
             raise
-        self.chats = ChatStore(self._db, self._tx)
+        from core.chats import ChatStore  # core.chats imports core.memory.db: not at module level
+
+        self.chats = ChatStore(self.reader, self._tx)
 
     @classmethod
     def open(cls, path: str | Path | None = None, embedder: Embedder | None = None, **kw) -> "MemoryBank":
@@ -123,8 +127,10 @@ class MemoryBank:
 
     # ---------------------------------------------------------------- internals
     @contextlib.contextmanager
-    def _db(self) -> Iterator[Connection]:
-        """The lock, open-check and sqlite-error translation around one public call."""
+    def reader(self) -> Iterator[Connection]:
+        """The connection under the bank's lock, with the open-check and sqlite-error
+        translation: the seam for the bank's own modules (history, io, chats). Writes go
+        through `batch` (or the chat store's transactor); do not hold it across slow work."""
         with self._lock, translate_errors(self.path):
             if self._conn is None:
                 raise InvalidInputError("The memory bank is closed.")
@@ -132,7 +138,7 @@ class MemoryBank:
 
     def _check_index(self) -> None:
         """Rebuild the vector index when the embedder changed or vectors are missing."""
-        with self._db() as conn:
+        with self.reader() as conn:
             name, dim = self.embedder.name, int(self.embedder.dim)
             if not _index.index_matches(conn, name, dim):
                 old = (_index.get_meta(conn, "embedder_name"), _index.get_meta(conn, "embedder_dim"))
@@ -206,9 +212,11 @@ class MemoryBank:
             self._mirror = None
 
     @contextlib.contextmanager
-    def _batch(self, actor: str, turn: str | None) -> Iterator[Batch]:
-        """Lock + transaction + Batch; on commit, the mirror update, then listeners (outside the lock)."""
-        with self._db():
+    def batch(self, actor: str, turn: TurnRef | str | None) -> Iterator[Batch]:
+        """Lock + one write transaction + a `Batch` (rows.py) for the bank's own modules
+        (history, io): on commit, the mirror update, then the listeners (outside the lock).
+        An exception inside the block rolls everything back and notifies no one."""
+        with self.reader():
             with self._tx() as conn:
                 batch = Batch(conn, actor, turn)
                 yield batch
@@ -237,7 +245,7 @@ class MemoryBank:
         return self._embed(list(texts))
 
     def get(self, memory_id: int) -> Memory:
-        with self._db() as conn:
+        with self.reader() as conn:
             mem = fetch_memory(conn, check_id(memory_id))
         if mem is None:
             raise NotFoundError(f"There is no memory #{memory_id}.")
@@ -264,19 +272,19 @@ class MemoryBank:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY id DESC LIMIT ? OFFSET ?"
         params += [-1 if limit is None else max(0, int(limit)), max(0, int(offset))]
-        with self._db() as conn:
+        with self.reader() as conn:
             return [row_to_memory(r) for r in conn.execute(sql, params)]
 
     def count(self, status: str | None = "active") -> int:
         self._check_status(status)
-        with self._db() as conn:
+        with self.reader() as conn:
             if status is None:
                 return int(conn.execute("SELECT count(*) FROM memories").fetchone()[0])
             return int(conn.execute("SELECT count(*) FROM memories WHERE status = ?", (status,)).fetchone()[0])
 
     def speakers(self) -> list[str]:
         """Distinct speakers of active memories, sorted."""
-        with self._db() as conn:
+        with self.reader() as conn:
             return [r[0] for r in conn.execute(
                 "SELECT DISTINCT speaker FROM memories WHERE status = 'active' AND speaker IS NOT NULL "
                 "ORDER BY speaker")]
@@ -298,7 +306,7 @@ class MemoryBank:
         self._check_status(status)
         pool = k if mode != "hybrid" else max(2 * k, 20)
         qvec = self._embed([query])[0] if mode != "keyword" else None
-        with self._db() as conn:
+        with self.reader() as conn:
             vec_ranked = self._mirror_ready().search(qvec, pool, status=status, speaker=speaker) \
                 if qvec is not None else []
             kw_ranked = self._keyword(conn, query, pool, status, speaker) if mode != "vector" else []
@@ -311,14 +319,14 @@ class MemoryBank:
     def search_by_vector(self, vec: np.ndarray, *, k: int, speaker: str | None = None) -> list[Hit]:
         """The top `k` active memories by cosine to a precomputed query embedding."""
         qvec = _index.as_unit_rows(vec, int(self.embedder.dim))[0]
-        with self._db() as conn:
+        with self.reader() as conn:
             return self._hits(conn, self._mirror_ready().search(qvec, int(k), speaker=speaker))
 
     def find_duplicate(self, text: str, *, speaker: str | None = None, threshold: float = 0.95,
                        vec: np.ndarray | None = None) -> Memory | None:
         """An active memory with the same text (ignoring case and spacing) or cosine >= threshold."""
         text = clean_text(text)
-        with self._db() as conn:
+        with self.reader() as conn:
             sql = f"SELECT {MEM_COLS} FROM memories WHERE text_key = ? AND status = 'active'"
             params: list = [text_key(text)]
             if speaker is not None:
@@ -328,7 +336,7 @@ class MemoryBank:
             if row is not None:
                 return row_to_memory(row)
         qvec = self._embed([text])[0] if vec is None else _index.as_unit_rows(vec, int(self.embedder.dim))[0]
-        with self._db() as conn:
+        with self.reader() as conn:
             top = self._mirror_ready().search(qvec, 1, speaker=speaker)
             if top and top[0][1] >= threshold:
                 return fetch_memory(conn, top[0][0])
@@ -360,17 +368,19 @@ class MemoryBank:
     def vec0_search(self, vec: np.ndarray, *, k: int) -> list[tuple[int, float]]:
         """sqlite-vec's own KNN over all stored vectors (the reference the mirror is checked against)."""
         qvec = _index.as_unit_rows(vec, int(self.embedder.dim))[0]
-        with self._db() as conn:
+        with self.reader() as conn:
             return _index.knn(conn, qvec, k)
 
     # ---------------------------------------------------------------- writing
+    # Every mutator returns the MemoryChanges it committed (with its `batch_id` for undo and
+    # its `turn`); the same object goes to the listeners. `turn` is a TurnRef or its text.
     def add(self, text: str, *, speaker: str | None = None, observed_at=None, source: str | None = None,
-            actor: str = "user", turn: str | None = None) -> Memory:
-        """Add one active memory (event ADD)."""
+            actor: str = "user", turn: TurnRef | str | None = None) -> MemoryChanges:
+        """Add one active memory (event ADD); `.memory` of the result is the new row."""
         op = MemoryOp("ADD", text=text, speaker=speaker, observed_at=observed_at, source=source)
-        return self.apply([op], actor=actor, turn=turn).added[0]
+        return self.apply([op], actor=actor, turn=turn)
 
-    def apply(self, ops: Sequence[MemoryOp], *, actor: str = "manager", turn: str | None = None,
+    def apply(self, ops: Sequence[MemoryOp], *, actor: str = "manager", turn: TurnRef | str | None = None,
               vectors: np.ndarray | None = None) -> MemoryChanges:
         """Apply manager operations in ONE transaction: all of them or none.
 
@@ -390,50 +400,56 @@ class MemoryBank:
             if len(rows) != len(ops):
                 raise InvalidInputError(f"{len(rows)} vectors given for {len(ops)} operations.")
             vecs = {i: rows[i] for i in need}
-        with self._batch(actor, turn) as batch:
+        with self.batch(actor, turn) as batch:
             for i, op in enumerate(ops):
                 _apply_op(batch, op, texts[i], vecs.get(i))
         return batch.changes
 
     def edit(self, memory_id: int, text: str, *, expected_version: int | None = None, actor: str = "user",
-             turn: str | None = None) -> Memory:
-        """The user's edit of an active memory (event EDIT). ConflictError if the version moved on."""
+             turn: TurnRef | str | None = None) -> MemoryChanges:
+        """The user's edit of an active memory (event EDIT); the same text changes nothing (empty
+        result). ConflictError if the version moved on or the memory is not active."""
         text = clean_text(text)
         vec = self._embed([text])[0]
-        with self._batch(actor, turn) as batch:
+        with self.batch(actor, turn) as batch:
             mem = batch.require(memory_id)
             if expected_version is not None and mem.version != int(expected_version):
                 raise ConflictError(f"Memory #{mem.id} changed since it was read (version {mem.version}, "
                                     f"expected {expected_version}); reload it and try again.")
             if mem.status != "active":
                 raise ConflictError(f"Memory #{mem.id} is {mem.status}; restore it before editing.")
-            if mem.text == text:
-                return mem
-            return batch.set_text(mem, text, vec, event="EDIT")
+            if mem.text != text:
+                batch.set_text(mem, text, vec, event="EDIT")
+        return batch.changes
 
-    def delete(self, memory_id: int, *, actor: str = "user", turn: str | None = None) -> Memory:
-        """Soft delete (event DELETE); `restore` or `undo` brings it back."""
-        with self._batch(actor, turn) as batch:
-            mem = batch.require(memory_id)
-            if mem.status == "deleted":
-                raise ConflictError(f"Memory #{mem.id} is already deleted.")
-            return batch.set_status(mem, "deleted", event="DELETE")
+    def delete(self, memory_ids: int | Iterable[int], *, actor: str = "user",
+               turn: TurnRef | str | None = None) -> MemoryChanges:
+        """Soft delete of one id or several in ONE transaction (event DELETE each, one batch:
+        one `undo` brings them all back). NotFoundError / ConflictError (already deleted) for
+        any of them and nothing is deleted."""
+        return self._set_statuses(memory_ids, "deleted", "DELETE", actor, turn, "is already deleted")
 
-    def restore(self, memory_id: int, *, actor: str = "user") -> Memory:
-        """Make a deleted (or superseded) memory active again (event RESTORE)."""
-        with self._batch(actor, None) as batch:
-            mem = batch.require(memory_id)
-            if mem.status == "active":
-                raise ConflictError(f"Memory #{mem.id} is not deleted.")
-            return batch.set_status(mem, "active", event="RESTORE")
+    def restore(self, memory_ids: int | Iterable[int], *, actor: str = "user") -> MemoryChanges:
+        """Make deleted (or superseded) memories active again, one id or several in ONE
+        transaction (event RESTORE each). ConflictError if any is already active."""
+        return self._set_statuses(memory_ids, "active", "RESTORE", actor, None, "is not deleted")
 
-    def forget(self, memory_id: int) -> None:
-        """Permanently remove a memory, its vector, its keyword entry and its text from the history."""
-        _history.forget(self, check_id(memory_id))
+    def _set_statuses(self, memory_ids, status: str, event: str, actor: str, turn, refusal: str) -> MemoryChanges:
+        with self.batch(actor, turn) as batch:
+            for mem in [batch.require(i) for i in _id_list(memory_ids)]:
+                if mem.status == status:
+                    raise ConflictError(f"Memory #{mem.id} {refusal}.")
+                batch.set_status(mem, status, event=event)
+        return batch.changes
+
+    def forget(self, memory_ids: int | Iterable[int]) -> MemoryChanges:
+        """Permanently remove memories (one id or several, one transaction): the rows, their
+        vectors, keyword entries and their text in the history (`changes.forgotten`). Not undoable."""
+        return _history.forget(self, _id_list(memory_ids))
 
     def history(self, memory_id: int | None = None, *, limit: int = 100) -> list[MemoryEvent]:
         """Events newest first (for one memory, or all). NotFoundError for an id never seen."""
-        with self._db() as conn:
+        with self.reader() as conn:
             if memory_id is None:
                 rows = conn.execute(f"SELECT {EVENT_COLS} FROM memory_events ORDER BY id DESC LIMIT ?",
                                     (int(limit),)).fetchall()
@@ -445,11 +461,12 @@ class MemoryBank:
                     raise NotFoundError(f"There is no memory #{memory_id}.")
             return [row_to_event(r) for r in rows]
 
-    def undo(self, event_id: int | None = None, *, actor: str = "user") -> MemoryChanges:
-        """Revert the latest change not yet undone (a whole batch: one manager turn, one import),
-        or one given event. NotFoundError when there is nothing to undo; ConflictError when the
-        memory changed after that event."""
-        return _history.undo(self, event_id, actor=actor)
+    def undo(self, event_id: int | None = None, *, batch: int | None = None, actor: str = "user") -> MemoryChanges:
+        """Revert the latest change not yet undone (a whole batch: one manager turn, one import,
+        one multi-delete), or one given event, or one given batch (`MemoryChanges.batch_id`).
+        NotFoundError when there is nothing to undo; ConflictError when the memory changed
+        after that event."""
+        return _history.undo(self, event_id, batch=batch, actor=actor)
 
     def export_jsonl(self, path: str | Path) -> int:
         """Write every memory (+ its history) as JSONL; returns the number of memories."""
@@ -461,7 +478,7 @@ class MemoryBank:
 
     def reindex(self) -> None:
         """Re-embed every memory into a new vec0 table and rebuild FTS and the mirror (one transaction)."""
-        with self._db():
+        with self.reader():
             with self._tx() as conn:
                 rows = conn.execute("SELECT id, text FROM memories ORDER BY id").fetchall()
                 _index.rebuild_vectors(conn, self.embedder, rows)
@@ -470,7 +487,7 @@ class MemoryBank:
             self._mirror_ready()
 
     def stats(self) -> dict:
-        with self._db() as conn:
+        with self.reader() as conn:
             by_status = dict(conn.execute("SELECT status, count(*) FROM memories GROUP BY status").fetchall())
             one = lambda sql: int(conn.execute(sql).fetchone()[0])  # noqa: E731
             return {
@@ -486,6 +503,16 @@ class MemoryBank:
                 "conversations": one("SELECT count(*) FROM conversations WHERE deleted_at IS NULL"),
                 "messages": one("SELECT count(*) FROM messages"),
             }
+
+
+def _id_list(memory_ids) -> list[int]:
+    """One id or an iterable of ids -> distinct ids in order; InvalidInputError for none."""
+    if isinstance(memory_ids, (str, bytes)) or not isinstance(memory_ids, Iterable):
+        return [check_id(memory_ids)]
+    ids = list(dict.fromkeys(check_id(i) for i in memory_ids))
+    if not ids:
+        raise InvalidInputError("No memory ids given.")
+    return ids
 
 
 def _check_op(op: MemoryOp) -> str:

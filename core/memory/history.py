@@ -33,15 +33,25 @@ _COLS = "id, memory_id, event, old_text, new_text, old_status, new_status, undon
 _MARKS = ",".join("?" * len(UNDOABLE))
 
 
-def _pick_events(conn, event_id: int | None) -> list[tuple]:
+def _batch_events(conn, batch: int) -> list[tuple]:
+    return conn.execute(f"SELECT {_COLS} FROM memory_events WHERE batch = ? AND undone = 0 AND "
+                        f"origin IS NULL AND event IN ({_MARKS}) ORDER BY id DESC", (batch, *UNDOABLE)).fetchall()
+
+
+def _pick_events(conn, event_id: int | None, batch: int | None = None) -> list[tuple]:
+    if batch is not None:
+        if isinstance(batch, bool) or not isinstance(batch, int):
+            raise NotFoundError(f"There is no change with batch id {batch!r}.")
+        events = _batch_events(conn, batch)
+        if not events:
+            raise NotFoundError(f"Change #{batch} has nothing left to undo.")
+        return events
     if event_id is None:
         row = conn.execute(f"SELECT batch FROM memory_events WHERE undone = 0 AND origin IS NULL "
                            f"AND event IN ({_MARKS}) ORDER BY id DESC LIMIT 1", UNDOABLE).fetchone()
         if row is None:
             raise NotFoundError("There is nothing to undo.")
-        return conn.execute(f"SELECT {_COLS} FROM memory_events WHERE batch = ? AND undone = 0 AND "
-                            f"origin IS NULL AND event IN ({_MARKS}) ORDER BY id DESC",
-                            (row[0], *UNDOABLE)).fetchall()
+        return _batch_events(conn, row[0])
     if isinstance(event_id, bool) or not isinstance(event_id, int):
         raise NotFoundError(f"There is no event with id {event_id!r}.")
     row = conn.execute(f"SELECT {_COLS} FROM memory_events WHERE id = ?", (event_id,)).fetchone()
@@ -54,16 +64,17 @@ def _pick_events(conn, event_id: int | None) -> list[tuple]:
     return [row]
 
 
-def undo(bank: "MemoryBank", event_id: int | None, *, actor: str = "user") -> MemoryChanges:
+def undo(bank: "MemoryBank", event_id: int | None, *, batch: int | None = None,
+         actor: str = "user") -> MemoryChanges:
     """See `MemoryBank.undo`. Picks, re-embeds and reverts inside one write transaction."""
-    with bank._batch(actor, None) as batch:
-        events = _pick_events(batch.conn, event_id)
-        vecs = iter(bank._embed([e[3] for e in events if e[2] in ("UPDATE", "EDIT")]))
+    with bank.batch(actor, None) as writer:
+        events = _pick_events(writer.conn, event_id, batch)
+        vecs = iter(bank.embed([e[3] for e in events if e[2] in ("UPDATE", "EDIT")]))
         for e in events:
-            _revert(batch, e, next(vecs) if e[2] in ("UPDATE", "EDIT") else None)
+            _revert(writer, e, next(vecs) if e[2] in ("UPDATE", "EDIT") else None)
         marks = ",".join("?" * len(events))
-        batch.conn.execute(f"UPDATE memory_events SET undone = 1 WHERE id IN ({marks})", [e[0] for e in events])
-    return batch.changes
+        writer.conn.execute(f"UPDATE memory_events SET undone = 1 WHERE id IN ({marks})", [e[0] for e in events])
+    return writer.changes
 
 
 def _revert(batch: Batch, e: tuple, vec) -> None:
@@ -87,28 +98,35 @@ def _revert(batch: Batch, e: tuple, vec) -> None:
         batch.set_status(mem, old_status or "active", event="UNDO", reverts=eid)
 
 
-def forget(bank: "MemoryBank", memory_id: int) -> None:
-    """See `MemoryBank.forget`. NotFoundError for an unknown id."""
-    with bank._db() as conn:
+def forget(bank: "MemoryBank", memory_ids: list[int]) -> MemoryChanges:
+    """See `MemoryBank.forget`: all of `memory_ids` in one transaction. NotFoundError for an
+    unknown id (nothing is forgotten)."""
+    with bank.reader() as conn:
         conn.execute("PRAGMA secure_delete = ON")
     try:
-        with bank._batch("user", None) as batch:
-            mem = batch.require(memory_id)
-            texts = {mem.text}
-            for old, new in batch.conn.execute(
-                    "SELECT old_text, new_text FROM memory_events WHERE memory_id = ?", (mem.id,)):
-                texts.update(t for t in (old, new) if t)
-            batch.conn.execute("DELETE FROM memory_events WHERE memory_id = ?", (mem.id,))
-            for text in texts:
-                batch.conn.execute("DELETE FROM memory_events WHERE memory_id IS NULL AND "
-                                   "(old_text = ? OR new_text = ?)", (text, text))
-            batch.remove(mem)
-            batch.event(mem.id, "FORGET")
+        with bank.batch("user", None) as batch:
+            for mem in [batch.require(i) for i in memory_ids]:
+                _erase(batch, mem)
     finally:
-        with bank._db() as conn:
+        with bank.reader() as conn:
             conn.execute("PRAGMA secure_delete = OFF")
-    with bank._db() as conn, contextlib.suppress(Exception):
+    with bank.reader() as conn, contextlib.suppress(Exception):
         busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         if busy:
             log.warning("forget: the WAL could not be checkpointed now (another reader); "
                         "old pages leave it at the next checkpoint")
+    return batch.changes
+
+
+def _erase(batch: Batch, mem) -> None:
+    """The row, its vector, and every event quoting its text; one FORGET event remains."""
+    texts = {mem.text}
+    for old, new in batch.conn.execute("SELECT old_text, new_text FROM memory_events WHERE memory_id = ?",
+                                       (mem.id,)):
+        texts.update(t for t in (old, new) if t)
+    batch.conn.execute("DELETE FROM memory_events WHERE memory_id = ?", (mem.id,))
+    for text in texts:
+        batch.conn.execute("DELETE FROM memory_events WHERE memory_id IS NULL AND "
+                           "(old_text = ? OR new_text = ?)", (text, text))
+    batch.remove(mem)
+    batch.event(mem.id, "FORGET")

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from core.errors import ImportFormatError, InvalidInputError, UserError
+from core.types import MemoryChanges
 
 from core.memory.db import now_iso
 from core.memory.rows import MEM_COLS, STATUSES, row_to_memory
@@ -39,8 +40,12 @@ _HIST_FIELDS = ("event", "old_text", "new_text", "old_status", "new_status", "ac
 
 @dataclass(frozen=True)
 class ImportReport:
+    """How many memories an import added and skipped, and what it changed (`changes.batch_id`
+    undoes the whole import)."""
+
     imported: int
     skipped: int
+    changes: MemoryChanges = field(default_factory=MemoryChanges, compare=False, repr=False)
 
 
 @dataclass
@@ -66,7 +71,7 @@ def export_jsonl(bank: "MemoryBank", path: Path) -> int:
     tmp = path.with_name(path.name + ".part")
     count = 0
     try:
-        with bank._db() as conn, open(tmp, "w", encoding="utf-8", newline="\n") as out:
+        with bank.reader() as conn, open(tmp, "w", encoding="utf-8", newline="\n") as out:
             conn.execute("BEGIN")  # one consistent snapshot
             try:
                 total = int(conn.execute("SELECT count(*) FROM memories").fetchone()[0])
@@ -110,9 +115,9 @@ def import_jsonl(bank: "MemoryBank", path: Path, *, actor: str = "import") -> Im
         if rec.key not in seen:
             seen.add(rec.key)
             unique.append(rec)
-    vecs = bank._embed([r.text for r in unique])
+    vecs = bank.embed([r.text for r in unique])
     imported = 0
-    with bank._batch(actor, f"import:{path.name}") as batch:
+    with bank.batch(actor, f"import:{path.name}") as batch:
         for rec, vec in zip(unique, vecs):
             if _exists(batch.conn, rec):
                 continue
@@ -127,7 +132,7 @@ def import_jsonl(bank: "MemoryBank", path: Path, *, actor: str = "import") -> Im
                             undone=bool(h.get("undone")), origin="import")
             batch.event(mem.id, "IMPORT", new_text=mem.text, new_status=mem.status)
             imported += 1
-    return ImportReport(imported=imported, skipped=len(records) - imported)
+    return ImportReport(imported=imported, skipped=len(records) - imported, changes=batch.changes)
 
 
 def _exists(conn, rec: _Record) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from core.errors import NotFoundError
-from core.types import Memory, MemoryChanges, MemoryEvent
+from core.types import Memory, MemoryChanges, MemoryEvent, TurnRef
 
 from core.memory.db import Connection, now_iso
 from core.memory.index import delete_vector, write_vector
@@ -58,12 +58,13 @@ def check_id(memory_id) -> int:
 class Batch:
     """One transaction's worth of memory changes (see module docstring)."""
 
-    def __init__(self, conn: Connection, actor: str, turn: str | None) -> None:
+    def __init__(self, conn: Connection, actor: str, turn: TurnRef | str | None) -> None:
         self.conn = conn
         self.actor = actor
-        self.turn = turn
+        ref = TurnRef.of(turn)
+        self.turn = None if ref is None else str(ref)  # the stored form
         self.id = int(conn.execute("SELECT coalesce(max(batch), 0) + 1 FROM memory_events").fetchone()[0])
-        self.changes = MemoryChanges()
+        self.changes = MemoryChanges(turn=ref)
         self.mirror_ops: list[tuple] = []
 
     def require(self, memory_id, *, active: bool = False) -> Memory:
@@ -84,6 +85,7 @@ class Batch:
             (self.id, memory_id, event, old_text, new_text, old_status, new_status, actor or self.actor,
              at or now_iso(), self.turn if turn is _BATCH_TURN else turn, int(undone), reverts, origin))
         eid = int(cur.lastrowid)
+        self.changes.batch_id = self.id
         if origin is None:
             self.changes.event_ids.append(eid)
         return eid
@@ -143,4 +145,4 @@ class Batch:
         self.conn.execute("DELETE FROM memories WHERE id = ?", (mem.id,))
         delete_vector(self.conn, mem.id)
         self.mirror_ops.append(("remove", mem.id))
-        self.changes.deleted.append(mem)
+        self.changes.forgotten.append(mem.id)

@@ -90,7 +90,7 @@ def test_ask_with_no_memories_says_it_does_not_know_without_loading_a_model(load
 
 def test_ask_json_structure(loader, capsys):
     with open_bank() as bank:
-        cat = bank.add("Ann adopted a cat named Tom", speaker="Ann", observed_at="1 May, 2023")
+        cat = bank.add("Ann adopted a cat named Tom", speaker="Ann", observed_at="1 May, 2023").memory
         bank.add("Bob moved to Oslo", speaker="Bob", observed_at="1 May, 2023")
     loader.script = lambda m, s: "**Memories selected as relevant:**\n- 1 May, 2023: Ann adopted a cat named Tom\n**Answer:** a cat"
     assert main(["ask", "What pet does Ann have?", "--json", "--answer-model", "x.gguf", "--n-ctx", "2048"]) == 0
@@ -234,7 +234,7 @@ def feed_input(monkeypatch, lines):
 
 def test_chat_session(loader, monkeypatch, capsys):
     with open_bank() as bank:
-        old = bank.add("User plays the violin", speaker="User")
+        old = bank.add("User plays the violin", speaker="User").memory
     feed_input(monkeypatch, ["I have a cat called Tom", KeyboardInterrupt(), "/memories",
                              f"/forget {old.id}", "/forget abc", "/forget 999", "/bogus",
                              "remember that my sister lives in Lisbon", "/quit"])

@@ -101,7 +101,7 @@ def test_manager_memory_appears_in_panel_with_notice(qtbot, make_window, answer_
     qtbot.waitUntil(lambda: bool(notices), timeout=15_000)  # the manager may finish before or after
     changes, turn = notices[0]
     assert [m.text for m in changes.added] == ["User has a dog named Rex"]
-    assert turn.startswith(f"chat:{window.current_conversation.id}/")
+    assert turn.conversation_id == window.current_conversation.id and turn.message_id is not None
     memory = changes.added[0]
     assert bank.get(memory.id).status == "active"
     qtbot.waitUntil(lambda: window.memory.model.row_of(memory.id) is not None)
@@ -310,3 +310,41 @@ def test_new_chat_while_a_reply_streams_leaves_it_running_unseen(qtbot, make_win
         _send(qtbot, window, "A new topic")
     assert [w.raw_text for w in window.chat.messages] == ["A new topic", "Fresh chat reply."]
     assert len(bank.chats.list_conversations()) == 2
+
+
+def test_memory_notices_come_through_the_one_change_signal_to_the_right_reply(
+        qtbot, make_window, answer_backend, manager_backend, bank):
+    from core.types import TurnRef
+
+    window = make_window(answer_backend, manager_backend)
+    changes_seen = []
+    window.bridge.bank_changed.connect(changes_seen.append)
+    with qtbot.waitSignal(window.replyFinished, timeout=10_000) as first:
+        _send(qtbot, window, "Hello there")
+    assert window.assistant.wait_idle(10)
+    cid = window.current_conversation.id
+    # a remember command commits inside the reply, before the reply's ids reach the window:
+    # its notice still lands under its own reply (the bubble that was waiting for its id)
+    with qtbot.waitSignal(window.replyFinished, timeout=10_000) as second:
+        _send(qtbot, window, "Remember that I like green tea")
+    reply = second.args[0]
+    qtbot.waitUntil(lambda: len(changes_seen) == 1)
+    [changes] = changes_seen
+    assert changes.turn == TurnRef(cid, reply.user_message_id) and [m.text for m in changes.added]
+    first_bubble, last_bubble = window.chat.messages[1], window.chat.messages[3]
+    assert (first_bubble.message_id, last_bubble.message_id) == (first.args[0].message_id, reply.message_id)
+    assert last_bubble.notice.isVisible() and f"memory:{changes.added[0].id}" in last_bubble.notice.text()
+    assert not first_bubble.notice.isVisible()
+    # a later change for the FIRST turn (e.g. a slow manager) goes under the first reply
+    late = bank.add("User said hello", speaker="User", turn=TurnRef.chat(cid, first.args[0].user_message_id))
+    qtbot.waitUntil(lambda: len(changes_seen) == 2)
+    assert changes_seen[1].turn.message_id == first.args[0].user_message_id
+    assert first_bubble.notice.isVisible() and f"memory:{late.memory.id}" in first_bubble.notice.text()
+    assert f"memory:{late.memory.id}" not in last_bubble.notice.text()
+    # a turn of another chat, and a change made in the panel, put no notice in this chat
+    other = bank.chats.create_conversation("Other chat")
+    bank.add("Elsewhere", turn=TurnRef.chat(other.id, 999))
+    bank.add("From the panel")
+    qtbot.waitUntil(lambda: len(changes_seen) == 4)
+    assert all("Elsewhere" not in w.notice.text() and "From the panel" not in w.notice.text()
+               for w in window.chat.messages)

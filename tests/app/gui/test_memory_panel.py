@@ -219,7 +219,27 @@ def test_manager_changes_redraw_only_their_rows(qtbot, window, bank):
     mem = bank.list()[0]
     bank.edit(mem.id, "Alex plays the cello every day")  # from this thread, like the manager's
     qtbot.waitUntil(lambda: panel.model.memory_at(panel.model.row_of(mem.id)).text == "Alex plays the cello every day")
-    new = bank.add("Sam likes tea", speaker="Sam")
+    new = bank.add("Sam likes tea", speaker="Sam").memory
     qtbot.waitUntil(lambda: panel.model.row_of(new.id) == 0)
     qtbot.waitUntil(lambda: panel.count_label.text() == "4 memories")
     assert resets == []
+
+
+def test_multi_delete_is_one_change_and_one_undo(qtbot, window, bank):
+    panel = window.memory
+    first, second = bank.list()[:2]
+    _select(panel, first.id)
+    panel.view.selectionModel().select(panel.model.index(panel.model.row_of(second.id), 0),
+                                       QItemSelectionModel.SelectionFlag.Select
+                                       | QItemSelectionModel.SelectionFlag.Rows)
+    heard = []
+    window.bridge.bank_changed.connect(heard.append)
+    panel.buttons["Delete"].click()
+    qtbot.waitUntil(lambda: panel.model.rowCount() == 1)
+    assert [bank.get(m.id).status for m in (first, second)] == ["deleted", "deleted"]
+    qtbot.waitUntil(lambda: len(heard) == 1)
+    assert sorted(m.id for m in heard[0].deleted) == sorted([first.id, second.id])
+    assert "Deleted 2 memories" in window.statusBar().currentMessage()
+    panel.buttons["Undo"].click()
+    qtbot.waitUntil(lambda: [bank.get(m.id).status for m in (first, second)] == ["active", "active"])
+    qtbot.waitUntil(lambda: panel.model.rowCount() == 3)

@@ -16,7 +16,7 @@ T1, T2 = "1:00 pm on 1 May, 2023", "2:00 pm on 9 June, 2023"
 
 def fill(bank, speaker, n, when=T1, prefix="note"):
     return [bank.add(f"{speaker} {prefix} {i} about gardening and tomatoes", speaker=speaker, observed_at=when,
-                     actor="user") for i in range(n)]
+                     actor="user").memory for i in range(n)]
 
 
 def test_retrieve_splits_sixty_as_thirty_per_speaker(bank):
@@ -40,8 +40,8 @@ def test_retrieve_skips_deleted_memories(bank):
 
 
 def test_answer_parses_selection_and_maps_lines_to_ids(bank):
-    cat = bank.add("Ann adopted a cat named Tom", speaker="Ann", observed_at=T1)
-    oslo = bank.add("Bob moved to Oslo", speaker="Bob", observed_at=T2)
+    cat = bank.add("Ann adopted a cat named Tom", speaker="Ann", observed_at=T1).memory
+    oslo = bank.add("Bob moved to Oslo", speaker="Bob", observed_at=T2).memory
     bank.add("Bob likes jazz", speaker="Bob", observed_at=T2)
     reply = (f"**Memories selected as relevant:**\n- {T2}: Bob moved to Oslo\n- Ann adopted a cat named Tom.\n"
              f"- a memory the model made up\n**Answer:** Oslo")
@@ -111,8 +111,8 @@ def test_a_huge_question_is_truncated_to_fit(bank):
 
 
 def test_match_selected_ignores_case_punctuation_and_duplicates(bank):
-    a = bank.add("Ann's cat is named Tom", speaker="Ann", observed_at=T1)
-    b = bank.add("Ann lives in Oslo", speaker="Ann", observed_at=T2)
+    a = bank.add("Ann's cat is named Tom", speaker="Ann", observed_at=T1).memory
+    b = bank.add("Ann lives in Oslo", speaker="Ann", observed_at=T2).memory
     got = match_selected([f"{T1.upper()}: ANN'S CAT IS NAMED TOM!!", "Ann's cat is named Tom",
                           "ann lives in oslo", "", "Ann visited Rome"], [a, b])
     assert [m.id for m in got] == [a.id, b.id]
@@ -154,7 +154,7 @@ def test_reply_filter_with_only_the_answer_marker():
 
 
 def test_chat_streams_only_the_reply_and_reports_the_selection(bank):
-    cat = bank.add("Ann's cat is named Tom", speaker="Ann", observed_at=T1)
+    cat = bank.add("Ann's cat is named Tom", speaker="Ann", observed_at=T1).memory
     text = f"**Memories selected as relevant:**\n- {T1}: Ann's cat is named Tom\n**Answer:** Your cat is Tom!"
     backend = FakeBackend([text], chunk=3)
     pieces: list[str] = []

@@ -46,7 +46,7 @@ def active_texts(bank, speaker=None):
 
 
 def seed(bank, *texts, speaker="John"):
-    return [bank.add(t, speaker=speaker, observed_at=TIME, source="seed", actor="user") for t in texts]
+    return [bank.add(t, speaker=speaker, observed_at=TIME, source="seed", actor="user").memory for t in texts]
 
 
 def test_new_facts_are_added_without_a_decision_call_on_an_empty_bank(bank):

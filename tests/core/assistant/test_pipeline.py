@@ -75,7 +75,7 @@ def test_reply_streams_stores_both_messages_and_the_manager_learns(bank, make):
 
 
 def test_selected_memories_are_reported_and_stored(bank, make):
-    mem = bank.add("Ann has a cat named Tom.", speaker="Ann", observed_at="1 May, 2023")
+    mem = bank.add("Ann has a cat named Tom.", speaker="Ann", observed_at="1 May, 2023").memory
     reply_text = "**Memories selected as relevant:**\n- 1 May, 2023: Ann has a cat named Tom.\n**Answer:** Tom!"
     assistant = make(FakeBackend(default=router(reply_text, facts='{"facts": []}')))
     cid = conv(bank)
@@ -167,7 +167,7 @@ def test_temporary_chat_neither_reads_nor_writes_memory(bank, make):
 
 
 def test_paused_memory_reads_but_does_not_write(bank, make):
-    mem = bank.add("Ann has a cat named Tom.", speaker="Ann")
+    mem = bank.add("Ann has a cat named Tom.", speaker="Ann").memory
     backend = FakeBackend(default=router())
     assistant = make(backend, settings=Settings(memory_paused=True))
     cid = conv(bank)
@@ -194,8 +194,8 @@ def test_remember_command_writes_directly_without_a_model(bank, make):
 
 
 def test_forget_command_soft_deletes_the_matching_memory(bank, make):
-    keep = bank.add("Ann plays the violin", speaker="Ann")
-    gone = bank.add("Ann's old job was at the bakery", speaker="Ann")
+    keep = bank.add("Ann plays the violin", speaker="Ann").memory
+    gone = bank.add("Ann's old job was at the bakery", speaker="Ann").memory
     assistant = make(FakeBackend(default=router()))
     cid = conv(bank)
     reply = assistant.reply(cid, "forget about my old job at the bakery")

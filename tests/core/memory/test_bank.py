@@ -27,8 +27,8 @@ def test_open_defaults_to_the_data_dir(data_home, hash_embedder):
 
 def test_add_get_list_count(bank):
     a = bank.add("Caroline went to a support group", speaker="Caroline", observed_at="1:56 pm on 8 May, 2023",
-                 source="chat:1/2")
-    b = bank.add("Melanie painted a sunrise", speaker="Melanie")
+                 source="chat:1/2").memory
+    b = bank.add("Melanie painted a sunrise", speaker="Melanie").memory
     assert bank.get(a.id) == a
     assert a.status == "active" and a.version == 1
     assert a.created_at.endswith("+00:00") and "T" in a.created_at
@@ -61,14 +61,14 @@ def test_empty_text_is_rejected(bank, text):
 
 def test_one_megabyte_text_round_trips(bank):
     text = ("The quick brown fox jumps over the lazy dog 1234. " * 21000)[:1_000_000].strip()
-    mem = bank.add(text)
+    mem = bank.add(text).memory
     assert len(bank.get(mem.id).text) == len(text)
     assert bank.search("lazy dog", k=1, mode="keyword")[0].memory.id == mem.id
 
 
 def test_control_characters_and_odd_unicode_are_kept(bank):
     odd = "tab\there\x07bell\x1b[31mred\u202eRTL\u200bzw e\u0301 \U0001F600 \ufeff \u0000nul \ud800lone"
-    mem = bank.add(odd)
+    mem = bank.add(odd).memory
     got = bank.get(mem.id).text
     assert "\x07bell\x1b[31mred\u202eRTL\u200bzw" in got
     assert "\U0001F600" in got and "e\u0301" in got
@@ -79,7 +79,7 @@ def test_control_characters_and_odd_unicode_are_kept(bank):
 
 def test_sql_looking_text_is_stored_and_searchable_verbatim(bank):
     evil = "Robert'); DROP TABLE memories;-- \" OR 1=1 NEAR(a b) col:x * ^ AND NOT"
-    mem = bank.add(evil, speaker="x' OR '1'='1")
+    mem = bank.add(evil, speaker="x' OR '1'='1").memory
     assert bank.get(mem.id).text == evil
     for mode in ("keyword", "hybrid", "vector"):
         hits = bank.search(evil, k=5, mode=mode)
@@ -90,8 +90,8 @@ def test_sql_looking_text_is_stored_and_searchable_verbatim(bank):
 
 
 def test_edit_with_optimistic_version(bank):
-    mem = bank.add("Caroline likes tea")
-    edited = bank.edit(mem.id, "Caroline likes green tea", expected_version=1)
+    mem = bank.add("Caroline likes tea").memory
+    edited = bank.edit(mem.id, "Caroline likes green tea", expected_version=1).memory
     assert edited.version == 2 and edited.text == "Caroline likes green tea"
     with pytest.raises(ConflictError):
         bank.edit(mem.id, "Caroline likes coffee", expected_version=1)
@@ -101,8 +101,8 @@ def test_edit_with_optimistic_version(bank):
 
 
 def test_soft_delete_and_restore(bank):
-    mem = bank.add("Melanie has two kids")
-    deleted = bank.delete(mem.id)
+    mem = bank.add("Melanie has two kids").memory
+    deleted = bank.delete(mem.id).memory
     assert deleted.status == "deleted"
     assert bank.count() == 0 and bank.count("deleted") == 1
     assert bank.search("Melanie kids", k=5) == []
@@ -111,14 +111,14 @@ def test_soft_delete_and_restore(bank):
         bank.delete(mem.id)
     with pytest.raises(ConflictError):
         bank.edit(mem.id, "changed")
-    assert bank.restore(mem.id).status == "active"
+    assert bank.restore(mem.id).memory.status == "active"
     assert bank.search("Melanie kids", k=1)[0].memory.id == mem.id
     with pytest.raises(ConflictError):
         bank.restore(mem.id)
 
 
 def test_apply_is_all_or_nothing(bank):
-    keep = bank.add("Caroline is a counsellor")
+    keep = bank.add("Caroline is a counsellor").memory
     ops = [MemoryOp("ADD", text="Caroline adopted a dog"),
            MemoryOp("UPDATE", memory_id=keep.id, text="Caroline is a school counsellor"),
            MemoryOp("DELETE", memory_id=424242)]
@@ -130,8 +130,8 @@ def test_apply_is_all_or_nothing(bank):
 
 
 def test_apply_records_events_and_returns_changes(bank):
-    a = bank.add("Caroline is a counsellor")
-    b = bank.add("Melanie runs")
+    a = bank.add("Caroline is a counsellor").memory
+    b = bank.add("Melanie runs").memory
     seen = []
     bank.add_listener(seen.append)
     changes = bank.apply([MemoryOp("ADD", text="Caroline adopted a dog", speaker="Caroline"),
@@ -164,7 +164,7 @@ def test_apply_rejects_bad_ops_before_writing(bank):
 
 
 def test_find_duplicate_exact_and_semantic(bank):
-    mem = bank.add("Caroline  went to the   LGBTQ support group", speaker="Caroline")
+    mem = bank.add("Caroline  went to the   LGBTQ support group", speaker="Caroline").memory
     assert bank.find_duplicate("caroline went to the lgbtq SUPPORT group") == mem
     assert bank.find_duplicate("caroline went to the lgbtq support group", speaker="Melanie") is None
     near = bank.find_duplicate("Caroline went to the LGBTQ support group!", threshold=0.9)
@@ -181,7 +181,7 @@ def test_embedder_change_rebuilds_the_index(tmp_path, hash_embedder, caplog):
 
     path = tmp_path / "m.sqlite3"
     with MemoryBank(path, hash_embedder) as b:
-        mem = b.add("Caroline paints landscapes")
+        mem = b.add("Caroline paints landscapes").memory
     other = HashEmbedder(dim=64, name="hash-64")
     with caplog.at_level("WARNING"):
         b2 = MemoryBank(path, other)

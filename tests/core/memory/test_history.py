@@ -10,7 +10,7 @@ from core.types import MemoryOp
 
 
 def test_history_records_every_kind_of_change(bank):
-    mem = bank.add("Caroline likes tea", turn="chat:1/1")
+    mem = bank.add("Caroline likes tea", turn="chat:1/1").memory
     bank.edit(mem.id, "Caroline likes green tea")
     bank.delete(mem.id)
     bank.restore(mem.id)
@@ -25,7 +25,7 @@ def test_history_records_every_kind_of_change(bank):
 
 
 def test_undo_walks_back_one_change_at_a_time(bank):
-    mem = bank.add("Melanie has a cat")
+    mem = bank.add("Melanie has a cat").memory
     bank.edit(mem.id, "Melanie has two cats")
     bank.delete(mem.id)
     assert bank.undo().added[0].id == mem.id  # undo the delete
@@ -43,8 +43,8 @@ def test_undo_walks_back_one_change_at_a_time(bank):
 
 
 def test_undo_reverts_a_whole_manager_turn(bank):
-    a = bank.add("Caroline is a counsellor")
-    b = bank.add("Melanie runs")
+    a = bank.add("Caroline is a counsellor").memory
+    b = bank.add("Melanie runs").memory
     bank.apply([MemoryOp("ADD", text="Caroline adopted a dog"),
                 MemoryOp("UPDATE", memory_id=a.id, text="Caroline is a school counsellor"),
                 MemoryOp("DELETE", memory_id=b.id),
@@ -59,7 +59,7 @@ def test_undo_reverts_a_whole_manager_turn(bank):
 
 
 def test_undo_a_given_event_checks_it_is_still_current(bank):
-    mem = bank.add("v1")
+    mem = bank.add("v1").memory
     bank.edit(mem.id, "v2")
     bank.edit(mem.id, "v3")
     first_edit = [e for e in bank.history(mem.id) if e.event == "EDIT"][-1]
@@ -80,7 +80,7 @@ def test_undo_a_given_event_checks_it_is_still_current(bank):
 def test_listeners_hear_undo_and_restore(bank):
     seen = []
     bank.add_listener(seen.append)
-    mem = bank.add("x")
+    mem = bank.add("x").memory
     bank.delete(mem.id)
     bank.restore(mem.id)
     bank.undo()
@@ -95,7 +95,7 @@ def test_a_failing_listener_does_not_break_the_write(bank, caplog):
         raise RuntimeError("listener bug")
 
     bank.add_listener(boom)
-    mem = bank.add("still saved")
+    mem = bank.add("still saved").memory
     assert bank.get(mem.id).text == "still saved"
     assert "listener" in caplog.text
 
@@ -112,8 +112,8 @@ def test_forget_removes_the_memory_and_its_text_from_history(tmp_path, hash_embe
     path = tmp_path / "m.sqlite3"
     secret = "Zyxwvut my bank PIN is 8675309 qqsecretqq"
     with MemoryBank(path, hash_embedder) as bank:
-        other = bank.add("Caroline likes tea")
-        mem = bank.add(secret)
+        other = bank.add("Caroline likes tea").memory
+        mem = bank.add(secret).memory
         bank.edit(mem.id, secret + " (edited)")
         bank.delete(mem.id)
         bank.restore(mem.id)
@@ -134,4 +134,4 @@ def test_forget_removes_the_memory_and_its_text_from_history(tmp_path, hash_embe
             bank.undo(events[0].id)
     assert b"qqsecretqq" not in _file_bytes(path)
     with MemoryBank(path, hash_embedder) as bank:  # and the ids are never reused
-        assert bank.add("new").id > mem.id
+        assert bank.add("new").memory.id > mem.id

@@ -16,9 +16,9 @@ def _lines(path):
 
 
 def test_export_writes_a_header_and_memories_with_history(bank, tmp_path):
-    a = bank.add("Caroline likes tea", speaker="Caroline", observed_at="8 May 2023", source="chat:1/1")
+    a = bank.add("Caroline likes tea", speaker="Caroline", observed_at="8 May 2023", source="chat:1/1").memory
     bank.edit(a.id, "Caroline likes green tea")
-    b = bank.add("Melanie paints \u2603 \x07")
+    b = bank.add("Melanie paints \u2603 \x07").memory
     bank.delete(b.id)
     out = tmp_path / "export.jsonl"
     assert bank.export_jsonl(out) == 2
@@ -33,9 +33,9 @@ def test_export_writes_a_header_and_memories_with_history(bank, tmp_path):
 
 
 def test_import_round_trip_re_embeds_and_keeps_history(bank, tmp_path):
-    a = bank.add("Caroline likes tea", speaker="Caroline", observed_at="8 May 2023")
+    a = bank.add("Caroline likes tea", speaker="Caroline", observed_at="8 May 2023").memory
     bank.edit(a.id, "Caroline likes green tea")
-    bank.delete(bank.add("Melanie paints").id)
+    bank.delete(bank.add("Melanie paints").memory.id)
     out = tmp_path / "export.jsonl"
     bank.export_jsonl(out)
     other = HashEmbedder(dim=128, name="hash-128")  # a different embedder: vectors are recomputed
