@@ -78,7 +78,7 @@ def test_bad_gguf_is_reported_and_the_old_model_stays(qtbot, make_window, answer
     box = _visible(window, "userError")[0]
     assert "broken.gguf" in box.text()
     box.close()
-    assert window.assistant._answer_backend is answer_backend and not answer_backend.closed
+    assert window.assistant.models.answer is answer_backend and not answer_backend.closed
     saved = Settings.load(data_home / "settings.json")
     assert saved.answer_model.path is None and saved.temperature == 0.5  # the rest was saved
     assert window.settings.answer_model.path is None
@@ -103,8 +103,8 @@ def test_a_good_model_is_swapped_in_and_the_old_one_closed(qtbot, make_window, a
         dialog._ok()
     assert blocker.args == ["ok"]
     assert [s.path for s in loaded] == [str(tmp_path / "better.gguf")]
-    assert window.assistant._answer_backend is new_backend and answer_backend.closed
-    assert window.assistant._manager_backend is manager_backend and not manager_backend.closed
+    assert window.assistant.models.answer is new_backend and answer_backend.closed
+    assert window.assistant.models.manager is manager_backend and not manager_backend.closed
     assert Settings.load(data_home / "settings.json").answer_model.path == str(tmp_path / "better.gguf")
     assert "better.gguf" in window.model_label.text()
     with qtbot.waitSignal(window.replyFinished, timeout=10_000) as reply:
