@@ -176,6 +176,33 @@ def test_a_failed_first_load_is_reported_and_settings_can_fix_it(qtbot, bank, da
     _close(qtbot, window)
 
 
+def test_a_corrupt_custom_model_at_startup_falls_back_to_the_embedded_one(qtbot, bank, data_home, tmp_path, caplog):
+    from app.gui.app import make_assistant_factory
+    from core.llm.runtime import load_backend
+
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"this is not a GGUF file" * 100)
+    embedded = []
+
+    def loader(spec):  # the real runtime refuses the corrupt file; the embedded model is a fake
+        if spec.path:
+            return load_backend(spec)
+        embedded.append(FakeBackend(default="hi"))
+        return embedded[-1]
+
+    settings = Settings(welcome_shown=True, answer_model=ModelSpec(path=str(bad)), use_shipped_adapters=False)
+    window = _window_with_factory(qtbot, bank, data_home, make_assistant_factory(bank, loader=loader), settings)
+    with qtbot.waitSignal(window.assistantReady, timeout=10_000):
+        pass
+    models = window.assistant.models
+    assert models.answer is embedded[0] and models.manager is embedded[1]
+    assert models.spec("answer").path is None
+    assert any("broken.gguf" in r.getMessage() and "Using the embedded model for the answer instead" in r.getMessage()
+               for r in caplog.records)
+    assert window.errors == []
+    _close(qtbot, window)
+
+
 def test_excepthook_shows_the_crash_dialog_with_the_log_path(qtbot, make_window, answer_backend, manager_backend,
                                                              data_home):
     from app.gui.dialogs import install_excepthook
