@@ -67,15 +67,13 @@ class _QueuedTurn:
     turn: str
 
 
-# --------------------------------------------------------------------------- the assistant
-
-
 class Assistant:
     """The chat assistant: answer agent + background memory manager over one `MemoryBank`.
 
-    The models: `models` (a ModelSet with "answer" and "manager" roles), or the two backends,
-    adopted into `ModelSet.of(answer=..., manager=...)` (no `manager_backend`: the answer
-    backend does both). Raises TypeError for neither or both.
+    The models: `models` (a ModelSet with "answer" and "manager" roles, loaded: a role loaded
+    lazily would load on the reply thread), or the two backends, adopted into
+    `ModelSet.of(answer=..., manager=...)` (no `manager_backend`: the answer backend does
+    both). Raises TypeError for neither or both.
 
     Thread contract: `reply`/`regenerate` from one caller thread at a time; listeners are
     called from the manager thread; `close()` stops that thread but does not close the bank
