@@ -114,7 +114,10 @@ def build(args, home: Path):
         answer = FakeBackend(default=text, chunk=4, delay=args.token_delay)
         manager = FakeBackend(default=_manager_script(args.facts, args.manager_s))
     # built as `memory-r1 gui` builds it (its manager thread runs at a lower OS priority)
-    return bank, (lambda s, progress: build_assistant(bank, answer, manager, s)), settings
+    from core.llm.modelset import ModelSet
+
+    models = ModelSet.of(answer=answer, manager=manager)
+    return bank, (lambda s, progress: build_assistant(bank, models, s)), settings
 
 
 def measure(args) -> dict:

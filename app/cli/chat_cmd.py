@@ -5,10 +5,12 @@ the command functions. Models: `--answer-model/--manager-model PATH` (a GGUF; de
 embedded SmolLM2-135M or the one in settings), `--answer-adapter/--manager-adapter PATH`
 (a GGUF LoRA; without one, the role's adapter shipped in assets/adapters is used when it
 was trained on that model, unless `--no-shipped-adapters` or the setting is off), `--n-ctx`,
-`--threads`. When both roles resolve to the same model, one
-instance is loaded and shared (chat). `ingest` loads a second instance of a small (<= 1 GiB)
-manager model for the decision calls, so extraction and decision each keep their instruction
-prefix cached (benchmarks/agents.py --two-instances: ~2.6x faster per turn).
+`--threads`. The models are a `core.llm.modelset.ModelSet` (loaded through `_load`, closed at
+the end; no fallback: a model given here that fails to load is an error). When both roles
+resolve to the same model, one instance is loaded and shared (chat). `ingest` loads a second
+instance of a small (<= 1 GiB) manager model for the decision calls, so extraction and
+decision each keep their instruction prefix cached (benchmarks/agents.py --two-instances:
+~2.6x faster per turn).
 """
 
 from __future__ import annotations
@@ -126,6 +128,7 @@ def _format_changes(changes) -> list[str]:
 def run_ask(args) -> int:
     from core.agents.answer import NO_MEMORY_ANSWER, AnswerAgent, AnswerResult
     from core.errors import InvalidInputError
+    from core.llm.modelset import ModelSet
 
     if not args.question.strip():
         raise InvalidInputError("Give a question to answer.")
@@ -133,17 +136,15 @@ def run_ask(args) -> int:
         raise InvalidInputError("-k must be at least 1.")
     _settings, answer_spec, _ = _specs(args)
     bank = _open_bank()
-    backend = None
+    models = ModelSet.from_specs({"answer": answer_spec}, loader=_load)  # loaded on first use
     try:
         retrieved = AnswerAgent(bank, None).retrieve(args.question, k=args.k) if bank.count() else []
         if not retrieved:  # no memories at all: no need to load a model
             result = AnswerResult(NO_MEMORY_ANSWER, [], [], "")
         else:
-            backend = _load(answer_spec)
-            result = AnswerAgent(bank, backend, k=args.k).answer(args.question, memories=retrieved)
+            result = AnswerAgent(bank, models.answer, k=args.k).answer(args.question, memories=retrieved)
     finally:
-        if backend is not None:
-            backend.close()
+        models.close()
         bank.close()
     if args.json:
         print(json.dumps({"answer": result.answer, "selected": [m.id for m in result.selected],
@@ -166,6 +167,7 @@ def run_ingest(args) -> int:
 
     from core.assistant.ingest import STATE_FILE, IngestState, file_key, ingest_turns, load_turns
     from core.agents.manager import MemoryManager
+    from core.llm.modelset import ModelSet
     from core.paths import data_dir
 
     path = Path(args.file)
@@ -181,22 +183,19 @@ def run_ingest(args) -> int:
                    "added": 0, "updated": 0, "deleted": 0, "unchanged": 0, "failed": state.failed(key)}
         _print_ingest(summary, args.json, already=True)
         return 0
+    # a small model gets a second instance for the decision calls: extraction and decision
+    # then each keep their instruction prefix in the KV cache (2.6x faster per turn here)
+    models = ModelSet.from_specs({"manager": manager_spec, "decide": manager_spec if _is_small(manager_spec) else None},
+                                 loader=_load)
     bank = _open_bank()
-    backend = _load(manager_spec)
-    decide = None
     try:
-        # a small model gets a second instance for the decision calls: extraction and decision
-        # then each keep their instruction prefix in the KV cache (2.6x faster per turn here)
-        decide = _load(manager_spec) if _is_small(manager_spec) else None
-        manager = MemoryManager(bank, backend, decide_backend=decide)
+        manager = MemoryManager(bank, models.manager, decide_backend=models.decide)
         with tqdm(total=len(turns), initial=done, unit="turn", desc="ingest", file=sys.stderr,
                   dynamic_ncols=True) as bar:
             report = ingest_turns(manager, turns, state=state, key=key, file=str(path.resolve()),
                                   on_turn=lambda turn, changes: bar.update(1))
     finally:
-        backend.close()
-        if decide is not None:
-            decide.close()
+        models.close()
         bank.close()
     ch = report.changes
     summary = {"file": str(path), "turns": report.total, "skipped": report.skipped,
@@ -253,21 +252,19 @@ class _Notices:
 
 def run_chat(args) -> int:
     from core.assistant.pipeline import Assistant
+    from core.llm.modelset import ModelSet
 
     settings, answer_spec, manager_spec = _specs(args)
     bank = _open_bank()
-    backends = []
+    models = ModelSet.from_specs({"answer": answer_spec, "manager": manager_spec}, loader=_load,
+                                 share_identical=True)
     try:
-        answer = _load(answer_spec)
-        backends.append(answer)
-        manager = answer if manager_spec == answer_spec else _load(manager_spec)
-        if manager is not answer:
-            backends.append(manager)
+        models.load("answer", "manager")
         if args.conversation is not None:
             cid = bank.chats.get_conversation(args.conversation).id
         else:
             cid = bank.chats.create_conversation("Terminal chat", temporary=args.temporary).id
-        assistant = Assistant(bank, answer, manager, settings=settings, user_name=args.name)
+        assistant = Assistant(bank, models=models, settings=settings, user_name=args.name)
         notices = _Notices()
         assistant.add_memory_listener(notices.on_changes)
         assistant.add_error_listener(notices.on_error)
@@ -283,8 +280,7 @@ def run_chat(args) -> int:
             assistant.close()
             notices.flush()
     finally:
-        for b in backends:
-            b.close()
+        models.close()
         bank.close()
     return 0
 

@@ -130,9 +130,9 @@ def take(out_dir: Path) -> list[Path]:
     window.close()
     while window.isVisible():
         app.processEvents()
-    from app.gui.app import _shutdown
+    from app.gui.app import shutdown_window
 
-    _shutdown(window)
+    shutdown_window(window)
     bank.close()
     return saved
 

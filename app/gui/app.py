@@ -14,8 +14,8 @@ import sys
 import threading
 from typing import Callable
 
-from core.config import ModelSpec, Settings, settings_path
-from core.errors import ModelLoadError, UserError
+from core.config import Settings, settings_path
+from core.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -52,46 +52,9 @@ def init_qt_app(argv: list[str] | None = None):
     return app
 
 
-def _role_attempts(settings: Settings, role: str) -> list[ModelSpec]:
-    """What to try for a role, in order: its spec with any shipped adapter
-    (core.catalog.shipped), the spec as set when that differs, and for a custom model the
-    embedded one without an adapter."""
-    from core.catalog.shipped import effective_spec
-
-    own = getattr(settings, f"{role}_model")
-    attempts = [effective_spec(settings, role)]
-    if attempts[0] != own:
-        attempts.append(own)
-    if own.path:
-        attempts.append(ModelSpec(n_ctx=own.n_ctx, n_threads=own.n_threads))
-    return attempts
-
-
-def _load_role(settings: Settings, role: str, label: str, progress: Callable[[str], None]):
-    """Load one role's model (`role` "answer" or "manager"), with the shipped adapter when the
-    settings allow one; a shipped adapter or custom model that fails is dropped for the next
-    attempt of `_role_attempts` (reported). Raises the last ModelLoadError when none loads."""
-    from core.llm.runtime import load_backend
-
-    progress(f"Loading the {label} model…")
-    attempts = _role_attempts(settings, role)
-    for i, spec in enumerate(attempts):
-        try:
-            return load_backend(spec)
-        except ModelLoadError as exc:
-            if i + 1 == len(attempts):
-                raise
-            if spec.path and not attempts[i + 1].path:
-                then = f"Using the embedded model for the {label} instead."
-            else:
-                then = f"Loading the {label} model without the shipped adapter."
-            log.warning("the %s model %s (adapter %s) failed to load (%s); %s", label,
-                        spec.path or "(embedded)", spec.adapter, exc, then)
-            progress(f"{exc} {then}")
-
-
-def build_assistant(bank, answer, manager, settings: Settings):
-    """The `Assistant`, built on a short-lived thread of lower OS priority (Linux nice
+def build_assistant(bank, models, settings: Settings):
+    """The `Assistant` over `models` (a `core.llm.modelset.ModelSet` with the answer and
+    manager roles), built on a short-lived thread of lower OS priority (Linux nice
     MANAGER_NICE) so that the memory-manager thread it starts inherits that priority: the
     background memory work then yields the CPU to the GUI thread and to the reply the user is
     waiting for. Replies keep normal priority. Any thread."""
@@ -104,7 +67,7 @@ def build_assistant(bank, answer, manager, settings: Settings):
     def build() -> None:
         lower_thread_priority(MANAGER_NICE)
         try:
-            out["assistant"] = Assistant(bank, answer, manager, settings=settings)
+            out["assistant"] = Assistant(bank, models=models, settings=settings)
         except BaseException as exc:  # re-raised on the caller's thread
             out["error"] = exc
 
@@ -116,28 +79,25 @@ def build_assistant(bank, answer, manager, settings: Settings):
     return out["assistant"]
 
 
-def make_assistant_factory(bank) -> Callable:
+def make_assistant_factory(bank, loader: Callable | None = None) -> Callable:
     """`factory(settings, progress) -> Assistant`, run on the window's model worker thread.
 
-    Each role gets its own backend (core/llm/runtime.py: a shared one would evict the other
-    role's cached prompt prefix); the embedder is warmed first so the first reply is quick.
+    The models are a `ModelSet.for_settings` (each role its own backend, the shipped adapter
+    when the settings allow one, the fallbacks reported through `progress`), owned by the
+    returned assistant's `models`; the embedder is warmed first so the first reply is quick.
+    `loader(spec)` replaces `core.llm.runtime.load_backend` (tests).
     """
+    from core.llm.modelset import ModelSet
 
     def factory(settings: Settings, progress: Callable[[str], None]):
         progress("Loading the embedder…")
         bank.embed(["warm-up"])
-        answer = _load_role(settings, "answer", "answer", progress)
-        try:
-            manager = _load_role(settings, "manager", "memory manager", progress)
-        except BaseException:
-            answer.close()
-            raise
+        models = ModelSet.for_settings(settings, loader=loader).load("answer", "manager", progress=progress)
         progress("Ready.")
         try:
-            return build_assistant(bank, answer, manager, settings)
+            return build_assistant(bank, models, settings)
         except BaseException:
-            answer.close()
-            manager.close()
+            models.close()
             raise
 
     return factory
@@ -173,21 +133,21 @@ def run(verbose: bool = False) -> int:
         window.show()
         code = app.exec()
         hook.uninstall()
-        _shutdown(window)
+        shutdown_window(window)
         bank.chats.purge_temporary()
         return code
     finally:
         bank.close()
 
 
-def _shutdown(window) -> None:
+def shutdown_window(window) -> None:
+    """After the event loop: stop the window's task runner, then close its assistant and the
+    models it owns (each backend once). Main thread."""
     window.runner.shutdown(10_000)
     assistant = window.assistant
     if assistant is not None:
         assistant.close()
-        for backend in {id(b): b for b in (getattr(assistant, "_answer_backend", None),
-                                           getattr(assistant, "_manager_backend", None)) if b}.values():
-            backend.close()
+        assistant.models.close()
 
 
-__all__ = ["run", "init_qt_app", "make_assistant_factory"]
+__all__ = ["run", "init_qt_app", "make_assistant_factory", "build_assistant", "shutdown_window"]

@@ -239,7 +239,7 @@ class MainWindow(QMainWindow):
 
         spec = self.settings.answer_model
         name = Path(spec.path).name if spec.path else "SmolLM2-135M (embedded)"
-        loaded = getattr(getattr(self.assistant, "_answer_backend", None), "adapter_path", None)
+        loaded = self.assistant.models.adapter_path("answer") if self.assistant is not None else None
         shipped = not spec.adapter and is_shipped(loaded)
         return f"Model: {name}" + (" + shipped adapter" if shipped else " + adapter" if spec.adapter else "")
 

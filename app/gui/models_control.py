@@ -1,10 +1,12 @@
 """Loading and swapping models in the background (the runner's "model" lane).
 
 `ModelControl.load(factory, settings)` builds the `Assistant` (embedder warm-up, one backend
-per role) while the window stays usable; `swap(assistant, old, new)` loads the new model(s)
-first and swaps them in only when every one loaded, so a file that fails to load is reported
-and the previous model stays; the replaced backends are closed once `set_backends` returned
-(no call uses them any more). GUI thread, except the `load`/`swap` closures (model worker).
+per role) while the window stays usable; `swap(assistant, old, new)` has the assistant's
+`ModelSet` load the new model(s) first and swap them in only when every one loaded
+(`Assistant.swap_models`), so a file that fails to load is reported and the previous model
+stays; the replaced backends are closed once no call uses them any more. `backend_loader(spec)`
+replaces `core.llm.runtime.load_backend` for swaps (tests). GUI thread, except the
+`load`/`swap` closures (model worker).
 
 Signals (GUI thread): `busyStarted(text)`, `busyEnded(text)`, `progress(text)` (from the
 factory), `loaded(assistant)`, `loadFailed(exc)`, `swapped(exc_or_None)` (None: success).
@@ -22,17 +24,6 @@ from core.config import Settings
 from app.gui.tasks import TaskRunner
 
 
-def default_backend_loader(spec):  # model worker
-    from core.llm.runtime import load_backend
-
-    return load_backend(spec)
-
-
-def assistant_backends(assistant) -> list:
-    """The assistant's current backends (core.assistant.pipeline keeps them in these attributes)."""
-    return [getattr(assistant, name, None) for name in ("_answer_backend", "_manager_backend")]
-
-
 class ModelControl(QObject):
     busyStarted = Signal(str)
     busyEnded = Signal(str)
@@ -44,7 +35,7 @@ class ModelControl(QObject):
     def __init__(self, runner: TaskRunner, backend_loader: Callable | None = None, parent=None) -> None:
         super().__init__(parent)
         self.runner = runner
-        self.backend_loader = backend_loader or default_backend_loader
+        self.backend_loader = backend_loader  # None: the ModelSet's own loader
 
     def _progress(self, text: str) -> None:  # model worker
         try:
@@ -80,25 +71,12 @@ class ModelControl(QObject):
         old, new = copy.deepcopy(old), copy.deepcopy(new)  # the window changes them meanwhile
 
         def load():  # model worker
-            loaded = []
-            try:
-                for role in ("answer", "manager"):
-                    spec = effective_spec(new, role)
-                    loaded.append(loader(spec) if spec != effective_spec(old, role) else None)
-            except BaseException:
-                for backend in loaded:
-                    if backend is not None:
-                        backend.close()
-                raise
-            previous = assistant_backends(assistant)
-            assistant.set_backends(answer_backend=loaded[0], manager_backend=loaded[1])
-            current = assistant_backends(assistant)
-            for backend in previous:
-                if backend is not None and all(backend is not c for c in current):
-                    backend.close()
-            return loaded
+            changed = {role: effective_spec(new, role) for role in ("answer", "manager")}
+            changed = {role: spec for role, spec in changed.items() if spec != effective_spec(old, role)}
+            assistant.swap_models(changed, loader=loader)
+            return changed
 
-        def done(_loaded):
+        def done(_changed):
             self.busyEnded.emit("Model changed.")
             self.swapped.emit(None)
 

@@ -62,7 +62,7 @@ class Task:
     finished: bool = False
 
 
-class _Job(QRunnable):
+class _TaskRunnable(QRunnable):
     """Runs one task on a pool thread and posts the outcome back."""
 
     def __init__(self, runner: "TaskRunner", task: Task, fn: Callable, args: tuple, kwargs: dict):
@@ -126,7 +126,7 @@ class TaskRunner(QObject):
             kwargs["cancel"] = task.cancel
         self._pending[task.id] = task
         self.started.emit(task)
-        self._pools[lane].start(_Job(self, task, fn, args, kwargs))
+        self._pools[lane].start(_TaskRunnable(self, task, fn, args, kwargs))
         return task
 
     def busy(self, lane: str | None = None) -> bool:

@@ -11,8 +11,9 @@ A bad line raises ImportFormatError naming the line; nothing is ingested from th
 
 Resuming: `IngestState` keeps, per file content hash, how many turns were processed, in a
 sidecar JSON in the data dir (`ingest_state.json`, written atomically after every turn), so a
-re-run skips the done turns. A turn whose ops were applied just before a crash may be redone
-once; its facts are then duplicates and are skipped by the manager's duplicate check.
+re-run skips the done turns (`SidecarProgress`, the progress store of the one turn loop,
+`core.assistant.turns.run_turns`). A turn whose ops were applied just before a crash may be
+redone once; its facts are then duplicates and are skipped by the manager's duplicate check.
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Sequence
 
-from core.errors import ImportFormatError, InvalidInputError, ModelOutputError
+from core.assistant.turns import TurnOutcome, TurnsReport, run_turns
+from core.errors import ImportFormatError, InvalidInputError
 from core.fileio import atomic_write_json, sha256_file
 from core.types import MemoryChanges
 
@@ -41,12 +43,19 @@ class IngestTurn:
     time: str | None
     turn_id: str
     sample_id: str | None = None
+    dia_id: str | None = None  # LoCoMo's turn id within its sample
+
+
+def locomo_turn(sample_id: str, turn) -> IngestTurn:
+    """One `core.locomo.Turn` of a sample as the manager gets it (the text with any image
+    caption, the session time; turn id `locomo:<sample>/<dia_id>`)."""
+    return IngestTurn(turn.speaker, turn.full_text, turn.time or None, f"locomo:{sample_id}/{turn.dia_id}",
+                      sample_id, turn.dia_id)
 
 
 def turns_from_samples(samples) -> list[IngestTurn]:
     """Turns of parsed `core.locomo.Sample`s, in order."""
-    return [IngestTurn(t.speaker, t.full_text, t.time or None, f"locomo:{s.sample_id}/{t.dia_id}", s.sample_id)
-            for s in samples for t in s.turns]
+    return [locomo_turn(s.sample_id, t) for s in samples for t in s.turns]
 
 
 def _turn_from_obj(obj, where: str, name: str) -> IngestTurn:
@@ -152,40 +161,35 @@ class IngestState:
         atomic_write_json(self.path, self._data)
 
 
-@dataclass
-class IngestReport:
-    total: int = 0
-    skipped: int = 0  # already done in an earlier run
-    processed: int = 0
-    failed: list[str] = field(default_factory=list)
-    changes: MemoryChanges = field(default_factory=MemoryChanges)
+class SidecarProgress:
+    """The `ProgressStore` of `memory-r1 ingest`: turn `index` is done when an earlier run of the
+    same file content (`key`) got past it; every turn rewrites the sidecar entry (`IngestState`)."""
+
+    def __init__(self, state: IngestState, key: str, file: str = "") -> None:
+        self.state, self.key, self.file = state, key, file
+        self._done = state.done(key)
+        self._failed = state.failed(key)
+
+    def is_done(self, index: int, turn) -> bool:
+        return index < self._done
+
+    def record(self, outcome: TurnOutcome) -> None:
+        if outcome.error is not None:
+            self._failed.append(outcome.turn.turn_id)
+        self._done = outcome.index + 1
+        self.state.record(self.key, self.file, self._done, self._failed)
+
+
+IngestReport = TurnsReport  # total, skipped, processed, failed (this run), changes
 
 
 def ingest_turns(manager, turns: Sequence[IngestTurn], *, state: IngestState | None = None,
                  key: str | None = None, file: str = "", on_turn: Callable[[IngestTurn, MemoryChanges | None], None] | None = None
                  ) -> IngestReport:
-    """Run `manager.process_turn` over `turns` in order, skipping those an earlier run did
-    (when `state`/`key` are given) and recording progress after every turn. A turn whose model
-    output fails twice (ModelOutputError) is logged, listed in `failed` and skipped; any other
-    error stops the loop (progress so far is kept)."""
-    report = IngestReport(total=len(turns))
-    start = state.done(key) if state is not None and key else 0
-    failed = state.failed(key) if state is not None and key else []
-    report.skipped = min(start, len(turns))
-    for index in range(report.skipped, len(turns)):
-        turn = turns[index]
-        changes: MemoryChanges | None = None
-        try:
-            changes = manager.process_turn(turn.text, speaker=turn.speaker, time=turn.time,
-                                           turn=turn.turn_id, source=turn.turn_id)
-            report.changes = report.changes.merge(changes)
-        except ModelOutputError as exc:
-            log.error("turn %s skipped: %s; raw=%r", turn.turn_id, exc, exc.raw[:500])
-            failed.append(turn.turn_id)
-            report.failed.append(turn.turn_id)
-        report.processed += 1
-        if state is not None and key:
-            state.record(key, file, index + 1, failed)
-        if on_turn is not None:
-            on_turn(turn, changes)
-    return report
+    """Run `manager.process_turn` over `turns` in order (`core.assistant.turns.run_turns`),
+    skipping those an earlier run did (when `state`/`key` are given) and recording progress
+    after every turn. A turn whose model output fails twice (ModelOutputError) is logged,
+    listed in `failed` and skipped; any other error stops the loop (progress so far is kept)."""
+    progress = SidecarProgress(state, key, file) if state is not None and key else None
+    return run_turns(manager, turns, progress=progress,
+                     on_turn=(lambda o: on_turn(o.turn, o.changes)) if on_turn is not None else None)

@@ -9,8 +9,12 @@ and when both roles share one model object its in-flight generation is cancelled
 after the reply (nothing is written until a turn's single `bank.apply`). The next question sees
 the bank as updated by every turn processed so far.
 
-Explicit commands are handled without the manager: "remember (that) X" adds X (in the third
-person) as a user memory; "forget (about) X" soft-deletes the matching memories (undo works).
+Explicit commands are handled without the manager (core.assistant.commands): "remember (that)
+X" adds X (in the third person) as a user memory; "forget (about) X" soft-deletes the matching
+memories (undo works).
+
+The models are `assistant.models`, a `core.llm.modelset.ModelSet` with the "answer" and
+"manager" roles, which the assistant uses but does not close (its owner does).
 
 Departure (our choice): only the user's messages are given to the manager. The assistant's
 replies are grounded in injected memories, and extracting from them would store those
@@ -20,7 +24,6 @@ memories again (a known Mem0 failure), so they are not treated as a speaker's tu
 from __future__ import annotations
 
 import logging
-import re
 import threading
 from collections import deque
 from dataclasses import dataclass
@@ -28,20 +31,19 @@ from datetime import datetime
 from typing import Callable
 
 from core.agents.answer import AnswerAgent
-from core.config import Settings
-from core.errors import Cancelled, InvalidInputError
 from core.agents.manager import MemoryManager
 from core.agents.prompts import format_time
-from core.types import CancelToken, GenParams, Memory, MemoryChanges, MemoryOp, TurnRef
+from core.assistant.commands import forget, parse_command, remember
+from core.config import Settings
+from core.errors import Cancelled, InvalidInputError
+from core.llm.modelset import ModelSet
+from core.types import CancelToken, GenParams, Memory, MemoryChanges, TurnRef
 
 log = logging.getLogger(__name__)
 
 HISTORY_MESSAGES = 10  # recent chat messages given to the model
 HISTORY_CHARS = 6000
 HISTORY_MESSAGE_CHARS = 1500
-FORGET_MAX = 5
-FORGET_MIN_COSINE = 0.75
-FORGET_MIN_OVERLAP = 0.6
 
 
 @dataclass
@@ -56,105 +58,43 @@ class Reply:
 
 
 @dataclass(frozen=True)
-class _Job:
+class _QueuedTurn:
+    """A user message waiting for the manager thread."""
+
     text: str
     speaker: str
     time: str
     turn: str
 
 
-# --------------------------------------------------------------------------- commands
-
-_REMEMBER = re.compile(r"^\s*(?:please\s+)?(?:remember|memori[sz]e)\s+(?:that\s+)?(?P<x>.+?)[\s.!]*$", re.I | re.S)
-_FORGET = re.compile(r"^\s*(?:please\s+)?forget\s+(?:that\s+|about\s+)?(?P<x>.+?)[\s.!]*$", re.I | re.S)
-_QUESTION_START = re.compile(r"^(when|what|who|how|where|why|if|whether|me|to)\b", re.I)
-_VAGUE = {"it", "that", "this", "everything", "all", "me", "them", "about it", "it all"}
-_MODALS = {"can", "could", "will", "would", "shall", "should", "may", "might", "must", "did", "used",
-           "was", "had", "went", "got", "made", "saw", "bought", "met", "took", "left", "came", "found",
-           "never", "always", "also", "really", "just", "still", "often", "usually", "sometimes"}
-_STOP = {"the", "a", "an", "my", "me", "i", "of", "to", "in", "on", "and", "or", "is", "are", "was",
-         "that", "about", "for", "with", "what", "which", "user", "s"}
-
-
-def parse_command(text: str) -> tuple[str, str] | None:
-    """("remember" | "forget", argument) for an explicit memory command, else None.
-
-    >>> parse_command("Remember that my cat is called Tom."), parse_command("remember when we met?")
-    (('remember', 'my cat is called Tom'), None)
-    >>> parse_command("forget about my old job"), parse_command("forget it")
-    (('forget', 'my old job'), None)
-    """
-    if text.rstrip().endswith("?") or len(text) > 2000:
-        return None
-    for name, pattern in (("remember", _REMEMBER), ("forget", _FORGET)):
-        m = pattern.match(text)
-        if m:
-            arg = m.group("x").strip()
-            if not arg or arg.lower() in _VAGUE or _QUESTION_START.match(arg):
-                return None
-            return name, arg
-    return None
-
-
-def _third_person_verb(word: str) -> str:
-    low = word.lower()
-    if low in _MODALS or low.endswith("ed"):
-        return word
-    irregular = {"am": "is", "have": "has", "do": "does", "go": "goes", "'m": "is", "'ve": "has"}
-    if low in irregular:
-        return irregular[low]
-    if re.search(r"[^aeiou]y$", low):
-        return word[:-1] + "ies"
-    if re.search(r"(s|sh|ch|x|z|o)$", low):
-        return word + "es"
-    return word + "s"
-
-
-def third_person(text: str, name: str) -> str:
-    """A first-person statement rewritten about `name` (a small deterministic rewrite).
-
-    >>> third_person("I love hiking and my dog loves it too", "Ann")
-    "Ann loves hiking and Ann's dog loves it too"
-    >>> third_person("I'm allergic to nuts", "Ann"), third_person("I moved to Oslo", "Ann")
-    ('Ann is allergic to nuts', 'Ann moved to Oslo')
-    """
-    out = re.sub(r"\bI(?:'m| am)\b", f"{name} is", text)
-    out = re.sub(r"\bI(?:'ve| have)\b", f"{name} has", out)
-    out = re.sub(r"\bI\s+(\w+)", lambda m: f"{name} {_third_person_verb(m.group(1))}", out)
-    out = re.sub(r"\bI\b", name, out)
-    out = re.sub(r"\b[Mm]y\b", f"{name}'s", out)
-    out = re.sub(r"\b(?:me|myself)\b", name, out)
-    out = out[0].upper() + out[1:] if out else out
-    return out
-
-
-def _words(text: str) -> set[str]:
-    return {w.removesuffix("'s").rstrip("s") or w for w in re.findall(r"[\w']+", text.lower())} - _STOP
-
-
-# --------------------------------------------------------------------------- the assistant
-
-
 class Assistant:
     """The chat assistant: answer agent + background memory manager over one `MemoryBank`.
 
+    The models: `models` (a ModelSet with "answer" and "manager" roles, loaded: a role loaded
+    lazily would load on the reply thread), or the two backends, adopted into
+    `ModelSet.of(answer=..., manager=...)` (no `manager_backend`: the answer backend does
+    both). Raises TypeError for neither or both.
+
     Thread contract: `reply`/`regenerate` from one caller thread at a time; listeners are
     called from the manager thread; `close()` stops that thread but does not close the bank
-    or the backends.
+    or the models.
     """
 
-    def __init__(self, bank, answer_backend, manager_backend=None, *, settings: Settings | None = None,
-                 user_name: str = "User", assistant_name: str = "Assistant") -> None:
+    def __init__(self, bank, answer_backend=None, manager_backend=None, *, models: ModelSet | None = None,
+                 settings: Settings | None = None, user_name: str = "User",
+                 assistant_name: str = "Assistant") -> None:
+        if (models is None) == (answer_backend is None) or (models is not None and manager_backend is not None):
+            raise TypeError("Assistant takes either `models` or the backends")
         self.bank = bank
         self.settings = settings or Settings()
         self.user_name = user_name
         self.assistant_name = assistant_name
-        self._answer_backend = answer_backend
-        self._manager_backend = manager_backend or answer_backend
+        self.models = models or ModelSet.of(answer=answer_backend, manager=manager_backend or answer_backend)
         self._cond = threading.Condition()
-        self._queue: deque[_Job] = deque()
+        self._queue: deque[_QueuedTurn] = deque()
         self._replying = 0
         self._running: CancelToken | None = None  # the in-flight manager turn's token
+        self._running_on = None  # the backend that turn runs on
         self._stopping = False
         self._memory_listeners: list[Callable[[MemoryChanges, str], None]] = []
         self._error_listeners: list[Callable[[Exception], None]] = []
@@ -179,7 +119,7 @@ class Assistant:
 
     # --- the manager thread -----------------------------------------------------------
     def _shared(self) -> bool:
-        return self._manager_backend is self._answer_backend
+        return self.models.manager is self.models.answer
 
     def _worker(self) -> None:
         while True:
@@ -189,14 +129,15 @@ class Assistant:
                     return
                 job = self._queue[0]
                 token = self._running = CancelToken()
-                manager = MemoryManager(self.bank, self._manager_backend)
+                self._running_on = self.models.manager
+                manager = MemoryManager(self.bank, self._running_on)
             changes: MemoryChanges | None = None
             try:
                 changes = manager.process_turn(job.text, speaker=job.speaker, time=job.time,
                                                turn=job.turn, source=job.turn, cancel=token)
             except Cancelled:
                 with self._cond:
-                    self._running = None
+                    self._running = self._running_on = None
                     self._cond.notify_all()
                 log.info("manager turn %s pre-empted; it will run again", job.turn)
                 continue
@@ -208,10 +149,10 @@ class Assistant:
             with self._cond:
                 if self._queue and self._queue[0] is job:
                     self._queue.popleft()
-                self._running = None
+                self._running = self._running_on = None
                 self._cond.notify_all()
 
-    def _enqueue(self, job: _Job) -> None:
+    def _enqueue(self, job: _QueuedTurn) -> None:
         with self._cond:
             if self._stopping:
                 log.warning("assistant closed: turn %s not given to the manager", job.turn)
@@ -239,18 +180,31 @@ class Assistant:
         with self._cond:
             return len(self._queue)
 
-    def set_backends(self, answer_backend=None, manager_backend=None) -> None:
-        """Swap models; None keeps that role's backend. Returns once no manager call uses a
-        replaced backend (an in-flight turn is cancelled and redone with the new one), so the
-        caller may then close the old backend. Call from the thread that calls `reply`."""
+    def set_backends(self, answer_backend=None, manager_backend=None) -> list:
+        """Put loaded backends in place (None keeps that role's; `models` owns them from now
+        on). Returns once no manager call uses a replaced backend (an in-flight turn is
+        cancelled and redone with the new one), with the replaced backends no role uses any
+        more, which the caller may then close. Call from the thread that calls `reply`."""
+        new = {role: b for role, b in (("answer", answer_backend), ("manager", manager_backend)) if b is not None}
+        return self.models.replace(new, release=self._release)
+
+    def swap_models(self, specs, *, loader=None) -> None:
+        """Load `specs` ({"answer"/"manager": ModelSpec}) and swap them in once all loaded
+        (`ModelSet.swap`); the replaced backends are closed once no manager call uses them.
+        Raises ModelLoadError (the current models stay). Call from the thread that calls `reply`."""
+        self.models.swap(specs, loader=loader, release=self._release)
+
+    def _release(self, replaced: list) -> None:
+        """Return once the manager thread runs on none of `replaced` (cancelling a turn that
+        does: it runs again on the new backend)."""
+        def free() -> bool:
+            return self._running is None or all(self._running_on is not b for b in replaced)
+
         with self._cond:
-            if answer_backend is not None:
-                self._answer_backend = answer_backend
-            if manager_backend is not None:
-                self._manager_backend = manager_backend
-                if self._running is not None:
-                    self._running.cancel()
-            self._cond.wait_for(lambda: self._running is None or manager_backend is None, timeout=60)
+            if not free():
+                self._running.cancel()
+            if not self._cond.wait_for(free, timeout=60):
+                log.warning("a manager turn still used a replaced model after 60 s")
 
     def close(self, *, drain_timeout: float = 0.0) -> None:
         """Stop the manager thread: wait up to `drain_timeout` s for queued turns, then abandon
@@ -269,7 +223,7 @@ class Assistant:
 
     # --- replies ----------------------------------------------------------------------
     def _agent(self) -> AnswerAgent:
-        return AnswerAgent(self.bank, self._answer_backend)
+        return AnswerAgent(self.bank, self.models.answer)
 
     def _history(self, conversation_id: int, before_id: int) -> list[tuple[str, str]]:
         recent = self.bank.chats.messages(conversation_id, limit=HISTORY_MESSAGES + 2)
@@ -300,7 +254,7 @@ class Assistant:
                 on_token(reply.text)
             return reply
         use_memory = not temporary and not self.settings.memory_paused
-        job = _Job(text, self.user_name, format_time(datetime.now()), str(TurnRef.chat(conversation_id, user_msg.id)))
+        job = _QueuedTurn(text, self.user_name, format_time(datetime.now()), str(TurnRef.chat(conversation_id, user_msg.id)))
         return self._generate(conversation_id, user_msg, on_token, cancel, temporary=temporary,
                               job=job if use_memory else None)
 
@@ -325,7 +279,7 @@ class Assistant:
         seconds), and small models get confused by unrelated memories."""
         return float(self.bank.embedder.chat_min_score)
 
-    def _generate(self, conversation_id, user_msg, on_token, cancel, *, temporary: bool, job: _Job | None,
+    def _generate(self, conversation_id, user_msg, on_token, cancel, *, temporary: bool, job: _QueuedTurn | None,
                   replace=None) -> Reply:
         agent = self._agent()
         self._begin_reply()
@@ -359,38 +313,11 @@ class Assistant:
         elif self.settings.memory_paused:
             text = "Memory is paused, so I didn't change any memories."
         elif name == "remember":
-            text, changes = self._remember(arg, turn)
+            text, changes = remember(self.bank, arg, user_name=self.user_name, turn=turn)
         else:
-            text, changes = self._forget(arg, turn)
+            text, changes = forget(self.bank, arg, user_name=self.user_name, turn=turn)
         meta = {"command": name, "temporary": temporary,
                 "changes": {"added": [m.id for m in changes.added] if changes else [],
                             "deleted": [m.id for m in changes.deleted] if changes else []}}
         msg = self.bank.chats.add_message(conversation_id, "assistant", text, meta=meta)
         return Reply(text, msg.id, user_msg.id, [], [], False, changes)
-
-    def _remember(self, arg: str, turn: str) -> tuple[str, MemoryChanges]:
-        fact = third_person(arg, self.user_name)
-        dup = self.bank.find_duplicate(fact, speaker=self.user_name)
-        if dup is not None:
-            return f"I already remember that: {dup.text}", MemoryChanges()
-        op = MemoryOp("ADD", text=fact, speaker=self.user_name, observed_at=format_time(datetime.now()), source=turn)
-        changes = self.bank.apply([op], actor="user", turn=turn)
-        return f"OK, I'll remember that: {fact}", changes
-
-    def _forget(self, arg: str, turn: str) -> tuple[str, MemoryChanges]:
-        target = third_person(arg, self.user_name)
-        vec = self.bank.embed([target])[0]
-        words = _words(target)
-        matches: list[Memory] = []
-        for hit in self.bank.search_by_vector(vec, k=10):
-            mem = hit.memory
-            overlap = len(words & _words(mem.text)) / len(words) if words else 0.0
-            if mem.status == "active" and (hit.score >= FORGET_MIN_COSINE or overlap >= FORGET_MIN_OVERLAP):
-                matches.append(mem)
-        matches = matches[:FORGET_MAX]
-        if not matches:
-            return f"I couldn't find a memory about \u201c{arg}\u201d.", MemoryChanges()
-        ops = [MemoryOp("DELETE", memory_id=m.id, old_text=m.text) for m in matches]
-        changes = self.bank.apply(ops, actor="user", turn=turn)
-        listing = "\n".join(f"- {m.text}" for m in matches)
-        return f"Forgotten (undo is in the memory history):\n{listing}", changes

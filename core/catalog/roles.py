@@ -124,7 +124,9 @@ def adapters_for(base_path: str | os.PathLike, base_sha256: str | None,
     return found
 
 
-def _spec(settings: Settings, role: str) -> ModelSpec:
+def role_spec(settings: Settings, role: str) -> ModelSpec:
+    """The settings' own ModelSpec for `role` (the object itself, not a copy). Raises
+    InvalidInputError for an unknown role."""
     if role not in _ROLE_FIELD:
         raise InvalidInputError(f"Unknown role {role!r}; use one of: {', '.join(ROLES)}.")
     return getattr(settings, _ROLE_FIELD[role])
@@ -139,7 +141,7 @@ def assign_role(settings: Settings, role: str, model_path: str | os.PathLike | N
     (nothing is changed then). A model change drops the role's old adapter. Returns
     `settings`, changed in place; the caller saves them.
     """
-    spec = _spec(settings, role)
+    spec = role_spec(settings, role)
     if adapter is not None:
         check = check_adapter(adapter, model_path or "", model_sha256)
         if not check.ok:
@@ -159,7 +161,7 @@ def release_model(settings: Settings, model_path: str | os.PathLike) -> list[str
     target = os.path.realpath(model_path)
     released = []
     for role in ROLES:
-        spec = _spec(settings, role)
+        spec = role_spec(settings, role)
         if spec.path and os.path.realpath(spec.path) == target:
             spec.path, spec.adapter = None, None
             released.append(role)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from core.config import ModelSpec, Settings
 from core.errors import InvalidInputError, UserError
-from core.catalog.roles import ROLES, _spec, check_adapter, read_adapter_meta
+from core.catalog.roles import ROLES, check_adapter, read_adapter_meta, role_spec
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ def effective_spec(settings: Settings, role: str) -> ModelSpec:
     """The ModelSpec to load for `role` ("answer" or "manager"): a copy of the settings' spec
     with the shipped adapter filled in as `with_shipped_adapter` decides, when
     `settings.use_shipped_adapters` is on. Settings are not changed."""
-    return with_shipped_adapter(_spec(settings, role), role, settings.use_shipped_adapters)
+    return with_shipped_adapter(role_spec(settings, role), role, settings.use_shipped_adapters)
 
 
 def is_shipped(adapter: str | os.PathLike | None) -> bool:

@@ -15,8 +15,8 @@ dia_ids) for a training question of categories 1-4:
   aliases, so the reward function can score it).
 
 `build_states` makes ONE pass over the conversation with `core.agents.manager.MemoryManager` (the app's
-code, `process_turn` per turn, like the evaluation's ingestion), snapshotting the bank when it
-reaches an evidence turn. The turn's facts and shown memories are computed first with the
+code, `process_turn` per turn, through the same loop as the evaluation's ingestion,
+`core.assistant.turns.run_turns`), snapshotting the bank when it reaches an evidence turn. The turn's facts and shown memories are computed first with the
 manager's own `extract` / `related`; a replaying backend (`_ReplayBackend`) then hands the
 same generations to `process_turn`, so each model call runs once. The pass is cached on disk
 and resumable (`<dir>/bank.sqlite3`, `progress.jsonl`, `states.jsonl`, `vectors.npy`).
@@ -38,7 +38,6 @@ import json
 import logging
 import os
 import re
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -355,8 +354,9 @@ def build_states(sample: Sample, folder: str | os.PathLike, embedder, backend_fa
     `max_states`-th one). Returns the states (vector table attached) and a report.
     """
     from core.agents.manager import MemoryManager
+    from core.assistant.ingest import locomo_turn
+    from core.assistant.turns import JsonlProgress, remaining, run_turns
     from core.memory import MemoryBank
-
 
     folder = Path(folder)
     ev = evidence_map(sample, max_sessions)
@@ -367,26 +367,32 @@ def build_states(sample: Sample, folder: str | os.PathLike, embedder, backend_fa
         last = hits[-1] if hits else -1
     turns = turns[:last + 1]
     report = BuildReport()
+    items = [locomo_turn(sample.sample_id, t) for t in turns]
     with folder_lock(folder):
-        done = _read_progress(folder / "progress.jsonl")
+        checkpoint = JsonlProgress(folder / "progress.jsonl", key_of=lambda t: t.dia_id, record_of=_progress_record)
         meta = _read_meta(folder)
         table = _VectorTable(meta["dim"] if meta else int(embedder.dim), *_load_table(folder))
-        todo = [t for t in turns if t.dia_id not in done]
+        todo = remaining(items, checkpoint)
         if todo:
             caching = embedder if isinstance(embedder, CachingEmbedder) else CachingEmbedder(embedder)
             replay = _ReplayBackend(backend_factory())
             bank = MemoryBank(folder / "bank.sqlite3", caching)
+            bar = _bar(len(items), len(items) - todo, sample.sample_id, progress)
             try:
                 manager = MemoryManager(bank, replay, config=manager_config)
-                _roll_back_unfinished(bank, f"locomo:{sample.sample_id}/{todo[0].dia_id}")
-                bar = _bar(todo, len(turns), len(turns) - len(todo), sample.sample_id, progress)
-                for turn in bar:
-                    _one_turn(sample, turn, ev.get(turn.dia_id), manager, replay, table, caching, folder)
+                first = next(t for i, t in enumerate(items) if not checkpoint.is_done(i, t))
+                _roll_back_unfinished(bank, first.turn_id)
+                recorder = _StateRecorder(sample, turns, ev, manager, replay, table, caching, folder)
+                run_turns(manager, items, progress=checkpoint, before_turn=recorder.before_turn,
+                          after_turn=recorder.after_turn,
+                          on_turn=(lambda _outcome: bar.update(1)) if bar is not None else None)
             finally:
+                if bar is not None:
+                    bar.close()
                 bank.close()
                 replay.close()
             _save_table(folder, table)
-        records = _read_progress(folder / "progress.jsonl")
+        records = {r["dia_id"]: r for r in checkpoint.records()}
         _write_meta(folder, sample, embedder, table.dim, max_sessions, max_states, len(turns))
     states = load_states(folder)
     for r in records.values():
@@ -399,12 +405,12 @@ def build_states(sample: Sample, folder: str | os.PathLike, embedder, backend_fa
     return states, report
 
 
-def _bar(items, total, initial, name, enabled):
+def _bar(total, initial, name, enabled):
     if not enabled:
-        return items
+        return None
     from tqdm import tqdm
 
-    return tqdm(items, total=total, initial=initial, desc=f"states {name}", unit="turn", dynamic_ncols=True)
+    return tqdm(total=total, initial=initial, desc=f"states {name}", unit="turn", dynamic_ncols=True)
 
 
 def _roll_back_unfinished(bank, source: str) -> None:
@@ -418,31 +424,44 @@ def _roll_back_unfinished(bank, source: str) -> None:
         bank.undo(actor="import")
 
 
-def _one_turn(sample, turn, qas, manager, replay, table, embedder, folder: Path) -> None:
-    start = time.perf_counter()
-    replay.forget()
-    state = None
-    if qas:
-        plan = plan_state(manager, turn)
-        state = _make_state(sample, turn, qas, plan, _snapshot(manager.bank, table, embedder))
-    source = f"locomo:{sample.sample_id}/{turn.dia_id}"
-    rec = {"dia_id": turn.dia_id, "error": None, **dict.fromkeys(OP_EVENTS, 0)}
-    try:
-        ch = manager.process_turn(turn.full_text, speaker=turn.speaker, time=turn.time or None,
-                                  turn=source, source=source)
-        rec.update(ADD=len(ch.added), UPDATE=len(ch.updated), DELETE=len(ch.deleted), NOOP=int(ch.noops))
-        if state is not None:
-            state.app_decision = decision_from_changes(ch, state)
-    except ModelOutputError as exc:
-        log.error("turn %s skipped: %s", source, exc)
-        rec["error"] = str(exc)[:300]
-    if state is not None:
-        state.app_ops = {e: rec[e] for e in OP_EVENTS}
-        append_jsonl(folder / "states.jsonl", state.to_json())
-        _save_table(folder, table)  # the state's rows must exist before its progress line
-    rec["seconds"] = round(time.perf_counter() - start, 4)
-    rec["state"] = state is not None
-    append_jsonl(folder / "progress.jsonl", rec)
+class _StateRecorder:
+    """The turn loop's hooks that make the states: before an evidence turn, its state is planned
+    over the bank as it stands (and the replaying backend keeps those generations for the
+    app's `process_turn`); after the turn, what the app applied is written into the state and
+    the state saved, before the turn's progress line."""
+
+    def __init__(self, sample: Sample, turns: Sequence[Turn], ev: dict, manager, replay, table, embedder,
+                 folder: Path) -> None:
+        self.sample, self.ev, self.manager, self.replay = sample, ev, manager, replay
+        self.table, self.embedder, self.folder = table, embedder, folder
+        self.by_dia = {t.dia_id: t for t in turns}
+
+    def before_turn(self, item) -> ManagerState | None:
+        self.replay.forget()
+        qas = self.ev.get(item.dia_id)
+        if not qas:
+            return None
+        turn = self.by_dia[item.dia_id]
+        plan = plan_state(self.manager, turn)
+        return _make_state(self.sample, turn, qas, plan, _snapshot(self.manager.bank, self.table, self.embedder))
+
+    def after_turn(self, outcome) -> None:
+        state = outcome.prepared
+        if state is None:
+            return
+        if outcome.changes is not None:
+            state.app_decision = decision_from_changes(outcome.changes, state)
+        state.app_ops = outcome.op_counts()
+        append_jsonl(self.folder / "states.jsonl", state.to_json())
+        _save_table(self.folder, self.table)  # the state's rows must exist before its progress line
+
+
+def _progress_record(outcome) -> dict:
+    """One `progress.jsonl` line: the turn, the model error (or None), op counts, time, and
+    whether it made a state."""
+    return {"dia_id": outcome.turn.dia_id,
+            "error": str(outcome.error)[:300] if outcome.error is not None else None,
+            **outcome.op_counts(), "seconds": outcome.seconds, "state": outcome.prepared is not None}
 
 
 # --------------------------------------------------------------------------- files

@@ -35,6 +35,7 @@ from core.agents import prompts
 from core.fileio import append_jsonl, read_jsonl
 from core.config import ModelSpec
 from core.errors import InvalidInputError, ModelOutputError
+from core.llm.modelset import ModelSet
 from core.locomo import CATEGORY_NAMES, PAPER_CATEGORY_NAMES, Sample, load_locomo
 from core.types import ChatBackend, Embedder
 
@@ -85,66 +86,58 @@ class EvalConfig:
 
 
 class Components:
-    """The models and the embedder, created on first use (tests pass fakes in).
+    """The models (a `core.llm.modelset.ModelSet`, each role loaded on first use and closed
+    by `close()`) and the embedder; tests pass fakes in.
 
-    `answer`, `manager`, `judge`, `manager_decide` (a second manager instance for the decision
-    step; optional): zero-argument factories returning a `ChatBackend`; each is called at most
-    once. `ids`: the fingerprints that key the caches and guard resumption
-    (`manager`, `answer`, `judge`, `embedder`).
+    Either `models` or the zero-argument factories `answer`, `manager`, `judge` and
+    `manager_decide` (a second manager instance for the decision step; optional), each called
+    at most once until `close()`. `ids`: the fingerprints that key the caches and guard
+    resumption (`manager`, `answer`, `judge`, `embedder`).
     """
 
-    def __init__(self, embedder: Embedder, *, answer: Callable[[], ChatBackend],
-                 manager: Callable[[], ChatBackend], judge: Callable[[], ChatBackend] | None = None,
-                 ids: dict | None = None, manager_decide: Callable[[], ChatBackend] | None = None) -> None:
+    def __init__(self, embedder: Embedder, *, answer: Callable[[], ChatBackend] | None = None,
+                 manager: Callable[[], ChatBackend] | None = None, judge: Callable[[], ChatBackend] | None = None,
+                 ids: dict | None = None, manager_decide: Callable[[], ChatBackend] | None = None,
+                 models: ModelSet | None = None) -> None:
         self.embedder = embedder
-        self._factories = {"answer": answer, "manager": manager, "judge": judge, "manager_decide": manager_decide}
-        self._made: dict[str, ChatBackend] = {}
+        self.models = models or ModelSet.lazy(answer=answer, manager=manager, judge=judge, decide=manager_decide)
         self.ids = {"embedder": embedder.name, **(ids or {})}
 
     def backend(self, role: str) -> ChatBackend:
-        if role not in self._made:
-            factory = self._factories.get(role)
-            if factory is None:
-                raise InvalidInputError(f"No {role} model configured.")
-            self._made[role] = factory()
-        return self._made[role]
+        """The role's backend ("answer", "manager", "decide", "judge"), loaded on first use.
+        Raises InvalidInputError for a role with no model."""
+        return self.models.get(role)
 
     def has(self, role: str) -> bool:
-        return self._factories.get(role) is not None
+        return self.models.has(role)
 
     def memory_bank(self, sample: Sample, folder: Path, *, max_sessions: int | None,
                     progress: bool) -> BankHandle:
         """The sample's Memory-Manager bank in `folder` (cached; built with the manager, and
         the second manager instance for decisions when there is one)."""
-        decide = (lambda: self.backend("manager_decide")) if self.has("manager_decide") else None
-        return ingest_memory_bank(sample, folder, self.embedder, lambda: self.backend("manager"),
+        decide = (lambda: self.models.get("decide")) if self.models.has("decide") else None
+        return ingest_memory_bank(sample, folder, self.embedder, lambda: self.models.get("manager"),
                                   max_sessions=max_sessions, progress=progress, decide_backend=decide)
 
     def close(self) -> None:
-        for b in self._made.values():
-            try:
-                b.close()
-            except Exception:  # closing is best effort
-                log.debug("closing a backend failed", exc_info=True)
-        self._made.clear()
+        """Close every loaded backend (best effort); a later use loads it again."""
+        self.models.close()
 
     @classmethod
     def load(cls, config: EvalConfig) -> "Components":
         """Real components: llama.cpp backends (lazy) and the embedded MiniLM embedder."""
         from core.embeddings import default_embedder
-        from core.llm.runtime import load_backend
 
         from training.models import model_id
 
         ids = {"manager": model_id(config.manager_model), "answer": model_id(config.answer_model)}
-        judge = None
+        judge_spec = None
         if config.judge_model:
             judge_spec = ModelSpec(path=config.judge_model, n_ctx=config.answer_model.n_ctx)
             ids["judge"] = model_id(judge_spec)
-            judge = lambda: load_backend(judge_spec)  # noqa: E731
-        return cls(default_embedder(), answer=lambda: load_backend(config.answer_model),
-                   manager=lambda: load_backend(config.manager_model), judge=judge, ids=ids,
-                   manager_decide=lambda: load_backend(config.manager_model))
+        models = ModelSet.from_specs({"answer": config.answer_model, "manager": config.manager_model,
+                                      "decide": config.manager_model, "judge": judge_spec})
+        return cls(default_embedder(), models=models, ids=ids)
 
 
 # --- output folders and resumption ------------------------------------------------------------

@@ -39,7 +39,7 @@ from typing import Callable, Sequence
 
 from core.agents import prompts
 from core.errors import InvalidInputError, ModelOutputError
-from core.fileio import append_jsonl, folder_lock, read_jsonl
+from core.fileio import folder_lock
 from core.locomo import QA, Sample, Turn
 from core.types import OP_EVENTS, ChatBackend, GenParams, Memory, MemoryOp
 
@@ -91,67 +91,66 @@ def _open_bank(folder: Path, embedder):
     return MemoryBank(folder / "bank.sqlite3", embedder)
 
 
-def _progress(iterable, *, total: int, desc: str, enabled: bool, initial: int = 0):
+def _bar(*, total: int, desc: str, enabled: bool, initial: int = 0):
+    """A tqdm bar over turns, or None when progress is off."""
     if not enabled:
-        return iterable
+        return None
     from tqdm import tqdm
 
-    return tqdm(iterable, total=total, desc=desc, unit="turn", initial=initial, dynamic_ncols=True)
+    return tqdm(total=total, desc=desc, unit="turn", initial=initial, dynamic_ncols=True)
 
 
 def ingest_memory_bank(sample: Sample, folder: Path, embedder, manager_backend: Callable[[], ChatBackend],
                        *, max_sessions: int | None, progress: bool = False,
                        decide_backend: Callable[[], ChatBackend] | None = None) -> BankHandle:
-    """The sample's Memory-Manager bank in `folder`: reused when complete, else built or resumed.
+    """The sample's Memory-Manager bank in `folder`: reused when complete, else built or resumed
+    (the one turn loop, `core.assistant.turns.run_turns`, checkpointing to `turns.jsonl`).
 
     `manager_backend` (and `decide_backend`, an optional second instance of the same model for
     the per-fact decisions, so the extraction prompt's cached prefix is not evicted: about half
     the time per turn, benchmarks/agents.py) is called only when some turn still has to be
-    processed (a cached bank needs no model). A turn whose model output fails twice (ModelOutputError) is recorded as a
-    failure and skipped; any other error stops ingestion with the progress kept.
+    processed (a cached bank needs no model). A turn whose model output fails twice
+    (ModelOutputError) is recorded as a failure and skipped; any other error stops ingestion
+    with the progress kept.
     """
     from core.agents.manager import MemoryManager
+    from core.assistant.ingest import locomo_turn
+    from core.assistant.turns import JsonlProgress, remaining, run_turns
 
     with folder_lock(folder):
-        turns = sample.turns_upto(max_sessions)
-        log_path = folder / "turns.jsonl"
+        turns = [locomo_turn(sample.sample_id, t) for t in sample.turns_upto(max_sessions)]
         done_path = folder / "done.json"
         bank = _open_bank(folder, embedder)
+        bar = None
         try:
             cached = done_path.exists()
-            done = {r["dia_id"] for r in read_jsonl(log_path)}
-            todo = [t for t in turns if t.dia_id not in done]
+            checkpoint = JsonlProgress(folder / "turns.jsonl", key_of=lambda t: t.dia_id, record_of=_ingest_record)
+            todo = remaining(turns, checkpoint)
             if todo and not cached:
                 manager = MemoryManager(bank, manager_backend(),
                                         decide_backend=decide_backend() if decide_backend else None)
-                bar = _progress(todo, total=len(turns), initial=len(turns) - len(todo),
-                                desc=f"ingest {sample.sample_id}", enabled=progress)
-                for turn in bar:
-                    append_jsonl(log_path, _ingest_turn(manager, sample, turn))
-            records = read_jsonl(log_path)
-            stats = _ingest_stats(records, bank, cached=cached)
+                bar = _bar(total=len(turns), initial=len(turns) - todo, desc=f"ingest {sample.sample_id}",
+                           enabled=progress)
+                run_turns(manager, turns, progress=checkpoint,
+                          on_turn=(lambda _outcome: bar.update(1)) if bar is not None else None)
+            stats = _ingest_stats(checkpoint.records(), bank, cached=cached)
             if not cached:
                 done_path.write_text(json.dumps(stats, indent=1), encoding="utf-8")
         except BaseException:
             bank.close()
             raise
+        finally:
+            if bar is not None:
+                bar.close()
     return BankHandle(bank, stats, folder)
 
 
-def _ingest_turn(manager, sample: Sample, turn: Turn) -> dict:
-    source = f"locomo:{sample.sample_id}/{turn.dia_id}"
-    start = time.perf_counter()
-    rec = {"dia_id": turn.dia_id, "speaker": turn.speaker, **dict.fromkeys(OP_EVENTS, 0),
-           "error": None}
-    try:
-        ch = manager.process_turn(turn.full_text, speaker=turn.speaker, time=turn.time or None,
-                                  turn=source, source=source)
-        rec.update(ADD=len(ch.added), UPDATE=len(ch.updated), DELETE=len(ch.deleted), NOOP=int(ch.noops))
-    except ModelOutputError as exc:
-        log.error("turn %s skipped: %s; raw=%r", source, exc, exc.raw[:500])
-        rec["error"] = str(exc)[:500]
-    rec["seconds"] = round(time.perf_counter() - start, 4)
-    return rec
+def _ingest_record(outcome) -> dict:
+    """One `turns.jsonl` line: the turn, its op counts, the model error (or None), its time."""
+    turn = outcome.turn
+    return {"dia_id": turn.dia_id, "speaker": turn.speaker, **outcome.op_counts(),
+            "error": str(outcome.error)[:500] if outcome.error is not None else None,
+            "seconds": outcome.seconds}
 
 
 def _ingest_stats(records: Sequence[dict], bank, *, cached: bool) -> dict:

@@ -33,8 +33,8 @@ def test_chat_with_the_embedded_model(qtbot, bank, data_home):
     finally:
         window.close()
         qtbot.waitUntil(lambda: not window.isVisible(), timeout=60_000)
-        from app.gui.app import _shutdown
+        from app.gui.app import shutdown_window
 
-        _shutdown(window)
+        shutdown_window(window)
         window.deleteLater()
         qtbot.wait(1)

@@ -78,7 +78,7 @@ def test_bad_gguf_is_reported_and_the_old_model_stays(qtbot, make_window, answer
     box = _visible(window, "userError")[0]
     assert "broken.gguf" in box.text()
     box.close()
-    assert window.assistant._answer_backend is answer_backend and not answer_backend.closed
+    assert window.assistant.models.answer is answer_backend and not answer_backend.closed
     saved = Settings.load(data_home / "settings.json")
     assert saved.answer_model.path is None and saved.temperature == 0.5  # the rest was saved
     assert window.settings.answer_model.path is None
@@ -103,8 +103,8 @@ def test_a_good_model_is_swapped_in_and_the_old_one_closed(qtbot, make_window, a
         dialog._ok()
     assert blocker.args == ["ok"]
     assert [s.path for s in loaded] == [str(tmp_path / "better.gguf")]
-    assert window.assistant._answer_backend is new_backend and answer_backend.closed
-    assert window.assistant._manager_backend is manager_backend and not manager_backend.closed
+    assert window.assistant.models.answer is new_backend and answer_backend.closed
+    assert window.assistant.models.manager is manager_backend and not manager_backend.closed
     assert Settings.load(data_home / "settings.json").answer_model.path == str(tmp_path / "better.gguf")
     assert "better.gguf" in window.model_label.text()
     with qtbot.waitSignal(window.replyFinished, timeout=10_000) as reply:
@@ -173,6 +173,33 @@ def test_a_failed_first_load_is_reported_and_settings_can_fix_it(qtbot, bank, da
         window.apply_settings(fixed)
     assert calls == ["/missing.gguf", None]
     assert not window.chat.input.isReadOnly()
+    _close(qtbot, window)
+
+
+def test_a_corrupt_custom_model_at_startup_falls_back_to_the_embedded_one(qtbot, bank, data_home, tmp_path, caplog):
+    from app.gui.app import make_assistant_factory
+    from core.llm.runtime import load_backend
+
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"this is not a GGUF file" * 100)
+    embedded = []
+
+    def loader(spec):  # the real runtime refuses the corrupt file; the embedded model is a fake
+        if spec.path:
+            return load_backend(spec)
+        embedded.append(FakeBackend(default="hi"))
+        return embedded[-1]
+
+    settings = Settings(welcome_shown=True, answer_model=ModelSpec(path=str(bad)), use_shipped_adapters=False)
+    window = _window_with_factory(qtbot, bank, data_home, make_assistant_factory(bank, loader=loader), settings)
+    with qtbot.waitSignal(window.assistantReady, timeout=10_000):
+        pass
+    models = window.assistant.models
+    assert models.answer is embedded[0] and models.manager is embedded[1]
+    assert models.spec("answer").path is None
+    assert any("broken.gguf" in r.getMessage() and "Using the embedded model for the answer instead" in r.getMessage()
+               for r in caplog.records)
+    assert window.errors == []
     _close(qtbot, window)
 
 

@@ -83,9 +83,10 @@ def test_the_memory_manager_thread_runs_at_lower_priority(bank):
     from app.gui.app import MANAGER_NICE, build_assistant
     from core.config import Settings
     from core.fakes import FakeBackend
+    from core.llm.modelset import ModelSet
 
     base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-    assistant = build_assistant(bank, FakeBackend(), FakeBackend(), Settings())
+    assistant = build_assistant(bank, ModelSet.of(answer=FakeBackend(), manager=FakeBackend()), Settings())
     try:
         manager = [t for t in threading.enumerate() if t.name == "memory-manager" and t.is_alive()][-1]
         assert os.getpriority(os.PRIO_PROCESS, manager.native_id) == max(base, MANAGER_NICE)

@@ -15,7 +15,8 @@ from core.config import Settings
 from core.errors import InvalidInputError, ModelOutputError, NotFoundError
 from core.fakes import FakeBackend, HashEmbedder, is_extraction, router as route
 from core.memory import MemoryBank
-from core.assistant.pipeline import Assistant, parse_command, third_person
+from core.assistant.commands import parse_command, third_person
+from core.assistant.pipeline import Assistant
 from core.types import CancelToken
 
 FACTS_CAT = json.dumps({"facts": ["Ann has a cat named Tom."]})

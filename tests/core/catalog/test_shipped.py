@@ -129,20 +129,23 @@ def test_cli_specs_use_shipped_adapters_unless_told_not_to(assets, data_home):
 
 def test_gui_load_drops_a_shipped_adapter_that_fails(assets, monkeypatch):
     import core.llm.runtime
-    from app.gui.app import _load_role
+    from core.fakes import FakeBackend
+    from core.llm.modelset import ModelSet
 
     adapter = ship(assets, "answer", "broken")
     tried = []
+    backend = FakeBackend()
 
     def load(spec):
         tried.append(spec)
         if spec.adapter:
             raise ModelLoadError("broken.gguf is not a LoRA adapter GGUF.")
-        return "backend"
+        return backend
 
     monkeypatch.setattr(core.llm.runtime, "load_backend", load)
     progress = []
-    assert _load_role(Settings(), "answer", "answer", progress.append) == "backend"
+    models = ModelSet.for_settings(Settings(), roles=("answer",)).load(progress=progress.append)
+    assert models.answer is backend
     assert [s.adapter for s in tried] == [str(adapter), None]
     assert "without the shipped adapter" in progress[-1]
 
@@ -206,7 +209,7 @@ def test_window_says_shipped_adapter_and_reloads_when_the_setting_changes(qtbot,
             window.apply_settings(Settings(welcome_shown=True, use_shipped_adapters=False))
         assert blocker.args == ["ok"]
         assert [s.adapter for s in loaded] == [None]  # only the answer role had a shipped adapter
-        assert window.assistant._answer_backend is plain and answer.closed
+        assert window.assistant.models.answer is plain and answer.closed
         assert "adapter" not in window.model_label.text()
         assert Settings.load(data_home / "settings.json").use_shipped_adapters is False
     finally:
