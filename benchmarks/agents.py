@@ -238,7 +238,8 @@ def main(argv=None) -> int:
         r = bench_manager(args.turns, args.threads, args.two_instances)
         result["manager_seconds_per_turn"] = r
         print(f"manager seconds per turn ({r['source']}, {r['turns']} turns, embedded SmolLM2-135M, "
-              f"{r['threads']} threads, {r['instances']} instance(s)): p50 {r['p50_s']} s, p95 {r['p95_s']} s, mean {r['mean_s']} s wall; "
+              f"{r['threads']} threads, {r['instances']} instance(s)): "
+              f"p50 {r['p50_s']} s, p95 {r['p95_s']} s, mean {r['mean_s']} s wall; "
               f"CPU time p50 {r['cpu_p50_s']} s, p95 {r['cpu_p95_s']} s (all threads); "
               f"extract p50 {r['calls']['extract']['p50_s']} s x{r['calls']['extract']['calls']}, "
               f"decide p50 {r['calls']['decide']['p50_s']} s x{r['calls']['decide']['calls']}; "

@@ -24,7 +24,7 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +130,24 @@ def append_jsonl(path: PathLike, record: dict) -> None:
         fh.write(json.dumps(record, ensure_ascii=False) + "\n")
         fh.flush()
         os.fsync(fh.fileno())
+
+
+def jsonl_values(text: str, bad_line: Callable[[int, ValueError], Exception]) -> list[tuple[int, Any]]:
+    """(line number, value) of each non-blank line of JSONL `text`; the first line that is not
+    JSON raises `bad_line(line_no, error)` (the caller's own error, naming its file).
+
+    >>> jsonl_values('{"a": 1}\n\n[2]', ValueError)
+    [(1, {'a': 1}), (3, [2])]
+    """
+    out = []
+    for no, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            out.append((no, json.loads(line)))
+        except ValueError as exc:
+            raise bad_line(no, exc) from exc
+    return out
 
 
 @contextlib.contextmanager

@@ -130,7 +130,8 @@ def run_smoke(label: str, argv: list[str], env: dict, forbidden_roots: list[Path
         watch.stop.set()
         watch.join(5)
     result = {
-        "label": label, "exit_code": code, "load_avg": round(load, 1), "network": "unshare -rn" if isolation else "socket poll",
+        "label": label, "exit_code": code, "load_avg": round(load, 1),
+        "network": "unshare -rn" if isolation else "socket poll",
         "window_s": events.get("window_shown", {}).get("wall_s"),
         "usable_s": events.get("ready", {}).get("wall_s"),
         "reply_s": events.get("reply", {}).get("wall_s"),
@@ -203,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.venv:
         results.append(venv_run(args.timeout))
     print("\n== summary (times from launch; RSS = resident memory after the first reply)")
-    print(f"   bundle size: tarball {sizes['tarball_mb']:.0f} MiB, unpacked {sizes['unpacked_mb']:.0f} MiB ({tarball.name})")
+    print(f"   bundle size: tarball {sizes['tarball_mb']:.0f} MiB, "
+          f"unpacked {sizes['unpacked_mb']:.0f} MiB ({tarball.name})")
     for r in results:
         if "exit_code" in r:
             print(f"   {r['label']:<16} window {r['window_s']} s, usable {r['usable_s']} s, first reply "

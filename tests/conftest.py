@@ -55,7 +55,7 @@ def no_network(monkeypatch):
             try:
                 ipaddress.ip_address(host)
             except ValueError:
-                raise NetworkAccessError(f"test tried to resolve {host!r}")
+                raise NetworkAccessError(f"test tried to resolve {host!r}") from None
         return real_gai(host, *a, **k)
 
     monkeypatch.setattr(socket, "getaddrinfo", gai)

@@ -20,17 +20,11 @@ import json
 import sys
 import threading
 
+from app.cli.options import add_model_options
+
 
 def _model_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("models")
-    g.add_argument("--answer-model", metavar="PATH", help="GGUF for the answer agent (default: settings / embedded)")
-    g.add_argument("--manager-model", metavar="PATH", help="GGUF for the memory manager (default: settings / embedded)")
-    g.add_argument("--answer-adapter", metavar="PATH", help="GGUF LoRA adapter for the answer agent")
-    g.add_argument("--manager-adapter", metavar="PATH", help="GGUF LoRA adapter for the memory manager")
-    g.add_argument("--no-shipped-adapters", action="store_true",
-                   help="do not attach the trained adapters shipped with the app (assets/adapters)")
-    g.add_argument("--n-ctx", type=int, metavar="N", help="context size in tokens")
-    g.add_argument("--threads", type=int, metavar="N", help="CPU threads")
+    add_model_options(p, title="models", default="settings / embedded", shipped=True)
 
 
 def register(sub) -> None:

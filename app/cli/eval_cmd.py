@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import sys
 
-from app.cli.options import (add_command_group, add_progress_option, add_samples_option, add_threads_option,
-                             positive, samples_of)
+from app.cli.options import (add_command_group, add_data_option, add_model_options, add_progress_option,
+                             add_samples_option, positive, samples_of)
 
 
 def register(sub) -> None:
@@ -23,7 +23,7 @@ def register(sub) -> None:
                     "questions (categories 1-4) with the Answer Agent, score F1 / BLEU-1 / EM (and a "
                     "judge), and write predictions.jsonl, summary.json, report.md and plots. Banks are "
                     "cached; an interrupted run resumes when re-run with the same options.")
-    lp.add_argument("--data", required=True, metavar="FILE", help="LoCoMo JSON file (e.g. val.json)")
+    add_data_option(lp, help="LoCoMo JSON file (e.g. val.json)")
     add_samples_option(lp)
     lp.add_argument("--max-questions", type=positive, metavar="N", help="evaluate only the first N questions")
     lp.add_argument("--max-sessions", type=positive, metavar="N",
@@ -31,14 +31,7 @@ def register(sub) -> None:
     lp.add_argument("--system", default="memory-r1", metavar="NAME",
                     help="memory-r1 | no-distill | rag | full-context, a comma-separated list, or 'all' "
                          "(several systems: one sub-folder each plus a comparison)")
-    g = lp.add_argument_group("models (default: the embedded SmolLM2-135M)")
-    g.add_argument("--answer-model", metavar="PATH", help="GGUF for the answer agent")
-    g.add_argument("--manager-model", metavar="PATH", help="GGUF for the memory manager")
-    g.add_argument("--answer-adapter", metavar="PATH", help="GGUF LoRA adapter for the answer agent")
-    g.add_argument("--manager-adapter", metavar="PATH", help="GGUF LoRA adapter for the memory manager")
-    g.add_argument("--judge-model", metavar="PATH", help="GGUF of a local judge model (CORRECT/WRONG); default none")
-    g.add_argument("--n-ctx", type=positive, default=4096, metavar="N", help="context size in tokens (default 4096)")
-    add_threads_option(g)
+    add_model_options(lp, title="models", default="the embedded SmolLM2-135M", n_ctx_default=4096, judge=True)
     lp.add_argument("--out", metavar="DIR", help="output folder (default: <data dir>/eval/<data>-<options>[/<system>])")
     lp.add_argument("--cache-dir", metavar="DIR", help="memory-bank cache (default: <data dir>/eval-cache)")
     lp.add_argument("--fresh", action="store_true", help="discard earlier predictions in the output folder")

@@ -60,6 +60,10 @@ def samples_of(args) -> tuple[str, ...] | None:
     return tuple(s.strip() for s in args.samples.split(",") if s.strip()) or None
 
 
+def add_data_option(p, help: str = "LoCoMo JSON file") -> None:
+    p.add_argument("--data", required=True, metavar="FILE", help=help)
+
+
 def add_samples_option(p) -> None:
     p.add_argument("--samples", metavar="IDS", help="comma-separated sample ids (default: all in the file)")
 
@@ -71,6 +75,27 @@ def add_max_sessions_option(p) -> None:
 
 def add_threads_option(p, what: str = "CPU threads") -> None:
     p.add_argument("--threads", type=positive, metavar="N", help=f"{what} (default: physical cores)")
+
+
+def add_model_options(p, *, title: str, default: str, n_ctx_default: int | None = None,
+                      shipped: bool = False, judge: bool = False) -> None:
+    """The model options shared by chat/ingest/ask and eval, in one argument group: a GGUF and a
+    GGUF LoRA adapter per role (`default` says what is used without them), the context size
+    and threads; `shipped` adds --no-shipped-adapters, `judge` --judge-model."""
+    g = p.add_argument_group(title)
+    g.add_argument("--answer-model", metavar="PATH", help=f"GGUF for the answer agent (default: {default})")
+    g.add_argument("--manager-model", metavar="PATH", help=f"GGUF for the memory manager (default: {default})")
+    g.add_argument("--answer-adapter", metavar="PATH", help="GGUF LoRA adapter for the answer agent")
+    g.add_argument("--manager-adapter", metavar="PATH", help="GGUF LoRA adapter for the memory manager")
+    if shipped:
+        g.add_argument("--no-shipped-adapters", action="store_true",
+                       help="do not attach the trained adapters shipped with the app (assets/adapters)")
+    if judge:
+        g.add_argument("--judge-model", metavar="PATH",
+                       help="GGUF of a local judge model (CORRECT/WRONG); default none")
+    n_ctx_help = "context size in tokens" + (f" (default {n_ctx_default})" if n_ctx_default else "")
+    g.add_argument("--n-ctx", type=positive, default=n_ctx_default, metavar="N", help=n_ctx_help)
+    add_threads_option(g)
 
 
 def add_progress_option(p) -> None:

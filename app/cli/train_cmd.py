@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from app.cli.options import (add_command_group, add_max_sessions_option, add_progress_option,
+from app.cli.options import (add_data_option, add_command_group, add_max_sessions_option, add_progress_option,
                              add_samples_option, add_threads_option, add_training_options, positive,
                              samples_of, time_budget_s, validation_path)
 
@@ -43,8 +43,7 @@ def register(sub) -> None:
         description="GRPO + LoRA on the answer prompts of a LoCoMo file (reward: exact match of the "
                     "answer after **Answer:**). Writes <out>/best and <out>/final (PEFT adapters), "
                     "log.csv, log.json, curve.png and summary.json. Export with `memory-r1 export`.")
-    ap.add_argument("--data", required=True, metavar="FILE",
-                    help="LoCoMo JSON (e.g. train.json; banks are built/cached) or examples .jsonl "
+    add_data_option(ap, help="LoCoMo JSON (e.g. train.json; banks are built/cached) or examples .jsonl "
                          "from `train data`")
     add_training_options(ap, what="examples .jsonl",
                          config_help="JSON file of TrainConfig settings (training/config.py)",
@@ -59,7 +58,7 @@ def register(sub) -> None:
     dp = tsub.add_parser("data", help="build the Answer Agent's training examples (JSONL)",
                          description="Build the memory banks (cached) and write one answer-prompt "
                                      "example per question of categories 1-4.")
-    dp.add_argument("--data", required=True, metavar="FILE", help="LoCoMo JSON file")
+    add_data_option(dp)
     dp.add_argument("--out", required=True, metavar="FILE", help="examples .jsonl to write")
     _data_args(dp)
     dp.set_defaults(func=run_train_data)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from app.cli.options import (add_max_sessions_option, add_progress_option, add_samples_option,
+from app.cli.options import (add_data_option, add_max_sessions_option, add_progress_option, add_samples_option,
                              add_threads_option, add_training_options, positive, samples_of, time_budget_s,
                              validation_path)
 
@@ -42,8 +42,7 @@ def register_manager(tsub) -> None:
                     "file (reward: exact match of a frozen Answer Agent after applying the sampled "
                     "operations to a copy of the bank). Writes <out>/best and <out>/final (PEFT "
                     "adapters), log.csv, log.json, curve.png and summary.json.")
-    mp.add_argument("--data", required=True, metavar="FILE",
-                    help="LoCoMo JSON (e.g. train.json; states are built and cached) or a states folder")
+    add_data_option(mp, help="LoCoMo JSON (e.g. train.json; states are built and cached) or a states folder")
     add_training_options(mp, what="states folder",
                          config_help="JSON file of ManagerTrainConfig settings (training/config.py + "
                                      "training/grpo/manager.py)",
@@ -63,7 +62,7 @@ def register_manager(tsub) -> None:
         description="One pass of the current manager over each conversation, snapshotting the bank at "
                     "every evidence turn of a scored question; prints the states per kind and the "
                     "operations the manager applied there.")
-    sp.add_argument("--data", required=True, metavar="FILE", help="LoCoMo JSON file")
+    add_data_option(sp)
     sp.add_argument("--out", required=True, metavar="DIR", help="states cache folder")
     _state_args(sp)
     sp.set_defaults(func=run_manager_states)
@@ -110,7 +109,8 @@ def run_train_manager(args) -> int:
     def fmt(s):
         if not s or s.get("f1") is None:
             return "n/a"
-        return f"answer F1 {100 * s['f1']:.2f}, EM {100 * s['em']:.2f}, valid {100 * s['valid']:.0f}% (step {s.get('step')})"
+        return (f"answer F1 {100 * s['f1']:.2f}, EM {100 * s['em']:.2f}, valid {100 * s['valid']:.0f}% "
+                f"(step {s.get('step')})")
 
     print(f"trained {result.steps} steps in {result.seconds / 60:.1f} min; validation before: "
           f"{fmt(result.baseline)}; best: {fmt(result.best)}")

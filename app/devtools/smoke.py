@@ -13,7 +13,8 @@ lines `SMOKE {json}` with `t_s` = seconds since the process was created (psutil)
     done          the event loop ended; `ok` says whether the check passed
 
 Exit code: 0 when a non-empty reply arrived and no error was reported, 1 otherwise (at once
-when the window reports an error, e.g. a model that failed to load), 3 on timeout. Called on the main thread; it needs a display or QT_QPA_PLATFORM=offscreen.
+when the window reports an error, e.g. a model that failed to load), 3 on timeout. Called on
+the main thread; it needs a display or QT_QPA_PLATFORM=offscreen.
 """
 
 from __future__ import annotations

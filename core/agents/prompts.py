@@ -347,7 +347,8 @@ def format_time(when: datetime) -> str:
     '1:56 pm on 8 May, 2023'
     """
     hour = when.hour % 12 or 12
-    return f"{hour}:{when.minute:02d} {'am' if when.hour < 12 else 'pm'} on {when.day} {when.strftime('%B')}, {when.year}"
+    half = "am" if when.hour < 12 else "pm"
+    return f"{hour}:{when.minute:02d} {half} on {when.day} {when.strftime('%B')}, {when.year}"
 
 
 def memory_block(memories_by_speaker: Mapping[str | None, Sequence[str]]) -> str:

@@ -28,7 +28,7 @@ from typing import Callable, Sequence
 
 from core.assistant.turns import TurnOutcome, TurnsReport, run_turns
 from core.errors import ImportFormatError, InvalidInputError
-from core.fileio import atomic_write_json, sha256_file
+from core.fileio import atomic_write_json, jsonl_values, sha256_file
 from core.types import MemoryChanges
 
 log = logging.getLogger(__name__)
@@ -74,19 +74,14 @@ def _turn_from_obj(obj, where: str, name: str) -> IngestTurn:
 def parse_jsonl(text: str, name: str = "turns") -> list[IngestTurn]:
     """Turns from JSONL text. Raises ImportFormatError naming the first bad line.
 
-    >>> [t.turn_id for t in parse_jsonl('{"speaker": "A", "text": "hi"}\\n\\n{"speaker": "B", "text": "yo", "time": "x"}', "f")]
+    >>> text = '{"speaker": "A", "text": "hi"}\\n\\n{"speaker": "B", "text": "yo", "time": "x"}'
+    >>> [t.turn_id for t in parse_jsonl(text, "f")]
     ['f:1', 'f:3']
     """
-    turns = []
-    for no, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except ValueError as exc:
-            raise ImportFormatError(f"line {no}: not valid JSON ({exc.args[0] if exc.args else exc})") from exc
-        turns.append(_turn_from_obj(obj, f"line {no}", name))
-    return turns
+    def bad(no: int, exc: ValueError) -> ImportFormatError:
+        return ImportFormatError(f"line {no}: not valid JSON ({exc.args[0] if exc.args else exc})")
+
+    return [_turn_from_obj(obj, f"line {no}", name) for no, obj in jsonl_values(text, bad)]
 
 
 def load_turns(path: str | os.PathLike) -> list[IngestTurn]:
@@ -184,8 +179,8 @@ IngestReport = TurnsReport  # total, skipped, processed, failed (this run), chan
 
 
 def ingest_turns(manager, turns: Sequence[IngestTurn], *, state: IngestState | None = None,
-                 key: str | None = None, file: str = "", on_turn: Callable[[IngestTurn, MemoryChanges | None], None] | None = None
-                 ) -> IngestReport:
+                 key: str | None = None, file: str = "",
+                 on_turn: Callable[[IngestTurn, MemoryChanges | None], None] | None = None) -> IngestReport:
     """Run `manager.process_turn` over `turns` in order (`core.assistant.turns.run_turns`),
     skipping those an earlier run did (when `state`/`key` are given) and recording progress
     after every turn. A turn whose model output fails twice (ModelOutputError) is logged,

@@ -231,7 +231,9 @@ class Assistant:
         out: list[tuple[str, str]] = []
         total = 0
         for m in reversed(msgs[-HISTORY_MESSAGES:]):
-            content = m.content if len(m.content) <= HISTORY_MESSAGE_CHARS else m.content[:HISTORY_MESSAGE_CHARS] + " ..."
+            content = m.content
+            if len(content) > HISTORY_MESSAGE_CHARS:
+                content = content[:HISTORY_MESSAGE_CHARS] + " ..."
             if total + len(content) > HISTORY_CHARS:
                 break
             total += len(content)
@@ -254,7 +256,8 @@ class Assistant:
                 on_token(reply.text)
             return reply
         use_memory = not temporary and not self.settings.memory_paused
-        job = _QueuedTurn(text, self.user_name, format_time(datetime.now()), str(TurnRef.chat(conversation_id, user_msg.id)))
+        turn = str(TurnRef.chat(conversation_id, user_msg.id))
+        job = _QueuedTurn(text, self.user_name, format_time(datetime.now()), turn)
         return self._generate(conversation_id, user_msg, on_token, cancel, temporary=temporary,
                               job=job if use_memory else None)
 

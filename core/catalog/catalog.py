@@ -108,8 +108,8 @@ def _parse_entry(raw: dict) -> CatalogEntry:
     if kv_raw:
         try:
             kv = KVShape(int(kv_raw["n_layers"]), int(kv_raw["n_kv_heads"]), int(kv_raw["head_dim"]))
-        except (KeyError, TypeError, ValueError):
-            raise InvalidInputError(f"Catalog entry {entry_id!r}: kv needs n_layers, n_kv_heads, head_dim.")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidInputError(f"Catalog entry {entry_id!r}: kv needs n_layers, n_kv_heads, head_dim.") from exc
     source = raw.get("source") or {}
     return CatalogEntry(
         id=entry_id, name=str(raw.get("name") or entry_id), filename=filename,

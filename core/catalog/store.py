@@ -370,7 +370,8 @@ class ModelStore:
                           reserve_id: bool = True) -> ModelRecord:
         wanted = entry.id if entry and source == "download" else _slug(Path(path).stem)
         return ModelRecord(
-            id=self._free_id(wanted) if reserve_id else wanted, name=(entry.name if entry else info.name) or Path(path).stem,
+            id=self._free_id(wanted) if reserve_id else wanted,
+            name=(entry.name if entry else info.name) or Path(path).stem,
             path=str(path), source=source, managed=managed, sha256=sha,
             size_bytes=info.file_size, verified=verified, catalog_id=entry.id if entry else None,
             architecture=info.architecture, parameter_count=info.parameter_count,

@@ -173,8 +173,8 @@ def _tensor_nbytes(dims: list[int], ggml_type: int) -> int:
 
     try:
         block, type_size = GGML_QUANT_SIZES[GGMLQuantizationType(ggml_type)]
-    except (ValueError, KeyError):
-        raise _Corrupt(f"tensor type {ggml_type}, unknown to this version")
+    except (ValueError, KeyError) as exc:
+        raise _Corrupt(f"tensor type {ggml_type}, unknown to this version") from exc
     return math.prod(dims) // block * type_size
 
 
@@ -232,7 +232,7 @@ def _parse(buf, path: Path, file_size: int) -> GGUFInfo:
     end = data_offset if tensors else r.pos
     params = 0
     type_bytes: dict[int, int] = {}
-    for name, dims, ggml_type, offset in tensors:
+    for _name, dims, ggml_type, _offset in tensors:
         nbytes = _tensor_nbytes(dims, ggml_type)
         end = max(end, data_offset + offset + nbytes)
         params += math.prod(dims)

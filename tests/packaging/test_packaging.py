@@ -105,7 +105,8 @@ def test_spec_collects_models_libraries_and_app_modules(tmp_path):
             "the fully versioned copies of the llama.cpp libraries are not needed"
         assert ("vec0.so", "sqlite_vec") in binaries
     hidden = set(analysis["hiddenimports"])
-    assert {"app.cli.gui_cmd", "app.cli.chat_cmd", "app.gui.app", "app.devtools.smoke", "core.assistant.pipeline"} <= hidden
+    assert {"app.cli.gui_cmd", "app.cli.chat_cmd", "app.gui.app", "app.devtools.smoke",
+            "core.assistant.pipeline"} <= hidden
     assert not any(m.startswith("training") or m.endswith(("train_cmd", "eval_cmd")) for m in hidden)
     assert recorded["COLLECT"].kwargs["name"] == "memory-r1"
 
@@ -158,7 +159,8 @@ def _fake_unpacked(tmp_path: Path) -> Path:
     top = tmp_path / "memory-r1-0.0-linux-x"
     (top / "bundle").mkdir(parents=True)
     fake = top / "bundle" / "memory-r1"
-    fake.write_text('#!/bin/sh\necho "args:$#:$1:$2"\necho "pythonpath:${PYTHONPATH-unset}"\necho "lang:${LANG-unset}"\n')
+    fake.write_text('#!/bin/sh\necho "args:$#:$1:$2"\necho "pythonpath:${PYTHONPATH-unset}"\n'
+                    'echo "lang:${LANG-unset}"\n')
     fake.chmod(0o755)
     shutil.copy(PKG / "memory-r1.sh", top / "memory-r1")
     shutil.copy(PKG / "install.sh", top / "install.sh")

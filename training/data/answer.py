@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Sequence
 
 from core.errors import InvalidInputError
-from core.fileio import atomic_write_text
+from core.fileio import atomic_write_text, jsonl_values
 
 log = logging.getLogger(__name__)
 
@@ -127,13 +127,10 @@ def load_examples(path: str | os.PathLike) -> list[dict]:
     if not p.is_file():
         raise InvalidInputError(f"{p}: no such file")
     out = []
-    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            ex = json.loads(line)
-        except ValueError as exc:
-            raise InvalidInputError(f"{p}:{n}: not JSON ({exc})") from exc
+    def bad(n: int, exc: ValueError) -> InvalidInputError:
+        return InvalidInputError(f"{p}:{n}: not JSON ({exc})")
+
+    for n, ex in jsonl_values(p.read_text(encoding="utf-8"), bad):
         if not isinstance(ex, dict) or any(key not in ex for key in REQUIRED):
             raise InvalidInputError(f"{p}:{n}: an example needs {', '.join(REQUIRED)}")
         out.append(ex)

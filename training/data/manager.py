@@ -16,7 +16,8 @@ dia_ids) for a training question of categories 1-4:
 
 `build_states` makes ONE pass over the conversation with `core.agents.manager.MemoryManager` (the app's
 code, `process_turn` per turn, through the same loop as the evaluation's ingestion,
-`core.assistant.turns.run_turns`), snapshotting the bank when it reaches an evidence turn. The turn's facts and shown memories are computed first with the
+`core.assistant.turns.run_turns`), snapshotting the bank when it reaches an evidence turn. The
+turn's facts and shown memories are computed first with the
 manager's own `extract` / `related`; a replaying backend (`_ReplayBackend`) then hands the
 same generations to `process_turn`, so each model call runs once. The pass is cached on disk
 and resumable (`<dir>/bank.sqlite3`, `progress.jsonl`, `states.jsonl`, `vectors.npy`).

@@ -232,7 +232,8 @@ def _answer_one(system: System, sample: Sample, qa, handle: BankHandle | None, c
                 config: EvalConfig) -> Answered:
     backend = comps.backend("answer")
     try:
-        return system.answer(sample, qa, handle.bank if handle is not None else None, backend, k=config.k, n_ctx=config.answer_model.n_ctx, max_sessions=config.max_sessions)
+        return system.answer(sample, qa, handle.bank if handle is not None else None, backend, k=config.k,
+                             n_ctx=config.answer_model.n_ctx, max_sessions=config.max_sessions)
     except (ModelOutputError, InvalidInputError) as exc:
         log.error("%s: question %s/%d failed: %s", system.name, sample.sample_id, qa.index, exc)
         return Answered("", getattr(exc, "raw", ""), error=str(exc)[:500])

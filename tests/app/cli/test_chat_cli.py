@@ -92,7 +92,8 @@ def test_ask_json_structure(loader, capsys):
     with open_bank() as bank:
         cat = bank.add("Ann adopted a cat named Tom", speaker="Ann", observed_at="1 May, 2023").memory
         bank.add("Bob moved to Oslo", speaker="Bob", observed_at="1 May, 2023")
-    loader.script = lambda m, s: "**Memories selected as relevant:**\n- 1 May, 2023: Ann adopted a cat named Tom\n**Answer:** a cat"
+    loader.script = lambda m, s: ("**Memories selected as relevant:**\n- 1 May, 2023: Ann adopted a cat named Tom\n"
+                                  "**Answer:** a cat")
     assert main(["ask", "What pet does Ann have?", "--json", "--answer-model", "x.gguf", "--n-ctx", "2048"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert set(out) == {"answer", "selected", "retrieved"}
@@ -224,7 +225,7 @@ def feed_input(monkeypatch, lines):
         try:
             item = next(it)
         except StopIteration:
-            raise EOFError
+            raise EOFError from None
         if isinstance(item, BaseException):
             raise item
         return item

@@ -77,7 +77,7 @@ def make_window(qtbot, bank, data_home):
     yield make
     for window, assistant in made:
         window.close()
-        qtbot.waitUntil(lambda: not window.isVisible(), timeout=30_000)
+        qtbot.waitUntil(lambda w=window: not w.isVisible(), timeout=30_000)
         assistant.close()
         window.deleteLater()
     qtbot.wait(1)  # let deleteLater run

@@ -104,7 +104,8 @@ def test_answer_prompt_groups_both_speakers_and_puts_the_question_last():
     other = prompts.answer_messages("What pet?", {"Ann": []})
     assert msgs[0] == other[0]
     user = msgs[1]["content"]
-    assert user.index("Memories for Ann:") < user.index("Memories for Bob:") < user.index("Question: Where does Bob live?")
+    question = user.index("Question: Where does Bob live?")
+    assert user.index("Memories for Ann:") < user.index("Memories for Bob:") < question
     assert "- 2:00 pm on 2 May, 2023: Bob lives in Oslo." in user
     system = msgs[0]["content"]
     assert prompts.SELECTION_HEADER in system and prompts.ANSWER_MARKER in system

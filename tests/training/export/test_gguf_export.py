@@ -39,7 +39,8 @@ def _peft(model, r=4, alpha=8, targets=("q_proj", "k_proj", "v_proj", "o_proj", 
     from training.config import TrainConfig
     from training.grpo.loop import lora_config
 
-    return get_peft_model(copy.deepcopy(model), lora_config(TrainConfig(lora_r=r, lora_alpha=alpha, lora_targets=targets)))
+    config = lora_config(TrainConfig(lora_r=r, lora_alpha=alpha, lora_targets=targets))
+    return get_peft_model(copy.deepcopy(model), config)
 
 
 def _set_lora(pm, scale: float, seed: int = 0):

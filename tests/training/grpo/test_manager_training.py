@@ -377,7 +377,8 @@ def test_manager_config_extends_the_answer_config(tmp_path):
     c = config_from(str(p), max_steps=3, threads=None)
     assert (c.num_generations, c.answer_max_tokens, c.states, c.max_steps, c.beta) == (4, 64, "with-facts", 3, 0.001)
     assert c.lenient_parse and not ManagerTrainConfig().lenient_parse  # the paper's strict 0 by default
-    shipped = config_from(str(Path(__file__).resolve().parents[3] / "training/configs/manager_cpu.json"))  # the CPU run's settings stay loadable
+    # the CPU run's settings stay loadable
+    shipped = config_from(str(Path(__file__).resolve().parents[3] / "training/configs/manager_cpu.json"))
     assert shipped.lenient_parse and shipped.reward_f1_weight == 1.0
     assert ManagerTrainConfig().retrieve_k == 60  # the answerer's 30 per speaker
     for bad in ({"states": "all"}, {"answer_max_tokens": 0}, {"nope": 1}):
