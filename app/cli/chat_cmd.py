@@ -20,7 +20,7 @@ import json
 import sys
 import threading
 
-from app.cli.options import add_model_options
+from app.cli.options import add_command, add_model_options
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -28,30 +28,27 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("chat", help="chat in the terminal with memory",
+    p = add_command(sub, run_chat, "chat", help="chat in the terminal with memory",
                        description="Terminal chat. Ctrl-C stops a reply; /memories, /forget ID, /quit.")
     p.add_argument("--conversation", type=int, metavar="ID", help="continue this conversation")
     p.add_argument("--name", default="User", help="your name in memories (default: User)")
     p.add_argument("--temporary", action="store_true", help="a chat that neither reads nor writes memory")
     _model_args(p)
-    p.set_defaults(func=run_chat)
 
-    p = sub.add_parser("ingest", help="feed a conversation file through the memory manager",
+    p = add_command(sub, run_ingest, "ingest", help="feed a conversation file through the memory manager",
                        description="Ingest a LoCoMo JSON file (one or more samples) or JSONL of "
                                    "{speaker, text, time} turns. Resumable: done turns are skipped.")
     p.add_argument("file", help="LoCoMo .json or .jsonl file")
     p.add_argument("--restart", action="store_true", help="forget earlier progress on this file")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     _model_args(p)
-    p.set_defaults(func=run_ingest)
 
-    p = sub.add_parser("ask", help="answer one question from memory",
+    p = add_command(sub, run_ask, "ask", help="answer one question from memory",
                        description='Answer a question from memory. --json prints {"answer", "selected", "retrieved"}.')
     p.add_argument("question")
     p.add_argument("-k", type=int, default=60, help="memories to retrieve (default 60; 30 per speaker with two)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     _model_args(p)
-    p.set_defaults(func=run_ask)
 
 
 # --------------------------------------------------------------------------- shared helpers

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import sys
 
-from app.cli.options import (add_command_group, add_data_option, add_model_options, add_progress_option,
-                             add_samples_option, positive, samples_of)
+from app.cli.options import (add_cache_option, add_command, add_command_group, add_data_option,
+                             add_max_sessions_option, add_model_options, add_progress_option, add_samples_option,
+                             positive, samples_of)
 
 
 def register(sub) -> None:
     esub = add_command_group(sub, "eval", help="evaluate memory on LoCoMo and compare runs",
                              description="Evaluate the assistant's memory on LoCoMo (Memory-R1's protocol).")
 
-    lp = esub.add_parser(
+    lp = add_command(esub, run_locomo_cmd,
         "locomo", help="run the LoCoMo evaluation",
         description="Build the memory bank of each conversation with the Memory Manager, answer its "
                     "questions (categories 1-4) with the Answer Agent, score F1 / BLEU-1 / EM (and a "
@@ -26,24 +27,21 @@ def register(sub) -> None:
     add_data_option(lp, help="LoCoMo JSON file (e.g. val.json)")
     add_samples_option(lp)
     lp.add_argument("--max-questions", type=positive, metavar="N", help="evaluate only the first N questions")
-    lp.add_argument("--max-sessions", type=positive, metavar="N",
-                    help="ingest only the first N sessions; keep the questions whose evidence lies in them")
+    add_max_sessions_option(lp)
     lp.add_argument("--system", default="memory-r1", metavar="NAME",
                     help="memory-r1 | no-distill | rag | full-context, a comma-separated list, or 'all' "
                          "(several systems: one sub-folder each plus a comparison)")
     add_model_options(lp, title="models", default="the embedded SmolLM2-135M", n_ctx_default=4096, judge=True)
     lp.add_argument("--out", metavar="DIR", help="output folder (default: <data dir>/eval/<data>-<options>[/<system>])")
-    lp.add_argument("--cache-dir", metavar="DIR", help="memory-bank cache (default: <data dir>/eval-cache)")
+    add_cache_option(lp)
     lp.add_argument("--fresh", action="store_true", help="discard earlier predictions in the output folder")
     add_progress_option(lp)
-    lp.set_defaults(func=run_locomo_cmd)
 
-    cp = esub.add_parser("compare", help="compare evaluation runs side by side",
+    cp = add_command(esub, run_compare_cmd, "compare", help="compare evaluation runs side by side",
                          description="Print a side-by-side table of evaluation output folders and write "
                                      "comparison.md and comparison.png.")
     cp.add_argument("dirs", nargs="+", metavar="DIR", help="output folders of `eval locomo`")
     cp.add_argument("--out", metavar="DIR", help="where to write the comparison (default: the first DIR's parent)")
-    cp.set_defaults(func=run_compare_cmd)
 
 
 def _config(args):

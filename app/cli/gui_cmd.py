@@ -12,15 +12,16 @@ import argparse
 import os
 import sys
 
+from app.cli.options import add_command
+
 NO_DISPLAY_EXIT = 2
 _HEADLESS_PLATFORMS = ("offscreen", "minimal", "vnc", "eglfs", "linuxfb")
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("gui", help="open the desktop app (the default when no command is given)")
+    parser = add_command(subparsers, run_gui, "gui", help="open the desktop app (the default when no command is given)")
     # hidden: drive the real app once (chat, reply, exit) for packaging/smoke_check.py
     parser.add_argument("--smoke-test", action="store_true", help=argparse.SUPPRESS)
-    parser.set_defaults(func=run_gui)
 
 
 def display_available(environ=None, platform: str | None = None) -> bool:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 
+from app.cli.options import add_command
+
 PREVIEW_CHARS = 160
 
 
@@ -22,9 +24,8 @@ def register(subparsers) -> None:
     sub = p.add_subparsers(dest="memory_command", metavar="ACTION", required=True)
 
     def cmd(name, func, help_):
-        sp = sub.add_parser(name, help=help_, description=help_)
+        sp = add_command(sub, func, name, help=help_, description=help_)
         sp.add_argument("--json", action="store_true", help="print machine-readable JSON")
-        sp.set_defaults(func=func)
         return sp
 
     sp = cmd("add", cmd_add, "add a memory")

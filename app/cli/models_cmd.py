@@ -10,6 +10,7 @@ import json
 import sys
 
 from core.errors import Cancelled, InvalidInputError
+from app.cli.options import add_command
 
 
 def register(subparsers) -> None:
@@ -44,9 +45,8 @@ def register(subparsers) -> None:
 
 def _command(sub, name: str, func, help: str):
     """One `models` action: its parser, with the --json flag every action has."""
-    p = sub.add_parser(name, help=help)
+    p = add_command(sub, func, name, help=help)
     p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(func=func)
     return p
 
 

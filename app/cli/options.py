@@ -40,6 +40,13 @@ def minutes(value: str) -> float:
     return n
 
 
+def add_command(sub, func, name: str, **kw) -> argparse.ArgumentParser:
+    """A sub-command parser (`add_parser(name, **kw)`) that runs `func(args)`."""
+    p = sub.add_parser(name, **kw)
+    p.set_defaults(func=func)
+    return p
+
+
 def add_command_group(sub, name: str, *, help: str, description: str):
     """A command with sub-commands (`eval`, `train`): returns its sub-parsers; the command
     alone prints its help and exits 2."""
@@ -62,6 +69,11 @@ def samples_of(args) -> tuple[str, ...] | None:
 
 def add_data_option(p, help: str = "LoCoMo JSON file") -> None:
     p.add_argument("--data", required=True, metavar="FILE", help=help)
+
+
+def add_cache_option(p) -> None:
+    p.add_argument("--cache-dir", metavar="DIR",
+                   help="memory-bank cache, shared by eval and train (default: <data dir>/eval-cache)")
 
 
 def add_samples_option(p) -> None:

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from app.cli.options import (add_data_option, add_command_group, add_max_sessions_option, add_progress_option,
-                             add_samples_option, add_threads_option, add_training_options, positive,
-                             samples_of, time_budget_s, validation_path)
+from app.cli.options import (add_cache_option, add_command, add_command_group, add_data_option,
+                             add_max_sessions_option, add_progress_option, add_samples_option, add_threads_option,
+                             add_training_options, positive, samples_of, time_budget_s, validation_path)
 
 
 def _data_args(p) -> None:
@@ -28,8 +28,7 @@ def _data_args(p) -> None:
                    help="memories retrieved per question (default: the config's retrieve_k, 60)")
     add_max_sessions_option(p)
     add_samples_option(p)
-    p.add_argument("--cache-dir", metavar="DIR", help="memory-bank cache shared with `eval` "
-                                                      "(default: <data dir>/eval-cache)")
+    add_cache_option(p)
     p.add_argument("--manager-model", metavar="PATH", help="GGUF of the Memory Manager (default: embedded)")
     add_progress_option(p)
 
@@ -38,7 +37,7 @@ def register(sub) -> None:
     tsub = add_command_group(sub, "train", help="train the Answer Agent with GRPO + LoRA",
                              description="Reinforcement-learning training of the Answer Agent (Memory-R1, GRPO).")
 
-    ap = tsub.add_parser(
+    ap = add_command(tsub, run_train_answer,
         "answer", help="train a LoRA adapter for the Answer Agent",
         description="GRPO + LoRA on the answer prompts of a LoCoMo file (reward: exact match of the "
                     "answer after **Answer:**). Writes <out>/best and <out>/final (PEFT adapters), "
@@ -53,17 +52,15 @@ def register(sub) -> None:
                     help="validation questions per evaluation (default: the config's; 0 there = all)")
     add_threads_option(ap, "torch CPU threads")
     _data_args(ap)
-    ap.set_defaults(func=run_train_answer)
 
-    dp = tsub.add_parser("data", help="build the Answer Agent's training examples (JSONL)",
+    dp = add_command(tsub, run_train_data, "data", help="build the Answer Agent's training examples (JSONL)",
                          description="Build the memory banks (cached) and write one answer-prompt "
                                      "example per question of categories 1-4.")
     add_data_option(dp)
     dp.add_argument("--out", required=True, metavar="FILE", help="examples .jsonl to write")
     _data_args(dp)
-    dp.set_defaults(func=run_train_data)
 
-    ep = sub.add_parser(
+    ep = add_command(sub, run_export,
         "export", help="export a trained adapter to GGUF for llama.cpp",
         description="Write a trained LoRA adapter as a GGUF LoRA adapter (default; served with the "
                     "base GGUF) or, with --merge, as one merged model file quantised with llama.cpp. "
@@ -79,7 +76,6 @@ def register(sub) -> None:
                     help="base model (default: the one recorded by the trainer)")
     ep.add_argument("--dtype", choices=("f32", "f16"), default="f32", help="adapter tensor type (default f32)")
     ep.add_argument("--threads", type=positive, metavar="N", help="quantisation threads")
-    ep.set_defaults(func=run_export)
 
 
 def _examples(path: str, args, k: int, cache_folder: Path | None):

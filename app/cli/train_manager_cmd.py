@@ -17,9 +17,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from app.cli.options import (add_data_option, add_max_sessions_option, add_progress_option, add_samples_option,
-                             add_threads_option, add_training_options, positive, samples_of, time_budget_s,
-                             validation_path)
+from app.cli.options import (add_command, add_data_option, add_max_sessions_option, add_progress_option,
+                             add_samples_option, add_threads_option, add_training_options, positive, samples_of,
+                             time_budget_s, validation_path)
 
 
 def _state_args(p) -> None:
@@ -36,7 +36,7 @@ def _state_args(p) -> None:
 
 def register_manager(tsub) -> None:
     """Add `manager` and `manager-states` to the `train` sub-commands."""
-    mp = tsub.add_parser(
+    mp = add_command(tsub, run_train_manager,
         "manager", help="train a LoRA adapter for the Memory Manager",
         description="GRPO + LoRA on the Memory Manager's decisions at the evidence turns of a LoCoMo "
                     "file (reward: exact match of a frozen Answer Agent after applying the sampled "
@@ -55,9 +55,8 @@ def register_manager(tsub) -> None:
                     help="validation states per evaluation (default: the config's; 0 there = all)")
     mp.add_argument("--states-cache", metavar="DIR", help="where states are built (default: <out>/states)")
     _state_args(mp)
-    mp.set_defaults(func=run_train_manager)
 
-    sp = tsub.add_parser(
+    sp = add_command(tsub, run_manager_states,
         "manager-states", help="build the Memory Manager's training states",
         description="One pass of the current manager over each conversation, snapshotting the bank at "
                     "every evidence turn of a scored question; prints the states per kind and the "
@@ -65,7 +64,6 @@ def register_manager(tsub) -> None:
     add_data_option(sp)
     sp.add_argument("--out", required=True, metavar="DIR", help="states cache folder")
     _state_args(sp)
-    sp.set_defaults(func=run_manager_states)
 
 
 def _states(path: str, args, cache: Path):

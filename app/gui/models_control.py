@@ -45,18 +45,8 @@ class ModelControl(QObject):
 
     def load(self, factory: Callable, settings: Settings) -> None:
         """Run `factory(settings, progress) -> Assistant` in the background."""
-        self.busyStarted.emit("Loading the models…")
-
-        def done(assistant):
-            self.busyEnded.emit("Ready.")
-            self.loaded.emit(assistant)
-
-        def failed(exc):
-            self.busyEnded.emit("")
-            self.loadFailed.emit(exc)
-
-        self.runner.submit(factory, settings, self._progress, name="load models", lane="model",
-                           on_done=done, on_error=failed)
+        self._submit(factory, settings, self._progress, name="load models", busy="Loading the models…",
+                     ok=("Ready.", self.loaded.emit), failed=("", self.loadFailed.emit))
 
     def swap(self, assistant, old: Settings, new: Settings) -> None:
         """Load the models of `new` that differ from `old`, then swap them into `assistant`.
@@ -76,13 +66,22 @@ class ModelControl(QObject):
             assistant.swap_models(changed, loader=loader)
             return changed
 
-        def done(_changed):
-            self.busyEnded.emit("Model changed.")
-            self.swapped.emit(None)
+        self._submit(load, name="swap models", busy="Loading the new model…",
+                     ok=("Model changed.", lambda _changed: self.swapped.emit(None)),
+                     failed=("The previous model is still in use.", self.swapped.emit))
 
-        def failed(exc):
-            self.busyEnded.emit("The previous model is still in use.")
-            self.swapped.emit(exc)
+    def _submit(self, fn: Callable, *args, name: str, busy: str, ok: tuple[str, Callable],
+                failed: tuple[str, Callable]) -> None:
+        """Run `fn(*args)` on the model lane with the busy indicator on; at the end the indicator
+        goes off with the (text, callback) pair's text and the callback gets the result or error."""
+        self.busyStarted.emit(busy)
 
-        self.busyStarted.emit("Loading the new model…")
-        self.runner.submit(load, name="swap models", lane="model", on_done=done, on_error=failed)
+        def done(result):
+            self.busyEnded.emit(ok[0])
+            ok[1](result)
+
+        def error(exc):
+            self.busyEnded.emit(failed[0])
+            failed[1](exc)
+
+        self.runner.submit(fn, *args, name=name, lane="model", on_done=done, on_error=error)
