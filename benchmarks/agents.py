@@ -1,4 +1,4 @@
-"""Agent benchmarks (issue 3): answer-path overhead and Memory Manager seconds per turn.
+"""Agent benchmarks: answer-path overhead and Memory Manager seconds per turn.
 
     .venv/bin/python benchmarks/agents.py                 # both, printed
     .venv/bin/python benchmarks/agents.py --json          # last line: one JSON object

@@ -11,7 +11,7 @@ the real all-MiniLM-L6-v2 embedder.
 
 With `--json` the last line is one JSON object keyed by size:
 `{"100000": {"p50_ms": .., "p95_ms": .., "numpy_p50_ms": .., ...}, ..., "insert": {...}}`.
-Target (issue 2): at 100k, p50 within 1.5x of NumPy's.
+Target: at 100k, p50 within 1.5x of NumPy's.
 """
 
 from __future__ import annotations

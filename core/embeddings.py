@@ -32,9 +32,8 @@ class SentenceTransformerEmbedder:
     person ~0.7+, other topics of one person ~0.3-0.5)."""
 
     related_score = 0.6
-    # memories below this cosine stay out of chat prompts (core/assistant/pipeline.py). Measured on the 81
-    # validation questions over a 203-memory bank (top 30 per speaker): 0.2 keeps 48.7 of 60
-    # memories and 54 of 57 evidence hits; 0.3 keeps 40.2 and 47 of 57; 0.4 keeps 27.5 and 39.
+    # memories below this cosine stay out of chat prompts (core/assistant/pipeline.py); chosen on
+    # the validation conversation, figures in docs/results.md ("chat floor")
     chat_min_score = 0.2
 
     def __init__(self, model_dir: str | os.PathLike | None = None, *, batch_size: int = 64,

@@ -1,4 +1,4 @@
-"""`memory-r1 eval locomo ...` and `memory-r1 eval compare DIR...` (issue 5).
+"""`memory-r1 eval locomo ...` and `memory-r1 eval compare DIR...`.
 
 Registration imports nothing heavy: the evaluation (training/, llama.cpp, matplotlib) is
 imported inside the command functions. Models default to the embedded SmolLM2-135M, not the

@@ -1,4 +1,4 @@
-"""`memory-r1 train answer|data ...` and `memory-r1 export ...` (issue 6).
+"""`memory-r1 train answer|data ...` and `memory-r1 export ...`.
 
 Registration imports nothing heavy: torch, transformers, trl, peft and llama_cpp are imported
 inside the command functions (training is never loaded by chatting).

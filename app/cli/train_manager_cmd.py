@@ -1,4 +1,4 @@
-"""`memory-r1 train manager ...` and `memory-r1 train manager-states ...` (issue 7).
+"""`memory-r1 train manager ...` and `memory-r1 train manager-states ...`.
 
 `register_manager(train_subparsers)` adds both to the `train` group. Registration imports
 nothing heavy: torch, trl, peft and llama_cpp load inside the command functions.

@@ -1,4 +1,4 @@
-"""Answer Agent training examples from a LoCoMo file (method.md §2, issue 6 step 1).
+"""Answer Agent training examples from a LoCoMo file (method.md §2).
 
 Per conversation, the memory bank is built by the project's own Memory Manager and cached,
 exactly as the evaluation builds it (`training.eval.systems.ingest_memory_bank`, same cache

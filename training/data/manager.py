@@ -1,4 +1,4 @@
-"""Memory Manager training states from a LoCoMo file (method.md §2, issue 7 step 1).
+"""Memory Manager training states from a LoCoMo file (method.md §2).
 
 A *state* is one decision the manager makes at a turn that is evidence (LoCoMo `evidence`
 dia_ids) for a training question of categories 1-4:

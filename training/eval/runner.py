@@ -1,4 +1,4 @@
-"""The LoCoMo evaluation runner (issue 5; Memory-R1's protocol, method.md §3).
+"""The LoCoMo evaluation runner (Memory-R1's protocol, method.md §3).
 
     run_locomo(EvalConfig(data="val.json", systems=("memory-r1",)))
 

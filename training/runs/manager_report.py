@@ -1,4 +1,4 @@
-"""Figures for the Memory Manager's training states and reward (issue 7), printed.
+"""Figures for the Memory Manager's training states and reward, printed.
 
     .venv/bin/python -m training.runs.manager_report --states DIR [--max-states N]
         [--answer-adapter PATH] [--answer-tokens 160] [--f1-weight W] [--threads N] [--json]

@@ -1,4 +1,4 @@
-"""The paper's staged training chain (method.md §2, issue 7 step 4), end to end.
+"""The paper's staged training chain (method.md §2, step 4), end to end.
 
     .venv/bin/python -m training.runs.staged --out runs/staged [--max-states N] [--max-sessions N]
         [--manager-config FILE] [--answer-config FILE] [--threads N] [--eval]

@@ -1,4 +1,4 @@
-"""Memory Manager training (issue 7): states, the reward, the GRPO trainer, the CLI and the
+"""Memory Manager training: states, the reward, the GRPO trainer, the CLI and the
 staged chain. Logic tests use the scripted FakeBackend and the HashEmbedder over real SQLite +
 sqlite-vec banks; one reward test runs the real embedded SmolLM2 answerer through llama.cpp;
 the trainer and the staged smoke run TRL for real on a tiny random-weight LLaMA."""
