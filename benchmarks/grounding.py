@@ -34,6 +34,7 @@ import json
 import re
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -206,9 +207,12 @@ def evaluate(data: list[Pair], feat: dict, chosen: dict, embedder) -> dict:
         configs["gate+embedder"] = (GateConfig(min_support=chosen["gate"], min_support_with_cosine=floor,
                                                cosine_weight=w, min_score=t), embedder)
     for name, (cfg, emb) in configs.items():
-        accept = np.array([check_fact(p.fact, p.source, embedder=emb, config=cfg).ok for p in data])
+        verdicts = [check_fact(p.fact, p.source, embedder=emb, config=cfg) for p in data]
+        accept = np.array([v.ok for v in verdicts])
         acc, rej = rates(accept, pos)
-        res[name] = {"config": cfg.__dict__, "accepted": acc, "rejected": rej}
+        why = Counter(v.reason.split(":")[0].split(" (")[0] for v, p in zip(verdicts, data) if p.positive and not v.ok)
+        res[name] = {"config": cfg.__dict__, "accepted": acc, "rejected": rej,
+                     "positives_rejected_because": dict(why.most_common())}
     res["positives"], res["negatives"] = int(pos.sum()), int((~pos).sum())
     return res
 
@@ -275,6 +279,8 @@ def main(argv=None) -> int:
             if name in r:
                 params = r[name].get("threshold", r[name].get("config"))
                 say(f"  {name:14s} accepted {r[name]['accepted']:6.1%}  rejected {r[name]['rejected']:6.1%}  {params}")
+                if "positives_rejected_because" in r[name]:
+                    say(f"  {'':14s} positives rejected because: {r[name]['positives_rejected_because']}")
     say("\nprompt-example leak cases (config of the last line above):")
     for c in report["leaks"]:
         mark = "ok " if c["ok"] == c["expect"] else "BAD"

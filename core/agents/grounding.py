@@ -6,17 +6,20 @@ memory it rewrites) and, when not, why, in one line a person can read in History
 
 1. the fact must be a statement (`is_statement`), not a question or a request;
 2. every name in the fact (a capitalised word that is not at a sentence start, not "I", a
-   month or weekday, the speaker or a name the caller knows from context) must occur in the
-   source: "not in what was said: 'Luna'";
+   month or weekday, the speaker or a name the caller knows from context; all-capital acronyms
+   such as "LGBTQ" count as content words instead) must occur in the source:
+   "not in what was said: 'Luna'";
 3. every number (digits, number words, ordinals) must occur in the source; a year, month,
    day or weekday may also come from the turn's time, directly or through a relative date in
    the turn ("yesterday" said on 5 June 2023 allows "4 June, 2023"; "three years ago"
    allows 2020); an invented year is rejected;
 4. enough of the fact's content words must occur in the source (`Verdict.support`, the share
    found after a light normalisation of our own: case, possessives, plural and verb
-   suffixes, a few irregular forms and chat abbreviations);
-5. with an embedder, a fact whose support is between `min_support_with_cosine` and
-   `min_support` is accepted when its cosine to the source reaches `min_cosine`.
+   suffixes, a few irregular forms and chat abbreviations; stopwords and framing words such
+   as "finds", "values", "shared a photo" do not count);
+5. with an embedder, the support rule becomes support + `cosine_weight` x cosine(fact, source)
+   >= `min_score` (and support >= `min_support_with_cosine`): a close paraphrase passes with
+   fewer shared words, an unrelated turn that shares a few words fails.
 
 Questions and requests: only the statement sentences of a turn support a fact, plus what a
 question presupposes, taken simply as its possessive phrases ("Should I take my dog Rex to

@@ -110,7 +110,9 @@ def stem(word: str) -> str:
         w = w[:-2] if w.endswith("'s") else w[:-1]
     w = w.strip("'")
     w = IRREGULAR.get(w, w)
-    if len(w) > 4:
+    if len(w) == 4 and w.endswith("s") and not w.endswith(("ss", "us", "is")):
+        w = w[:-1]  # dogs, runs
+    elif len(w) > 4:
         for suf in _SUFFIXES:
             if w.endswith(suf) and len(w) - len(suf) >= 3:
                 w = w[: -len(suf)]
