@@ -36,6 +36,7 @@ from typing import Callable, Sequence
 
 from core.agents.reldates import parse_turn_time, resolve_relative_dates
 from core.errors import ModelOutputError
+from core.types import GenParams
 
 __all__ = ["candidates", "rewrite", "extract_facts", "choice_messages", "choice_schema",
            "parse_choice", "model_chooser", "keep_all", "MAX_CANDIDATES", "MAX_CANDIDATE_CHARS"]
@@ -466,8 +467,6 @@ def model_chooser(backend, speaker: str, time=None, *, max_tokens: int | None = 
     reply (for a log). Raises ModelOutputError when the reply does not parse (a truncated
     reply included) and whatever the backend raises.
     """
-    from core.types import GenParams
-
     def choose(cands: Sequence[str]) -> list[int]:
         n = len(cands)
         params = GenParams(temperature=0.0, max_tokens=max_tokens or 16 + 4 * n)
