@@ -101,7 +101,8 @@ hi hey hello hiya thanks thank ok okay lol sure sounds sound good great cool nic
 amazing wow yeah yep nope bye goodbye see later soon talk talking chat chatting congrats
 congratulations glad happy hear hearing hope think know agree right exactly totally absolutely
 definitely course worries problem luck care take meet same neither either love like enjoy feel
-fun funny hilarious cute adorable crazy interesting wonderful fantastic lovely sweet perfect excited exciting proud sorry sad day
+fun funny hilarious cute adorable crazy interesting wonderful fantastic lovely sweet perfect excited exciting
+proud sorry sad day
 night morning evening tell say said mean guess true wish miss missed share sharing welcome
 loved liked enjoyed loving enjoying felt
 """.split())
@@ -409,7 +410,8 @@ def choice_schema(n: int) -> dict:
         raise ValueError(f"choice_schema needs at least one candidate, got {n!r}")
     return {
         "type": "object",
-        "properties": {"keep": {"type": "array", "items": {"type": "integer", "enum": list(range(FIRST_NUMBER, n + FIRST_NUMBER))},
+        "properties": {"keep": {"type": "array",
+                                "items": {"type": "integer", "enum": list(range(FIRST_NUMBER, n + FIRST_NUMBER))},
                                 "uniqueItems": True, "maxItems": n}},
         "required": ["keep"],
         "additionalProperties": False,

@@ -16,6 +16,8 @@ from datetime import date, timedelta
 from functools import lru_cache
 from typing import Sequence
 
+from core.agents.reldates import add_months, parse_turn_time
+
 # --------------------------------------------------------------------------- vocabulary
 
 STOPWORDS = frozenset("""
@@ -298,30 +300,13 @@ def presupposed(sentence: str) -> str:
 
 # --------------------------------------------------------------------------- dates
 
-_TIME_DMY = re.compile(r"(\d{1,2})(?:st|nd|rd|th)?\s+([A-Za-z]+)\.?,?\s+(\d{4})")
-_TIME_MDY = re.compile(r"([A-Za-z]+)\.?\s+(\d{1,2})(?:st|nd|rd|th)?,?\s+(\d{4})")
-_TIME_ISO = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
-
-
 def parse_time(time: str | None) -> date | None:
-    """The calendar day of a turn's time string, or None.
+    """The calendar day of a turn's time string, or None (`core.agents.reldates.parse_turn_time`).
 
     >>> parse_time("1:56 pm on 8 May, 2023"), parse_time("2023-05-08T13:56:00"), parse_time("soon")
     (datetime.date(2023, 5, 8), datetime.date(2023, 5, 8), None)
     """
-    if not time:
-        return None
-    text = clean(time)
-    try:
-        if m := _TIME_ISO.search(text):
-            return date(int(m.group(1)), int(m.group(2)), int(m.group(3)))
-        if (m := _TIME_DMY.search(text)) and m.group(2).casefold() in MONTHS:
-            return date(int(m.group(3)), MONTHS[m.group(2).casefold()], int(m.group(1)))
-        if (m := _TIME_MDY.search(text)) and m.group(1).casefold() in MONTHS:
-            return date(int(m.group(3)), MONTHS[m.group(1).casefold()], int(m.group(2)))
-    except ValueError:  # 31 February and the like
-        return None
-    return None
+    return parse_turn_time(clean(time)) if time else None
 
 
 _N = r"(\d+|a|an|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|couple of|couple|few)"
@@ -341,11 +326,6 @@ def _count(word: str) -> tuple[int, int]:
     if word == "few":
         return 2, 5
     return NUMBER_WORDS[word], NUMBER_WORDS[word]
-
-
-def _month_shift(d: date, months: int) -> tuple[int, int]:
-    k = d.year * 12 + d.month - 1 + months
-    return k // 12, k % 12 + 1
 
 
 @dataclass
@@ -408,7 +388,7 @@ def resolved_dates(text: str, when: date | None) -> Dates:
             out.span(d(k - back), d(k - back))
     for word, k in (("last", -1), ("past", -1), ("previous", -1), ("this", 0), ("next", 1)):
         if re.search(rf"\b{word} month\b", low) or (k == -1 and word == "last" and "a month ago" in low):
-            out.month(_month_shift(when, k))
+            out.month(add_months(when, k))
         if re.search(rf"\b{word} year\b", low) or (k == -1 and word == "last" and "a year ago" in low):
             out.years.add(when.year + k)
         for season, months in SEASONS.items():
@@ -429,6 +409,6 @@ def _shift(out: Dates, when: date, unit: str, a: int, b: int) -> None:
         out.span(when + timedelta(days=7 * a - 6), when + timedelta(days=7 * b + 6))
     elif unit.startswith("month"):
         for k in range(a, b + 1):
-            out.month(_month_shift(when, k))
+            out.month(add_months(when, k))
     else:
         out.years.update(when.year + k for k in range(a, b + 1))

@@ -30,7 +30,7 @@ from __future__ import annotations
 import re
 from datetime import date, datetime, timedelta
 
-__all__ = ["parse_turn_time", "resolve_relative_dates", "format_day"]
+__all__ = ["parse_turn_time", "resolve_relative_dates", "format_day", "add_months"]
 
 MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
           "September", "October", "November", "December")
@@ -84,13 +84,14 @@ def format_day(d: date) -> str:
     return f"{d.day} {MONTHS[d.month - 1]} {d.year}"
 
 
-def _add_months(d: date, k: int) -> tuple[int, int]:
+def add_months(d: date, k: int) -> tuple[int, int]:
+    """(year, month) `k` months after `d`'s month (k may be negative)."""
     n = d.year * 12 + (d.month - 1) + k
     return n // 12, n % 12 + 1
 
 
 def _month(d: date, k: int) -> str:
-    y, m = _add_months(d, k)
+    y, m = add_months(d, k)
     return f"{MONTHS[m - 1]} {y}"
 
 
@@ -159,7 +160,8 @@ def _ago(m: re.Match, d: date) -> tuple[str, str]:
 
 
 _WD = "|".join(_WEEKDAYS)
-_QTY = r"(?P<qty>\d{1,4}|a couple of|a few|several|some|many|an?|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve)"
+_QTY = (r"(?P<qty>\d{1,4}|a couple of|a few|several|some|many|an?|one|two|three|four|five|six|seven|eight|nine|ten|"
+        r"eleven|twelve)")
 _RULES = [
     (r"\bthe day before yesterday\b" + _PART, lambda m, d: _on(d - timedelta(days=2), m["part"])),
     (r"\bthe day after tomorrow\b" + _PART, lambda m, d: _on(d + timedelta(days=2), m["part"])),
@@ -200,7 +202,7 @@ def resolve_relative_dates(text: str, day: date | None) -> str:
     if day is None or not isinstance(text, str) or not text:
         return text
     for pattern, handler in _COMPILED:
-        text = pattern.sub(lambda m: _replace(m, handler, day), text)
+        text = pattern.sub(lambda m, handler=handler: _replace(m, handler, day), text)
     return text
 
 

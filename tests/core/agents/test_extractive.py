@@ -230,7 +230,7 @@ def test_the_embedded_model_returns_valid_choices():
 
     backend = load_backend(ModelSpec())
     try:
-        for turn, names in PLAIN_TURNS:
+        for turn, _names in PLAIN_TURNS:
             cands = candidates(turn)
             raw = "".join(backend.complete(choice_messages(cands, "Maria", TIME),
                                            params=GenParams(temperature=0.0, max_tokens=64),

@@ -12,7 +12,7 @@ import pytest
 from core.agents.grounding import DEFAULT_CONFIG, GateConfig, Source, Verdict, check_fact, is_statement, support_text
 from core.agents.grounding_text import parse_time, stem
 from core.agents.prompts import FACT_EXAMPLES
-from core.embeddings import HashEmbedder
+from core.fakes import HashEmbedder
 
 SAM_SAID = "Hi! I'm Sam. I live in Lisbon and I have a dog called Rex."
 JUNE_5 = "3:00 pm on 5 June, 2023"
