@@ -232,7 +232,7 @@ def _parse(buf, path: Path, file_size: int) -> GGUFInfo:
     end = data_offset if tensors else r.pos
     params = 0
     type_bytes: dict[int, int] = {}
-    for _name, dims, ggml_type, _offset in tensors:
+    for _name, dims, ggml_type, offset in tensors:
         nbytes = _tensor_nbytes(dims, ggml_type)
         end = max(end, data_offset + offset + nbytes)
         params += math.prod(dims)
