@@ -19,7 +19,7 @@ from typing import Callable, ContextManager, NamedTuple
 
 from core.errors import InvalidInputError, NotFoundError
 
-from core.memory.db import Connection, Transactor, now_iso
+from core.memory.db import Connection, Transactor, inserted_id, now_iso
 from core.memory.text import clean_optional
 
 ROLES = ("system", "user", "assistant", "tool")
@@ -82,7 +82,7 @@ class _Table(NamedTuple):
         cols = ", ".join(values)
         cur = conn.execute(f"INSERT INTO {self.name}({cols}) VALUES ({', '.join('?' * len(values))})",
                            tuple(values.values()))
-        return self.get(conn, int(cur.lastrowid))
+        return self.get(conn, inserted_id(cur))
 
 
 _CONVERSATIONS = _Table("conversations", _CONV_COLS, _conv, "conversation")

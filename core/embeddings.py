@@ -50,8 +50,11 @@ class SentenceTransformerEmbedder:
         except Exception as exc:  # a broken or missing model folder
             raise ModelLoadError(f"Could not load the embedder from {path}: {exc}") from exc
         self.name = DEFAULT_EMBEDDER_NAME if model_dir is None else os.path.basename(str(path).rstrip("/"))
-        dim = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
-        self.dim = int(dim())
+        dim_of = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
+        dim = dim_of()
+        if dim is None:  # no module of the model states its output size
+            raise ModelLoadError(f"The embedder at {path} does not report its embedding dimension.")
+        self.dim = int(dim)
         self.batch_size = batch_size
         self._lock = threading.Lock()
 

@@ -17,7 +17,7 @@ import re
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Sequence, Union
+from typing import Any, Callable, Iterator, Mapping, Sequence, Union
 
 import numpy as np
 
@@ -105,7 +105,7 @@ class FakeBackend:
 
 def is_extraction(messages: Sequence[Message], schema: dict | None) -> bool:
     """True for the Memory Manager's fact-extraction call (its schema has a "facts" list)."""
-    return bool(schema) and "facts" in schema.get("properties", {})
+    return schema is not None and "facts" in schema.get("properties", {})
 
 
 def decision_inputs(messages: Sequence[Message]) -> tuple[list[dict], list[str]]:
@@ -202,16 +202,19 @@ def write_gguf(path, tensors: Mapping[str, np.ndarray] | None = None, *, arch: s
     import gguf
 
     writer = gguf.GGUFWriter(str(path), arch)
-    if lora or general_type:
-        writer.add_type("adapter" if lora else general_type)
+    kind = "adapter" if lora else general_type
+    if kind:
+        writer.add_type(kind)
     if lora:
         writer.add_string("adapter.type", "lora")
         if lora_alpha is not None:
             writer.add_float32("adapter.lora.alpha", lora_alpha)
-    for add, value in ((writer.add_name, name), (writer.add_context_length, context_length),
-                       (writer.add_block_count, block_count), (writer.add_embedding_length, embedding_length),
-                       (writer.add_head_count, head_count), (writer.add_head_count_kv, head_count_kv),
-                       (writer.add_file_type, file_type), (writer.add_chat_template, chat_template)):
+    fields: tuple[tuple[Callable[[Any], None], object], ...] = (
+        (writer.add_name, name), (writer.add_context_length, context_length),
+        (writer.add_block_count, block_count), (writer.add_embedding_length, embedding_length),
+        (writer.add_head_count, head_count), (writer.add_head_count_kv, head_count_kv),
+        (writer.add_file_type, file_type), (writer.add_chat_template, chat_template))
+    for add, value in fields:
         if value is not None:
             add(value)
     for tensor_name, array in (tensors or {}).items():

@@ -49,7 +49,7 @@ class QA:
 
     @property
     def sessions(self) -> set[int]:
-        return {session_of(d) for d in self.evidence if session_of(d) is not None}
+        return {s for d in self.evidence if (s := session_of(d)) is not None}
 
 
 @dataclass(frozen=True)

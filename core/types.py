@@ -17,7 +17,7 @@ import numpy as np
 
 Status = Literal["active", "deleted", "superseded"]
 OpEvent = Literal["ADD", "UPDATE", "DELETE", "NOOP"]  # the model writes NOOP as "NONE" (core.agents.prompts)
-OP_EVENTS: tuple[str, ...] = ("ADD", "UPDATE", "DELETE", "NOOP")
+OP_EVENTS: tuple[OpEvent, ...] = ("ADD", "UPDATE", "DELETE", "NOOP")
 Actor = Literal["manager", "user", "import"]
 Message = Mapping[str, str]  # {"role": "system"|"user"|"assistant", "content": "..."}
 

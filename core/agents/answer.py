@@ -240,7 +240,7 @@ class AnswerAgent:
         return int(max(256, n_ctx - reserve_tokens) * CHARS_PER_TOKEN)
 
     @staticmethod
-    def group(memories: Sequence[Memory], speakers: Sequence[str] | None = None) -> dict:
+    def group(memories: Sequence[Memory], speakers: Sequence[str | None] | None = None) -> dict:
         """memory lines by speaker, speakers in first-seen (rank) order, or the given order."""
         groups: dict = {s: [] for s in (speakers or [])}
         for m in memories:
@@ -249,7 +249,8 @@ class AnswerAgent:
 
     def _fit(self, memories: Sequence[Memory], fixed_chars: int, reserve_tokens: int) -> list[Memory]:
         budget = self._budget_chars(reserve_tokens) - fixed_chars
-        used, total = [], 0
+        used: list[Memory] = []
+        total = 0
         for m in memories:
             cost = len(m.prompt_line()) + 4
             if total + cost > budget:

@@ -32,7 +32,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import AbstractSet, Mapping, Sequence, TypedDict
 
 from core.agents import prompts
 from core.agents.guards import RepetitionGuard, fact_key
@@ -63,6 +63,14 @@ class ManagerConfig:
     decide_params: GenParams = DECIDE_PARAMS
 
 
+class _Provenance(TypedDict):
+    """The `MemoryOp` fields every op of one turn shares."""
+
+    speaker: str | None
+    observed_at: str | None
+    source: str | None
+
+
 def parse_manager_output(raw: str, alias_map: Mapping[str, Memory], *, speaker: str | None = None,
                          observed_at: str | None = None, source: str | None = None) -> list[MemoryOp]:
     """Validated ops from the manager's raw JSON. Pure: no bank, no model.
@@ -85,7 +93,7 @@ def parse_manager_output(raw: str, alias_map: Mapping[str, Memory], *, speaker: 
     touched: set[int] = set()
     known_texts = {fact_key(m.text) for m in alias_map.values()}
     added: set[str] = set()
-    extra = {"speaker": speaker, "observed_at": observed_at, "source": source}
+    extra: _Provenance = {"speaker": speaker, "observed_at": observed_at, "source": source}
     for item in items:
         event = prompts.op_event(item.get("event"))
         alias = str(item.get("id", "")).strip()
@@ -164,7 +172,8 @@ class MemoryManager:
                          cancel: CancelToken | None, backend: ChatBackend | None = None):
         """Generate and parse; on a model failure or bad output log it and retry once
         (sampling with a little temperature so the retry can differ), then raise."""
-        last_raw, last_exc = "", None
+        last_raw = ""
+        last_exc: Exception | None = None
         for attempt in (1, 2):
             if attempt == 2:
                 params = GenParams(temperature=max(params.temperature, RETRY_TEMPERATURE),
@@ -223,7 +232,7 @@ class MemoryManager:
             return self.config.related_min_score
         return float(self.bank.embedder.related_score)
 
-    def _related_hits(self, vec, *, speaker: str | None, exclude: set[int]) -> list[tuple[float, Memory]]:
+    def _related_hits(self, vec, *, speaker: str | None, exclude: AbstractSet[int]) -> list[tuple[float, Memory]]:
         """(score, memory) of the top `related_per_fact` related memories of one fact vector."""
         floor = self.related_min_score
         return [(h.score, h.memory)
@@ -240,7 +249,7 @@ class MemoryManager:
         ranked = sorted(best.values(), key=lambda sm: -sm[0])
         return [m for _, m in ranked[: self.config.max_shown]]
 
-    def related(self, vecs, *, speaker: str | None, exclude: set[int] = frozenset()) -> list[Memory]:
+    def related(self, vecs, *, speaker: str | None, exclude: AbstractSet[int] = frozenset()) -> list[Memory]:
         """Top `related_per_fact` memories per fact vector, merged (best score first, at most
         `max_shown` so the decision prompt fits the context)."""
         return self._merge(self._related_hits(v, speaker=speaker, exclude=exclude) for v in vecs)
@@ -263,7 +272,7 @@ class MemoryManager:
     def plan_turn(self, text: str, *, speaker: str | None, time: str | None = None,
                   source: str | None = None, cancel: CancelToken | None = None) -> list[MemoryOp]:
         """All the ops of one turn, without writing anything (see the module docstring)."""
-        extra = {"speaker": speaker, "observed_at": time, "source": source}
+        extra: _Provenance = {"speaker": speaker, "observed_at": time, "source": source}
         facts = self.extract(text, speaker=speaker, time=time, cancel=cancel)
         if not facts:
             return []
@@ -294,7 +303,7 @@ class MemoryManager:
         return ops
 
     def split_batch(self, facts: Sequence[str], vecs, *, speaker: str | None,
-                    exclude: set[int] = frozenset()) -> tuple[list[str], list[str], list[Memory]]:
+                    exclude: AbstractSet[int] = frozenset()) -> tuple[list[str], list[str], list[Memory]]:
         """(unrelated facts: those with no related memory, ADDed without a model call; facts
         for the decision call; the memories shown to it) for one batch of fresh facts; see the
         module docstring."""

@@ -23,10 +23,10 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from core.errors import ModelOutputError
-from core.types import OP_EVENTS
+from core.types import OP_EVENTS, OpEvent
 
 # Also bumped when the manager's rules for what reaches the model change (core/agents/manager.py):
 # banks built under another version differ. 2: related_min_score 0.6, unrelated facts ADDed.
@@ -62,7 +62,7 @@ Reply with JSON only: {"facts": ["...", "..."]}"""
 
 # few-shot examples as chat turns (small models copy a demonstrated format far more reliably
 # than one described in the system text); fixed, so they belong to the cached prefix
-FACT_EXAMPLES = (
+FACT_EXAMPLES: tuple[tuple[str, str, str, list[str]], ...] = (
     ("3:00 pm on 5 June, 2023", "John",
      "Yesterday I adopted a puppy named Buddy. We moved to Boston last year.",
      ["John adopted a puppy named Buddy on 4 June, 2023.", "John moved to Boston in 2022."]),
@@ -207,10 +207,10 @@ MANAGER_EXAMPLE = (
 EVENTS = ("ADD", "UPDATE", "DELETE", "NONE")  # the model's words (prompt, schema), Mem0's
 # The one place the model's words meet `MemoryOp.event` (core.types.OP_EVENTS): the prompt says
 # NONE, as Mem0's and the paper's do; code, the bank and every count say NOOP.
-_OP_OF_EVENT = dict(zip(EVENTS, OP_EVENTS))
+_OP_OF_EVENT: dict[str, OpEvent] = dict(zip(EVENTS, OP_EVENTS))
 
 
-def op_event(event: object) -> str | None:
+def op_event(event: object) -> OpEvent | None:
     """The `MemoryOp.event` of an event the model wrote (case and spaces tolerated), None when
     it is no event of the schema.
 
@@ -220,7 +220,7 @@ def op_event(event: object) -> str | None:
     return _OP_OF_EVENT.get(str(event if event is not None else "").strip().upper())
 
 
-def op_counts(counts: Mapping[str, object]) -> dict[str, int]:
+def op_counts(counts: Mapping[str, Any]) -> dict[str, int]:
     """Per-event counts keyed by `MemoryOp.event`, every event present. Keys that are the
     model's words (files saved when counts were keyed "NONE") are read as their op; other
     keys are ignored, so a whole progress record can be passed.
@@ -228,7 +228,7 @@ def op_counts(counts: Mapping[str, object]) -> dict[str, int]:
     >>> op_counts({"ADD": 2, "NONE": 1, "dia_id": "D1:3"})
     {'ADD': 2, 'UPDATE': 0, 'DELETE': 0, 'NOOP': 1}
     """
-    out = dict.fromkeys(OP_EVENTS, 0)
+    out: dict[str, int] = dict.fromkeys(OP_EVENTS, 0)
     for key, value in counts.items():
         event = key if key in out else op_event(key)
         if event is not None:
@@ -470,12 +470,12 @@ def parse_answer(text: str) -> ParsedAnswer:
     else:
         head, has_marker = text, False
         rest = [ln for ln in lines if not _BULLET.match(ln) and not _HEADER.fullmatch(ln.strip())]
-        bullets = [ln for ln in lines if _BULLET.match(ln)]
+        bullets = [m for ln in lines if (m := _BULLET.match(ln))]
         if rest:
             answer = rest[-1]
         elif bullets and not any(_HEADER.fullmatch(ln.strip()) for ln in lines):
-            answer = _BULLET.match(bullets[-1]).group(1)
-            head = "\n".join(bullets[:-1])
+            answer = bullets[-1].group(1)
+            head = "\n".join(m.string for m in bullets[:-1])
         else:
             answer = ""
     selected = []

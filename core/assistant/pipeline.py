@@ -37,7 +37,7 @@ from core.assistant.commands import forget, parse_command, remember
 from core.config import Settings
 from core.errors import Cancelled, InvalidInputError
 from core.llm.modelset import ModelSet
-from core.types import CancelToken, GenParams, Memory, MemoryChanges, TurnRef
+from core.types import CancelToken, ChatBackend, GenParams, Memory, MemoryChanges, TurnRef
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ class Assistant:
         self._queue: deque[_QueuedTurn] = deque()
         self._replying = 0
         self._running: CancelToken | None = None  # the in-flight manager turn's token
-        self._running_on = None  # the backend that turn runs on
+        self._running_on: ChatBackend | None = None  # the backend that turn runs on
         self._stopping = False
         self._memory_listeners: list[Callable[[MemoryChanges, str], None]] = []
         self._error_listeners: list[Callable[[Exception], None]] = []
@@ -201,8 +201,9 @@ class Assistant:
             return self._running is None or all(self._running_on is not b for b in replaced)
 
         with self._cond:
-            if not free():
-                self._running.cancel()
+            running = self._running
+            if running is not None and not free():
+                running.cancel()
             if not self._cond.wait_for(free, timeout=60):
                 log.warning("a manager turn still used a replaced model after 60 s")
 

@@ -254,7 +254,7 @@ class ModelSet:
                 self._sources[role] = _Source()
                 self._specs.pop(role, None)
             for role, source in self._sources.items():
-                if source.same_as in backends and role not in backends:
+                if source.same_as is not None and source.same_as in backends and role not in backends:
                     self._made[role] = backends[source.same_as]
             now = self.backends()
             replaced = [b for b in before if all(b is not c for c in now)]

@@ -195,7 +195,8 @@ class LlamaBackend:
         llm = Llama.__new__(Llama)  # keep a handle on it so a failed __init__ can be freed
         NATIVE_LOG.take_recent()
         try:
-            llm.__init__(
+            Llama.__init__(
+                llm,
                 model_path=str(self.model_path), n_ctx=self.n_ctx, n_batch=N_BATCH,
                 n_threads=self.n_threads, n_threads_batch=self.n_threads,
                 n_gpu_layers=self.n_gpu_layers, seed=seed, verbose=False)
@@ -402,6 +403,7 @@ class LlamaBackend:
 
     def _generate(self, tokens, max_new, params, grammar, cancel) -> Iterator[str]:
         llm = self._llm
+        assert llm is not None  # `_stream` checked it is open; only a holder of `_lock` frees it
         lc = import_llama_cpp()
         llm.set_seed(params.seed if params.seed is not None else self._rng.randrange(2**31))
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")

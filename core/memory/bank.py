@@ -26,6 +26,7 @@ is a valid status for callers that keep old versions but the bank itself never s
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import logging
 import numbers
@@ -164,8 +165,10 @@ class MemoryBank:
         return vecs
 
     def _mirror_ready(self) -> VectorMirror:
-        """The mirror, (re)loaded if never loaded or another connection committed since."""
+        """The mirror, (re)loaded if never loaded or another connection committed since.
+        Call under `reader()` (the lock held, the bank open)."""
         conn = self._conn
+        assert conn is not None
         version = int(conn.execute("PRAGMA data_version").fetchone()[0])
         if self._mirror is None or version != self._data_version:
             mirror = VectorMirror(int(self.embedder.dim))
@@ -181,10 +184,10 @@ class MemoryBank:
             mirror.bulk_load(ids, mat, statuses, speakers)
             self._mirror, self._data_version = mirror, version
             if missing:
-                self._repair_vectors(missing)
+                self._repair_vectors(mirror, missing)
         return self._mirror
 
-    def _repair_vectors(self, ids: list[int]) -> None:
+    def _repair_vectors(self, mirror: VectorMirror, ids: list[int]) -> None:
         """Embed memories that have no vector (only after a bug or a hand edit of the file)."""
         log.warning("%s: %d memories had no vector; embedding them now", self.path, len(ids))
         with self._tx() as conn:
@@ -194,7 +197,7 @@ class MemoryBank:
             for mid, vec in zip(ids, vecs):
                 _index.write_vector(conn, mid, vec, replace=True)
         for mid, vec in zip(ids, vecs):
-            self._mirror.upsert(mid, vec, rows[mid].status, rows[mid].speaker)
+            mirror.upsert(mid, vec, rows[mid].status, rows[mid].speaker)
 
     def _apply_mirror(self, ops: list[tuple]) -> None:
         if self._mirror is None:
@@ -260,7 +263,8 @@ class MemoryBank:
              offset: int = 0) -> list[Memory]:
         """Memories newest first; `status=None` means every status."""
         self._check_status(status)
-        where, params = [], []
+        where: list[str] = []
+        params: list[str | int] = []
         if status is not None:
             where.append("status = ?")
             params.append(status)
@@ -282,7 +286,7 @@ class MemoryBank:
                 return int(conn.execute("SELECT count(*) FROM memories").fetchone()[0])
             return int(conn.execute("SELECT count(*) FROM memories WHERE status = ?", (status,)).fetchone()[0])
 
-    def speakers(self) -> list[str]:
+    def speakers(self) -> builtins.list[str]:
         """Distinct speakers of active memories, sorted."""
         with self.reader() as conn:
             return [r[0] for r in conn.execute(
@@ -290,7 +294,7 @@ class MemoryBank:
                 "ORDER BY speaker")]
 
     def search(self, query: str, *, k: int = 10, mode: str = "hybrid", speaker: str | None = None,
-               status: str | None = "active") -> list[Hit]:
+               status: str | None = "active") -> builtins.list[Hit]:
         """The best `k` memories for `query`, best first.
 
         Scores: cosine (vector), -bm25 (keyword: the query's words ORed, stemmed), reciprocal-rank
@@ -316,7 +320,7 @@ class MemoryBank:
                 ranked = vec_ranked if mode == "vector" else kw_ranked
             return self._hits(conn, ranked[:k])
 
-    def search_by_vector(self, vec: np.ndarray, *, k: int, speaker: str | None = None) -> list[Hit]:
+    def search_by_vector(self, vec: np.ndarray, *, k: int, speaker: str | None = None) -> builtins.list[Hit]:
         """The top `k` active memories by cosine to a precomputed query embedding."""
         qvec = _index.as_unit_rows(vec, int(self.embedder.dim))[0]
         with self.reader() as conn:
@@ -343,7 +347,7 @@ class MemoryBank:
         return None
 
     def _keyword(self, conn: Connection, query: str, k: int, status: str | None,
-                 speaker: str | None) -> list[tuple[int, float]]:
+                 speaker: str | None) -> builtins.list[tuple[int, float]]:
         match = fts_query(query)
         if match is None:
             return []
@@ -361,11 +365,11 @@ class MemoryBank:
         return [(int(i), -float(r)) for i, r in conn.execute(sql, params)]
 
     @staticmethod
-    def _hits(conn: Connection, ranked: list[tuple[int, float]]) -> list[Hit]:
+    def _hits(conn: Connection, ranked: builtins.list[tuple[int, float]]) -> builtins.list[Hit]:
         rows = fetch_memories(conn, [i for i, _ in ranked])
         return [Hit(rows[i], s) for i, s in ranked if i in rows]
 
-    def vec0_search(self, vec: np.ndarray, *, k: int) -> list[tuple[int, float]]:
+    def vec0_search(self, vec: np.ndarray, *, k: int) -> builtins.list[tuple[int, float]]:
         """sqlite-vec's own KNN over all stored vectors (the reference the mirror is checked against)."""
         qvec = _index.as_unit_rows(vec, int(self.embedder.dim))[0]
         with self.reader() as conn:
@@ -447,7 +451,7 @@ class MemoryBank:
         vectors, keyword entries and their text in the history (`changes.forgotten`). Not undoable."""
         return _history.forget(self, _id_list(memory_ids))
 
-    def history(self, memory_id: int | None = None, *, limit: int = 100) -> list[MemoryEvent]:
+    def history(self, memory_id: int | None = None, *, limit: int = 100) -> builtins.list[MemoryEvent]:
         """Events newest first (for one memory, or all). NotFoundError for an id never seen."""
         with self.reader() as conn:
             if memory_id is None:
@@ -529,7 +533,9 @@ def _check_op(op: MemoryOp) -> str:
 
 
 def _apply_op(batch: Batch, op: MemoryOp, text: str, vec: np.ndarray | None) -> None:
+    """`vec` is the text's embedding, given (by `apply`) for every ADD and UPDATE."""
     if op.event == "ADD":
+        assert vec is not None
         batch.insert(text, vec, speaker=clean_optional(op.speaker), observed_at=clean_time(op.observed_at),
                      source=clean_optional(op.source))
     elif op.event == "UPDATE":
@@ -537,6 +543,7 @@ def _apply_op(batch: Batch, op: MemoryOp, text: str, vec: np.ndarray | None) -> 
         if mem.text == text:
             batch.noop(mem.id, text)
         else:
+            assert vec is not None
             batch.set_text(mem, text, vec, event="UPDATE")
     elif op.event == "DELETE":
         batch.set_status(batch.require(op.memory_id, active=True), "deleted", event="DELETE")

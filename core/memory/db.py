@@ -16,7 +16,7 @@ import contextlib
 import logging
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import sqlean as sqlite3
 import sqlite_vec
@@ -25,8 +25,13 @@ from core.errors import DatabaseCorruptError, DatabaseError, DatabaseLockedError
 
 log = logging.getLogger(__name__)
 
-Connection = sqlite3.Connection
-SqliteError = sqlite3.Error
+if TYPE_CHECKING:  # sqlean ships no type information; its classes have the stdlib sqlite3 API
+    from sqlite3 import Connection, Cursor
+    from sqlite3 import Error as SqliteError
+else:
+    Connection = sqlite3.Connection
+    Cursor = sqlite3.Cursor
+    SqliteError = sqlite3.Error
 
 MMAP_BYTES = 512 * 1024 * 1024
 _LOCKED = {"SQLITE_BUSY", "SQLITE_LOCKED"}
@@ -44,7 +49,7 @@ def _error_name(exc: BaseException) -> str:
     return "_".join(name.split("_")[:2])
 
 
-def to_user_error(exc: BaseException, path: str | Path) -> Exception:
+def to_user_error(exc: Exception, path: str | Path) -> Exception:
     """The `core.errors` exception for a sqlite error, or `exc` itself when it is a bug."""
     name = _error_name(exc)
     msg = str(exc)
@@ -68,6 +73,14 @@ def to_user_error(exc: BaseException, path: str | Path) -> Exception:
     if name == "SQLITE_IOERR" or "disk i/o error" in low:
         return DatabaseError(f"A disk error occurred while using {path} ({msg}).")
     return exc
+
+
+def inserted_id(cur: Cursor) -> int:
+    """The rowid of the row the INSERT just run on `cur` wrote."""
+    rowid = cur.lastrowid
+    if rowid is None:  # only before any INSERT on this cursor: a bug
+        raise RuntimeError("the statement inserted no row")
+    return int(rowid)
 
 
 @contextlib.contextmanager

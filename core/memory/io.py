@@ -169,8 +169,10 @@ def _parse_line(line: bytes, first: bool) -> _Record | None:
         obj = json.loads(line.decode("utf-8"))
     except UnicodeDecodeError:
         raise InvalidInputError("not UTF-8 text") from None
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         raise InvalidInputError(f"not valid JSON ({exc.msg})") from None
+    except ValueError as exc:  # e.g. a number past the interpreter's digit limit
+        raise InvalidInputError(f"not valid JSON ({exc})") from None
     if not isinstance(obj, dict):
         raise InvalidInputError("expected a JSON object")
     kind = obj.get("type", "memory")

@@ -13,7 +13,7 @@ import numpy as np
 from core.errors import NotFoundError
 from core.types import Memory, MemoryChanges, MemoryEvent, TurnRef
 
-from core.memory.db import Connection, now_iso
+from core.memory.db import Connection, inserted_id, now_iso
 from core.memory.index import delete_vector, write_vector
 from core.memory.text import text_key
 
@@ -84,7 +84,7 @@ class Batch:
             " actor, at, turn, undone, reverts, origin) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (self.id, memory_id, event, old_text, new_text, old_status, new_status, actor or self.actor,
              at or now_iso(), self.turn if turn is _BATCH_TURN else turn, int(undone), reverts, origin))
-        eid = int(cur.lastrowid)
+        eid = inserted_id(cur)
         self.changes.batch_id = self.id
         if origin is None:
             self.changes.event_ids.append(eid)
@@ -99,9 +99,9 @@ class Batch:
             " status, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (text, text_key(text), speaker, observed_at, created_at or now, updated_at or created_at or now,
              source, status, int(version)))
-        mid = int(cur.lastrowid)
+        mid = inserted_id(cur)
         write_vector(self.conn, mid, vec)
-        mem = fetch_memory(self.conn, mid)
+        mem = self.require(mid)
         if event:
             self.event(mid, event, new_text=text, new_status=status)
         self.mirror_ops.append(("upsert", mid, vec, status, speaker))
@@ -114,7 +114,7 @@ class Batch:
             "UPDATE memories SET text = ?, text_key = ?, updated_at = ?, version = version + 1 WHERE id = ?",
             (text, text_key(text), now_iso(), mem.id))
         write_vector(self.conn, mem.id, vec, replace=True)
-        new = fetch_memory(self.conn, mem.id)
+        new = self.require(mem.id)
         self.event(mem.id, event, old_text=mem.text, new_text=text, old_status=mem.status,
                    new_status=mem.status, reverts=reverts)
         self.mirror_ops.append(("upsert", mem.id, vec, new.status, new.speaker))
@@ -124,7 +124,7 @@ class Batch:
     def set_status(self, mem: Memory, status: str, *, event: str, reverts: int | None = None) -> Memory:
         self.conn.execute("UPDATE memories SET status = ?, updated_at = ?, version = version + 1 WHERE id = ?",
                           (status, now_iso(), mem.id))
-        new = fetch_memory(self.conn, mem.id)
+        new = self.require(mem.id)
         old_text = mem.text if status != "active" else None
         new_text = mem.text if status == "active" else None
         self.event(mem.id, event, old_text=old_text, new_text=new_text, old_status=mem.status,

@@ -73,6 +73,7 @@ def test_duplicates_inside_the_file_and_in_the_bank_are_skipped(bank, tmp_path):
 
 @pytest.mark.parametrize("bad_line, message", [
     ("{not json", "not valid JSON"),
+    ('{"text": "x", "n": ' + "9" * 5000 + "}", "not valid JSON"),  # past int's digit limit: a ValueError
     ('{"text": ""}', "empty"),
     ('{"text": 42}', "must be a string"),
     ('{"speaker": "x"}', "missing 'text'"),
