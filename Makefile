@@ -9,7 +9,7 @@ PIP        := $(PY) -m pip
 TORCH      ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: run test bench package clean
+.PHONY: run test test-fast lint bench package clean
 
 $(PY):
 	@$(PYTHON_BIN) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed (set PYTHON_BIN=python3.11)")'
@@ -29,8 +29,19 @@ $(VENV)/.stamp-test: pyproject.toml | $(PY)
 run: $(VENV)/.stamp-run
 	$(VENV)/bin/memory-r1 $(ARGS)
 
-test: $(VENV)/.stamp-test
-	QT_QPA_PLATFORM=offscreen HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS)
+TEST_ENV   := QT_QPA_PLATFORM=offscreen HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+
+test: lint
+	$(TEST_ENV) $(PY) -m pytest $(PYTEST_ARGS)
+
+# The inner loop: ruff, then every test that needs no real model (no GGUF, no training).
+test-fast: $(VENV)/.stamp-test
+	$(VENV)/bin/ruff check -q .
+	$(TEST_ENV) $(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: $(VENV)/.stamp-test
+	$(VENV)/bin/ruff check -q .
+	$(VENV)/bin/mypy
 
 bench: $(VENV)/.stamp-test
 	$(PY) benchmarks/retrieval.py

@@ -297,7 +297,7 @@ def _person(text: str, speaker: str) -> str:
     name, poss = _SELF, f"{_SELF}'s"
     adv = rf"(?P<adv>(?:\s+(?i:{_ADVERBS}))*)"
     i = r"\b[Ii]"
-    rules: list[tuple[str, object]] = [
+    rules: list[tuple[str, str | Callable[[re.Match[str]], str]]] = [
         (rf"{i}\s*'\s*m\b|{i}\s+am\b", f"{name} is"),
         (rf"{i}'ve\b", f"{name} has"),
         (rf"{i}'ll\b", f"{name} will"),

@@ -288,7 +288,7 @@ def presupposed(sentence: str) -> str:
     phrases = []
     for i, t in enumerate(toks):
         if t.low in _POSSESSIVE:
-            words = []
+            words: list[str] = []
             for u in toks[i + 1:i + 5]:
                 if u.low in STOPWORDS or len(words) == 3:
                     break
@@ -380,7 +380,7 @@ def resolved_dates(text: str, when: date | None) -> Dates:
         a, b = _count(m.group(1))
         _shift(out, when, m.group(2), a, b)
     for m in re.finditer(r"\b(last|this|next|past|on|)\s*" + _WD + r"\b", low):
-        wd = WEEKDAYS.get(m.group(2), _WD_ABBR.get(m.group(2)))
+        wd = WEEKDAYS[m.group(2)] if m.group(2) in WEEKDAYS else _WD_ABBR[m.group(2)]  # _WD matches only these
         back = (when.weekday() - wd) % 7 or 7  # days since the last such weekday
         # "last Friday": the one before, or the one of the week before; "next": the coming one or
         # the one after; "this" or bare: the last one or the coming one

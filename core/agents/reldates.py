@@ -27,6 +27,7 @@ tense), "in two days" (often a duration), "recently", "the other day", "in the l
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import date, datetime, timedelta
 
@@ -202,7 +203,7 @@ def resolve_relative_dates(text: str, day: date | None) -> str:
     if day is None or not isinstance(text, str) or not text:
         return text
     for pattern, handler in _COMPILED:
-        text = pattern.sub(lambda m, handler=handler: _replace(m, handler, day), text)
+        text = pattern.sub(functools.partial(_replace, handler=handler, day=day), text)
     return text
 
 
