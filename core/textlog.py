@@ -75,7 +75,7 @@ def erase_text_log(*folders: str | os.PathLike) -> int:
         for h in handlers:
             if h.stream is not None:  # reopened (appending) at the next record
                 h.stream.close()
-                h.stream = None  # type: ignore[assignment]
+                h.stream = None
         targets = {Path(h.baseFilename) for h in handlers} | {Path(f) / TEXT_LOG_NAME for f in folders}
         return sum(_erase_one(target) for target in sorted(targets))
     finally:
