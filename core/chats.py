@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, ContextManager, NamedTuple
 
 from core.errors import InvalidInputError, NotFoundError
+from core.textlog import erase_text_log
 
-from core.memory.db import Connection, Transactor, inserted_id, now_iso
+from core.memory.db import Connection, Transactor, checkpoint, inserted_id, now_iso
 from core.memory.text import clean_optional
 
 ROLES = ("system", "user", "assistant", "tool")
@@ -168,6 +170,13 @@ class ChatStore:
             _CONVERSATIONS.get(conn, cid)
             conn.execute("DELETE FROM messages WHERE conversation_id = ?", (cid,))
             conn.execute("DELETE FROM conversations WHERE id = ?", (cid,))
+        self._leave_no_trace("chat purge")
+
+    def _leave_no_trace(self, why: str) -> None:
+        """After a purge: the WAL's copies of the deleted (zeroed) pages and the text log go too."""
+        with self._db() as conn:
+            checkpoint(conn, why)
+        erase_text_log(Path(self._tx.path).parent / "logs")
 
     def purge_temporary(self) -> int:
         """Permanently remove every temporary conversation; returns how many."""
@@ -176,7 +185,9 @@ class ChatStore:
             for cid in ids:
                 conn.execute("DELETE FROM messages WHERE conversation_id = ?", (cid,))
                 conn.execute("DELETE FROM conversations WHERE id = ?", (cid,))
-            return len(ids)
+        if ids:
+            self._leave_no_trace("temporary chat purge")
+        return len(ids)
 
     def add_message(self, cid: int, role: str, content: str, *, meta: dict | None = None) -> ChatMessage:
         """Append and commit a message (empty content is allowed: a reply about to stream)."""

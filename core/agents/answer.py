@@ -30,6 +30,7 @@ from typing import Callable, Sequence
 
 from core.agents import prompts
 from core.agents.guards import AnswerGuard, line_key
+from core.textlog import log_text
 from core.types import CancelToken, ChatBackend, GenParams, Memory, read_stream
 
 log = logging.getLogger(__name__)
@@ -294,7 +295,7 @@ class AnswerAgent:
         distill = self.distill if distill is None else distill
         retrieved = list(memories) if memories is not None else self.retrieve(question, k=k, speakers=speakers)
         if not retrieved:
-            log.info("no memories for question %r: answering that it does not know", question[:200])
+            log.info("no memories for a question of %d chars: answering that it does not know", len(question))
             return AnswerResult(NO_MEMORY_ANSWER, [], [], "", 0, time.perf_counter() - start)
         prompt = self.build_prompt(question, retrieved, distill=distill)
         raw, _ = generate_answer(self.backend, prompt.messages, self.params,
@@ -304,10 +305,12 @@ class AnswerAgent:
         selected = match_selected(parsed.selected_lines, prompt.used) if distill else []
         ok = (not distill) or bool(selected)
         if distill and not selected:
-            log.info("answer without a usable selection (marker=%s, lines=%d); raw=%r",
-                     parsed.has_marker, len(parsed.selected_lines), raw[:500])
+            log.info("answer without a usable selection (marker=%s, lines=%d, %d chars)",
+                     parsed.has_marker, len(parsed.selected_lines), len(raw))
+            log_text("answer output without a usable selection", raw[:500])
         if not parsed.has_marker:
-            log.info("answer without the **Answer:** marker; using %r", parsed.answer[:200])
+            log.info("answer without the **Answer:** marker; using the output as the answer (%d chars)",
+                     len(parsed.answer))
         answer = " ".join(parsed.answer.split())
         return AnswerResult(answer, selected, retrieved, raw, self._prompt_tokens(prompt.messages),
                             time.perf_counter() - start, bool(cancel and cancel.cancelled), ok)

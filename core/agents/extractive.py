@@ -421,10 +421,10 @@ def choice_schema(n: int) -> dict:
 def _check_indices(keep, n: int, raw: str = "", first: int = 0) -> list[int]:
     """`keep` as 0-based indices, after checking it is a list of unique ints in first..first+n-1."""
     if not isinstance(keep, list):
-        raise ModelOutputError(f"choice is not a list of indices: {keep!r:.80}", raw)
+        raise ModelOutputError(f"choice is not a list of indices: {type(keep).__name__}", raw)
     for k in keep:
         if type(k) is not int:  # bool, float and str are refused, never coerced
-            raise ModelOutputError(f"choice index is not an integer: {k!r:.40}", raw)
+            raise ModelOutputError(f"choice index is not an integer: {type(k).__name__}", raw)
         if not first <= k < first + n:
             raise ModelOutputError(f"choice index {k} is out of range {first}..{first + n - 1}", raw)
     if len(set(keep)) != len(keep):
@@ -443,7 +443,7 @@ def parse_choice(raw: str, n: int) -> list[int]:
     ([2, 0], [])
     >>> parse_choice('{"keep": ["1"]}', 3)
     Traceback (most recent call last):
-    core.errors.ModelOutputError: choice index is not an integer: '1'
+    core.errors.ModelOutputError: choice index is not an integer: str
     """
     if not isinstance(raw, str):
         raise ModelOutputError(f"choice is not text: {type(raw).__name__}", repr(raw)[:200])

@@ -37,9 +37,17 @@ from typing import AbstractSet, Mapping, Sequence, TypedDict
 from core.agents import prompts
 from core.agents.guards import RepetitionGuard, fact_key
 from core.errors import Cancelled, ModelOutputError, NotFoundError, UserError
+from core.textlog import log_text
 from core.types import CancelToken, ChatBackend, GenParams, Memory, MemoryChanges, MemoryOp, read_stream
 
 log = logging.getLogger(__name__)
+
+
+def _alias(value: object) -> str:
+    """A model-given id for the log: the id itself when it looks like one, else only its length
+    (the model may have put memory text there)."""
+    text = str(value)
+    return repr(text) if text.isdigit() and len(text) <= 6 else f"<{len(text)} chars>"
 
 EXTRACT_PARAMS = GenParams(temperature=0.0, max_tokens=1024)
 DECIDE_PARAMS = GenParams(temperature=0.0, max_tokens=1536)
@@ -94,17 +102,18 @@ def parse_manager_output(raw: str, alias_map: Mapping[str, Memory], *, speaker: 
     known_texts = {fact_key(m.text) for m in alias_map.values()}
     added: set[str] = set()
     extra: _Provenance = {"speaker": speaker, "observed_at": observed_at, "source": source}
-    for item in items:
+    for n, item in enumerate(items):
         event = prompts.op_event(item.get("event"))
         alias = str(item.get("id", "")).strip()
         text = " ".join(str(item.get("text") or "").split())[:prompts.FACT_MAX_CHARS]
         memory = alias_map.get(alias)
         if event is None:
-            log.warning("manager op dropped: unknown event %r (item %r)", item.get("event"), item)
+            log.warning("manager op dropped: unknown event %s (item %d)", _alias(item.get("event")), n)
+            log_text(f"manager item {n} with an unknown event", item)
             continue
         if event == "ADD":
             if not text or fact_key(text) in added:
-                log.info("manager ADD dropped: empty or repeated text %r", text)
+                log.info("manager ADD dropped (item %d): %s", n, "repeated text" if text else "empty text")
                 continue
             if fact_key(text) in known_texts:
                 ops.append(MemoryOp("NOOP", text=text, **extra))
@@ -116,14 +125,14 @@ def parse_manager_output(raw: str, alias_map: Mapping[str, Memory], *, speaker: 
             if event == "NOOP":
                 ops.append(MemoryOp("NOOP", text=text, **extra))
             else:
-                log.warning("manager %s dropped: id %r was not shown to it (shown: %s)",
-                            event, alias, sorted(alias_map))
+                log.warning("manager %s dropped: id %s was not shown to it (shown: %s)",
+                            event, _alias(alias), sorted(alias_map))
             continue
         if memory.id in touched:
-            log.warning("manager %s dropped: memory alias %r already has an op this turn", event, alias)
+            log.warning("manager %s dropped: memory alias %s already has an op this turn", event, _alias(alias))
             continue
         if event == "UPDATE" and not text:
-            log.warning("manager UPDATE dropped: empty text for alias %r", alias)
+            log.warning("manager UPDATE dropped: empty text for alias %s", _alias(alias))
             continue
         touched.add(memory.id)
         if event == "UPDATE" and fact_key(text) == fact_key(memory.text):
@@ -186,7 +195,8 @@ class MemoryManager:
                 raise
             except ModelOutputError as exc:
                 last_exc = exc
-                log.warning("%s: unparseable output (attempt %d): %s; raw=%r", what, attempt, exc, last_raw[:2000])
+                log.warning("%s: unparseable output (attempt %d, %d chars): %s", what, attempt, len(last_raw), exc)
+                log_text(f"{what} output (attempt {attempt})", last_raw[:2000])
             except Exception as exc:  # a failure inside the model runtime
                 last_exc = exc
                 log.warning("%s: model call failed (attempt %d): %r", what, attempt, exc, exc_info=True)
@@ -282,11 +292,14 @@ class MemoryManager:
         for fact, vec in zip(facts, vecs):
             dup = self.bank.find_duplicate(fact, speaker=speaker, threshold=self.config.duplicate_threshold, vec=vec)
             if dup is not None:
-                log.info("fact %r skipped: duplicate of memory %d", fact, dup.id)
+                log_text(f"turn {source} fact skipped as duplicate of #{dup.id}", fact)
                 ops.append(MemoryOp("NOOP", text=fact, memory_id=dup.id, **extra))
             else:
                 fresh.append(fact)
                 fresh_vecs.append(vec)
+        if ops:
+            log.info("turn %s: %d facts, %d skipped as duplicates of %s", source, len(facts), len(ops),
+                     ", ".join(f"#{op.memory_id}" for op in ops))
         if not fresh:
             return ops
         size = self.config.facts_per_decision

@@ -35,6 +35,7 @@ from typing import Any, Callable, Protocol, Sequence
 
 from core.errors import ModelOutputError
 from core.fileio import append_jsonl, read_jsonl
+from core.textlog import log_text
 from core.types import OP_EVENTS, MemoryChanges
 
 log = logging.getLogger(__name__)
@@ -139,7 +140,8 @@ def run_turns(manager, turns: Sequence, *, progress: ProgressStore | None = None
                                                    turn=turn.turn_id, source=turn.turn_id)
             report.changes = report.changes.merge(outcome.changes)
         except ModelOutputError as exc:
-            log.error("turn %s skipped: %s; raw=%r", turn.turn_id, exc, (exc.raw or "")[:500])
+            log.error("turn %s skipped: %s (%d chars of output)", turn.turn_id, exc, len(exc.raw or ""))
+            log_text(f"turn {turn.turn_id} model output", (exc.raw or "")[:500])
             outcome.error = exc
             report.failed.append(turn.turn_id)
         if after_turn is not None:

@@ -8,6 +8,10 @@ exception), so a write either lands whole or not at all, even if the process is 
 `translate_errors()` maps SQLite failures a person can act on to `core.errors` types:
 busy/locked -> DatabaseLockedError, not-a-database/malformed -> DatabaseCorruptError (the
 file is never rewritten), disk full / read-only / cannot open -> DatabaseError.
+
+Deleted text does not linger: every connection runs with `PRAGMA secure_delete = ON` (freed
+cells and pages are zeroed), and `checkpoint()` copies the WAL into the file and truncates it,
+so the old page images that still hold the text leave the `-wal` file too (forget, chat purge).
 """
 
 from __future__ import annotations
@@ -120,10 +124,26 @@ def connect(path: str | Path, *, timeout: float = 5.0) -> Connection:
             conn.execute(f"PRAGMA mmap_size = {MMAP_BYTES}")
             conn.execute("PRAGMA cache_size = -32768")
             conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute("PRAGMA secure_delete = ON")
         except BaseException:
             conn.close()
             raise
     return conn
+
+
+def checkpoint(conn: Connection, why: str) -> bool:
+    """`PRAGMA wal_checkpoint(TRUNCATE)` outside any transaction: the WAL's pages go into the
+    file and the `-wal` file is emptied. False (logged) when another connection's read kept it
+    from completing; the rest leaves the WAL at the next checkpoint. Never raises."""
+    try:
+        busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+    except sqlite3.Error as exc:
+        log.warning("%s: the WAL could not be checkpointed (%s)", why, _error_name(exc) or type(exc).__name__)
+        return False
+    if busy:
+        log.warning("%s: the WAL could not be checkpointed now (another reader); old pages leave it "
+                    "at the next checkpoint", why)
+    return not busy
 
 
 class Transactor:

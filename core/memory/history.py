@@ -7,20 +7,22 @@ action) and reverts all of it in reverse order, in one transaction. UNDO, NOOP a
 events, and history copied in by an import, are not undoable.
 
 Forget is the privacy exit: the row, its vector, its FTS entry, every event about it (and
-manager NOOP events quoting its text) are deleted with `PRAGMA secure_delete` on, and the
-WAL is checkpointed, so the text does not survive in the file. One FORGET event (no text)
-remains so the history shows that something was forgotten.
+manager NOOP events quoting its text, compared case- and whitespace-insensitively) are deleted
+(the connection runs with `PRAGMA secure_delete` on), the WAL is checkpointed, and the
+optional text log (`core.textlog`) is emptied, so the text survives in no file of the data
+folder. One FORGET event (no text) remains so the history shows that something was forgotten.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from typing import TYPE_CHECKING
 
 from core.errors import ConflictError, InvalidInputError, NotFoundError
+from core.textlog import erase_text_log
 from core.types import MemoryChanges
 
+from core.memory.db import checkpoint
 from core.memory.rows import Batch, fetch_memory
 
 if TYPE_CHECKING:
@@ -101,21 +103,18 @@ def _revert(batch: Batch, e: tuple, vec) -> None:
 def forget(bank: "MemoryBank", memory_ids: list[int]) -> MemoryChanges:
     """See `MemoryBank.forget`: all of `memory_ids` in one transaction. NotFoundError for an
     unknown id (nothing is forgotten)."""
+    with bank.batch("user", None) as batch:
+        for mem in [batch.require(i) for i in memory_ids]:
+            _erase(batch, mem)
     with bank.reader() as conn:
-        conn.execute("PRAGMA secure_delete = ON")
-    try:
-        with bank.batch("user", None) as batch:
-            for mem in [batch.require(i) for i in memory_ids]:
-                _erase(batch, mem)
-    finally:
-        with bank.reader() as conn:
-            conn.execute("PRAGMA secure_delete = OFF")
-    with bank.reader() as conn, contextlib.suppress(Exception):
-        busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-        if busy:
-            log.warning("forget: the WAL could not be checkpointed now (another reader); "
-                        "old pages leave it at the next checkpoint")
+        checkpoint(conn, "forget")
+    erase_text_log(bank.path.parent / "logs")
+    log.info("forgot %d memories (%s)", len(memory_ids), ", ".join(f"#{i}" for i in memory_ids))
     return batch.changes
+
+
+def _key(text: str) -> str:
+    return " ".join(text.split()).casefold().rstrip(".!")
 
 
 def _erase(batch: Batch, mem) -> None:
@@ -125,8 +124,11 @@ def _erase(batch: Batch, mem) -> None:
                                        (mem.id,)):
         texts.update(t for t in (old, new) if t)
     batch.conn.execute("DELETE FROM memory_events WHERE memory_id = ?", (mem.id,))
-    for text in texts:
-        batch.conn.execute("DELETE FROM memory_events WHERE memory_id IS NULL AND "
-                           "(old_text = ? OR new_text = ?)", (text, text))
+    keys = {_key(t) for t in texts}
+    quoting = [eid for eid, old, new in batch.conn.execute(
+        "SELECT id, old_text, new_text FROM memory_events WHERE memory_id IS NULL AND "
+        "(old_text IS NOT NULL OR new_text IS NOT NULL)") if _key(old or "") in keys or _key(new or "") in keys]
+    for eid in quoting:
+        batch.conn.execute("DELETE FROM memory_events WHERE id = ?", (eid,))
     batch.remove(mem)
     batch.event(mem.id, "FORGET")

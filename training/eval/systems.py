@@ -41,6 +41,7 @@ from core.agents import prompts
 from core.errors import InvalidInputError, ModelOutputError
 from core.fileio import folder_lock
 from core.locomo import QA, Sample, Turn
+from core.textlog import log_text
 from core.types import OP_EVENTS, ChatBackend, GenParams, Memory, MemoryOp
 
 log = logging.getLogger(__name__)
@@ -367,7 +368,8 @@ def judge_answer(backend: ChatBackend, question: str, gold: str, prediction: str
         try:
             return prompts.parse_judge(raw)
         except ModelOutputError as exc:
-            log.warning("judge output unparseable (attempt %d): %s; raw=%r", attempt, exc, raw[:300])
+            log.warning("judge output unparseable (attempt %d, %d chars): %s", attempt, len(raw), exc)
+            log_text(f"judge output (attempt {attempt})", raw[:300])
     return "WRONG"
 
 
