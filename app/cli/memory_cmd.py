@@ -10,10 +10,15 @@ heavy; the bank (and, only when a command embeds, the embedder) load inside the 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import json
 from dataclasses import asdict
 
 from app.cli.options import add_command
+
+if TYPE_CHECKING:
+    from core.memory.bank import MemoryBank
 
 PREVIEW_CHARS = 160
 
@@ -113,7 +118,7 @@ def _run(args, call, render) -> int:
 def _write(args, change, line, memory_id: int | None = None) -> int:
     """A one-memory change: `change(bank)` -> MemoryChanges; prints the memory as it now is
     (re-read when nothing changed, e.g. an edit to the same text)."""
-    def call(bank):
+    def call(bank: MemoryBank):
         changes = change(bank)
         return changes.memory if changes else bank.get(memory_id)
 

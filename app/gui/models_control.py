@@ -15,13 +15,16 @@ No bool arguments: see app/gui/tasks.py on PySide6 6.12.0.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from PySide6.QtCore import QObject, Signal
 
 from core.config import Settings
 
 from app.gui.tasks import TaskRunner
+
+if TYPE_CHECKING:
+    from core.assistant.pipeline import Assistant
 
 
 class ModelControl(QObject):
@@ -48,7 +51,7 @@ class ModelControl(QObject):
         self._submit(factory, settings, self._progress, name="load models", busy="Loading the models…",
                      ok=("Ready.", self.loaded.emit), failed=("", self.loadFailed.emit))
 
-    def swap(self, assistant, old: Settings, new: Settings) -> None:
+    def swap(self, assistant: Assistant, old: Settings, new: Settings) -> None:
         """Load the models of `new` that differ from `old`, then swap them into `assistant`.
 
         Compared and loaded as `core.catalog.shipped.effective_spec` resolves them, so turning

@@ -36,7 +36,7 @@ from typing import Callable, Sequence
 
 from core.agents.reldates import parse_turn_time, resolve_relative_dates
 from core.errors import ModelOutputError
-from core.types import GenParams
+from core.types import ChatBackend, GenParams
 
 __all__ = ["candidates", "rewrite", "extract_facts", "choice_messages", "choice_schema",
            "parse_choice", "model_chooser", "keep_all", "MAX_CANDIDATES", "MAX_CANDIDATE_CHARS"]
@@ -461,7 +461,7 @@ def keep_all(cands: Sequence[str]) -> list[int]:
     return list(range(len(cands)))
 
 
-def model_chooser(backend, speaker: str, time=None, *, max_tokens: int | None = None,
+def model_chooser(backend: ChatBackend, speaker: str, time=None, *, max_tokens: int | None = None,
                   on_raw: Callable[[str], None] | None = None) -> Callable[[Sequence[str]], list[int]]:
     """A chooser backed by a `ChatBackend`: greedy, grammar-constrained by `choice_schema`.
 

@@ -12,11 +12,16 @@ Threads: the caller's (the assistant's reply thread); the bank serialises its wr
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import re
 from datetime import datetime
 
 from core.agents.prompts import format_time
 from core.types import Memory, MemoryChanges, MemoryOp
+
+if TYPE_CHECKING:
+    from core.memory.bank import MemoryBank
 
 FORGET_MAX = 5
 FORGET_MIN_COSINE = 0.75
@@ -89,7 +94,7 @@ def _words(text: str) -> set[str]:
     return {w.removesuffix("'s").rstrip("s") or w for w in re.findall(r"[\w']+", text.lower())} - _STOP
 
 
-def remember(bank, arg: str, *, user_name: str, turn: str) -> tuple[str, MemoryChanges]:
+def remember(bank: MemoryBank, arg: str, *, user_name: str, turn: str) -> tuple[str, MemoryChanges]:
     """Add `arg` (in the third person about `user_name`) as the user's memory, unless a
     duplicate exists; returns the reply text and the changes."""
     fact = third_person(arg, user_name)
@@ -101,7 +106,7 @@ def remember(bank, arg: str, *, user_name: str, turn: str) -> tuple[str, MemoryC
     return f"OK, I'll remember that: {fact}", changes
 
 
-def matching_memories(bank, target: str) -> list[Memory]:
+def matching_memories(bank: MemoryBank, target: str) -> list[Memory]:
     """The active memories a "forget" of `target` (already in the third person) means: among
     the 10 nearest, those close enough in meaning or sharing enough of its words."""
     vec = bank.embed([target])[0]
@@ -115,7 +120,7 @@ def matching_memories(bank, target: str) -> list[Memory]:
     return matches[:FORGET_MAX]
 
 
-def forget(bank, arg: str, *, user_name: str, turn: str) -> tuple[str, MemoryChanges]:
+def forget(bank: MemoryBank, arg: str, *, user_name: str, turn: str) -> tuple[str, MemoryChanges]:
     """Soft-delete the memories matching `arg` (undoable); returns the reply text and the changes."""
     matches = matching_memories(bank, third_person(arg, user_name))
     if not matches:

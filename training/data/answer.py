@@ -27,10 +27,14 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from core.errors import InvalidInputError
 from core.fileio import atomic_write_text, jsonl_values
+
+if TYPE_CHECKING:
+    from core.memory.bank import MemoryBank
+    from core.locomo import Sample
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +45,8 @@ def _memory_dict(m) -> dict:
     return {"text": m.text, "speaker": m.speaker, "observed_at": m.observed_at, "source": m.source}
 
 
-def examples_for_sample(sample, bank, *, k: int, bank_kind: str, max_sessions: int | None) -> list[dict]:
+def examples_for_sample(sample: Sample, bank: MemoryBank, *, k: int, bank_kind: str,
+                        max_sessions: int | None) -> list[dict]:
     """The examples of one conversation over its open bank."""
     from core.agents.answer import AnswerAgent
     from core.agents.prompts import answer_messages

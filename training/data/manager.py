@@ -41,7 +41,7 @@ import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -50,6 +50,9 @@ from core.errors import InvalidInputError, ModelOutputError
 from core.fileio import append_jsonl, atomic_path, atomic_write_json, folder_lock, read_jsonl
 from core.locomo import QA, Sample, Turn
 from core.types import OP_EVENTS, GenParams, Memory
+
+if TYPE_CHECKING:
+    from core.memory.bank import MemoryBank
 
 log = logging.getLogger(__name__)
 
@@ -272,7 +275,7 @@ class _ReplayBackend:
 # --------------------------------------------------------------------------- one pass
 
 
-def _snapshot(bank, table: _VectorTable, embedder) -> list[dict]:
+def _snapshot(bank: MemoryBank, table: _VectorTable, embedder) -> list[dict]:
     mems = sorted(bank.list(status="active"), key=lambda m: m.id)
     return [{"id": m.id, "text": m.text, "speaker": m.speaker, "observed_at": m.observed_at,
              "source": m.source, "v": table.row_of(m.text, embedder)} for m in mems]
@@ -414,7 +417,7 @@ def _bar(total, initial, name, enabled):
     return tqdm(total=total, initial=initial, desc=f"states {name}", unit="turn", dynamic_ncols=True)
 
 
-def _roll_back_unfinished(bank, source: str) -> None:
+def _roll_back_unfinished(bank: MemoryBank, source: str) -> None:
     """Undo what a turn interrupted after its write (but before its progress line) applied,
     so its state is snapshotted, and the turn applied, again from the bank before it."""
     for _ in range(4):  # process_turn writes one batch (two after a vanished memory)

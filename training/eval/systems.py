@@ -35,7 +35,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from core.agents import prompts
 from core.errors import InvalidInputError, ModelOutputError
@@ -43,6 +43,9 @@ from core.fileio import folder_lock
 from core.locomo import QA, Sample, Turn
 from core.textlog import log_text
 from core.types import OP_EVENTS, ChatBackend, GenParams, Memory, MemoryOp
+
+if TYPE_CHECKING:
+    from core.memory.bank import MemoryBank
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +157,7 @@ def _ingest_record(outcome) -> dict:
             "seconds": outcome.seconds}
 
 
-def _ingest_stats(records: Sequence[dict], bank, *, cached: bool) -> dict:
+def _ingest_stats(records: Sequence[dict], bank: MemoryBank, *, cached: bool) -> dict:
     ops = [prompts.op_counts(r) for r in records]  # turn logs saved with "NONE" read as NOOP
     return {
         "kind": "memory",
@@ -316,7 +319,8 @@ class AgentSystem(System):
     def __init__(self, name: str, bank: str, *, distill: bool) -> None:
         self.name, self.bank, self.distill = name, bank, distill
 
-    def answer(self, sample, qa, bank, backend, *, k, n_ctx, max_sessions) -> Answered:
+    def answer(self, sample: Sample, qa: QA, bank: MemoryBank | None, backend: ChatBackend, *, k: int, n_ctx: int,
+               max_sessions: int | None) -> Answered:
         from core.agents.answer import AnswerAgent
 
         agent = AnswerAgent(bank, backend, k=k, distill=self.distill)
@@ -328,7 +332,8 @@ class FullContextSystem(System):
 
     name = "full-context"
 
-    def answer(self, sample, qa, bank, backend, *, k, n_ctx, max_sessions) -> Answered:
+    def answer(self, sample: Sample, qa: QA, bank: MemoryBank | None, backend: ChatBackend, *, k: int, n_ctx: int,
+               max_sessions: int | None) -> Answered:
         return answer_full_context(sample.turns_upto(max_sessions), qa.question, backend,
                                    int(backend.n_ctx or n_ctx))
 

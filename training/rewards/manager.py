@@ -33,14 +33,17 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from core.agents import prompts
 from core.errors import ModelOutputError
-from core.types import OP_EVENTS, GenParams, Memory, MemoryOp
+from core.types import OP_EVENTS, ChatBackend, Embedder, GenParams, Memory, MemoryOp
 
 from training.data.manager import CachingEmbedder, ManagerState
 from training.eval.metrics import exact_match, f1_score
+
+if TYPE_CHECKING:
+    from core.memory.bank import MemoryBank
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +168,7 @@ def snapshot_bank(state: ManagerState, embedder):
     return bank, alias_map
 
 
-def greedy_decisions(states: Sequence[ManagerState], backend, embedder) -> dict:
+def greedy_decisions(states: Sequence[ManagerState], backend: ChatBackend, embedder: Embedder) -> dict:
     """What a manager model decides at `states` the way the app calls it: greedy,
     grammar-constrained `MemoryManager.decide` over a copy of each state's bank (the states'
     prompts are the app's). Returns the op counts, the number of new facts shown, failures
@@ -221,8 +224,9 @@ class FrozenAnswerer:
     valid complete items of a broken output instead of 0 (`salvage_completion`; ours).
     """
 
-    def __init__(self, backend, embedder, *, k: int = 60, max_tokens: int = REWARD_ANSWER_TOKENS,
-                 f1_weight: float = 0.0, lenient: bool = False, max_cache: int = 50_000) -> None:
+    def __init__(self, backend: ChatBackend, embedder: Embedder, *, k: int = 60,
+                 max_tokens: int = REWARD_ANSWER_TOKENS, f1_weight: float = 0.0, lenient: bool = False,
+                 max_cache: int = 50_000) -> None:
         self.backend = backend
         self.embedder = embedder if isinstance(embedder, CachingEmbedder) else CachingEmbedder(embedder)
         self.k = k
@@ -258,7 +262,7 @@ class FrozenAnswerer:
         while len(cache) > limit:
             cache.popitem(last=False)
 
-    def answer(self, bank, question: str, speakers: Sequence[str]) -> str:
+    def answer(self, bank: MemoryBank, question: str, speakers: Sequence[str]) -> str:
         """The greedy answer over `bank`; generated once per distinct prompt."""
         from core.agents.answer import AnswerAgent
 
@@ -306,7 +310,7 @@ class FrozenAnswerer:
         self._remember(self._results, key, detail, self.max_cache)
         return detail
 
-    def _score_ops(self, bank, ops: list[MemoryOp], state: ManagerState) -> RewardDetail:
+    def _score_ops(self, bank: MemoryBank, ops: list[MemoryOp], state: ManagerState) -> RewardDetail:
         auto = [MemoryOp("ADD", text=f, speaker=state.speaker, observed_at=state.time, source=state.source)
                 for f in state.auto_added]  # what the app adds at this turn whatever the decision
         if ops or auto:
