@@ -46,6 +46,8 @@ class Settings:
     max_tokens: int = field(default=512, metadata={"help": "longest chat reply, in tokens"})
     memory_paused: bool = field(default=False, metadata={"help": "the manager neither reads nor writes"})
     use_shipped_adapters: bool = field(default=True, metadata={"help": "use trained adapters shipped in assets/"})
+    trash_days: int = field(default=30, metadata={"help": "days a deleted chat stays in the trash before it is "
+                                                          "purged for good (at start-up); 0 = at the next start"})
     welcome_shown: bool = False
 
     def validate(self) -> None:
@@ -55,6 +57,9 @@ class Settings:
             raise InvalidInputError("Temperature must be between 0 and 2.")
         if not 1 <= self.max_tokens <= 32768:
             raise InvalidInputError("Max tokens must be between 1 and 32768.")
+        days = self.trash_days
+        if isinstance(days, bool) or not isinstance(days, int) or not 0 <= days <= 3650:
+            raise InvalidInputError("Days in the trash must be a whole number from 0 to 3650.")
 
     # --- persistence -------------------------------------------------------------------
     @classmethod

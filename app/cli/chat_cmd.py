@@ -259,6 +259,9 @@ def run_chat(args) -> int:
         notices = _Notices()
         assistant.add_memory_listener(notices.on_changes)
         assistant.add_error_listener(notices.on_error)
+        resumed = assistant.resume_pending()
+        if resumed:
+            print(f"Remembering {resumed} earlier message{'s' if resumed != 1 else ''}…")
         try:
             _chat_loop(assistant, bank, cid, notices, temporary=args.temporary)
         finally:

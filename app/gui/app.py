@@ -1,11 +1,13 @@
 """Wiring the real components into the main window (`run`), and the shared Qt set-up.
 
-`run()` opens the bank (SQLite only; the embedder is loaded lazily), shows the window at
-once, and loads the embedder and both models in the background with progress in the status
-bar (`assistant_factory`). At exit: the window has already stopped any reply and let the
-manager drain; here the runner is shut down, the assistant and models closed, temporary chats
-purged and the bank closed. Called on the main thread.
-"""
+`run()` opens the bank (SQLite only; the embedder is loaded lazily), purges the chats that
+were in the trash longer than `Settings.trash_days`, shows the window at once, and loads the
+embedder and both models in the background with progress in the status bar
+(`assistant_factory`); the assistant, once built, resumes the manager turns an earlier run
+left pending (the window's status bar says how many). At exit: the window has already
+stopped any reply and let the manager drain; here the runner is shut down, the assistant and
+models closed, temporary chats (in memory only) purged and the bank closed. Called on the
+main thread."""
 
 from __future__ import annotations
 
@@ -126,7 +128,8 @@ def run(verbose: bool = False) -> int:
         _fatal_dialog(str(exc))
         return exc.exit_code
     try:
-        bank.chats.purge_temporary()  # left over from a previous run that did not exit cleanly
+        bank.chats.purge_temporary()  # rows an older Memory-R1 left in the file
+        purge_trash(bank, settings)
         window = MainWindow(bank, settings, assistant_factory=make_assistant_factory(bank),
                             log_path=log_path)
         hook = install_excepthook(lambda: window, log_path)
@@ -140,6 +143,15 @@ def run(verbose: bool = False) -> int:
         bank.close()
 
 
+def purge_trash(bank, settings: Settings) -> int:
+    """Permanently remove the chats deleted more than `settings.trash_days` days ago (their
+    messages too; the memories taken from them stay); returns how many. Any thread."""
+    purged = bank.chats.purge_deleted(settings.trash_days)
+    if purged:
+        log.info("purged %d chat(s) that were in the trash for over %d days", purged, settings.trash_days)
+    return purged
+
+
 def shutdown_window(window) -> None:
     """After the event loop: stop the window's task runner, then close its assistant and the
     models it owns (each backend once). Main thread."""
@@ -150,4 +162,4 @@ def shutdown_window(window) -> None:
         assistant.models.close()
 
 
-__all__ = ["run", "init_qt_app", "make_assistant_factory", "build_assistant", "shutdown_window"]
+__all__ = ["run", "init_qt_app", "make_assistant_factory", "build_assistant", "shutdown_window", "purge_trash"]

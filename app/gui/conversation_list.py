@@ -1,4 +1,5 @@
-"""The conversation list: new, rename, search, delete (with confirmation and undo).
+"""The conversation list: new, rename, search, delete (with confirmation and undo), and the
+trash ("Deleted chats": restore, or "Delete forever" with a confirmation).
 
 `ConversationPanel` never touches the chat store itself: it emits requests, the main window
 runs them in the background and calls `set_conversations` with the result. GUI thread only.
@@ -10,7 +11,7 @@ from typing import Sequence
 
 from PySide6.QtCore import QAbstractListModel, QModelIndex, Qt, QTimer, Signal
 from PySide6.QtGui import QAction
-from PySide6.QtWidgets import (QHBoxLayout, QInputDialog, QLineEdit, QListView, QMenu, QPushButton,
+from PySide6.QtWidgets import (QHBoxLayout, QInputDialog, QLabel, QLineEdit, QListView, QMenu, QPushButton,
                                QVBoxLayout, QWidget)
 
 from app.gui.dialogs import confirm
@@ -35,7 +36,8 @@ class ConversationListModel(RowsMixin, QAbstractListModel):
             return (conv.title or "Untitled") + (" (temporary)" if conv.temporary else "")
         if role == Qt.ItemDataRole.ToolTipRole:
             kind = "temporary chat (not remembered)\n" if conv.temporary else ""
-            return f"{kind}{conv.title}\nlast message: {local_time(conv.updated_at)}"
+            deleted = f"\ndeleted: {local_time(conv.deleted_at)}" if conv.deleted_at else ""
+            return f"{kind}{conv.title}\nlast message: {local_time(conv.updated_at)}{deleted}"
         if role == ConversationRole:
             return conv
         return None
@@ -48,10 +50,13 @@ class ConversationListModel(RowsMixin, QAbstractListModel):
 
 
 class ConversationPanel(QWidget):
-    """Search field, list and "New chat" button.
+    """Search field, list, "New chat" and "Deleted chats" buttons.
 
     Signals: `selected(id)`, `newRequested()`, `renameRequested(id, title)`,
-    `deleteRequested(id)` (after the user confirmed), `searchChanged(text)` (debounced).
+    `deleteRequested(id)` (after the user confirmed), `searchChanged(text)` (debounced),
+    `trashToggled(shown)` (the list should now show the trash, or the chats again),
+    `restoreRequested(id)`, `purgeRequested(id)` (from the trash, after the user confirmed).
+    In the trash, choosing a chat selects it for "Restore"/"Delete forever" without opening it.
     """
 
     selected = Signal(int)
@@ -59,6 +64,9 @@ class ConversationPanel(QWidget):
     renameRequested = Signal(int, str)
     deleteRequested = Signal(int)
     searchChanged = Signal(str)
+    trashToggled = Signal(bool)
+    restoreRequested = Signal(int)
+    purgeRequested = Signal(int)
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -67,6 +75,15 @@ class ConversationPanel(QWidget):
         self.search.setObjectName("chatSearch")
         self.new_button = QPushButton("New chat")
         self.new_button.setToolTip("Start a new chat (Ctrl+N)")
+        self.trash_button = QPushButton("Deleted chats", checkable=True)
+        self.trash_button.setObjectName("trashButton")
+        self.trash_button.setToolTip("Deleted chats stay here until purged (Settings: days in the trash)")
+        self.trash_label = QLabel("Deleted chats are purged for good after the days set in Settings.",
+                                  wordWrap=True)
+        self.trash_label.hide()
+        self.restore_button = QPushButton("Restore")
+        self.purge_button = QPushButton("Delete forever…")
+        self.purge_button.setObjectName("purgeButton")
         self.view = QListView()
         self.view.setModel(self.model)
         self.view.setUniformItemSizes(True)
@@ -81,11 +98,18 @@ class ConversationPanel(QWidget):
     def _layout(self) -> None:
         top = QHBoxLayout()
         top.addWidget(self.new_button)
+        top.addWidget(self.trash_button)
+        trash_row = QHBoxLayout()
+        trash_row.addWidget(self.restore_button)
+        trash_row.addWidget(self.purge_button)
         box = QVBoxLayout(self)
         box.setContentsMargins(4, 4, 4, 4)
         box.addLayout(top)
         box.addWidget(self.search)
+        box.addWidget(self.trash_label)
         box.addWidget(self.view, 1)
+        box.addLayout(trash_row)
+        self._show_trash_controls(False)
 
     def _connect(self) -> None:
         self.new_button.clicked.connect(self.newRequested)
@@ -93,6 +117,40 @@ class ConversationPanel(QWidget):
         self.view.customContextMenuRequested.connect(self._context_menu)
         self.search.textChanged.connect(lambda _t: self._debounce.start())
         self._debounce.timeout.connect(lambda: self.searchChanged.emit(self.search.text().strip()))
+        self.trash_button.toggled.connect(self._trash_toggled)
+        self.restore_button.clicked.connect(lambda: self._on_trash_item(self.restoreRequested.emit))
+        self.purge_button.clicked.connect(lambda: self._on_trash_item(self.ask_purge))
+
+    # --- the trash ----------------------------------------------------------------------------
+    def in_trash(self) -> bool:
+        return self.trash_button.isChecked()
+
+    def _show_trash_controls(self, shown: bool) -> None:
+        for widget in (self.trash_label, self.restore_button, self.purge_button):
+            widget.setVisible(shown)
+        self.new_button.setEnabled(not shown)
+
+    def _trash_toggled(self, shown: bool) -> None:
+        self._show_trash_controls(shown)
+        self.trashToggled.emit(shown)
+
+    def _on_trash_item(self, action) -> None:
+        index = self.view.currentIndex()
+        conv = self.model.conversation_at(index.row()) if index.isValid() else None
+        if conv is not None and self.in_trash():
+            action(conv.id)
+
+    def ask_purge(self, conversation_id: int) -> None:
+        """Confirm, then `purgeRequested(id)`: the chat and its messages go for good."""
+        row = self.model.row_of(conversation_id)
+        if row is None:
+            return
+        conv = self.model.conversation_at(row)
+        confirm(self, "Delete chat forever",
+                f"Delete the chat “{conv.title}” and all its messages for good? This cannot be undone. "
+                "Memories taken from it are kept.",
+                lambda: self.purgeRequested.emit(conversation_id), yes_text="Delete forever",
+                name="confirmPurgeChat", destructive=True)
 
     # --- updates ----------------------------------------------------------------------------
     def set_conversations(self, conversations: Sequence, current: int | None) -> None:
@@ -110,7 +168,7 @@ class ConversationPanel(QWidget):
 
     def _on_current(self, current: QModelIndex, _previous: QModelIndex) -> None:
         conv = self.model.conversation_at(current.row()) if current.isValid() else None
-        if conv is not None and conv.id != self._current:
+        if conv is not None and conv.id != self._current and not self.in_trash():
             self._current = conv.id
             self.selected.emit(conv.id)
 
@@ -121,11 +179,15 @@ class ConversationPanel(QWidget):
         if conv is None:
             return
         menu = QMenu(self)
-        rename = QAction("Rename…", menu)
-        delete = QAction("Delete…", menu)
-        rename.triggered.connect(lambda: self.ask_rename(conv.id))
-        delete.triggered.connect(lambda: self.ask_delete(conv.id))
-        menu.addActions([rename, delete])
+        if self.in_trash():
+            first, second = QAction("Restore", menu), QAction("Delete forever…", menu)
+            first.triggered.connect(lambda: self.restoreRequested.emit(conv.id))
+            second.triggered.connect(lambda: self.ask_purge(conv.id))
+        else:
+            first, second = QAction("Rename…", menu), QAction("Delete…", menu)
+            first.triggered.connect(lambda: self.ask_rename(conv.id))
+            second.triggered.connect(lambda: self.ask_delete(conv.id))
+        menu.addActions([first, second])
         menu.popup(self.view.viewport().mapToGlobal(pos))
 
     def ask_rename(self, conversation_id: int) -> None:

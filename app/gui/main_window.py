@@ -194,6 +194,11 @@ class MainWindow(QMainWindow):
         self.conversations.renameRequested.connect(self.rename_conversation)
         self.conversations.deleteRequested.connect(self.delete_conversation)
         self.conversations.searchChanged.connect(lambda _q: self.load_conversations())
+        self.conversations.trashToggled.connect(lambda _shown: self.load_conversations())
+        self.conversations.restoreRequested.connect(
+            lambda cid: self._chat_op(self.bank.chats.restore_conversation, cid, "Chat restored."))
+        self.conversations.purgeRequested.connect(
+            lambda cid: self._chat_op(self.bank.chats.purge_conversation, cid, "Chat deleted for good."))
         self.undo_chat_button.clicked.connect(self._undo_delete_chat)
         self.memory.error.connect(self.report)
         self.memory.message.connect(lambda text: self.statusBar().showMessage(text, 8000))
@@ -220,7 +225,13 @@ class MainWindow(QMainWindow):
         self._apply_runtime_settings()
         self.chat.set_input_enabled(True)
         self.model_label.setText(self._model_text())
+        self.runner.submit(assistant.resume_pending, name="resume memory", on_done=self._resumed, on_error=self.report)
         self.assistantReady.emit()
+
+    def _resumed(self, count: int) -> None:
+        """Turns an earlier run stored but never gave to the manager are being processed now."""
+        if count:
+            self.statusBar().showMessage(f"Remembering {count} earlier message{'s' if count != 1 else ''}…", 15_000)
 
     def _load_failed(self, exc: BaseException) -> None:
         self.chat.set_input_enabled(False, "No model could be loaded: choose one in Settings (Ctrl+,).")
@@ -325,17 +336,18 @@ class MainWindow(QMainWindow):
     def load_conversations(self, select_latest: bool = False) -> None:
         query = self.conversations.search.text().strip() or None
         chats = self.bank.chats
+        trash = self.conversations.in_trash()
 
         def done(convs):
-            current = self.current_conversation.id if self.current_conversation else None
-            if select_latest and current is None and convs and not query:
+            current = self.current_conversation.id if self.current_conversation and not trash else None
+            if select_latest and current is None and convs and not query and not trash:
                 self.current_conversation = convs[0]
                 current = convs[0].id
                 self._show_conversation(convs[0])
             self.conversations.set_conversations(convs, current)
             self.conversationsLoaded.emit()
 
-        self.runner.submit(lambda: chats.list_conversations(query=query), name="list chats",
+        self.runner.submit(lambda: chats.list_conversations(query=query, deleted_only=trash), name="list chats",
                            on_done=done, on_error=self.report)
 
     def new_chat(self, temporary: bool = False) -> None:
@@ -395,8 +407,16 @@ class MainWindow(QMainWindow):
         conversation_id = getattr(self, "_deleted_chat", None)
         self.undo_chat_button.hide()
         if conversation_id is not None:
-            self.runner.submit(self.bank.chats.restore_conversation, conversation_id, name="restore chat",
-                               on_done=lambda _r: self.load_conversations(), on_error=self.report)
+            self._chat_op(self.bank.chats.restore_conversation, conversation_id)
+
+    def _chat_op(self, fn: Callable, conversation_id: int, done_text: str = "") -> None:
+        """`fn(conversation_id)` on the db lane (restore, purge), then the list again."""
+        def done(_result) -> None:
+            if done_text:
+                self.statusBar().showMessage(done_text, 8000)
+            self.load_conversations()
+
+        self.runner.submit(fn, conversation_id, name=fn.__name__, on_done=done, on_error=self.report)
 
     # --- chatting ---------------------------------------------------------------------------
     def busy(self) -> bool:

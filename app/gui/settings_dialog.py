@@ -1,4 +1,5 @@
-"""The settings dialog: models, adapters, sampling, context, threads; the data folder.
+"""The settings dialog: models, adapters, sampling, context, threads; days deleted chats stay
+in the trash; the data folder.
 
 It only edits a copy of `Settings`; `applied(Settings)` hands the validated copy to the main
 window, which persists it and (re)loads models in the background (a model that fails to load
@@ -91,6 +92,11 @@ class SettingsDialog(QDialog):
         self.threads = QSpinBox(minimum=0, maximum=256)
         self.threads.setSpecialValueText("Automatic")
         self.threads.setValue(settings.answer_model.n_threads or 0)
+        self.trash_days = QSpinBox(minimum=0, maximum=3650, suffix=" days")
+        self.trash_days.setObjectName("trashDays")
+        self.trash_days.setSpecialValueText("Until the next start")
+        self.trash_days.setToolTip("Deleted chats are purged for good (with their messages) after this long")
+        self.trash_days.setValue(settings.trash_days)
         self.error_label = QLabel()
         self.error_label.setObjectName("settingsError")
         self.error_label.setStyleSheet("color: #d04040")
@@ -105,6 +111,8 @@ class SettingsDialog(QDialog):
         form.addRow("Max reply tokens:", self.max_tokens)
         form.addRow("Context size (tokens):", self.n_ctx)
         form.addRow("CPU threads:", self.threads)
+        chats = QGroupBox("Chats")
+        QFormLayout(chats).addRow("Keep deleted chats:", self.trash_days)
         folder = QLabel(str(data_folder))
         folder.setObjectName("dataFolder")
         folder.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -118,7 +126,7 @@ class SettingsDialog(QDialog):
         buttons.accepted.connect(self._ok)
         buttons.rejected.connect(self.reject)
         box = QVBoxLayout(self)
-        for widget in (self.answer, self.manager, self.shipped, general):
+        for widget in (self.answer, self.manager, self.shipped, general, chats):
             box.addWidget(widget)
         box.addLayout(data_row)
         box.addWidget(self.error_label)
@@ -136,6 +144,7 @@ class SettingsDialog(QDialog):
         new.use_shipped_adapters = self.shipped.isChecked()
         new.temperature = round(self.temperature.value(), 2)
         new.max_tokens = self.max_tokens.value()
+        new.trash_days = self.trash_days.value()
         return new
 
     def _ok(self) -> None:

@@ -3,7 +3,11 @@ in the background.
 
 `Assistant.reply` (called from one UI/CLI worker thread at a time) stores the user message at
 once, retrieves memories, streams the reply through `on_token` in the calling thread, stores
-the reply (partial text if cancelled) and queues the turn for the manager. The manager runs in
+the reply (partial text if cancelled) and queues the turn for the manager. The queue is
+durable: the user message is marked pending in the transaction that stores it, the mark is
+cleared in the transaction that applies the turn's ops (or, for a turn that yields nothing or
+fails, recorded as such), and `resume_pending()` at start-up queues what a killed or closed
+run left, so every stored message is given to the manager exactly once. The manager runs in
 ONE background thread, so it never delays a reply: it waits while a reply is being generated,
 and when both roles share one model object its in-flight generation is cancelled and redone
 after the reply (nothing is written until a turn's single `bank.apply`). The next question sees
@@ -35,7 +39,7 @@ from core.agents.manager import MemoryManager
 from core.agents.prompts import format_time
 from core.assistant.commands import forget, parse_command, remember
 from core.config import Settings
-from core.errors import Cancelled, InvalidInputError
+from core.errors import Cancelled, ConflictError, InvalidInputError
 from core.llm.modelset import ModelSet
 from core.types import CancelToken, ChatBackend, GenParams, Memory, MemoryChanges, TurnRef
 
@@ -63,8 +67,9 @@ class _QueuedTurn:
 
     text: str
     speaker: str
-    time: str
+    time: str | None
     turn: str
+    message_id: int  # its pending mark in the chat store's manager queue
 
 
 class Assistant:
@@ -132,18 +137,25 @@ class Assistant:
                 self._running_on = self.models.manager
                 manager = MemoryManager(self.bank, self._running_on)
             changes: MemoryChanges | None = None
+            outcome: str | None = None
             try:
-                changes = manager.process_turn(job.text, speaker=job.speaker, time=job.time,
-                                               turn=job.turn, source=job.turn, cancel=token)
+                changes = manager.process_turn(job.text, speaker=job.speaker, time=job.time, turn=job.turn,
+                                               source=job.turn, cancel=token, done_message_id=job.message_id)
+                outcome = None if changes.batch_id is not None else "nothing"
             except Cancelled:
                 with self._cond:
                     self._running = self._running_on = None
                     self._cond.notify_all()
                 log.info("manager turn %s pre-empted; it will run again", job.turn)
                 continue
+            except ConflictError:  # finished meanwhile (another process, a duplicate): skip
+                outcome = "failed" if self.bank.chats.is_pending(job.message_id) else None
             except Exception as exc:  # logged and reported; the turn is not retried again
                 log.error("memory manager failed on turn %s: %s", job.turn, exc, exc_info=True)
                 self._notify(self._error_listeners, exc)
+                outcome = "failed"
+            if outcome is not None:
+                self._finish(job, outcome)
             if changes is not None:
                 self._notify(self._memory_listeners, changes, job.turn)
             with self._cond:
@@ -151,6 +163,32 @@ class Assistant:
                     self._queue.popleft()
                 self._running = self._running_on = None
                 self._cond.notify_all()
+
+    def _finish(self, job: _QueuedTurn, outcome: str) -> None:
+        """Clear the pending mark of a turn that wrote no memory ops (manager thread)."""
+        try:
+            self.bank.chats.finish_pending(job.message_id, outcome)
+        except ConflictError:
+            pass  # already finished elsewhere
+        except Exception:  # the mark stays: the turn is offered again at the next start
+            log.exception("could not clear the manager mark of turn %s", job.turn)
+
+    def resume_pending(self) -> int:
+        """Queue the turns stored earlier whose manager work never finished (a run killed or
+        closed first), oldest first, skipping those already queued; returns how many were
+        added. Call once at start-up, from any thread."""
+        pending = self.bank.chats.pending_turns()
+        with self._cond:
+            if self._stopping:
+                return 0
+            known = {j.message_id for j in self._queue}
+            new = [_QueuedTurn(p.text, p.speaker or self.user_name, p.said_at, p.turn, p.message_id)
+                   for p in pending if p.message_id not in known]
+            if new:
+                head = [self._queue.popleft()] if self._running is not None and self._queue else []
+                self._queue = deque(head + sorted([*self._queue, *new], key=lambda j: j.message_id))
+                self._cond.notify_all()
+        return len(new)
 
     def _enqueue(self, job: _QueuedTurn) -> None:
         with self._cond:
@@ -208,8 +246,9 @@ class Assistant:
                 log.warning("a manager turn still used a replaced model after 60 s")
 
     def close(self, *, drain_timeout: float = 0.0) -> None:
-        """Stop the manager thread: wait up to `drain_timeout` s for queued turns, then abandon
-        the rest (logged) and cancel the in-flight one. The bank and backends stay open."""
+        """Stop the manager thread: wait up to `drain_timeout` s for queued turns, then leave
+        the rest (logged; they stay pending for `resume_pending` at the next start) and cancel
+        the in-flight one. The bank and backends stay open."""
         if drain_timeout:
             self.wait_idle(drain_timeout)
         with self._cond:
@@ -248,17 +287,20 @@ class Assistant:
         after the user message was stored."""
         if not text or not text.strip():
             raise InvalidInputError("Type a message first.")
-        user_msg = self.bank.chats.add_message(conversation_id, "user", text,
-                                               meta={"temporary": True} if temporary else None)
         command = parse_command(text)
+        use_memory = not temporary and not self.settings.memory_paused
+        said_at = format_time(datetime.now())
+        user_msg = self.bank.chats.add_message(conversation_id, "user", text,
+                                               meta={"temporary": True} if temporary else None,
+                                               queue_for_manager=use_memory and command is None,
+                                               speaker=self.user_name, said_at=said_at)
         if command is not None:
             reply = self._command(conversation_id, user_msg, *command, temporary=temporary)
             if on_token is not None:
                 on_token(reply.text)
             return reply
-        use_memory = not temporary and not self.settings.memory_paused
         turn = str(TurnRef.chat(conversation_id, user_msg.id))
-        job = _QueuedTurn(text, self.user_name, format_time(datetime.now()), turn)
+        job = _QueuedTurn(text, self.user_name, said_at, turn, user_msg.id)
         return self._generate(conversation_id, user_msg, on_token, cancel, temporary=temporary,
                               job=job if use_memory else None)
 

@@ -385,13 +385,15 @@ class MemoryBank:
         return self.apply([op], actor=actor, turn=turn)
 
     def apply(self, ops: Sequence[MemoryOp], *, actor: str = "manager", turn: TurnRef | str | None = None,
-              vectors: np.ndarray | None = None) -> MemoryChanges:
+              vectors: np.ndarray | None = None, done_message_id: int | None = None) -> MemoryChanges:
         """Apply manager operations in ONE transaction: all of them or none.
 
         ADD inserts; UPDATE replaces an active memory's text in place (same text -> NOOP);
         DELETE soft-deletes; NOOP records a NOOP event. An unknown or non-active id raises
         NotFoundError and nothing is applied. `vectors` (one row per op, used for ADD/UPDATE)
-        skips embedding, for callers that already have them.
+        skips embedding, for callers that already have them. `done_message_id`: the user
+        message whose pending mark for the manager (core.chats) is cleared in the same
+        transaction; ConflictError, and nothing applied, when it is not pending.
         """
         ops = list(ops)
         texts = [_check_op(op) for op in ops]
@@ -405,6 +407,8 @@ class MemoryBank:
                 raise InvalidInputError(f"{len(rows)} vectors given for {len(ops)} operations.")
             vecs = {i: rows[i] for i in need}
         with self.batch(actor, turn) as batch:
+            if done_message_id is not None:
+                self.chats.finish_pending(done_message_id, "applied")
             for i, op in enumerate(ops):
                 _apply_op(batch, op, texts[i], vecs.get(i))
         return batch.changes

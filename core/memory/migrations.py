@@ -94,10 +94,29 @@ _CHATS = (
     "CREATE INDEX messages_conversation_idx ON messages(conversation_id, id)",
 )
 
+# The Memory Manager's durable queue: one row per user message given to the manager, written
+# in the message's own transaction; `done_at` is set in the transaction that applies the turn
+# (outcome "applied"), or when the turn yielded nothing ("nothing") or failed ("failed").
+# Temporary chats no longer live in the file: leftover rows are removed here.
+_MANAGER_QUEUE = (
+    """CREATE TABLE manager_queue (
+        message_id INTEGER PRIMARY KEY REFERENCES messages(id) ON DELETE CASCADE,
+        speaker TEXT,
+        said_at TEXT,
+        queued_at TEXT NOT NULL,
+        done_at TEXT,
+        outcome TEXT CHECK (outcome IN ('applied', 'nothing', 'failed'))
+    )""",
+    "CREATE INDEX manager_queue_pending_idx ON manager_queue(done_at, message_id)",
+    "DELETE FROM messages WHERE conversation_id IN (SELECT id FROM conversations WHERE temporary = 1)",
+    "DELETE FROM conversations WHERE temporary = 1",
+)
+
 # (number, name, statements): numbers are 1, 2, 3... in order
 MIGRATIONS: list[tuple[int, str, tuple[str, ...]]] = [
     (1, "memories, events, keyword index", _MEMORIES),
     (2, "conversations and messages", _CHATS),
+    (3, "the memory manager's durable queue", _MANAGER_QUEUE),
 ]
 LATEST = MIGRATIONS[-1][0]
 

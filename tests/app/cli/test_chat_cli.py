@@ -280,7 +280,7 @@ def test_chat_ctrl_c_stops_a_reply_not_the_program(loader, monkeypatch, capsys):
 
     monkeypatch.setattr(builtins, "print", print_and_interrupt)
     feed_input(monkeypatch, ["tell me a long story", "/quit"])
-    assert main(["chat", "--temporary"]) == 0
+    assert main(["chat"]) == 0  # a stored chat: a temporary one is gone once the command exits
     out = capsys.readouterr().out
     assert "[stopped]" in out and out.count("word") < 400
     with open_bank() as bank:
@@ -321,3 +321,36 @@ def test_load_turns_formats_and_errors(tmp_path):
     assert state.done("k") == 0
     state.record("k", "f", 3, ["f:2"])
     assert IngestState(state_file).done("k") == 3 and IngestState(state_file).failed("k") == ["f:2"]
+
+
+def test_a_temporary_terminal_chat_reaches_no_file_of_the_data_folder(loader, monkeypatch, capsys, data_home):
+    import uuid
+
+    marker = f"okapi-{uuid.uuid4().hex}"
+    seen_while_open: list = []
+
+    def look():
+        seen_while_open.extend(p for p in data_home.rglob("*") if p.is_file() and marker.encode() in p.read_bytes())
+        return "/quit"
+
+    lines = iter([f"my locker code is {marker}", look])
+    monkeypatch.setattr(builtins, "input", lambda prompt="": (lambda item: item() if callable(item) else item)(
+        next(lines)))
+    assert main(["chat", "--temporary"]) == 0
+    assert "assistant>" in capsys.readouterr().out
+    assert seen_while_open == []
+    assert [p for p in data_home.rglob("*") if p.is_file() and marker.encode() in p.read_bytes()] == []
+    with open_bank() as bank:
+        assert bank.chats.list_conversations(include_deleted=True) == []
+
+
+def test_chat_remembers_messages_an_earlier_run_left_with_a_notice(loader, monkeypatch, capsys):
+    with open_bank() as bank:
+        cid = bank.chats.create_conversation("Earlier").id
+        mid = bank.chats.add_message(cid, "user", "I play the cello", queue_for_manager=True, speaker="User").id
+    feed_input(monkeypatch, ["/quit"])
+    assert main(["chat"]) == 0
+    assert "Remembering 1 earlier message…" in capsys.readouterr().out
+    with open_bank() as bank:
+        assert bank.chats.pending_turns() == []
+        assert [e.turn for e in bank.history()] == [f"chat:{cid}/{mid}"]

@@ -63,7 +63,7 @@ def test_history_undo_forget_stats(capsys):
     stats = run_json(capsys, "stats")
     assert stats["memories"]["active"] == 0 and stats["embedder"] == "hash-embedder"
     code, out, _ = run(capsys, "stats")
-    assert code == 0 and "schema_version: 2" in out
+    assert code == 0 and "schema_version: 3" in out
 
 
 def test_export_import(capsys, tmp_path):
