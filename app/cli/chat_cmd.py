@@ -61,6 +61,7 @@ def _specs(args):
 
     from core.config import Settings, settings_path
     from core.catalog.shipped import with_shipped_adapter
+    from core.llm.gguf_info import validate_gguf
 
     settings = Settings.load(settings_path())
     shipped = settings.use_shipped_adapters and not getattr(args, "no_shipped_adapters", False)
@@ -68,6 +69,9 @@ def _specs(args):
     for role in ("answer", "manager"):
         spec = dataclasses.replace(getattr(settings, f"{role}_model"))
         path, adapter = getattr(args, f"{role}_model"), getattr(args, f"{role}_adapter")
+        for given in (path, adapter):  # a bad file given here is said before anything loads
+            if given:
+                validate_gguf(given)
         if path:
             spec.path = path
         if adapter:
@@ -180,9 +184,12 @@ def run_ingest(args) -> int:
                                  loader=_load)
     bank = _open_bank()
     try:
+        from core.memory.db import check_writable
+
+        check_writable(bank.path)  # a lock or a read-only file is said before the models load
         manager = MemoryManager(bank, models.manager, decide_backend=models.decide)
         with tqdm(total=len(turns), initial=done, unit="turn", desc="ingest", file=sys.stderr,
-                  dynamic_ncols=True) as bar:
+                  dynamic_ncols=True, disable=not sys.stderr.isatty()) as bar:
             report = ingest_turns(manager, turns, state=state, key=key, file=str(path.resolve()),
                                   on_turn=lambda turn, changes: bar.update(1))
     finally:
@@ -250,10 +257,10 @@ def run_chat(args) -> int:
     models = ModelSet.from_specs({"answer": answer_spec, "manager": manager_spec}, loader=_load,
                                  share_identical=True)
     try:
-        models.load("answer", "manager")
-        if args.conversation is not None:
+        if args.conversation is not None:  # a bad id is said before the models load
             cid = bank.chats.get_conversation(args.conversation).id
-        else:
+        models.load("answer", "manager")
+        if args.conversation is None:
             cid = bank.chats.create_conversation("Terminal chat", temporary=args.temporary).id
         assistant = Assistant(bank, models=models, settings=settings, user_name=args.name)
         notices = _Notices()

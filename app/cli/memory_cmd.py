@@ -143,8 +143,19 @@ def cmd_search(args) -> int:
                               [_line(h.memory, h.score) for h in hits] or ["no matches"]))
 
 
+def _editable(bank, memory_id: int):
+    """The memory to edit, checked before the new text is embedded (a model load)."""
+    from core.errors import ConflictError
+
+    mem = bank.get(memory_id)
+    if mem.status != "active":
+        raise ConflictError(f"Memory #{mem.id} is {mem.status}; restore it before editing.")
+    return bank
+
+
 def cmd_edit(args) -> int:
-    return _write(args, lambda bank: bank.edit(args.id, args.text, expected_version=args.expected_version),
+    return _write(args, lambda bank: _editable(bank, args.id).edit(args.id, args.text,
+                                                                    expected_version=args.expected_version),
                   lambda mem: f"edited {_line(mem)}", args.id, embeds=True)
 
 

@@ -219,6 +219,10 @@ def cmd_use(args) -> int:
 
     store = _store()
     record = store.get(args.model)
+    if args.adapter:  # a bad adapter file is said before the model file is hashed
+        from core.llm.gguf_info import validate_gguf
+
+        validate_gguf(args.adapter)
     settings = _settings()
     sha = store.sha256_of(record) if args.adapter else record.sha256
     roles = ["answer", "manager"] if args.role == "both" else [args.role]
