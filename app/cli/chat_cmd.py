@@ -61,7 +61,6 @@ def _specs(args):
 
     from core.config import Settings, settings_path
     from core.catalog.shipped import with_shipped_adapter
-    from core.llm.gguf_info import validate_gguf
 
     settings = Settings.load(settings_path())
     shipped = settings.use_shipped_adapters and not getattr(args, "no_shipped_adapters", False)
@@ -69,9 +68,8 @@ def _specs(args):
     for role in ("answer", "manager"):
         spec = dataclasses.replace(getattr(settings, f"{role}_model"))
         path, adapter = getattr(args, f"{role}_model"), getattr(args, f"{role}_adapter")
-        for given in (path, adapter):  # a bad file given here is said before anything loads
-            if given:
-                validate_gguf(given)
+        for given in (path, adapter):  # a missing file given here is said before anything loads
+            _check_file(given)
         if path:
             spec.path = path
         if adapter:
@@ -83,6 +81,16 @@ def _specs(args):
         spec.validate()
         out.append(with_shipped_adapter(spec, role, shipped))
     return settings, out[0], out[1]
+
+
+def _check_file(path: str | None) -> None:
+    """InvalidInputError when a model or adapter file given on the command line is missing."""
+    import os
+
+    from core.errors import InvalidInputError
+
+    if path and not os.path.isfile(path):
+        raise InvalidInputError(f"The model file {path} does not exist (or is not a file).")
 
 
 def _load(spec):

@@ -34,13 +34,6 @@ def guarded(monkeypatch, data_home):
     monkeypatch.setattr(chat_cmd, "_open_bank", lambda: MemoryBank(db_path(), NoLoadEmbedder()))
 
 
-@pytest.fixture
-def not_gguf(tmp_path):
-    path = tmp_path / "notes.gguf"
-    path.write_text("not a model")
-    return path
-
-
 def _err(capsys, argv) -> list[str]:
     code = main(argv)
     err = capsys.readouterr().err.strip().splitlines()
@@ -50,18 +43,18 @@ def _err(capsys, argv) -> list[str]:
 
 @pytest.mark.parametrize("argv", [
     ["ask", "Where does Maya live?", "--answer-model", "{missing}"],
-    ["ask", "Where does Maya live?", "--answer-model", "{not_gguf}"],
     ["ask", "Where does Maya live?", "--answer-adapter", "{missing}"],
-    ["chat", "--manager-model", "{not_gguf}"],
+    ["chat", "--manager-model", "{missing}"],
+    ["chat", "--answer-adapter", "{folder}"],
     ["ingest", "{sample}", "--manager-model", "{missing}"],
 ])
-def test_a_bad_model_path_is_said_before_anything_loads(guarded, capsys, tmp_path, not_gguf, argv):
+def test_a_bad_model_path_is_said_before_anything_loads(guarded, capsys, tmp_path, argv):
     sample = tmp_path / "s.json"
     sample.write_text(json.dumps({"conversation": {"speaker_a": "A", "speaker_b": "B",
                                                    "session_1": [{"speaker": "A", "text": "hi"}]}}))
-    names = {"missing": str(tmp_path / "absent.gguf"), "not_gguf": str(not_gguf), "sample": str(sample)}
+    names = {"missing": str(tmp_path / "absent.gguf"), "folder": str(tmp_path), "sample": str(sample)}
     err = _err(capsys, [a.format(**names) for a in argv])[0]
-    assert ("absent.gguf" in err) or ("notes.gguf" in err), err
+    assert "does not exist" in err and ("absent.gguf" in err or str(tmp_path) in err), err
 
 
 def test_a_bad_conversation_id_is_said_before_the_models_load(guarded, capsys):
@@ -78,7 +71,7 @@ def test_a_bad_memory_id_is_said_before_the_embedder_loads(guarded, capsys, argv
     assert said in _err(capsys, argv)[0]
 
 
-def test_models_use_checks_the_model_id_and_the_adapter_first(guarded, capsys, not_gguf, monkeypatch, tmp_path):
+def test_models_use_checks_the_model_id_and_the_adapter_first(guarded, capsys, monkeypatch, tmp_path):
     import numpy as np
 
     from core.catalog import ModelStore
@@ -93,4 +86,4 @@ def test_models_use_checks_the_model_id_and_the_adapter_first(guarded, capsys, n
         raise AssertionError("the model was hashed before the adapter was checked")
 
     monkeypatch.setattr(ModelStore, "sha256_of", no_hash)
-    assert "notes.gguf" in _err(capsys, ["models", "use", model_id, "--adapter", str(not_gguf)])[0]
+    assert "absent.gguf" in _err(capsys, ["models", "use", model_id, "--adapter", str(tmp_path / "absent.gguf")])[0]
