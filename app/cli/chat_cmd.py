@@ -265,8 +265,11 @@ def run_chat(args) -> int:
     models = ModelSet.from_specs({"answer": answer_spec, "manager": manager_spec}, loader=_load,
                                  share_identical=True)
     try:
+        from core.memory.db import check_writable
+
         if args.conversation is not None:  # a bad id is said before the models load
             cid = bank.chats.get_conversation(args.conversation).id
+        check_writable(bank.path)  # and so is a lock or a read-only file
         models.load("answer", "manager")
         if args.conversation is None:
             cid = bank.chats.create_conversation("Terminal chat", temporary=args.temporary).id

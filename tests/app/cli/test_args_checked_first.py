@@ -87,3 +87,11 @@ def test_models_use_checks_the_model_id_and_the_adapter_first(guarded, capsys, m
 
     monkeypatch.setattr(ModelStore, "sha256_of", no_hash)
     assert "absent.gguf" in _err(capsys, ["models", "use", model_id, "--adapter", str(tmp_path / "absent.gguf")])[0]
+
+
+def test_chat_says_a_locked_database_before_the_models_load(guarded, capsys, monkeypatch):
+    import core.memory.db as db
+
+    monkeypatch.setattr(db, "check_writable", lambda path, **k: (_ for _ in ()).throw(
+        db.DatabaseLockedError(f"The memory database {path} is locked by another program.")))
+    assert "locked" in _err(capsys, ["chat"])[0]
