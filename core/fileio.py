@@ -161,7 +161,7 @@ def jsonl_values(text: str, bad_line: Callable[[int, ValueError], Exception]) ->
     """(line number, value) of each non-blank line of JSONL `text`; the first line that is not
     JSON raises `bad_line(line_no, error)` (the caller's own error, naming its file).
 
-    >>> jsonl_values('{"a": 1}\n\n[2]', ValueError)
+    >>> jsonl_values('{"a": 1}\\n\\n[2]', ValueError)
     [(1, {'a': 1}), (3, [2])]
     """
     out = []

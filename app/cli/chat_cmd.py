@@ -68,8 +68,6 @@ def _specs(args):
     for role in ("answer", "manager"):
         spec = dataclasses.replace(getattr(settings, f"{role}_model"))
         path, adapter = getattr(args, f"{role}_model"), getattr(args, f"{role}_adapter")
-        for given in (path, adapter):  # a missing file given here is said before anything loads
-            _check_file(given)
         if path:
             spec.path = path
         if adapter:
@@ -83,14 +81,18 @@ def _specs(args):
     return settings, out[0], out[1]
 
 
-def _check_file(path: str | None) -> None:
-    """InvalidInputError when a model or adapter file given on the command line is missing."""
+def _check_files(args) -> None:
+    """InvalidInputError when a model or adapter file given on the command line is missing:
+    said before the bank, the embedder or any model loads."""
     import os
 
     from core.errors import InvalidInputError
 
-    if path and not os.path.isfile(path):
-        raise InvalidInputError(f"The model file {path} does not exist (or is not a file).")
+    for role in ("answer", "manager"):
+        for what in ("model", "adapter"):
+            path = getattr(args, f"{role}_{what}", None)
+            if path and not os.path.isfile(path):
+                raise InvalidInputError(f"The {what} file {path} does not exist (or is not a file).")
 
 
 def _load(spec):
@@ -137,6 +139,7 @@ def run_ask(args) -> int:
         raise InvalidInputError("Give a question to answer.")
     if args.k < 1:
         raise InvalidInputError("-k must be at least 1.")
+    _check_files(args)
     _settings, answer_spec, _ = _specs(args)
     bank = _open_bank()
     models = ModelSet.from_specs({"answer": answer_spec}, loader=_load)  # loaded on first use
@@ -175,6 +178,7 @@ def run_ingest(args) -> int:
 
     path = Path(args.file)
     turns = load_turns(path)  # a bad file fails here, before any model is loaded
+    _check_files(args)
     _settings, _, manager_spec = _specs(args)
     key = file_key(path)
     state = IngestState(data_dir() / STATE_FILE)
@@ -260,6 +264,7 @@ def run_chat(args) -> int:
     from core.assistant.pipeline import Assistant
     from core.llm.modelset import ModelSet
 
+    _check_files(args)
     settings, answer_spec, manager_spec = _specs(args)
     bank = _open_bank()
     models = ModelSet.from_specs({"answer": answer_spec, "manager": manager_spec}, loader=_load,
