@@ -64,13 +64,17 @@ class ManagerConfig:
     decide_params: GenParams = DECIDE_PARAMS
 
 
-def _brief(value: object, limit: int = 200) -> str:
-    """`repr(value)` cut to `limit` characters, for log lines (a model may write 1 MB strings)."""
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} chars)"
+def _shape(value: object) -> str:
+    """What a model-given value is, for log lines: a short id-like string itself, else only
+    its type and length (it may hold memory text, or be 1 MB long)."""
+    if isinstance(value, str):
+        return repr(value) if len(value) <= 6 and value.strip().isalnum() else f"<text of {len(value)} chars>"
+    if isinstance(value, (list, dict)):
+        return f"<{type(value).__name__} of {len(value)}>"
+    return f"<{type(value).__name__}>"
 
 
-def _alias(value: object) -> str | None:
+def _id_alias(value: object) -> str | None:
     """A shown alias from the model's `id`: a string (stripped), an int as its decimal string,
     "" when missing; None for any other type (a bool, float, list or object is refused)."""
     if value is None:
@@ -121,20 +125,21 @@ def parse_manager_output(raw: str, alias_map: Mapping[str, Memory], *, speaker: 
     known_texts = {fact_key(m.text) for m in alias_map.values()}
     added: set[str] = set()
     extra = {"speaker": speaker, "observed_at": observed_at, "source": source}
-    for item in items:
+    for n, item in enumerate(items):
         raw_event = item.get("event")
         event = prompts.op_event(raw_event) if isinstance(raw_event, str) else None
-        alias, text = _alias(item.get("id")), _op_text(item.get("text"))
+        alias, text = _id_alias(item.get("id")), _op_text(item.get("text"))
         if event is None:
-            log.warning("manager op dropped: unknown event %s (item %s)", _brief(raw_event), _brief(item))
+            log.warning("manager op dropped: unknown event %s (item %d)", _shape(raw_event), n)
             continue
         if alias is None or text is None:
-            log.warning("manager %s dropped: id or text is not a string (item %s)", event, _brief(item))
+            log.warning("manager %s dropped (item %d): id %s or text %s of the wrong type", event, n,
+                        _shape(item.get("id")), _shape(item.get("text")))
             continue
         memory = alias_map.get(alias)
         if event == "ADD":
             if not text or fact_key(text) in added:
-                log.info("manager ADD dropped: empty or repeated text %s", _brief(text))
+                log.info("manager ADD dropped (item %d): %s", n, "repeated text" if text else "empty text")
                 continue
             if fact_key(text) in known_texts:
                 ops.append(MemoryOp("NOOP", text=text, **extra))
@@ -147,7 +152,7 @@ def parse_manager_output(raw: str, alias_map: Mapping[str, Memory], *, speaker: 
                 ops.append(MemoryOp("NOOP", text=text, **extra))
             else:
                 log.warning("manager %s dropped: id %s was not shown to it (shown: %s)",
-                            event, _brief(alias, 40), sorted(alias_map))
+                            event, _shape(alias), sorted(alias_map))
             continue
         if memory.id in touched:
             log.warning("manager %s dropped: memory alias %r already has an op this turn", event, alias)
