@@ -166,10 +166,17 @@ class ChatStore:
         # reused in a process, and small enough for a Qt int signal
         self._next_scratch_id = SCRATCH_FIRST_ID
         with self._db() as conn:
-            if SCRATCH not in {r[1] for r in conn.execute("PRAGMA database_list")}:
-                conn.execute(f"ATTACH DATABASE ':memory:' AS {SCRATCH}")
-            for sql in _SCRATCH_TABLES:
-                conn.execute(sql)
+            # a read-only bank's connection is query_only: lift it only to create the scratch
+            # tables in memory (the file itself is opened mode=ro and stays unwritable)
+            query_only = int(conn.execute("PRAGMA query_only").fetchone()[0])
+            conn.execute("PRAGMA query_only = OFF")
+            try:
+                if SCRATCH not in {r[1] for r in conn.execute("PRAGMA database_list")}:
+                    conn.execute(f"ATTACH DATABASE ':memory:' AS {SCRATCH}")
+                for sql in _SCRATCH_TABLES:
+                    conn.execute(sql)
+            finally:
+                conn.execute(f"PRAGMA query_only = {query_only}")
 
     def _scratch_id(self) -> int:
         key, self._next_scratch_id = self._next_scratch_id, self._next_scratch_id + 1

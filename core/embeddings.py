@@ -2,6 +2,8 @@
 
 `default_embedder()` loads it once per process (thread-safe) and reuses it. The model-free
 stand-in for fast tests and benchmarks is `core.fakes.HashEmbedder` (same interface).
+Loading draws no progress bars (transformers' "Loading weights", huggingface_hub's) unless
+stderr is a terminal: piped or logged output stays clean.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 import threading
 from typing import Sequence
 
@@ -40,6 +43,7 @@ class SentenceTransformerEmbedder:
                  device: str = "cpu") -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        quiet_progress_bars()
         from sentence_transformers import SentenceTransformer
 
         from core.paths import embedded_embedder_dir
@@ -70,6 +74,24 @@ class SentenceTransformerEmbedder:
                 show_progress_bar=False,
             )
         return np.ascontiguousarray(vecs, dtype=np.float32)
+
+
+def quiet_progress_bars(interactive: bool | None = None) -> None:
+    """Turn off the loading progress bars of transformers and huggingface_hub when stderr is
+    not a terminal (`interactive=None`: ask `sys.stderr.isatty()`)."""
+    if interactive is None:
+        interactive = bool(getattr(sys.stderr, "isatty", lambda: False)())
+    if interactive:
+        return
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    with contextlib.suppress(Exception):  # optional packages: absent or older APIs
+        import transformers.utils.logging as tlog
+
+        tlog.disable_progress_bar()
+    with contextlib.suppress(Exception):
+        import huggingface_hub.utils as hub_utils
+
+        hub_utils.disable_progress_bars()
 
 
 SMALL_BATCH = 8  # texts; up to this many are embedded on one torch thread

@@ -38,6 +38,22 @@ class DatabaseCorruptError(DatabaseError):
     """The file is not a database or fails its integrity check. It is never overwritten."""
 
 
+class DiskFullError(UserError):
+    """The disk is full: the file (database, settings, export...) was not written."""
+
+
+class DatabaseFullError(DiskFullError, DatabaseError):
+    """The disk under the memory database is full (SQLITE_FULL, or a write failing with ENOSPC)."""
+
+
+class DatabaseReadOnlyError(DatabaseError):
+    """The database or its folder cannot be written: it is opened read-only (reads still work)."""
+
+
+class DataFolderGoneError(DatabaseError):
+    """The data folder was deleted or moved while the app had the database open."""
+
+
 class SchemaTooNewError(DatabaseError):
     """The database was written by a newer version of Memory-R1."""
 

@@ -11,13 +11,15 @@
 - `sha256_file(path)` (the whole file) and `file_fingerprint(path)` (name, size, first and
   last MiB: a cheap content id of a large model file).
 
-Pure functions over files; any thread. OSError propagates to the caller, which knows what the
-file is for and turns it into a user-facing sentence.
+Pure functions over files; any thread. A full disk (ENOSPC, EDQUOT) raises
+`core.errors.DiskFullError` naming the file (the old content stays); any other OSError
+propagates to the caller, which knows what the file is for and turns it into a sentence.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -26,9 +28,31 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from core.errors import DiskFullError
+
 log = logging.getLogger(__name__)
 
 PathLike = str | os.PathLike
+_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def as_disk_full(exc: OSError, path: PathLike) -> DiskFullError | None:
+    """The DiskFullError naming `path` when `exc` is a full disk (ENOSPC, EDQUOT), else None."""
+    if exc.errno not in _FULL:
+        return None
+    return DiskFullError(f"The disk is full: {path} was not written; free some space and try again.")
+
+
+@contextlib.contextmanager
+def disk_full_as_user_error(path: PathLike) -> Iterator[None]:
+    """Re-raise an OSError of a full disk (ENOSPC, EDQUOT) as DiskFullError naming `path`."""
+    try:
+        yield
+    except OSError as exc:
+        full = as_disk_full(exc, path)
+        if full is not None:
+            raise full from exc
+        raise
 
 
 @contextlib.contextmanager
@@ -43,19 +67,20 @@ def atomic_path(path: PathLike, *, suffix: str = ".tmp") -> Iterator[Path]:
     ('hi', ['x.txt'])
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}-", suffix=suffix)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        yield tmp
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
+    with disk_full_as_user_error(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}-", suffix=suffix)
+        os.close(fd)
+        tmp = Path(tmp_name)
+        try:
+            yield tmp
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
 
 
 def atomic_write_bytes(path: PathLike, data: bytes, *, mode: int | None = None) -> None:
@@ -126,7 +151,7 @@ def read_jsonl(path: PathLike, *, repair: bool = True) -> list[dict]:
 
 def append_jsonl(path: PathLike, record: dict) -> None:
     """Append one record as a line and fsync it (the line is durable when this returns)."""
-    with open(path, "a", encoding="utf-8") as fh:
+    with disk_full_as_user_error(path), open(path, "a", encoding="utf-8") as fh:
         fh.write(json.dumps(record, ensure_ascii=False) + "\n")
         fh.flush()
         os.fsync(fh.fileno())

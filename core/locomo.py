@@ -88,27 +88,71 @@ def session_of(dia_id: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def parse_sample(raw: dict) -> Sample:
+def _bad(where: str, what: str) -> InvalidInputError:
+    return InvalidInputError(f"Not a LoCoMo sample: {where} {what}.")
+
+
+_KIND_NAMES = {dict: "an object", list: "a list", str: "text", int: "a number", float: "a number"}
+
+
+def _get(obj: dict, key: str, kind: type | tuple[type, ...], where: str, default=None, required: bool = True):
+    """`obj[key]` checked to be a `kind`; InvalidInputError naming the field otherwise."""
+    if key not in obj or obj[key] is None:
+        if required:
+            raise _bad(f"{where}.{key}", "is missing")
+        return default
+    value = obj[key]
+    if not isinstance(value, kind) or isinstance(value, bool):
+        names = " or ".join(dict.fromkeys(_KIND_NAMES.get(k, k.__name__)
+                                          for k in (kind if isinstance(kind, tuple) else (kind,))))
+        raise _bad(f"{where}.{key}", f"must be {names}, not {_KIND_NAMES.get(type(value), type(value).__name__)}")
+    return value
+
+
+_SCALAR = (str, int, float)
+
+
+def _turn(t: object, n: int, i: int, when: str, where: str) -> Turn:
+    if not isinstance(t, dict):
+        raise _bad(where, f"must be an object (a turn), not {_KIND_NAMES.get(type(t), type(t).__name__)}")
+    caption = _get(t, "blip_caption", str, where, required=False)
+    return Turn(str(_get(t, "speaker", _SCALAR, where)), str(_get(t, "dia_id", str, where, f"D{n}:{i}", False)),
+                str(_get(t, "text", _SCALAR, where, "", False)), n, when, caption)
+
+
+def _qa(q: object, i: int, where: str) -> QA:
+    if not isinstance(q, dict):
+        raise _bad(where, f"must be an object (a question), not {_KIND_NAMES.get(type(q), type(q).__name__)}")
+    answer = q.get("answer") if q.get("answer") is not None else q.get("adversarial_answer", "")
+    if not isinstance(answer, _SCALAR + (type(None),)):
+        raise _bad(f"{where}.answer", f"must be text or a number, not {type(answer).__name__}")
+    evidence = _get(q, "evidence", list, where, [], False)
+    category = _get(q, "category", (int, str), where)
     try:
-        conv = raw["conversation"]
-        sessions = sorted(
-            (int(k.split("_")[1]) for k in conv if re.fullmatch(r"session_\d+", k)),
-        )
-        turns: list[Turn] = []
-        for n in sessions:
-            when = conv.get(f"session_{n}_date_time", "")
-            for t in conv[f"session_{n}"]:
-                turns.append(Turn(str(t["speaker"]), str(t.get("dia_id", f"D{n}:{len(turns) + 1}")),
-                                  str(t.get("text", "")), n, when, t.get("blip_caption")))
-        qa = tuple(
-            QA(str(q["question"]), str(q.get("answer", q.get("adversarial_answer", ""))),
-               tuple(str(e) for e in q.get("evidence", [])), int(q["category"]), i)
-            for i, q in enumerate(raw.get("qa", []))
-        )
-        return Sample(str(raw.get("sample_id", "sample")), str(conv["speaker_a"]),
-                      str(conv["speaker_b"]), tuple(turns), qa)
-    except (KeyError, TypeError, ValueError, IndexError) as exc:
-        raise InvalidInputError(f"not a LoCoMo sample: missing or bad field {exc}") from exc
+        category = int(category)
+    except ValueError:
+        raise _bad(f"{where}.category", f"must be a number, not {category!r}") from None
+    return QA(str(_get(q, "question", _SCALAR, where)), "" if answer is None else str(answer),
+              tuple(str(e) for e in evidence), category, i)
+
+
+def parse_sample(raw: object, where: str = "sample") -> Sample:
+    """One sample of LoCoMo's JSON. Raises InvalidInputError naming the first field of the wrong
+    shape (`where` is its path prefix, e.g. "sample 3")."""
+    if not isinstance(raw, dict):
+        raise _bad(where, f"must be an object, not {_KIND_NAMES.get(type(raw), type(raw).__name__)}")
+    conv = _get(raw, "conversation", dict, where)
+    cwhere = f"{where}.conversation"
+    sessions = sorted(int(k.split("_")[1]) for k in conv if re.fullmatch(r"session_\d+", k))
+    turns: list[Turn] = []
+    for n in sessions:
+        when = str(_get(conv, f"session_{n}_date_time", _SCALAR, cwhere, "", False))
+        for j, t in enumerate(_get(conv, f"session_{n}", list, cwhere)):
+            turns.append(_turn(t, n, len(turns) + 1, when, f"{cwhere}.session_{n}[{j}]"))
+    qa = tuple(_qa(q, i, f"{where}.qa[{i}]") for i, q in enumerate(_get(raw, "qa", list, where, [], False)))
+    return Sample(str(_get(raw, "sample_id", _SCALAR, where, "sample", False)),
+                  str(_get(conv, "speaker_a", _SCALAR, cwhere)), str(_get(conv, "speaker_b", _SCALAR, cwhere)),
+                  tuple(turns), qa)
 
 
 def load_locomo(path: str | Path, samples: list[str] | None = None) -> list[Sample]:
@@ -116,7 +160,10 @@ def load_locomo(path: str | Path, samples: list[str] | None = None) -> list[Samp
     p = Path(path)
     raw = read_json(p)
     items = raw if isinstance(raw, list) else [raw]
-    out = [parse_sample(r) for r in items]
+    try:
+        out = [parse_sample(r, f"sample {i}" if isinstance(raw, list) else "sample") for i, r in enumerate(items)]
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"{p}: {exc}") from None
     if samples:
         wanted = set(samples)
         out = [s for s in out if s.sample_id in wanted]

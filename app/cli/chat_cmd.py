@@ -81,6 +81,20 @@ def _specs(args):
     return settings, out[0], out[1]
 
 
+def _check_files(args) -> None:
+    """InvalidInputError when a model or adapter file given on the command line is missing:
+    said before the bank, the embedder or any model loads."""
+    import os
+
+    from core.errors import InvalidInputError
+
+    for role in ("answer", "manager"):
+        for what in ("model", "adapter"):
+            path = getattr(args, f"{role}_{what}", None)
+            if path and not os.path.isfile(path):
+                raise InvalidInputError(f"The {what} file {path} does not exist (or is not a file).")
+
+
 def _load(spec):
     from core.llm.runtime import load_backend
 
@@ -125,6 +139,7 @@ def run_ask(args) -> int:
         raise InvalidInputError("Give a question to answer.")
     if args.k < 1:
         raise InvalidInputError("-k must be at least 1.")
+    _check_files(args)
     _settings, answer_spec, _ = _specs(args)
     bank = _open_bank()
     models = ModelSet.from_specs({"answer": answer_spec}, loader=_load)  # loaded on first use
@@ -163,6 +178,7 @@ def run_ingest(args) -> int:
 
     path = Path(args.file)
     turns = load_turns(path)  # a bad file fails here, before any model is loaded
+    _check_files(args)
     _settings, _, manager_spec = _specs(args)
     key = file_key(path)
     state = IngestState(data_dir() / STATE_FILE)
@@ -180,9 +196,12 @@ def run_ingest(args) -> int:
                                  loader=_load)
     bank = _open_bank()
     try:
+        from core.memory.db import check_writable
+
+        check_writable(bank.path)  # a lock or a read-only file is said before the models load
         manager = MemoryManager(bank, models.manager, decide_backend=models.decide)
         with tqdm(total=len(turns), initial=done, unit="turn", desc="ingest", file=sys.stderr,
-                  dynamic_ncols=True) as bar:
+                  dynamic_ncols=True, disable=not sys.stderr.isatty()) as bar:
             report = ingest_turns(manager, turns, state=state, key=key, file=str(path.resolve()),
                                   on_turn=lambda turn, changes: bar.update(1))
     finally:
@@ -245,15 +264,19 @@ def run_chat(args) -> int:
     from core.assistant.pipeline import Assistant
     from core.llm.modelset import ModelSet
 
+    _check_files(args)
     settings, answer_spec, manager_spec = _specs(args)
     bank = _open_bank()
     models = ModelSet.from_specs({"answer": answer_spec, "manager": manager_spec}, loader=_load,
                                  share_identical=True)
     try:
-        models.load("answer", "manager")
-        if args.conversation is not None:
+        from core.memory.db import check_writable
+
+        if args.conversation is not None:  # a bad id is said before the models load
             cid = bank.chats.get_conversation(args.conversation).id
-        else:
+        check_writable(bank.path)  # and so is a lock or a read-only file
+        models.load("answer", "manager")
+        if args.conversation is None:
             cid = bank.chats.create_conversation("Terminal chat", temporary=args.temporary).id
         assistant = Assistant(bank, models=models, settings=settings, user_name=args.name)
         notices = _Notices()

@@ -107,27 +107,33 @@ def _changes(changes) -> dict:
             "event_ids": changes.event_ids, "summary": changes.summary()}
 
 
-def _run(args, call, render) -> int:
-    """Open the bank, `call(bank)`, close it, then print `render(result)` = (json data, text lines)."""
+def _run(args, call, render, *, embeds: bool = False) -> int:
+    """Open the bank, `call(bank)`, close it, then print `render(result)` = (json data, text lines).
+    `embeds`: the call loads the embedder before it writes, so a locked or read-only database
+    is reported first (in the busy timeout), not after the model has loaded."""
     with _bank() as bank:
+        if embeds:
+            from core.memory.db import check_writable
+
+            check_writable(bank.path)
         result = call(bank)
     data, lines = render(result)
     return _emit(args, data, lines)
 
 
-def _write(args, change, line, memory_id: int | None = None) -> int:
+def _write(args, change, line, memory_id: int | None = None, *, embeds: bool = False) -> int:
     """A one-memory change: `change(bank)` -> MemoryChanges; prints the memory as it now is
     (re-read when nothing changed, e.g. an edit to the same text)."""
     def call(bank: MemoryBank):
         changes = change(bank)
         return changes.memory if changes else bank.get(memory_id)
 
-    return _run(args, call, lambda mem: (asdict(mem), [line(mem)]))
+    return _run(args, call, lambda mem: (asdict(mem), [line(mem)]), embeds=embeds)
 
 
 def cmd_add(args) -> int:
     return _write(args, lambda bank: bank.add(args.text, speaker=args.speaker, observed_at=args.observed_at,
-                                              source="cli"), lambda mem: f"added {_line(mem)}")
+                                              source="cli"), lambda mem: f"added {_line(mem)}", embeds=True)
 
 
 def cmd_list(args) -> int:
@@ -142,9 +148,20 @@ def cmd_search(args) -> int:
                               [_line(h.memory, h.score) for h in hits] or ["no matches"]))
 
 
+def _editable(bank, memory_id: int):
+    """The memory to edit, checked before the new text is embedded (a model load)."""
+    from core.errors import ConflictError
+
+    mem = bank.get(memory_id)
+    if mem.status != "active":
+        raise ConflictError(f"Memory #{mem.id} is {mem.status}; restore it before editing.")
+    return bank
+
+
 def cmd_edit(args) -> int:
-    return _write(args, lambda bank: bank.edit(args.id, args.text, expected_version=args.expected_version),
-                  lambda mem: f"edited {_line(mem)}", args.id)
+    return _write(args, lambda bank: _editable(bank, args.id).edit(args.id, args.text,
+                                                                    expected_version=args.expected_version),
+                  lambda mem: f"edited {_line(mem)}", args.id, embeds=True)
 
 
 def cmd_delete(args) -> int:
@@ -186,7 +203,7 @@ def cmd_export(args) -> int:
 def cmd_import(args) -> int:
     return _run(args, lambda bank: bank.import_jsonl(args.file),
                 lambda report: ({"imported": report.imported, "skipped": report.skipped},
-                                [f"imported {report.imported}, skipped {report.skipped} duplicates"]))
+                                [f"imported {report.imported}, skipped {report.skipped} duplicates"]), embeds=True)
 
 
 def cmd_stats(args) -> int:

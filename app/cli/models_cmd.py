@@ -7,6 +7,7 @@ With --json each command prints one JSON document on stdout; progress goes to st
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from core.errors import Cancelled, InvalidInputError
@@ -219,6 +220,8 @@ def cmd_use(args) -> int:
 
     store = _store()
     record = store.get(args.model)
+    if args.adapter and not os.path.isfile(args.adapter):  # said before the model file is hashed
+        raise InvalidInputError(f"The adapter file {args.adapter} does not exist (or is not a file).")
     settings = _settings()
     sha = store.sha256_of(record) if args.adapter else record.sha256
     roles = ["answer", "manager"] if args.role == "both" else [args.role]

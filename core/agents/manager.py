@@ -37,17 +37,12 @@ from typing import AbstractSet, Mapping, Sequence, TypedDict
 from core.agents import prompts
 from core.agents.guards import RepetitionGuard, fact_key
 from core.errors import Cancelled, ModelOutputError, NotFoundError, UserError
+from core.memory.text import clean_fragment
 from core.textlog import log_text
 from core.types import CancelToken, ChatBackend, GenParams, Memory, MemoryChanges, MemoryOp, read_stream
 
 log = logging.getLogger(__name__)
 
-
-def _alias(value: object) -> str:
-    """A model-given id for the log: the id itself when it looks like one, else only its length
-    (the model may have put memory text there)."""
-    text = str(value)
-    return repr(text) if text.isdigit() and len(text) <= 6 else f"<{len(text)} chars>"
 
 EXTRACT_PARAMS = GenParams(temperature=0.0, max_tokens=1024)
 DECIDE_PARAMS = GenParams(temperature=0.0, max_tokens=1536)
@@ -79,20 +74,58 @@ class _Provenance(TypedDict):
     source: str | None
 
 
+def _shape(value: object) -> str:
+    """What a model-given value is, for log lines: a short id-like string itself, else only
+    its type and length (it may hold memory text, or be 1 MB long)."""
+    if isinstance(value, str):
+        return repr(value) if len(value) <= 6 and value.strip().isalnum() else f"<text of {len(value)} chars>"
+    if isinstance(value, (list, dict)):
+        return f"<{type(value).__name__} of {len(value)}>"
+    return f"<{type(value).__name__}>"
+
+
+def _id_alias(value: object) -> str | None:
+    """A shown alias from the model's `id`: a string (stripped), an int as its decimal string,
+    "" when missing; None for any other type (a bool, float, list or object is refused)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return str(value)
+    return value.strip() if isinstance(value, str) else None
+
+
+def _op_text(value: object) -> str | None:
+    """The model's `text` cleaned as the bank cleans memory texts (`clean_fragment`) and cut
+    to `FACT_MAX_CHARS`; "" when missing, None when it is not a string (refused)."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        return None
+    text = clean_fragment(value)[:prompts.FACT_MAX_CHARS].strip()
+    return text if any(c.isalnum() for c in text) else ""  # "\ufffd" or "..." alone says nothing
+
+
 def parse_manager_output(raw: str, alias_map: Mapping[str, Memory], *, speaker: str | None = None,
                          observed_at: str | None = None, source: str | None = None) -> list[MemoryOp]:
     """Validated ops from the manager's raw JSON. Pure: no bank, no model.
 
     `alias_map` maps each shown alias ("0", "1", ...) to the memory shown under it. Rules:
     output that is not JSON or lacks a `memory` list raises ModelOutputError; each invalid item
-    is dropped and logged: an unknown event, an UPDATE/DELETE whose id was not shown, a
-    second op on the same memory, an ADD/UPDATE with empty text, an ADD repeating another
-    ADD or a shown memory. An UPDATE to the same text becomes a NOOP. NOOP ops (the model's
-    "NONE", `prompts.op_event`) keep the memory id when it was shown (for the event log).
+    is dropped and logged: an event that is not a string of the schema, an `id` or `text` of
+    the wrong type (never stringified: an int id is read as its decimal string, a bool, float,
+    list or object is refused), an UPDATE/DELETE whose id was not shown, a second op on the
+    same memory, an ADD/UPDATE with empty text, an ADD repeating another ADD or a shown
+    memory. Texts are cleaned like the bank's (`core.memory.text.clean_fragment`: NULs and
+    control characters dropped, lone surrogates replaced, whitespace collapsed); a text with
+    no letter or digit counts as empty. An UPDATE to
+    the same text becomes a NOOP. NOOP ops (the model's "NONE", `prompts.op_event`) keep the
+    memory id when it was shown (for the event log).
 
     >>> m = Memory(7, "Jo has a dog")
     >>> ops = parse_manager_output('{"memory": [{"id": "0", "text": "Jo has two dogs", "event": "UPDATE"},'
-    ...     ' {"id": "9", "text": "x", "event": "DELETE"}]}', {"0": m})
+    ...     ' {"id": "9", "text": "x", "event": "DELETE"}, {"id": "0", "text": true, "event": "UPDATE"}]}', {"0": m})
     >>> [(o.event, o.memory_id, o.text, o.old_text) for o in ops]
     [('UPDATE', 7, 'Jo has two dogs', 'Jo has a dog')]
     """
@@ -103,14 +136,18 @@ def parse_manager_output(raw: str, alias_map: Mapping[str, Memory], *, speaker: 
     added: set[str] = set()
     extra: _Provenance = {"speaker": speaker, "observed_at": observed_at, "source": source}
     for n, item in enumerate(items):
-        event = prompts.op_event(item.get("event"))
-        alias = str(item.get("id", "")).strip()
-        text = " ".join(str(item.get("text") or "").split())[:prompts.FACT_MAX_CHARS]
-        memory = alias_map.get(alias)
+        raw_event = item.get("event")
+        event = prompts.op_event(raw_event) if isinstance(raw_event, str) else None
+        alias, text = _id_alias(item.get("id")), _op_text(item.get("text"))
         if event is None:
-            log.warning("manager op dropped: unknown event %s (item %d)", _alias(item.get("event")), n)
+            log.warning("manager op dropped: unknown event %s (item %d)", _shape(raw_event), n)
             log_text(f"manager item {n} with an unknown event", item)
             continue
+        if alias is None or text is None:
+            log.warning("manager %s dropped (item %d): id %s or text %s of the wrong type", event, n,
+                        _shape(item.get("id")), _shape(item.get("text")))
+            continue
+        memory = alias_map.get(alias)
         if event == "ADD":
             if not text or fact_key(text) in added:
                 log.info("manager ADD dropped (item %d): %s", n, "repeated text" if text else "empty text")
@@ -126,13 +163,13 @@ def parse_manager_output(raw: str, alias_map: Mapping[str, Memory], *, speaker: 
                 ops.append(MemoryOp("NOOP", text=text, **extra))
             else:
                 log.warning("manager %s dropped: id %s was not shown to it (shown: %s)",
-                            event, _alias(alias), sorted(alias_map))
+                            event, _shape(alias), sorted(alias_map))
             continue
         if memory.id in touched:
-            log.warning("manager %s dropped: memory alias %s already has an op this turn", event, _alias(alias))
+            log.warning("manager %s dropped: memory alias %s already has an op this turn", event, _shape(alias))
             continue
         if event == "UPDATE" and not text:
-            log.warning("manager UPDATE dropped: empty text for alias %s", _alias(alias))
+            log.warning("manager UPDATE dropped: empty text for alias %s", _shape(alias))
             continue
         touched.add(memory.id)
         if event == "UPDATE" and fact_key(text) == fact_key(memory.text):

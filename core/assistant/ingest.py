@@ -109,7 +109,7 @@ def load_turns(path: str | os.PathLike) -> list[IngestTurn]:
         items = whole if isinstance(whole, list) else [whole]
         if items and all(isinstance(i, dict) and "conversation" in i for i in items):
             try:
-                turns = turns_from_samples([parse_sample(i) for i in items])
+                turns = turns_from_samples([parse_sample(i, f"sample {n}") for n, i in enumerate(items)])
             except InvalidInputError as exc:
                 raise ImportFormatError(f"{p}: {exc}") from exc
         else:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from core.errors import ImportFormatError, InvalidInputError, UserError
+from core.fileio import as_disk_full
 from core.types import MemoryChanges
 
 from core.memory.db import now_iso
@@ -87,7 +88,7 @@ def export_jsonl(bank: "MemoryBank", path: Path) -> int:
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise InvalidInputError(f"Cannot write {path}: {exc.strerror or exc}.") from exc
+        raise (as_disk_full(exc, path) or InvalidInputError(f"Cannot write {path}: {exc.strerror or exc}.")) from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -17,7 +17,9 @@ from pathlib import Path
 
 from core.errors import SchemaTooNewError
 
-from core.memory.db import Connection, now_iso, translate_errors
+from core.memory.db import Connection, now_iso, retry_busy, translate_errors
+
+FIRST_OPEN_RETRY_S = 1.0  # busy answers that did not wait (a first open racing another) are retried this long
 
 _MEMORIES = (
     """CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID""",
@@ -134,23 +136,31 @@ def _check_not_newer(version: int, path: str | Path) -> None:
 
 
 def migrate(conn: Connection, path: str | Path = "") -> int:
-    """Bring the schema up to `LATEST`; return the version. Raises SchemaTooNewError."""
+    """Bring the schema up to `LATEST`; return the version. Raises SchemaTooNewError.
+
+    Race-safe: each migration re-reads the version inside its `BEGIN IMMEDIATE`, and a busy
+    answer that came at once (two processes creating a fresh file) is retried with a bounded
+    backoff for `FIRST_OPEN_RETRY_S`; a busy timeout that was waited out is not retried."""
     with translate_errors(path):
-        _check_not_newer(schema_version(conn), path)
-        for number, name, statements in MIGRATIONS:
-            if schema_version(conn) >= number:
-                continue
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                current = schema_version(conn)  # another process may have migrated meanwhile
-                _check_not_newer(current, path)
-                if current < number:
-                    _apply(conn, number, name, statements)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-        return schema_version(conn)
+        return retry_busy(lambda: _migrate(conn, path), FIRST_OPEN_RETRY_S)
+
+
+def _migrate(conn: Connection, path: str | Path) -> int:
+    _check_not_newer(schema_version(conn), path)
+    for number, name, statements in MIGRATIONS:
+        if schema_version(conn) >= number:
+            continue
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            current = schema_version(conn)  # another process may have migrated meanwhile
+            _check_not_newer(current, path)
+            if current < number:
+                _apply(conn, number, name, statements)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return schema_version(conn)
 
 
 def _apply(conn: Connection, number: int, name: str, statements: tuple[str, ...]) -> None:

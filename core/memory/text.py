@@ -3,12 +3,15 @@
 Texts are stored as given except: NUL characters are dropped (SQLite's C API and FTS5 stop
 at them), lone UTF-16 surrogates (not encodable as UTF-8) become U+FFFD, and surrounding
 whitespace is stripped. Other control characters and any Unicode are kept.
+Text a model wrote (a fact, an op's text) goes through `clean_fragment` first: one line, no
+control characters; what it returns the bank stores unchanged.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+import unicodedata
 from datetime import datetime
 
 from core.errors import InvalidInputError
@@ -25,7 +28,8 @@ with would you your
 """.split())
 
 
-def _fix_unicode(text: str) -> str:
+def fix_unicode(text: str) -> str:
+    """`text` without NULs, its lone surrogates replaced by U+FFFD (valid pairs joined)."""
     text = text.replace("\x00", "")
     try:
         text.encode("utf-8")
@@ -34,11 +38,25 @@ def _fix_unicode(text: str) -> str:
     return text
 
 
+def clean_fragment(text: str) -> str:
+    """One line of model-written text: `fix_unicode`, every other control character (Unicode
+    category Cc: newlines, tabs, BEL, C1 codes...) read as a space, whitespace collapsed.
+    `clean_text(clean_fragment(t)) == clean_fragment(t)` for any non-blank result.
+
+    >>> clean_fragment(" Maya\\n has a\\x00 cat\\x07\\t\\ud800 ")
+    'Maya has a cat \ufffd'
+    """
+    text = fix_unicode(text)
+    if not text.isprintable():
+        text = "".join(" " if unicodedata.category(c) == "Cc" else c for c in text)
+    return " ".join(text.split())
+
+
 def clean_optional(text: str | None) -> str | None:
     """Like `clean_text` but for optional fields: None or blank -> None."""
     if text is None:
         return None
-    text = _fix_unicode(str(text)).strip()
+    text = fix_unicode(str(text)).strip()
     return text or None
 
 
@@ -46,7 +64,7 @@ def clean_text(text, what: str = "memory text") -> str:
     """A valid memory text, or InvalidInputError (not a string, empty, whitespace, too long)."""
     if not isinstance(text, str):
         raise InvalidInputError(f"The {what} must be a string, not {type(text).__name__}.")
-    text = _fix_unicode(text).strip()
+    text = fix_unicode(text).strip()
     if not text:
         raise InvalidInputError(f"The {what} is empty.")
     if len(text) > MAX_TEXT_CHARS:
