@@ -31,6 +31,8 @@ COMMAND_MODULES = [
     "app.cli.eval_cmd",
     "app.cli.train_cmd",
     "app.cli.models_cmd",
+    "app.cli.mcp_cmd",
+    "app.cli.serve_cmd",
 ]
 
 
