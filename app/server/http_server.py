@@ -16,9 +16,11 @@ Routes (all under `/v1`, JSON):
   delete). Changes are logged with actor "tool", turn "tool:http".
 
 Errors have OpenAI's shape `{"error": {"message", "type", "code"}}`: malformed JSON or bad
-fields 400, a wrong or missing key 401 (with `api_key`), an unknown model, memory or route 404,
-a body over `max_body` bytes 413 (refused from its Content-Length before reading it, or as
-soon as a chunked body passes the limit), a locked database 503. None of them changes the bank.
+fields 400, a Host that is not this computer (when bound to loopback: DNS rebinding) or a
+POST body that is not `application/json` (a cross-site form) 400, a wrong or missing key 401
+(with `api_key`), an unknown model, memory or route 404, a body over `max_body` bytes 413
+(refused from its Content-Length before reading it, or as soon as a chunked body passes the
+limit), a locked database 503. None of them changes the bank.
 
 `create_app(...)` builds the FastAPI app; `LocalServer` runs it with uvicorn in a thread
 (`start()`/`stop()`, the GUI's switch and the tests); `serve(...)` runs it in the calling
@@ -44,6 +46,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from core.errors import ConflictError, DatabaseLockedError, InvalidInputError, NotFoundError, UserError
 from core.types import CancelToken
@@ -102,6 +105,9 @@ class MemoryIn(BaseModel):
 
 
 async def _json_body(request: Request, model: type[BaseModel]):
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype != "application/json":  # a web page cannot send that without a CORS preflight we never grant
+        raise ApiError(400, "Send the body as JSON (Content-Type: application/json).", code="invalid_content_type")
     raw = await request.body()
     try:
         data = json.loads(raw)
@@ -206,7 +212,8 @@ class ChatSessions:
                 self._users[req.user] = cid
             return cid
         cid = chats.create_conversation("API request").id
-        for m in [m for m in req.messages[:-1] if m.role in ("user", "assistant") and m.text().strip()][-SEED_MESSAGES:]:
+        earlier = [m for m in req.messages[:-1] if m.role in ("user", "assistant") and m.text().strip()]
+        for m in earlier[-SEED_MESSAGES:]:
             chats.add_message(cid, m.role, m.text())
         return cid
 
@@ -282,16 +289,32 @@ def _as_api_error(exc: BaseException) -> ApiError:
         return ApiError(503, str(exc), "server_error", "database_locked")
     if isinstance(exc, UserError):
         return ApiError(400, str(exc), code="invalid_request")
+    if isinstance(exc, ClientDisconnect):  # the client left (or BodyLimit cut the body off)
+        return ApiError(400, "The client disconnected.", code="client_disconnected")
     log.error("API request failed", exc_info=exc)
     return ApiError(500, "Internal error; see the Memory-R1 log.", "server_error", "internal_error")
 
 
 # --------------------------------------------------------------------------- the app
 
+def _host_name(host: str) -> str:
+    """The name part of a Host header: "127.0.0.1:8765" -> "127.0.0.1", "[::1]:80" -> "::1"."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1:host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+LOOPBACK_NAMES = {"127.0.0.1", "localhost", "::1"}
+
+
 def create_app(service: MemoryService, *, api_key: str | None = None, max_body: int = MAX_BODY,
-               assistant=None) -> FastAPI:
+               assistant=None, loopback_only: bool = True) -> FastAPI:
     """The FastAPI app over `service` (and an injected `Assistant`, else one made on the first
-    completion from the service's models). `app.state.sessions.close()` stops that Assistant."""
+    completion from the service's models). `app.state.sessions.close()` stops that Assistant.
+    `loopback_only`: requests whose Host is not this computer get 400 (DNS rebinding); POST
+    bodies must be `application/json` (a web page cannot send that cross-site without a CORS
+    preflight, which this server never grants)."""
     app = FastAPI(title="Memory-R1", docs_url=None, redoc_url=None, openapi_url=None)
     sessions = app.state.sessions = ChatSessions(service, assistant)
 
@@ -319,6 +342,10 @@ def create_app(service: MemoryService, *, api_key: str | None = None, max_body: 
 
     @app.middleware("http")
     async def _auth(request: Request, call_next):
+        if loopback_only and _host_name(request.headers.get("host", "")) not in LOOPBACK_NAMES:
+            # a web page that rebinds its own name to 127.0.0.1 (DNS rebinding) sends its own Host
+            return _error_response(ApiError(400, "This server answers only requests addressed to this computer.",
+                                            code="invalid_host"))
         if api_key:
             given = request.headers.get("authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {api_key}".encode()):
@@ -401,7 +428,9 @@ class LocalServer:
                  api_key: str | None = None, assistant=None, max_body: int = MAX_BODY) -> None:
         self.host, self.port, self.api_key = host, port, api_key
         self.service = MemoryService(bank, models, settings=settings, client="http")
-        self.app = create_app(self.service, api_key=api_key, max_body=max_body, assistant=assistant)
+        loopback = host in LOOPBACK_NAMES or host.startswith("127.")
+        self.app = create_app(self.service, api_key=api_key, max_body=max_body, assistant=assistant,
+                              loopback_only=loopback)
         self._asgi = BodyLimit(self.app, max_body)
         self._server = None
         self._thread: threading.Thread | None = None

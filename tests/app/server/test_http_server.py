@@ -124,7 +124,8 @@ def test_memories_routes(server, bank):
 
 
 @pytest.mark.parametrize("case", ["bad_json", "bad_fields", "unknown_model", "no_key", "wrong_key",
-                                  "unknown_memory", "bad_memory_id", "unknown_route", "not_user_last"])
+                                  "unknown_memory", "bad_memory_id", "unknown_route", "not_user_last",
+                                  "form_post", "foreign_host"])
 def test_bad_requests_get_openai_errors_and_change_nothing(server, bank, case):
     bank.add("Ann likes tea.")
     before = _state(bank)
@@ -140,6 +141,9 @@ def test_bad_requests_get_openai_errors_and_change_nothing(server, bank, case):
         "unknown_route": (404, "GET", "/v1/nothing", None, {}),
         "not_user_last": (400, "POST", "/v1/chat/completions", json.dumps(
             {**chat, "messages": [{"role": "assistant", "content": "hi"}]}).encode(), {}),
+        # what a web page can send without a CORS preflight, and a DNS-rebinding page's Host
+        "form_post": (400, "POST", "/v1/memories", json.dumps({"text": "x"}).encode(), {"Content-Type": "text/plain"}),
+        "foreign_host": (400, "GET", "/v1/memories", None, {"Host": "evil.example:8765"}),
     }
     want, method, path, body, headers = status_of[case]
     status, data = _raw(server, method, path, body, headers)
@@ -164,7 +168,10 @@ def test_oversized_body_is_refused_without_reading_it(server, bank):
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.sendall(b"POST /v1/memories HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + KEY.encode()
                      + b"\r\nContent-Type: application/json\r\nContent-Length: 50000000\r\n\r\n{\"text\": \"")
-        response = sock.recv(65536).decode()  # answered though 50 MB were announced and a few bytes sent
+        response = b""
+        while chunk := sock.recv(65536):  # answered (and closed) though 50 MB were announced, a few bytes sent
+            response += chunk
+        response = response.decode()
     assert response.startswith("HTTP/1.1 413")
     assert '"request_too_large"' in response
     # a chunked body (no Content-Length) is cut off once it passes the limit

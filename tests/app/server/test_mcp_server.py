@@ -37,7 +37,8 @@ class CountingModels:
 @pytest.fixture
 def models():
     facts = lambda text: ["User has a dog named Rex."] if "dog" in text else []  # noqa: E731
-    return CountingModels(FakeBackend(default=router(ANSWER)), FakeBackend(default=router(facts=facts, decide=add_every_fact)))
+    manager = FakeBackend(default=router(facts=facts, decide=add_every_fact))
+    return CountingModels(FakeBackend(default=router(ANSWER)), manager)
 
 
 def call(server, steps):
