@@ -203,3 +203,24 @@ def test_stop_frees_the_port_and_start_again(bank, backends):
         assert openai.OpenAI(base_url=again.url, api_key="x", max_retries=0).models.list().data
     finally:
         again.stop()
+
+
+def test_serve_command_checks_its_arguments(capsys):
+    from app.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["serve", "--port", "70000"])
+    assert info.value.code == 2
+    assert main(["serve", "--api-key", "has space"]) != 0
+    assert "API key" in capsys.readouterr().err
+
+
+def test_serve_command_reports_a_taken_port(capsys):
+    from app.cli import main
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        assert main(["serve", "--port", str(port)]) != 0
+    assert f"Cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
