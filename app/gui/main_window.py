@@ -268,10 +268,19 @@ class MainWindow(QMainWindow):
             show_user_error(self, f"The settings could not be saved to {self.settings_file}: {exc}")
 
     def open_settings(self) -> None:
-        dialog = SettingsDialog(self.settings, data_dir(), self)
+        dialog = SettingsDialog(self.settings, data_dir(), self, server=self.local_server())
         dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         dialog.applied.connect(self.apply_settings)
         dialog.open()
+
+    def local_server(self):
+        """The in-process API server behind Settings' switch (made on first use, with a new key;
+        stopped when the window closes). Its own models load on its first completion."""
+        if getattr(self, "_local_server", None) is None:
+            from app.server.http_server import LocalServer, new_api_key
+
+            self._local_server = LocalServer(self.bank, settings=self.settings, api_key=new_api_key())
+        return self._local_server
 
     def open_models(self) -> None:
         """The model manager (app/gui/models_page.py) in a dialog; a role it changes is applied
@@ -555,6 +564,8 @@ class MainWindow(QMainWindow):
             self._closing = True
             self.chat.stop_stream()
             self.bank.remove_listener(self._bank_listener)
+            if getattr(self, "_local_server", None) is not None:
+                self._local_server.stop()
             event.accept()
             return
         event.ignore()

@@ -4,7 +4,9 @@ A table (`MemoryTableModel`) with hybrid search, person/status filters, add, inl
 delete (soft, with undo), restore, forget (permanent, confirmed), per-memory history,
 export/import and the "pause memory" switch. Every bank call runs in the runner's "db" lane;
 results come back on the GUI thread. Changes made elsewhere (the manager, the CLI in the same
-process, an undo) arrive through `apply_changes` and redraw only the affected rows.
+process, an undo) arrive through `apply_changes` and redraw only the affected rows. Changes
+another process makes (`memory-r1 mcp`/`serve`, the CLI) are noticed by `external_poll`, a
+timer that checks `bank.data_version()` every EXTERNAL_POLL_MS and reloads the table when it moved.
 
 Threads: everything here runs on the GUI thread except the small `_fetch`/`_do` closures,
 which run on the "db" worker and only call the bank.
@@ -35,6 +37,7 @@ log = logging.getLogger(__name__)
 
 LIST_LIMIT = 2000
 SEARCH_K = 100
+EXTERNAL_POLL_MS = 2000
 STATUSES = (("Active", "active"), ("Deleted", "deleted"), ("All", None))
 
 
@@ -136,8 +139,13 @@ class MemoryPanel(QWidget):
         self._select_after_load: int | None = None
         self._undo_stack: list[tuple[str, int, frozenset[int]]] = []  # (what, batch id, memory ids) of actions here
         self._debounce = QTimer(self, singleShot=True, interval=250)
+        self._seen_version: int | None = None
+        self._polling = False
+        self.external_poll = QTimer(self, interval=EXTERNAL_POLL_MS)
+        self.external_poll.timeout.connect(self._poll_external)
         self._build()
         self._connect()
+        self.external_poll.start()
 
     # --- construction -----------------------------------------------------------------------
     def _build(self) -> None:
@@ -223,14 +231,39 @@ class MemoryPanel(QWidget):
                 rows, scores = [h.memory for h in hits], {h.memory.id: h.score for h in hits}
             else:
                 rows, scores = bank.list(status=status, speaker=person, limit=LIST_LIMIT), {}
-            return rows, scores, bank.speakers(), bank.count(status)
+            return rows, scores, bank.speakers(), bank.count(status), bank.data_version()
 
         self.runner.submit(fetch, name="load memories", on_done=lambda r: self._loaded(generation, *r),
                            on_error=self.error.emit)
 
-    def _loaded(self, generation: int, rows, scores, speakers, total) -> None:
+    def _poll_external(self) -> None:
+        """Reload when another process committed since the last check (db lane; GUI thread here)."""
+        if self._polling:
+            return
+        self._polling = True
+
+        def done(version: int) -> None:
+            self._polling = False
+            if self._seen_version is not None and version != self._seen_version:
+                log.info("the memory bank changed in another process; reloading the table")
+                self.refresh()
+            self._seen_version = version
+
+        def failed(exc: BaseException) -> None:  # a closed bank at exit: nothing to show
+            self._polling = False
+            log.debug("change check failed: %s", exc)
+
+        try:
+            self.runner.submit(self.bank.data_version, name="check for changes", on_done=done, on_error=failed)
+        except RuntimeError:  # the runner is shut down: the window is closing
+            self._polling = False
+            self.external_poll.stop()
+
+    def _loaded(self, generation: int, rows, scores, speakers, total, version: int | None = None) -> None:
         if generation != self._generation:
             return  # a newer search superseded this one
+        if version is not None:
+            self._seen_version = version  # the table shows the bank as of this version
         self.model.set_rows(rows, scores)
         self._set_speakers(speakers)
         self.count_label.setText(_count_text(total, len(rows)))

@@ -1,9 +1,14 @@
 """The settings dialog: models, adapters, sampling, context, threads; days deleted chats stay
-in the trash; the data folder.
+in the trash; the data folder; "Use your memory in other apps".
 
 It only edits a copy of `Settings`; `applied(Settings)` hands the validated copy to the main
 window, which persists it and (re)loads models in the background (a model that fails to load
 is reported there and the previous one stays). GUI thread only.
+
+"Use your memory in other apps" (`OtherAppsBox`) shows the MCP configuration for Claude Desktop
+or Cursor with a Copy button, and a switch that starts or stops the local OpenAI-compatible
+server in this process (`app.server.http_server.LocalServer`, owned by the caller so it
+outlives the dialog; without one the switch is disabled), showing its address and key.
 """
 
 from __future__ import annotations
@@ -13,10 +18,10 @@ import os
 from pathlib import Path
 
 from PySide6.QtCore import Qt, QUrl, Signal
-from PySide6.QtGui import QDesktopServices
+from PySide6.QtGui import QDesktopServices, QFontDatabase, QGuiApplication
 from PySide6.QtWidgets import (QCheckBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFileDialog,
-                               QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QPushButton,
-                               QSpinBox, QVBoxLayout, QWidget)
+                               QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QPlainTextEdit,
+                               QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
 from core.config import ModelSpec, Settings
 from core.errors import InvalidInputError
@@ -68,12 +73,79 @@ class ModelBox(QGroupBox):
         form.addRow("LoRA adapter:", self.adapter)
 
 
+class OtherAppsBox(QGroupBox):
+    """The MCP configuration to copy and the local server's switch, address and key."""
+
+    def __init__(self, server=None, parent=None) -> None:
+        super().__init__("Use your memory in other apps", parent)
+        from app.server.client_config import mcp_config_json
+
+        self.server = server
+        self.config = QPlainTextEdit(mcp_config_json(), readOnly=True)
+        self.config.setObjectName("mcpConfig")
+        self.config.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
+        self.config.setMaximumHeight(130)
+        self.copy = QPushButton("Copy")
+        self.copy.setObjectName("copyMcpConfig")
+        self.copy.clicked.connect(lambda: self._copy(self.config.toPlainText()))
+        self.switch = QCheckBox("Local OpenAI-compatible server (this computer only)")
+        self.switch.setObjectName("serverSwitch")
+        self.address = QLineEdit(readOnly=True, placeholderText="off")
+        self.address.setObjectName("serverAddress")
+        self.key = QLineEdit(readOnly=True)
+        self.key.setObjectName("serverKey")
+        self.status = QLabel(wordWrap=True)
+        self.status.setObjectName("serverStatus")
+        copy_row = QHBoxLayout()
+        copy_row.addWidget(QLabel("Claude Desktop, Cursor and other MCP apps: add this to their MCP settings."), 1)
+        copy_row.addWidget(self.copy)
+        form = QFormLayout()
+        form.addRow("Address:", self.address)
+        form.addRow("API key:", self.key)
+        box = QVBoxLayout(self)
+        box.addLayout(copy_row)
+        box.addWidget(self.config)
+        box.addWidget(self.switch)
+        box.addLayout(form)
+        box.addWidget(self.status)
+        if server is None:
+            self.switch.setEnabled(False)
+            self.switch.setToolTip("Run `memory-r1 serve` for the server outside the app.")
+        self._show_state()
+        self.switch.toggled.connect(self._toggle)
+
+    @staticmethod
+    def _copy(text: str) -> None:
+        QGuiApplication.clipboard().setText(text)
+
+    def _toggle(self, on: bool) -> None:
+        if self.server is None or on == self.server.running:
+            return
+        try:
+            self.server.start() if on else self.server.stop()
+        except (OSError, RuntimeError) as exc:
+            self.status.setText(f"The server could not start: {exc}")
+        else:
+            self.status.setText("")
+        self._show_state()
+
+    def _show_state(self) -> None:
+        running = self.server is not None and self.server.running
+        self.switch.blockSignals(True)
+        self.switch.setChecked(running)
+        self.switch.blockSignals(False)
+        self.address.setText(self.server.url if running else "")
+        self.key.setText((self.server.api_key or "none") if running else "")
+        if running:
+            self.status.setText(f'OpenAI(base_url="{self.server.url}", api_key=<the key>), model "memory-r1"')
+
+
 class SettingsDialog(QDialog):
     """Edits a copy of `settings`; emits `applied(new_settings)` when OK'd with valid values."""
 
     applied = Signal(object)
 
-    def __init__(self, settings: Settings, data_folder: Path, parent=None) -> None:
+    def __init__(self, settings: Settings, data_folder: Path, parent=None, *, server=None) -> None:
         super().__init__(parent)
         self.setObjectName("settingsDialog")
         self.setWindowTitle("Settings")
@@ -102,6 +174,7 @@ class SettingsDialog(QDialog):
         self.error_label.setStyleSheet("color: #d04040")
         self.error_label.hide()
         self.data_folder = data_folder
+        self.other_apps = OtherAppsBox(server)
         self._build(data_folder)
 
     def _build(self, data_folder: Path) -> None:
@@ -129,6 +202,7 @@ class SettingsDialog(QDialog):
         for widget in (self.answer, self.manager, self.shipped, general, chats):
             box.addWidget(widget)
         box.addLayout(data_row)
+        box.addWidget(self.other_apps)
         box.addWidget(self.error_label)
         box.addWidget(buttons)
 

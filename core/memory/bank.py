@@ -279,6 +279,13 @@ class MemoryBank:
         with self.reader() as conn:
             return [row_to_memory(r) for r in conn.execute(sql, params)]
 
+    def data_version(self) -> int:
+        """SQLite's `PRAGMA data_version` on this bank's connection: it changes when another
+        connection (another process: `memory-r1 mcp`/`serve`, the CLI) commits, never on this
+        bank's own commits (those reach the listeners). Poll it to notice changes made elsewhere."""
+        with self.reader() as conn:
+            return int(conn.execute("PRAGMA data_version").fetchone()[0])
+
     def count(self, status: str | None = "active") -> int:
         self._check_status(status)
         with self.reader() as conn:
