@@ -56,8 +56,9 @@ def disk_full_as_user_error(path: PathLike) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def atomic_path(path: PathLike, *, suffix: str = ".tmp") -> Iterator[Path]:
+def atomic_path(path: PathLike, *, suffix: str = ".tmp", make_parents: bool = True) -> Iterator[Path]:
     """Yield a temp path beside `path`; on success it replaces `path`, on error it is removed.
+    The folder is created unless `make_parents` is False (then a missing folder is an OSError).
 
     >>> import tempfile, pathlib
     >>> d = pathlib.Path(tempfile.mkdtemp())
@@ -68,7 +69,8 @@ def atomic_path(path: PathLike, *, suffix: str = ".tmp") -> Iterator[Path]:
     """
     target = Path(path)
     with disk_full_as_user_error(target):
-        target.parent.mkdir(parents=True, exist_ok=True)
+        if make_parents:
+            target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}-", suffix=suffix)
         os.close(fd)
         tmp = Path(tmp_name)

@@ -171,7 +171,8 @@ def run_ingest(args) -> int:
 
     from tqdm import tqdm
 
-    from core.assistant.ingest import STATE_FILE, IngestState, file_key, ingest_turns, load_turns
+    from core.assistant.ingest import STATE_FILE, IngestState, ingest_turns, load_turns
+    from core.fileio import sha256_file
     from core.agents.manager import MemoryManager
     from core.llm.modelset import ModelSet
     from core.paths import data_dir
@@ -180,7 +181,7 @@ def run_ingest(args) -> int:
     turns = load_turns(path)  # a bad file fails here, before any model is loaded
     _check_files(args)
     _settings, _, manager_spec = _specs(args)
-    key = file_key(path)
+    key = sha256_file(path)  # an edited file starts over instead of skipping wrongly
     state = IngestState(data_dir() / STATE_FILE)
     if args.restart:
         state.reset(key)

@@ -28,7 +28,7 @@ from typing import Callable, Sequence
 
 from core.assistant.turns import TurnOutcome, TurnsReport, run_turns
 from core.errors import ImportFormatError, InvalidInputError
-from core.fileio import atomic_write_json, jsonl_values, sha256_file
+from core.fileio import atomic_write_json, jsonl_values
 from core.types import MemoryChanges
 
 log = logging.getLogger(__name__)
@@ -119,11 +119,6 @@ def load_turns(path: str | os.PathLike) -> list[IngestTurn]:
     return turns
 
 
-def file_key(path: str | os.PathLike) -> str:
-    """sha256 of the file's bytes: an edited file starts over instead of skipping wrongly."""
-    return sha256_file(path)
-
-
 class IngestState:
     """The sidecar that makes ingestion resumable: {key: {"file", "done", "failed", "updated"}}."""
 
@@ -175,12 +170,11 @@ class SidecarProgress:
         self.state.record(self.key, self.file, self._done, self._failed)
 
 
-IngestReport = TurnsReport  # total, skipped, processed, failed (this run), changes
 
 
 def ingest_turns(manager, turns: Sequence[IngestTurn], *, state: IngestState | None = None,
                  key: str | None = None, file: str = "",
-                 on_turn: Callable[[IngestTurn, MemoryChanges | None], None] | None = None) -> IngestReport:
+                 on_turn: Callable[[IngestTurn, MemoryChanges | None], None] | None = None) -> TurnsReport:
     """Run `manager.process_turn` over `turns` in order (`core.assistant.turns.run_turns`),
     skipping those an earlier run did (when `state`/`key` are given) and recording progress
     after every turn. A turn whose model output fails twice (ModelOutputError) is logged,

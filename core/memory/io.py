@@ -17,13 +17,12 @@ per memory), so a crash or error half-way imports nothing. Headerless files of
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from core.errors import ImportFormatError, InvalidInputError, UserError
-from core.fileio import as_disk_full
+from core.fileio import as_disk_full, atomic_path
 from core.types import MemoryChanges
 
 from core.memory.db import now_iso
@@ -69,10 +68,10 @@ class _Record:
 
 def export_jsonl(bank: "MemoryBank", path: Path) -> int:
     """Write the export atomically (temp file + rename); returns the number of memories."""
-    tmp = path.with_name(path.name + ".part")
     count = 0
     try:
-        with bank.reader() as conn, open(tmp, "w", encoding="utf-8", newline="\n") as out:
+        with atomic_path(path, suffix=".part", make_parents=False) as tmp, bank.reader() as conn, \
+                open(tmp, "w", encoding="utf-8", newline="\n") as out:
             conn.execute("BEGIN")  # one consistent snapshot
             try:
                 total = int(conn.execute("SELECT count(*) FROM memories").fetchone()[0])
@@ -85,13 +84,8 @@ def export_jsonl(bank: "MemoryBank", path: Path) -> int:
                     count += 1
             finally:
                 conn.execute("COMMIT")
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
+    except OSError as exc:  # atomic_path removed the temp file
         raise (as_disk_full(exc, path) or InvalidInputError(f"Cannot write {path}: {exc.strerror or exc}.")) from exc
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return count
 
 

@@ -7,7 +7,8 @@ import time
 import pytest
 
 from core.errors import InvalidInputError, NotFoundError
-from core.memory import ChatMessage, Conversation, MemoryBank
+from core.chats import ChatMessage, Conversation
+from core.memory import MemoryBank
 
 
 def test_messages_are_committed_as_they_are_added(tmp_path, hash_embedder):

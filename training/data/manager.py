@@ -484,7 +484,7 @@ def _write_meta(folder: Path, sample: Sample, embedder, dim: int, max_sessions, 
     meta = {"layout": STATE_LAYOUT, "sample_id": sample.sample_id, "embedder": embedder.name, "dim": dim,
             "prompt_version": prompts.PROMPT_VERSION, "max_sessions": max_sessions, "max_states": max_states,
             "turns": n_turns}
-    (folder / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
+    atomic_write_json(folder / "meta.json", meta)
 
 
 def _load_table(folder: Path) -> tuple[np.ndarray | None, list[str]]:

@@ -10,13 +10,12 @@ Overall scores are the plain mean over questions (Mem0 / Memory-R1), not a mean 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Iterable, Sequence
 
 from core.agents.prompts import op_counts
 from core.errors import InvalidInputError
-from core.fileio import read_json
+from core.fileio import atomic_write_json, read_json
 from core.locomo import CATEGORY_NAMES, PAPER_CATEGORY_NAMES, SCORED_CATEGORIES
 from core.types import OP_EVENTS
 
@@ -262,7 +261,7 @@ def write_outputs(out: Path, summary: dict, records: Sequence[dict], turn_second
         plots.append(ops)
     plots.append(plot_latency(records, turn_seconds, out / "latency.png"))
     summary = {**summary, "plots": [p.name for p in plots]}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    atomic_write_json(out / "summary.json", summary, indent=2)
     (out / "report.md").write_text(render_report(summary, [str(p) for p in plots]), encoding="utf-8")
     return [out / "summary.json", out / "report.md", *plots]
 

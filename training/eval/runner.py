@@ -24,15 +24,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
 from core.agents import prompts
-from core.fileio import append_jsonl, read_jsonl
+from core.fileio import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
 from core.config import ModelSpec
 from core.errors import InvalidInputError, ModelOutputError
 from core.llm.modelset import ModelSet
@@ -194,16 +192,8 @@ def prepare_out(out: Path, identity: dict, *, fresh: bool) -> list[dict]:
             raise InvalidInputError(
                 f"{out} holds a run with other settings ({', '.join(diff)} differ); "
                 "pass --fresh to start over or choose another --out.")
-    run_file.write_text(json.dumps(identity, indent=1), encoding="utf-8")
+    atomic_write_json(run_file, identity)
     return read_jsonl(preds)
-
-
-def _atomic_write_jsonl(path: Path, records: Sequence[dict]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".predictions-", suffix=".jsonl")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        for r in records:
-            fh.write(json.dumps(r, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
 
 
 # --- one system ----------------------------------------------------------------------------------
@@ -310,7 +300,7 @@ def _judge_missing(records: list[dict], comps: Components, out: Path) -> list[di
             r["judge"] = judge_answer(comps.backend("judge"), r["question"], r["gold"], r["prediction"])
     everything = {(r["sample_id"], r["qa_index"]): r for r in read_jsonl(out / PREDICTIONS)}
     everything.update({(r["sample_id"], r["qa_index"]): r for r in records})
-    _atomic_write_jsonl(out / PREDICTIONS, list(everything.values()))
+    atomic_write_text(out / PREDICTIONS, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in everything.values()))
     return records
 
 

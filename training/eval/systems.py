@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 from core.agents import prompts
 from core.errors import InvalidInputError, ModelOutputError
-from core.fileio import folder_lock
+from core.fileio import atomic_write_json, folder_lock
 from core.locomo import QA, Sample, Turn
 from core.textlog import log_text
 from core.types import OP_EVENTS, ChatBackend, GenParams, Memory, MemoryOp
@@ -139,7 +139,7 @@ def ingest_memory_bank(sample: Sample, folder: Path, embedder, manager_backend: 
                           on_turn=(lambda _outcome: bar.update(1)) if bar is not None else None)
             stats = _ingest_stats(checkpoint.records(), bank, cached=cached)
             if not cached:
-                done_path.write_text(json.dumps(stats, indent=1), encoding="utf-8")
+                atomic_write_json(done_path, stats)
         except BaseException:
             bank.close()
             raise

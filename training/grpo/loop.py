@@ -39,6 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from core.fileio import atomic_path, atomic_write_text
+
 from training.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -154,16 +156,12 @@ def generate_answers(model, tokenizer, prompts: Sequence[list[dict]], *, max_new
 
 def write_logs(records: list[dict], out_dir: Path) -> None:
     """log.json (all keys) and log.csv (CSV_FIELDS), rewritten whole (atomic replace)."""
-    tmp = out_dir / ".log.json.part"
-    tmp.write_text(json.dumps(records, indent=1), encoding="utf-8")
-    os.replace(tmp, out_dir / "log.json")
-    tmp = out_dir / ".log.csv.part"
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+    atomic_write_text(out_dir / "log.json", json.dumps(records, indent=1, default=str))
+    with atomic_path(out_dir / "log.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         w = csv.DictWriter(fh, fieldnames=CSV_FIELDS, extrasaction="ignore")
         w.writeheader()
         for r in records:
             w.writerow({k: r.get(k, "") for k in CSV_FIELDS})
-    os.replace(tmp, out_dir / "log.csv")
 
 
 def plot_curve(records: list[dict], png: Path, title: str = "Answer Agent GRPO training") -> Path | None:
@@ -369,7 +367,7 @@ class Run:
         meta = dict(self.meta, step=step,
                     validation={"baseline": public_scores(self.baseline), "this": public_scores(scores or {}),
                                 "best": public_scores(self.best)})
-        (path / "memory_r1_train.json").write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
+        atomic_write_text(path / "memory_r1_train.json", json.dumps(meta, indent=2, default=str))
 
 
 # --------------------------------------------------------------------------- entry points
@@ -487,12 +485,12 @@ def finish(run: Run, seconds: float, *, title: str, extra_meta: dict | None = No
         if run.best and meta_path.is_file():
             best_meta = json.loads(meta_path.read_text(encoding="utf-8"))
             best_meta.update(extra)
-            meta_path.write_text(json.dumps(best_meta, indent=2, default=str), encoding="utf-8")
+            atomic_write_text(meta_path, json.dumps(best_meta, indent=2, default=str))
         write_logs(run.records, out)
         plot_curve(run.records, out / "curve.png", title)
         summary = {"baseline": public_scores(run.baseline), "best": public_scores(run.best),
                    "steps": trainer.state.global_step, "seconds": round(seconds, 1), **run.meta}
-        (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
+        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, default=str))
     trainer.accelerator.wait_for_everyone()
 
 
