@@ -75,7 +75,7 @@ def ttft(backend: LlamaBackend, messages: list[dict], cpu: list | None = None) -
 
 
 def bench_tokens_per_s(backend: LlamaBackend, n_tokens: int, repeats: int) -> None:
-    llm = backend._llm
+    llm = backend.raw_llama
     settings = dict(temperature=0.7, top_p=0.95, seed=42)
     params = GenParams(max_tokens=n_tokens, **settings)
 
@@ -119,7 +119,7 @@ def bench_ttft(backend: LlamaBackend, repeats: int) -> None:
     warm = chat_prompt(memory_lines(60, 0), "What did I do in May?")
     total_tokens = backend.count_tokens(backend.apply_chat_template(warm))
     print(f"time to first token, 60 memory lines (~{lines_tokens} tokens; prompt {total_tokens} tokens):")
-    backend._llm.reset()  # cold: no prefix is reused
+    backend.reset_cache()  # cold: no prefix is reused
     cpu: list[float] = []
     print(f"  cold (nothing cached)                  {ttft(backend, warm, cpu):.3f} s wall, {cpu[-1]:.3f} s CPU")
     ttft(backend, warm)  # the warm-up call with the fixed instruction prefix

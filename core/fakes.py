@@ -50,10 +50,6 @@ class FakeBackend:
         self.closed = False
         self._lock = threading.Lock()
 
-    def push(self, *responses: Script) -> None:
-        with self._lock:
-            self._responses.extend(responses)
-
     def _next(self) -> Script:
         with self._lock:
             return self._responses.pop(0) if self._responses else self.default

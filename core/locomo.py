@@ -64,10 +64,6 @@ class Sample:
     def speakers(self) -> tuple[str, str]:
         return (self.speaker_a, self.speaker_b)
 
-    @property
-    def session_count(self) -> int:
-        return max((t.session for t in self.turns), default=0)
-
     def scored_qa(self) -> list[QA]:
         return [q for q in self.qa if q.category in SCORED_CATEGORIES]
 

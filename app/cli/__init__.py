@@ -54,20 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         module.register(sub)
-    _register_train_manager(sub)
     return parser
-
-
-def _register_train_manager(sub) -> None:
-    """`train manager` / its staging commands live in their own module; hang them under `train`."""
-    train = sub.choices.get("train")
-    if train is None:
-        return
-    from app.cli import train_manager_cmd
-
-    tsub = next(a for a in train._actions if isinstance(a, argparse._SubParsersAction))
-    if "manager" not in tsub.choices:
-        train_manager_cmd.register_manager(tsub)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,7 +83,7 @@ def _run(args) -> int:
     func = getattr(args, "func", None)
     if func is None:
         # no command: open the desktop app
-        from app.cli import gui_cmd  # noqa: F401  (imported lazily: Qt)
+        from app.cli import gui_cmd  # imported lazily: Qt
 
         func = gui_cmd.run_gui
     try:

@@ -76,6 +76,9 @@ def register(sub) -> None:
                     help="base model (default: the one recorded by the trainer)")
     ep.add_argument("--dtype", choices=("f32", "f16"), default="f32", help="adapter tensor type (default f32)")
     ep.add_argument("--threads", type=positive, metavar="N", help="quantisation threads")
+    from app.cli import train_manager_cmd
+
+    train_manager_cmd.register_manager(tsub)  # `train manager`, `train manager-states`
 
 
 def _examples(path: str, args, k: int, cache_folder: Path | None):

@@ -163,9 +163,6 @@ class ConversationPanel(QWidget):
             self.view.setCurrentIndex(self.model.index(row))
         self.view.selectionModel().blockSignals(False)
 
-    def current_id(self) -> int | None:
-        return self._current
-
     def _on_current(self, current: QModelIndex, _previous: QModelIndex) -> None:
         conv = self.model.conversation_at(current.row()) if current.isValid() else None
         if conv is not None and conv.id != self._current and not self.in_trash():

@@ -283,6 +283,18 @@ class LlamaBackend:
         model = self._llm_or_raise()._model
         return self._start(self._tokenize(prompt, add_bos=model.add_bos_token()), params, schema, cancel)
 
+    def reset_cache(self) -> None:
+        """Forget the cached prompt prefix: the next prompt is evaluated from its first token
+        (benchmarks of a cold start). Waits for a running generation to finish."""
+        with self._lock:
+            self._llm_or_raise().reset()
+
+    @property
+    def raw_llama(self):
+        """The underlying `llama_cpp.Llama`, for benchmarks that compare against calling
+        llama-cpp-python directly; app code goes through `complete`."""
+        return self._llm_or_raise()
+
     def close(self) -> None:
         """Free the model, context and adapter. Idempotent; any thread. A generation running
         elsewhere stops at its next token first; one left suspended frees the model when it is

@@ -27,7 +27,6 @@ Runs in the calling thread; raises UserError subclasses for bad input.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 from dataclasses import dataclass, field
@@ -252,7 +251,3 @@ def config_from(path: str | None, **overrides) -> ManagerTrainConfig:
     """ManagerTrainConfig from a JSON file (or defaults) with CLI overrides (None ignored)."""
     config = ManagerTrainConfig.from_file(path) if path else ManagerTrainConfig()
     return config.with_overrides(**overrides)
-
-
-def fields_help() -> dict[str, str]:
-    return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(ManagerTrainConfig)}

@@ -208,15 +208,18 @@ def stage_manager(env: Env, args, out: Path, train, val) -> tuple[Path, dict]:
 
 
 def _components(env: Env, manager_adapter: Path):
-    from core.llm.runtime import LlamaBackend
+    """The trained manager (base + its adapter) builds the banks; the answer role is the plain
+    base (the answer agent is what this stage trains)."""
+    from core.config import ModelSpec
+    from core.llm.modelset import ModelSet
     from training.eval.runner import Components
     from training.models import model_id
-    from core.config import ModelSpec
 
-    spec = ModelSpec(path=str(env.base_gguf), adapter=str(manager_adapter), n_ctx=2048 if env.model_factory else 4096,
-                     n_threads=env.threads)
-    return Components(env.embedder, answer=lambda: LlamaBackend(spec), manager=lambda: LlamaBackend(spec),
-                      ids={"manager": model_id(spec), "answer": model_id(spec)})
+    n_ctx = 2048 if env.model_factory else 4096
+    manager = ModelSpec(path=str(env.base_gguf), adapter=str(manager_adapter), n_ctx=n_ctx, n_threads=env.threads)
+    answer = ModelSpec(path=str(env.base_gguf), n_ctx=n_ctx, n_threads=env.threads)
+    models = ModelSet.from_specs({"manager": manager, "answer": answer})
+    return Components(env.embedder, models=models, ids={"manager": model_id(manager), "answer": model_id(answer)})
 
 
 def stage_answer(env: Env, args, out: Path, manager_adapter: Path) -> tuple[Path, dict]:
