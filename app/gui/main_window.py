@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Callable
 
 from PySide6.QtCore import QObject, Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QCloseEvent, QIcon, QKeySequence
-from PySide6.QtWidgets import (QDialog, QLabel, QMainWindow, QMessageBox, QProgressBar, QPushButton, QSplitter,
+from PySide6.QtGui import QCloseEvent, QIcon
+from PySide6.QtWidgets import (QDialog, QLabel, QMainWindow, QProgressBar, QPushButton, QSplitter,
                                QVBoxLayout)
 
 from core.config import Settings, settings_path
@@ -36,6 +36,7 @@ from app.gui.chat_view import MAX_SHOWN_MESSAGES, ChatView
 from app.gui.conversation_list import ConversationPanel
 from app.gui.dialogs import report_error, show_user_error
 from app.gui.memory_panel import MemoryPanel
+from app.gui.menus import build_menus
 from app.gui.models_control import ModelControl
 from app.gui.settings_dialog import SettingsDialog
 from app.gui.tasks import Task, TaskRunner, TokenBuffer
@@ -98,7 +99,7 @@ class MainWindow(QMainWindow):
         if icon.exists():
             self.setWindowIcon(QIcon(str(icon)))
         self._build()
-        self._actions()
+        build_menus(self)
         self._connect()
         self._bank_listener = lambda changes: self.bridge.emit_safely("bank_changed", changes)
         self.bank.add_listener(self._bank_listener)
@@ -135,41 +136,6 @@ class MainWindow(QMainWindow):
         bar.addPermanentWidget(self.undo_chat_button)
         bar.addPermanentWidget(self.progress)
         bar.addPermanentWidget(self.model_label)
-
-    def _action(self, menu, text: str, slot, shortcut=None) -> QAction:
-        action = QAction(text, self)
-        if shortcut is not None:
-            action.setShortcut(QKeySequence(shortcut))
-            action.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
-        action.triggered.connect(slot)
-        menu.addAction(action)
-        return action
-
-    def _actions(self) -> None:
-        menu = self.menuBar()
-        file = menu.addMenu("&File")
-        self.new_action = self._action(file, "New chat", self.new_chat, QKeySequence.StandardKey.New)
-        self._action(file, "New temporary chat", lambda: self.new_chat(temporary=True), "Ctrl+Shift+N")
-        file.addSeparator()
-        self._action(file, "Export memories…", self.memory.ask_export)
-        self._action(file, "Import memories…", self.memory.ask_import)
-        file.addSeparator()
-        self._action(file, "Models…", self.open_models)
-        self.settings_action = self._action(file, "Settings…", self.open_settings, "Ctrl+,")
-        file.addSeparator()
-        self._action(file, "Quit", self.close, QKeySequence.StandardKey.Quit)
-        edit = menu.addMenu("&Edit")
-        self._action(edit, "Search memories", self.focus_memory_search, QKeySequence.StandardKey.Find)
-        self._action(edit, "Search chats", self.conversations.search.setFocus, "Ctrl+Shift+F")
-        self.stop_action = self._action(edit, "Stop reply", self.stop_reply, "Esc")
-        view = menu.addMenu("&View")
-        for name, widget in (("Chats", self.conversations), ("Memory panel", self.memory)):
-            toggle = QAction(name, self, checkable=True, checked=True)
-            toggle.toggled.connect(widget.setVisible)
-            view.addAction(toggle)
-        help_menu = menu.addMenu("&Help")
-        self._action(help_menu, "Keyboard shortcuts", self._show_shortcuts)
-        self._action(help_menu, "Welcome", lambda: self.chat.show_welcome(True))
 
     def _connect(self) -> None:
         self.runner.unhandled.connect(lambda _task, exc: self.report(exc))
@@ -547,14 +513,6 @@ class MainWindow(QMainWindow):
         self.memory.show()
         self.memory.search.setFocus()
         self.memory.search.selectAll()
-
-    def _show_shortcuts(self) -> None:
-        text = ("Ctrl+N  new chat\nCtrl+Shift+N  new temporary chat\nCtrl+F  search memories\n"
-                "Ctrl+Shift+F  search chats\nEsc  stop the reply\nCtrl+,  settings\n"
-                "Enter  send · Shift+Enter  new line")
-        box = QMessageBox(QMessageBox.Icon.Information, "Keyboard shortcuts", text, QMessageBox.StandardButton.Ok, self)
-        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
-        box.open()
 
     # --- closing ----------------------------------------------------------------------------
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt naming
