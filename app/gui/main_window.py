@@ -166,6 +166,7 @@ class MainWindow(QMainWindow):
         self.conversations.purgeRequested.connect(
             lambda cid: self._chat_op(self.bank.chats.purge_conversation, cid, "Chat deleted for good."))
         self.undo_chat_button.clicked.connect(self._undo_delete_chat)
+        self.memory.externalChange.connect(self.load_conversations)  # e.g. `serve` added a chat
         self.memory.error.connect(self.report)
         self.memory.message.connect(lambda text: self.statusBar().showMessage(text, 8000))
         self.memory.pauseToggled.connect(self.set_memory_paused)

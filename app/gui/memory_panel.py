@@ -129,6 +129,7 @@ class MemoryPanel(QWidget):
     message = Signal(str)
     pauseToggled = Signal(bool)
     loaded = Signal()
+    externalChange = Signal()  # another process committed to the bank (memories or chats)
 
     def __init__(self, bank, runner: TaskRunner, parent=None) -> None:
         super().__init__(parent)
@@ -247,6 +248,7 @@ class MemoryPanel(QWidget):
             if self._seen_version is not None and version != self._seen_version:
                 log.info("the memory bank changed in another process; reloading the table")
                 self.refresh()
+                self.externalChange.emit()
             self._seen_version = version
 
         def failed(exc: BaseException) -> None:  # a closed bank at exit: nothing to show

@@ -104,3 +104,4 @@ def test_memory_panel_reloads_when_another_connection_writes(qtbot, bank, make_b
     assert panel.model.rowCount() == 1
     panel.external_poll.stop()
     runner.shutdown()
+
