@@ -20,7 +20,7 @@ import json
 import sys
 import threading
 
-from app.cli.options import add_command, add_model_options
+from app.cli.options import add_command, add_model_options, model_spec
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -57,28 +57,15 @@ def _specs(args):
     """(settings, answer spec, manager spec) from the settings file with the command-line
     overrides, each spec with the role's shipped adapter (core.catalog.shipped) unless it has an
     adapter of its own or shipped adapters are off (settings or `--no-shipped-adapters`)."""
-    import dataclasses
-
-    from core.config import Settings, settings_path
+    from core.catalog.roles import role_spec
     from core.catalog.shipped import with_shipped_adapter
+    from core.config import Settings, settings_path
 
     settings = Settings.load(settings_path())
     shipped = settings.use_shipped_adapters and not getattr(args, "no_shipped_adapters", False)
-    out = []
-    for role in ("answer", "manager"):
-        spec = dataclasses.replace(getattr(settings, f"{role}_model"))
-        path, adapter = getattr(args, f"{role}_model"), getattr(args, f"{role}_adapter")
-        if path:
-            spec.path = path
-        if adapter:
-            spec.adapter = adapter
-        if args.n_ctx:
-            spec.n_ctx = args.n_ctx
-        if args.threads:
-            spec.n_threads = args.threads
-        spec.validate()
-        out.append(with_shipped_adapter(spec, role, shipped))
-    return settings, out[0], out[1]
+    answer, manager = (with_shipped_adapter(model_spec(args, role, role_spec(settings, role)), role, shipped)
+                       for role in ("answer", "manager"))
+    return settings, answer, manager
 
 
 def _check_files(args) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from app.cli.options import (add_cache_option, add_command, add_command_group, add_data_option,
+from app.cli.options import (model_spec, add_cache_option, add_command, add_command_group, add_data_option,
                              add_max_sessions_option, add_model_options, add_progress_option, add_samples_option,
                              positive, samples_of)
 
@@ -45,18 +45,14 @@ def register(sub) -> None:
 
 
 def _config(args):
-    from core.config import ModelSpec
     from training.eval.runner import EvalConfig, parse_systems
-
-    def spec(path, adapter):
-        return ModelSpec(path=path, adapter=adapter, n_ctx=args.n_ctx, n_threads=args.threads)
 
     samples = samples_of(args)
     return EvalConfig(
         data=args.data, systems=parse_systems(args.system), samples=samples or None,
         max_questions=args.max_questions, max_sessions=args.max_sessions, out=args.out,
-        cache_dir=args.cache_dir, answer_model=spec(args.answer_model, args.answer_adapter),
-        manager_model=spec(args.manager_model, args.manager_adapter), judge_model=args.judge_model,
+        cache_dir=args.cache_dir, answer_model=model_spec(args, "answer"),
+        manager_model=model_spec(args, "manager"), judge_model=args.judge_model,
         fresh=args.fresh, progress=not args.no_progress)
 
 

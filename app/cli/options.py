@@ -110,6 +110,23 @@ def add_model_options(p, *, title: str, default: str, n_ctx_default: int | None 
     add_threads_option(g)
 
 
+def model_spec(args, role: str, base=None):
+    """The `core.config.ModelSpec` of `role` ("answer" or "manager"): `base` (default: the
+    embedded model's spec) with the command line's --<role>-model, --<role>-adapter, --n-ctx
+    and --threads where given (a command without one of these options leaves it alone).
+    Raises InvalidInputError for an invalid result."""
+    import dataclasses
+
+    from core.config import ModelSpec
+
+    spec = dataclasses.replace(base) if base is not None else ModelSpec()
+    changes = {"path": getattr(args, f"{role}_model", None), "adapter": getattr(args, f"{role}_adapter", None),
+               "n_ctx": getattr(args, "n_ctx", None), "n_threads": getattr(args, "threads", None)}
+    spec = dataclasses.replace(spec, **{k: v for k, v in changes.items() if v})
+    spec.validate()
+    return spec
+
+
 def add_progress_option(p) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from app.cli.options import (add_command, add_data_option, add_max_sessions_option, add_progress_option,
+from app.cli.options import (model_spec, add_command, add_data_option, add_max_sessions_option, add_progress_option,
                              add_samples_option, add_threads_option, add_training_options, positive, samples_of,
                              time_budget_s, validation_path)
 
@@ -67,10 +67,9 @@ def register_manager(tsub) -> None:
 
 
 def _states(path: str, args, cache: Path):
-    from core.config import ModelSpec
     from training.data.manager import states_from
 
-    spec = ModelSpec(path=args.manager_model, adapter=args.manager_adapter, n_threads=args.threads)
+    spec = model_spec(args, "manager")
     return states_from(path, cache=cache, manager_model=spec, samples=samples_of(args),
                        max_sessions=args.max_sessions, max_states=args.max_states, progress=not args.no_progress)
 
