@@ -527,7 +527,8 @@ class AnswerAgent:
         fixed = len(prompts.chat_system(user_name, assistant_name)) + len(text) + hist_chars + 200
         used = self._fit(memories, fixed, params.max_tokens)
         messages = prompts.chat_messages(text, self.group(used), history, user_name=user_name,
-                                         assistant_name=assistant_name, now=now, memory_off=memory_off)
+                                         assistant_name=assistant_name, now=now, memory_off=memory_off,
+                                         earlier=bool(history_memories) and not used)
         shown = [*history_memories, *used]
         flt = ReplyFilter(on_token, memory_lines=[m.prompt_line() for m in shown], assistant_name=assistant_name)
         raw = self._run(messages, params, cancel, flt.feed)
