@@ -144,7 +144,8 @@ _SCAFFOLD_HEADER = re.compile(
     r"(?:the\s+)?(?:relevant\s+)?memor(?:y|ies)(?:\s+(?:selected\s+as\s+relevant|selected|used|relevant"
     r"|for\s+[^:\n]{1,40}))?[*_\s]*:", re.I)
 _SCAFFOLD_MARKER = re.compile(
-    r"(?:so,?\s+)?(?:the\s+|my\s+)?(?:final\s+|short\s+)?(?:answer|reply|response)(?:\s+is)?[*_\s]*:[*_\s]*", re.I)
+    r"(?:so,?\s+)?(?:the\s+|my\s+)?(?:final\s+|short\s+)?(?:answer|reply|response)(?:\s+is)?(?:\*\*|__)?\s*:"
+    r"(?:\*\*|__)?[ \t]*", re.I)
 _SCAFFOLD_NOW = re.compile(r"now\s*:", re.I)
 _SCAFFOLD_EMPTY = re.compile(r"[-*\u2022\s]*(?:none|\(?no memories\)?|nothing)[.\s]*", re.I)
 _STRICT_INLINE = re.compile(r"\*\*\s*answer\s*:\s*\*\*|\*\*\s*answer\s*\*\*\s*:", re.I)
@@ -212,10 +213,10 @@ class ReplyFilter:
         """What the start of `line` is: "drop", "bullet", "marker", "plain", or None (undecided)."""
         norm = line.lstrip(_MARKUP).lower()
         if not norm:
-            return "drop" if complete else None
+            return ("blank" if not line.strip() else "drop") if complete else None
         if norm[0] in "-\u2022" or line.lstrip().startswith("* ") or re.match(r"\d+[.)]\s", norm):
             return "bullet" if complete else None
-        if not complete and len(norm) < 2 and norm[0].isdigit():
+        if not complete and re.fullmatch(r"\d+[.)]?", norm):
             return None
         start = _starts(norm, self._labels())
         if start == "no":
@@ -249,8 +250,8 @@ class ReplyFilter:
         norm = line[lead:]
         hit = _SCAFFOLD_MARKER.match(norm)
         if hit is None and norm.lower().startswith(self._assistant + ":"):
-            return norm[len(self._assistant) + 1:].lstrip(_MARKUP)
-        return norm[hit.end():].lstrip(_MARKUP) if hit else norm
+            return norm[len(self._assistant) + 1:].lstrip(" \t")
+        return norm[hit.end():] if hit else norm
 
     # --- streaming ----------------------------------------------------------------------
     def feed(self, piece: str) -> None:
@@ -285,6 +286,12 @@ class ReplyFilter:
                 kind = self._classify(line, complete)
                 if kind is None:
                     return
+                if kind == "blank":
+                    if nl < 0:
+                        self._line = ""
+                        return
+                    self._end_line(nl, visible=True)
+                    continue
                 if kind == "bullet":
                     keep = not self._section and not self._is_memory_copy(line)
                     if keep:

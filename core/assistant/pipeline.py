@@ -305,7 +305,8 @@ class Assistant:
             if mem.status == "active":
                 mems.append(mem)
         content = chat_user_turn(text, AnswerAgent.group(mems), user_name=self.user_name,
-                                 now=reply_meta.get("now"), memory_off=temporary)
+                                 now=reply_meta.get("now"), memory_off=temporary,
+                                 earlier=bool(reply_meta.get("earlier")) and not mems)
         return content, mems
 
     def _budget(self, candidates: list[Memory], skip: set[int]) -> list[Memory]:
@@ -391,7 +392,8 @@ class Assistant:
         finally:
             self._end_reply()
         meta = {"selected": [m.id for m in result.selected], "retrieved": [m.id for m in retrieved],
-                "shown": [m.id for m in shown], "now": now, "cancelled": result.cancelled, "temporary": temporary}
+                "shown": [m.id for m in shown], "now": now,
+                "earlier": bool(history_memories) and not shown, "cancelled": result.cancelled, "temporary": temporary}
         if replace is not None:
             self.bank.chats.update_message(replace.id, content=result.answer, meta=meta)
             message_id = replace.id
