@@ -48,7 +48,7 @@ class Settings:
     use_shipped_adapters: bool = field(default=True, metadata={"help": "use trained adapters shipped in assets/"})
     trash_days: int = field(default=30, metadata={"help": "days a deleted chat stays in the trash before it is "
                                                           "purged for good (at start-up); 0 = at the next start"})
-    chat_memory_tokens: int = field(default=300, metadata={"help": "most prompt tokens of memories given with one "
+    chat_memory_tokens: int = field(default=120, metadata={"help": "most prompt tokens of memories given with one "
                                                                    "chat message (each costs first-token time)"})
     welcome_shown: bool = False
 
