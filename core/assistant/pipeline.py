@@ -36,7 +36,7 @@ from typing import Callable
 
 from core.agents.answer import AnswerAgent
 from core.agents.manager import MemoryManager
-from core.agents.prompts import chat_user_turn, format_time
+from core.agents.prompts import chat_system, chat_user_turn, format_time
 from core.assistant.commands import forget, parse_command, remember
 from core.config import Settings
 from core.errors import Cancelled, ConflictError, InvalidInputError
@@ -399,7 +399,30 @@ class Assistant:
             message_id = replace.id
         else:
             message_id = self.bank.chats.add_message(conversation_id, "assistant", result.answer, meta=meta).id
+        if not result.cancelled:
+            self._prewarm(conversation_id, message_id, history)
         return Reply(result.answer, message_id, user_msg.id, result.selected, retrieved, result.cancelled)
+
+    def _prewarm(self, conversation_id: int, message_id: int, history: list[tuple[str, str]]) -> None:
+        """When the next turn's history will not start with this turn's (the window moved a
+        step, or a shown memory is gone), evaluate the next prompt's system + history now, in
+        a background thread, so the next reply re-evaluates only its own turn. The backend's
+        lock orders it with the next reply, which at worst waits for work it would do anyway."""
+        nxt, _ = self._history(conversation_id, message_id + 1)
+        if nxt[:len(history)] == history:
+            return
+        backend = self.models.answer
+        msgs = [{"role": "system", "content": chat_system(self.user_name, self.assistant_name)},
+                *({"role": r, "content": c} for r, c in nxt)]
+
+        def warm() -> None:
+            try:
+                for _ in backend.complete(msgs, params=GenParams(temperature=0.0, max_tokens=1)):
+                    pass
+            except Exception as exc:  # a closed or replaced model: nothing to warm
+                log.debug("prompt warm-up skipped: %s", exc)
+
+        threading.Thread(target=warm, name="chat-prefix-warm", daemon=True).start()
 
     # --- explicit commands --------------------------------------------------------------
     def _command(self, conversation_id: int, user_msg, name: str, arg: str, *, temporary: bool) -> Reply:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
 import pytest
 
@@ -18,7 +19,12 @@ NO_FACTS = json.dumps({"facts": []})
 
 
 def chat_calls(backend):
-    return [c for c in backend.calls if not c["schema"]]
+    """The reply calls (not the manager's, not the one-token prompt warm-ups)."""
+    return [c for c in backend.calls if not c["schema"] and c["params"].max_tokens != 1]
+
+
+def warm_calls(backend):
+    return [c for c in backend.calls if not c["schema"] and c["params"].max_tokens == 1]
 
 
 def block_lines(content: str) -> list[str]:
@@ -123,3 +129,21 @@ def test_memories_used_are_the_ones_the_reply_draws_on(bank, assistant):
     second = a.reply(cid, "What is my cat's favourite toy?")
     assert second.selected == []
     assert not re.search(r"memor|answer", second.text, re.I)
+
+
+def test_a_moved_window_is_warmed_up_for_the_next_turn(bank, assistant):
+    backend = FakeBackend(default=router("ok", facts=NO_FACTS))
+    a = assistant(backend)
+    cid = bank.chats.create_conversation("t").id
+    for i in range(6):
+        a.reply(cid, f"message {i}")
+        if i < 5:
+            assert warm_calls(backend) == []  # the window has not moved yet: prompt + reply is the prefix
+    deadline = time.time() + 5
+    while not warm_calls(backend) and time.time() < deadline:
+        time.sleep(0.01)
+    warm = warm_calls(backend)[0]["messages"]
+    assert len(warm_calls(backend)) == 1
+    a.reply(cid, "message 6")
+    nxt = chat_calls(backend)[-1]["messages"]
+    assert warm == nxt[:-1]  # the next prompt is the warmed-up one plus its own turn
