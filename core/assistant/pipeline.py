@@ -13,6 +13,22 @@ and when both roles share one model object its in-flight generation is cancelled
 after the reply (nothing is written until a turn's single `bank.apply`). The next question sees
 the bank as updated by every turn processed so far.
 
+The chat prompt is laid out so each turn evaluates only its own new tokens (llama.cpp keeps
+the KV of the longest common token prefix of the previous eval, which ends with the reply it
+generated): the fixed system text, then the earlier turns, then the new turn. Each user turn
+carries its OWN memory block, kept in the history from then on: the memories shown with it
+(the reply's meta "shown", re-read from the bank) and the time it was said (meta "now") are
+rendered with `chat_user_turn` exactly as before, so turn N+1's prompt starts with turn N's
+prompt + reply, byte for byte. (Putting the memories in the system message or dropping an old
+turn's block would change text before the new turn and re-evaluate everything after it.) A new
+turn's block holds the best memories over the chat floor that are not already shown in the
+history window and fit `settings.chat_memory_tokens` (counted with the backend's tokenizer),
+in id order. The history window (HISTORY_MESSAGES) moves by HISTORY_STEP messages at a time;
+when it moves (or a shown memory is gone) the next prompt's prefix changes, so it is evaluated
+in the background right after the reply (`_prewarm`) instead of on the next first token. The
+reply is asked for directly (no memory list before it); "memories used" (`Reply.selected`)
+are the prompt's memories whose words the reply uses (`core.agents.answer.memories_used`).
+
 Explicit commands are handled without the manager (core.assistant.commands): "remember (that)
 X" adds X (in the third person) as a user memory; "forget (about) X" soft-deletes the matching
 memories (undo works).
