@@ -46,8 +46,10 @@ class Recorder:
 
     def complete(self, messages, **kw):
         if kw.get("params") is not None and kw["params"].max_tokens == 1:  # the pipeline's warm-up
-            yield from self.backend.complete(messages, **kw)
+            stream = self.backend.complete(messages, **kw)
+            # what the KV holds once it ran: a reply that starts meanwhile waits for it
             self.cached = self.backend._tokenize(self.backend.apply_chat_template(messages), add_bos=False)
+            yield from stream
             return
         prompt = self.backend.apply_chat_template(messages)
         tokens = self.backend._tokenize(prompt, add_bos=False)
@@ -95,7 +97,7 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=10)
     parser.add_argument("--budget", type=int, default=Settings().chat_memory_tokens)
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--think", type=float, default=3.0, help="seconds between a reply and the next message")
+    parser.add_argument("--think", type=float, default=5.0, help="seconds between a reply and the next message")
     args = parser.parse_args()
     backend = Recorder(LlamaBackend(n_threads=args.threads, n_ctx=4096))
     with tempfile.TemporaryDirectory() as tmp:
