@@ -10,6 +10,7 @@ of a moved history window during the pause between turns).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -33,12 +34,13 @@ QUESTIONS = ["What did I paint?", "Tell me about my dog.", "Where did I move?", 
 
 
 class Recorder:
-    """Wraps the answer backend: remembers each prompt's tokens and the tokens it generated."""
+    """Wraps the answer backend: remembers the text whose KV the model holds (the last prompt
+    and what it generated) and counts each prompt's tokens after their common text prefix."""
 
     def __init__(self, backend: LlamaBackend) -> None:
         self.backend = backend
         self.n_ctx = backend.n_ctx
-        self.cached: list[int] = []
+        self.cached = ""  # the text whose KV the model holds
         self.log: list[tuple[int, int]] = []
 
     def __getattr__(self, name):
@@ -48,22 +50,18 @@ class Recorder:
         if kw.get("params") is not None and kw["params"].max_tokens == 1:  # the pipeline's warm-up
             stream = self.backend.complete(messages, **kw)
             # what the KV holds once it ran: a reply that starts meanwhile waits for it
-            self.cached = self.backend._tokenize(self.backend.apply_chat_template(messages), add_bos=False)
+            self.cached = self.backend.apply_chat_template(messages)
             yield from stream
             return
         prompt = self.backend.apply_chat_template(messages)
-        tokens = self.backend._tokenize(prompt, add_bos=False)
-        common = 0
-        for a, b in zip(tokens, self.cached):
-            if a != b:
-                break
-            common += 1
-        self.log.append((len(tokens), len(tokens) - common))
+        common = len(os.path.commonprefix([prompt, self.cached]))
+        total = self.backend.count_tokens(prompt)
+        self.log.append((total, total - (self.backend.count_tokens(prompt[:common]) if common else 0)))
         pieces = []
         for piece in self.backend.complete(messages, **kw):
             pieces.append(piece)
             yield piece
-        self.cached = self.backend._tokenize(prompt + "".join(pieces), add_bos=False)
+        self.cached = prompt + "".join(pieces)
 
 
 def run(backend: Recorder, budget: int, turns: int, data: Path, think: float) -> list[float]:
@@ -102,7 +100,7 @@ def main() -> None:
     backend = Recorder(LlamaBackend(n_threads=args.threads, n_ctx=4096))
     with tempfile.TemporaryDirectory() as tmp:
         with_mem = run(backend, args.budget, args.turns, Path(tmp), args.think)
-        backend.cached = []
+        backend.cached = ""
         without = run(backend, 0, args.turns, Path(tmp), args.think)
     p = {name: (percentile(v, 50), percentile(v, 95)) for name, v in (("with", with_mem), ("without", without))}
     for name, (p50, p95) in p.items():
