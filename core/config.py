@@ -48,6 +48,8 @@ class Settings:
     use_shipped_adapters: bool = field(default=True, metadata={"help": "use trained adapters shipped in assets/"})
     trash_days: int = field(default=30, metadata={"help": "days a deleted chat stays in the trash before it is "
                                                           "purged for good (at start-up); 0 = at the next start"})
+    chat_memory_tokens: int = field(default=120, metadata={"help": "most prompt tokens of memories given with one "
+                                                                   "chat message (each costs first-token time)"})
     welcome_shown: bool = False
 
     def validate(self) -> None:
@@ -57,6 +59,9 @@ class Settings:
             raise InvalidInputError("Temperature must be between 0 and 2.")
         if not 1 <= self.max_tokens <= 32768:
             raise InvalidInputError("Max tokens must be between 1 and 32768.")
+        budget = self.chat_memory_tokens
+        if isinstance(budget, bool) or not isinstance(budget, int) or not 0 <= budget <= 4000:
+            raise InvalidInputError("Chat memory tokens must be a whole number from 0 to 4000.")
         days = self.trash_days
         if isinstance(days, bool) or not isinstance(days, int) or not 0 <= days <= 3650:
             raise InvalidInputError("Days in the trash must be a whole number from 0 to 3650.")

@@ -6,8 +6,10 @@ and maps the listed lines back to memory ids. A missing or malformed selection i
 (answer returned, selection empty, logged).
 
 `AnswerAgent.chat(...)` is the chat variant used by the pipeline: a natural reply grounded in
-the memories and the recent chat, streamed through `on_token` with the selection part held
-back (`ReplyFilter`).
+the memories and the recent chat, asked for directly (no memory list, so the first visible
+word is the model's first word), streamed through `on_token` with any scaffold the model
+writes anyway removed (`ReplyFilter`); the memories it used are decided from the reply's words
+(`memories_used`).
 
 Threading: call from one thread at a time per backend (the backend is not thread-safe).
 Departures (our choices): a question with no memories at all is answered "I don't know."
@@ -24,6 +26,7 @@ one short line. The prompt is unchanged (training samples the same prompt unguar
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -41,7 +44,6 @@ FORCED_ANSWER_TOKENS = 48  # the answer is "less than 5-6 words"
 MAX_SELECTED_LINES = 20  # a selection longer than this is cut and the answer forced
 CHARS_PER_TOKEN = 3.0  # conservative for English text with SmolLM2/Llama tokenizers
 QUERY_CHARS = 2000  # longest query text embedded for retrieval
-_HEADER_WORDS = "memories selected as relevant"
 
 
 @dataclass
@@ -130,66 +132,260 @@ def _ends_in_selection(text: str) -> bool:
     return not lines or lines[-1].startswith(("-", "*", "•")) or lines[-1].lower().startswith("memories")
 
 
-class ReplyFilter:
-    """Streams only the reply part of a chat generation.
+_STOPWORDS = frozenset("""a an the and or but if so of to in on at by for with from about as into over after
+before than then that this these those there here is are was were be been being am do does did have has had
+not no yes you your yours i me my mine we our us he him his she her they them their it its what which who whom
+when where why how can could would should will shall may might must just also very really too all any some
+each more most much many such only own same other one two said says told tell like get got""".split())
 
-    Holds text back while the model writes the `**Memories selected as relevant:**` list and
-    passes on what follows `**Answer:**`. If the model starts replying directly (no header),
-    everything is passed on. `finish()` returns the reply text (the whole output without the
-    selection when no marker ever came).
+# Scaffold a small model may write in a chat reply (the QA format's list and marker, our
+# prompt's own labels). Line starts, matched on the line with leading markup removed.
+_SCAFFOLD_HEADER = re.compile(
+    r"(?:the\s+)?(?:relevant\s+)?memor(?:y|ies)(?:\s+(?:selected\s+as\s+relevant|selected|used|relevant"
+    r"|for\s+[^:\n]{1,40}))?[*_\s]*:", re.I)
+_SCAFFOLD_MARKER = re.compile(
+    r"(?:so,?\s+)?(?:the\s+|my\s+)?(?:final\s+|short\s+)?(?:answer|reply|response)(?:\s+is)?(?:\*\*|__)?\s*:"
+    r"(?:\*\*|__)?[ \t]*", re.I)
+_SCAFFOLD_NOW = re.compile(r"now\s*:", re.I)
+_SCAFFOLD_EMPTY = re.compile(r"[-*\u2022\s]*(?:none|\(?no memories\)?|nothing)[.\s]*", re.I)
+_STRICT_INLINE = re.compile(r"\*\*\s*answer\s*:\s*\*\*|\*\*\s*answer\s*\*\*\s*:", re.I)
+_MARKUP = "*_# \t"
+_DECIDE_CHARS = 80  # a held line is classified once this long, newline or not
+
+
+def _starts(norm: str, words: Sequence[str]) -> str:
+    """"match" when `norm` starts with one of `words`, "maybe" while it is a prefix of one."""
+    if any(norm.startswith(w) for w in words):
+        return "match"
+    return "maybe" if any(w.startswith(norm) for w in words) else "no"
+
+
+class ReplyFilter:
+    """Streams only the visible reply of a chat generation, whatever scaffold the model writes.
+
+    The chat prompt asks for the reply directly, but small models still write the QA format or
+    echo the prompt's labels. Dropped, anywhere in the output: memory headers ("Memories:",
+    "Memories for Ann:", "**Memories selected as relevant:**", with whatever follows on that
+    line), the bullets under such a header, bullets that copy one of `memory_lines`, "none" /
+    "(no memories)" lines, "Now: ..." lines. Removed, keeping the text after them: answer
+    markers at a line start ("**Answer:**", "Answer:", "The answer:", "The answer is:",
+    "Reply:", "<assistant>:") and a bold "**Answer:**" anywhere. Everything else streams as it
+    comes; a line is held only while it could still turn out to be scaffold (a bullet until its
+    end, a possible label until it is told apart). `finish()` returns the visible text (what
+    was emitted, stripped). Pure text processing: call from one thread.
     """
 
-    def __init__(self, emit: Callable[[str], None] | None) -> None:
+    def __init__(self, emit: Callable[[str], None] | None, *, memory_lines: Sequence[str] = (),
+                 assistant_name: str = "Assistant") -> None:
         self.emit = emit
         self.raw = ""
-        self.mode = "sniff"  # sniff -> selecting -> answering | direct
-        self.sent = 0  # characters of `self.reply_text` already emitted
-        self._reply_start = 0
+        self.out = ""  # the visible text emitted so far
+        self._memory_keys = {k for k in (line_key(m) for m in memory_lines) if k}
+        self._assistant = assistant_name.strip().lower()
+        self._line = ""  # the current line's unhandled text
+        self._state = "start"  # start (line not classified) | plain (streaming) | drop (until newline)
+        self._section = False  # inside a memory list (after a header, before a plain line)
+        self._newlines = 0  # newlines owed before the next visible text
 
-    def _send_upto(self, end: int) -> None:
-        if end > self.sent:
-            piece = self.raw[self.sent:end]
-            self.sent = end
-            if piece and self.emit:
-                self.emit(piece)
+    # --- output -------------------------------------------------------------------------
+    def _visible(self, text: str) -> None:
+        if not text:
+            return
+        if not self.out:
+            text = text.lstrip()
+            if not text:
+                return
+            self._newlines = 0
+        if self._newlines:
+            text = "\n" * min(self._newlines, 2) + text
+            self._newlines = 0
+        self.out += text
+        if self.emit:
+            self.emit(text)
 
+    # --- classification -----------------------------------------------------------------
+    def _labels(self) -> list[str]:
+        return ["memor", "the memor", "relevant memor", "answer", "the answer", "final answer", "so the answer",
+                "so, the answer", "short answer", "my answer", "reply", "my reply", "the reply", "response",
+                "the response", "now", "none", "(no memor", "no memor", "nothing", self._assistant + ":"]
+
+    def _classify(self, line: str, complete: bool) -> str | None:
+        """What the start of `line` is: "drop", "bullet", "marker", "plain", or None (undecided)."""
+        norm = line.lstrip(_MARKUP).lower()
+        if not norm:
+            return ("blank" if not line.strip() else "drop") if complete else None
+        if norm[0] in "-\u2022" or line.lstrip().startswith("* ") or re.match(r"\d+[.)]\s", norm):
+            return "bullet" if complete else None
+        if not complete and re.fullmatch(r"\d+[.)]?", norm):
+            return None
+        start = _starts(norm, self._labels())
+        if start == "no":
+            return "plain"
+        if start == "maybe" and not complete:
+            return None
+        decided = complete or len(norm) >= _DECIDE_CHARS or ":" in norm or "\n" in norm
+        if _SCAFFOLD_HEADER.match(norm) or _SCAFFOLD_NOW.match(norm):
+            return "drop" if decided else None
+        marker = _SCAFFOLD_MARKER.match(norm)
+        if marker or norm.startswith(self._assistant + ":"):
+            end = marker.end() if marker else len(self._assistant) + 1
+            return "marker" if complete or norm[end:].strip(_MARKUP) else None
+        if _SCAFFOLD_EMPTY.fullmatch(norm):
+            return "drop" if complete else None
+        if not decided and (":" not in norm):
+            return None
+        return "plain"
+
+    def _is_memory_copy(self, line: str) -> bool:
+        m = re.match(r"\s*(?:[-*\u2022]|\d+[.)])\s+(.*)", line)
+        body = line_key(m.group(1) if m else line)
+        if not body:
+            return False
+        if _SCAFFOLD_EMPTY.fullmatch(m.group(1) if m else line):
+            return True
+        return body in self._memory_keys or any(body in k or k in body for k in self._memory_keys if len(k) > 8)
+
+    def _strip_marker(self, line: str) -> str:
+        lead = len(line) - len(line.lstrip(_MARKUP))
+        norm = line[lead:]
+        hit = _SCAFFOLD_MARKER.match(norm)
+        if hit is None and norm.lower().startswith(self._assistant + ":"):
+            return norm[len(self._assistant) + 1:].lstrip(" \t")
+        return norm[hit.end():] if hit else norm
+
+    # --- streaming ----------------------------------------------------------------------
     def feed(self, piece: str) -> None:
         self.raw += piece
-        if self.mode == "sniff":
-            head = self.raw.lstrip().lower()
-            if len(head) >= 3:
-                held = (head.startswith(("*", "-", "answer")) or _HEADER_WORDS.startswith(head[:len(_HEADER_WORDS)])
-                        or head.startswith(_HEADER_WORDS))
-                if held:
-                    self.mode = "selecting"
-                else:
-                    self.mode = "direct"
-                    self._reply_start = self.sent = len(self.raw) - len(self.raw.lstrip())
-        if self.mode == "selecting":
-            hit = prompts.find_answer_marker(self.raw)
-            if hit is not None and self.raw[hit[1]:].strip():
-                self._start_answer(hit[1])
-        if self.mode in ("answering", "direct"):
-            self._send_upto(len(self.raw))
+        self._line += piece
+        self._pump(final=False)
 
-    def _start_answer(self, end: int) -> None:
-        self.mode = "answering"
-        rest = self.raw[end:]
-        self._reply_start = end + (len(rest) - len(rest.lstrip()))
-        self.sent = self._reply_start
+    def _pump(self, final: bool) -> None:
+        while True:
+            nl = self._line.find("\n")
+            complete = nl >= 0 or final
+            line = self._line[:nl] if nl >= 0 else self._line
+            if self._state == "drop":
+                if nl < 0:
+                    self._line = "" if final else self._line
+                    return
+                self._end_line(nl, visible=False)
+                continue
+            if self._state == "start":
+                inline = _STRICT_INLINE.search(line)
+                if inline is not None and line[inline.end():].strip():
+                    # "<scaffold> **Answer:** reply": the part before the marker is dropped
+                    # when it is scaffold, the marker always.
+                    before = line[:inline.start()]
+                    kind = self._classify(before, True) if before.strip() else "drop"
+                    if kind == "plain" and not self._section:
+                        self._visible(before.rstrip() + " ")
+                    self._section = False
+                    self._line = self._line[inline.end():].lstrip(" \t")
+                    self._state = "plain"
+                    continue
+                kind = self._classify(line, complete)
+                if kind is None:
+                    return
+                if kind == "blank":
+                    if nl < 0:
+                        self._line = ""
+                        return
+                    self._end_line(nl, visible=True)
+                    continue
+                if kind == "bullet":
+                    keep = not self._section and not self._is_memory_copy(line)
+                    if keep:
+                        self._visible(line)
+                    if nl < 0:
+                        self._line = ""
+                        return
+                    self._end_line(nl, visible=keep)
+                    continue
+                if kind == "drop":
+                    if _SCAFFOLD_HEADER.match(line.lstrip(_MARKUP)):
+                        self._section = True
+                    self._state = "drop"
+                    if nl < 0:
+                        self._line = ""
+                        return
+                    self._end_line(nl, visible=False)
+                    continue
+                if kind == "marker":
+                    self._line = self._strip_marker(self._line)
+                self._section = False
+                self._state = "plain"
+                continue
+            # plain: stream up to a possible inline marker; hold a trailing "*..." that may be one
+            inline = _STRICT_INLINE.search(line)
+            if inline is not None:
+                self._visible(line[:inline.start()].rstrip())
+                self._line = self._line[inline.end():].lstrip(" \t")
+                continue
+            if nl >= 0:
+                self._visible(line.replace(prompts.NO_MEMORIES, "").rstrip())
+                self._end_line(nl, visible=True)
+                continue
+            cut = len(line)
+            if not final:
+                star = line.rfind("**")
+                if star >= 0 and len(line) - star < 16:
+                    cut = star
+                paren = line.rfind("(")
+                if paren >= 0 and len(line) - paren < len(prompts.NO_MEMORIES):
+                    cut = min(cut, paren)
+            head = line[:cut].replace(prompts.NO_MEMORIES, "")
+            self._visible(head if not final else head.rstrip())
+            self._line = self._line[cut:]
+            return
+
+    def _end_line(self, nl: int, *, visible: bool) -> None:
+        self._line = self._line[nl + 1:]
+        self._state = "start"
+        if visible and self.out:
+            self._newlines += 1
 
     def finish(self) -> str:
-        """The reply text; emits whatever was still held back."""
-        if self.mode in ("sniff", "selecting"):
-            parsed = prompts.parse_answer(self.raw)
-            structured = parsed.has_marker or parsed.selected_lines or _HEADER_WORDS in self.raw.lower()
-            text = parsed.answer if structured else self.raw.strip()
-            if text and self.emit:
-                self.emit(text)
-            self.mode = "done"
-            return text
-        self._send_upto(len(self.raw))
-        return self.raw[self._reply_start:].strip()
+        """The visible reply text; emits whatever was still held back."""
+        if self._line:
+            self._pump(final=True)
+        if self._state == "plain" and self._line:
+            self._visible(self._line.replace(prompts.NO_MEMORIES, "").rstrip())
+        self._line = ""
+        self._state = "start"
+        return self.out.strip()
+
+
+def _content_words(text: str, drop: frozenset[str] = frozenset()) -> set[str]:
+    words = set(re.findall(r"[a-z0-9]+", text.lower().replace("'s ", " ")))
+    return {w for w in words if (len(w) >= 3 or w.isdigit()) and w not in _STOPWORDS and w not in drop}
+
+
+def memories_used(reply: str, memories: Sequence[Memory], message: str = "") -> list[Memory]:
+    """The memories a chat reply draws on, decided from the text (the chat model does not
+    list them): a memory counts when the reply uses one of its content words that is not in
+    the user's `message` (a word only echoed from the question proves nothing) and either
+    uses two of its content words (all, when it has fewer) or that word is a name or number
+    of the memory ("Tom", "2023"). Speaker names and stopwords do not count.
+    In the given order.
+
+    >>> ms = [Memory(1, "Ann's cat is named Tom", speaker="Ann"), Memory(2, "Ann lives in Oslo", speaker="Ann")]
+    >>> [m.id for m in memories_used("Your cat is Tom!", ms, "What's my cat called?")]
+    [1]
+    >>> memories_used("I like cats too.", ms, "What's my cat called?")
+    []
+    """
+    said = _content_words(reply)
+    asked = _content_words(message)
+    out = []
+    for m in memories:
+        names = frozenset(w.lower() for w in (m.speaker or "").split())
+        words = _content_words(m.text, names)
+        hit = words & said
+        new = hit - asked
+        proper = {w.lower() for w in re.findall(r"\b(?:[A-Z][a-z0-9]+|\d+)\b", m.text)}
+        if new and (len(hit) >= min(2, len(words)) or new & proper):
+            out.append(m)
+    return out
 
 
 class AnswerAgent:
@@ -318,12 +514,15 @@ class AnswerAgent:
     def chat(self, text: str, *, history: Sequence[tuple[str, str]] = (), memories: Sequence[Memory] = (),
              on_token: Callable[[str], None] | None = None, cancel: CancelToken | None = None,
              params: GenParams | None = None, user_name: str = "User", assistant_name: str = "Assistant",
-             now: str | None = None, memory_off: bool = False) -> AnswerResult:
-        """A streamed chat reply grounded in `memories` (already retrieved) and `history`
-        (`(role, content)` oldest first). The message, the history (oldest dropped first) and
-        the memories (lowest-ranked dropped first) are cut to fit the context. `on_token` gets
-        only the reply part, in the calling thread. On cancel the partial reply is returned
-        with cancelled=True."""
+             now: str | None = None, memory_off: bool = False,
+             history_memories: Sequence[Memory] = ()) -> AnswerResult:
+        """A streamed chat reply grounded in `memories` (already retrieved and chosen, in the
+        order they are shown) and `history` (`(role, content)` oldest first, used verbatim;
+        `history_memories` are the memories its user turns show). The message, the history
+        (oldest dropped first) and the memories (last dropped first) are cut to fit the
+        context. `on_token` gets only the visible reply (`ReplyFilter`), in the calling thread;
+        `selected` is `memories_used(reply, ...)` over the memories in the prompt. On cancel the
+        partial reply is returned with cancelled=True."""
         start = time.perf_counter()
         params = params or GenParams(temperature=0.7, max_tokens=512)
         budget = self._budget_chars(params.max_tokens)
@@ -335,11 +534,12 @@ class AnswerAgent:
         fixed = len(prompts.chat_system(user_name, assistant_name)) + len(text) + hist_chars + 200
         used = self._fit(memories, fixed, params.max_tokens)
         messages = prompts.chat_messages(text, self.group(used), history, user_name=user_name,
-                                         assistant_name=assistant_name, now=now, memory_off=memory_off)
-        flt = ReplyFilter(on_token)
+                                         assistant_name=assistant_name, now=now, memory_off=memory_off,
+                                         earlier=bool(history_memories) and not used)
+        shown = [*history_memories, *used]
+        flt = ReplyFilter(on_token, memory_lines=[m.prompt_line() for m in shown], assistant_name=assistant_name)
         raw = self._run(messages, params, cancel, flt.feed)
         reply = flt.finish()
-        parsed = prompts.parse_answer(raw)
-        selected = match_selected(parsed.selected_lines, used)
+        selected = memories_used(reply, list({m.id: m for m in shown}.values()), text)
         return AnswerResult(reply, selected, list(memories), raw, self._prompt_tokens(messages),
                             time.perf_counter() - start, bool(cancel and cancel.cancelled), bool(selected))

@@ -327,17 +327,13 @@ Format:
 
 CHAT_SYSTEM_TEMPLATE = """\
 You are {assistant}, a friendly personal assistant with a long-term memory of what {user} told \
-you in earlier conversations. Each message from {user} comes with the memories that may be \
+you in earlier conversations. A message from {user} may come with memories that may be \
 relevant; each memory starts with the time it was said.
 
-Reply in this format:
-**Memories selected as relevant:**
-- <each memory that helps with your reply, copied exactly, or "- none">
-**Answer:** <your reply to {user}>
-
-In your reply: be natural, warm and concise; use the memories when they help; if memories \
-contradict each other, trust the most recent one; never invent facts about {user}; if you do \
-not know something about {user}, say so."""
+Reply to {user} directly: do not repeat the memories, do not write headings or labels. Be \
+natural, warm and concise; use the memories when they help; if memories contradict each \
+other, trust the most recent one; never invent facts about {user}; if you do not know \
+something about {user}, say so."""
 
 
 def format_time(when: datetime) -> str:
@@ -390,21 +386,45 @@ def chat_system(user_name: str = "User", assistant_name: str = "Assistant") -> s
     return CHAT_SYSTEM_TEMPLATE.format(user=user_name, assistant=assistant_name)
 
 
+def chat_user_turn(text: str, memories_by_speaker: Mapping[str | None, Sequence[str]], *,
+                   user_name: str = "User", now: str | None = None, memory_off: bool = False,
+                   earlier: bool = False) -> str:
+    """One user turn of the chat prompt: its memory block (saying "(no memories)" when there
+    are none, or, with `earlier`, that only memories shown in earlier turns apply), the time
+    and the message. A pure function of its arguments, so the pipeline renders an
+    earlier turn byte-identically on every later turn.
+
+    >>> chat_user_turn("Hi", {"Ann": ["1 May, 2023: Ann has a cat."]}, user_name="Ann", now="noon")
+    'Memories for Ann:\\n- 1 May, 2023: Ann has a cat.\\n\\nNow: noon\\nAnn: Hi'
+    >>> chat_user_turn("Hi", {}, user_name="Ann")
+    'Memories:\\n- (no memories)\\n\\nAnn: Hi'
+    """
+    if memory_off:
+        memories = "Memories: (memory is off for this chat)\n\n"
+    elif any(memories_by_speaker.values()):
+        memories = memory_block({s: v for s, v in memories_by_speaker.items() if v}) + "\n\n"
+    elif earlier:
+        memories = "Memories: (only those shown earlier)\n\n"
+    else:
+        memories = memory_block({}) + "\n\n"
+    when = f"Now: {now}\n" if now else ""
+    return f"{memories}{when}{user_name}: {text.strip()}"
+
+
 def chat_messages(text: str, memories_by_speaker: Mapping[str | None, Sequence[str]],
                   history: Iterable[tuple[str, str]] = (), *, user_name: str = "User",
                   assistant_name: str = "Assistant", now: str | None = None,
-                  memory_off: bool = False) -> list[Message]:
-    """The chat variant of the Answer Agent: fixed system text, then the recent chat
-    (`(role, content)` pairs, oldest first, unchanged between turns so its KV is reused), then
-    the new message with its memories last."""
+                  memory_off: bool = False, earlier: bool = False) -> list[Message]:
+    """The chat prompt: fixed system text, then the recent chat (`(role, content)` pairs,
+    oldest first, used verbatim: the caller renders earlier user turns with `chat_user_turn`
+    so they stay byte-identical and their KV is reused), then the new turn (`chat_user_turn`).
+    The reply is asked for directly: no memory list, no marker."""
     msgs: list[Message] = [{"role": "system", "content": chat_system(user_name, assistant_name)}]
     for role, content in history:
         if role in ("user", "assistant") and content:
             msgs.append({"role": role, "content": content})
-    memories = ("Memories: (memory is off for this chat)" if memory_off
-                else memory_block(memories_by_speaker))
-    when = f"Now: {now}\n" if now else ""
-    msgs.append({"role": "user", "content": f"{memories}\n\n{when}{user_name}: {text.strip()}"})
+    msgs.append({"role": "user", "content": chat_user_turn(text, memories_by_speaker, user_name=user_name,
+                                                           now=now, memory_off=memory_off, earlier=earlier)})
     return msgs
 
 

@@ -13,6 +13,22 @@ and when both roles share one model object its in-flight generation is cancelled
 after the reply (nothing is written until a turn's single `bank.apply`). The next question sees
 the bank as updated by every turn processed so far.
 
+The chat prompt is laid out so each turn evaluates only its own new tokens (llama.cpp keeps
+the KV of the longest common token prefix of the previous eval, which ends with the reply it
+generated): the fixed system text, then the earlier turns, then the new turn. Each user turn
+carries its OWN memory block, kept in the history from then on: the memories shown with it
+(the reply's meta "shown", re-read from the bank) and the time it was said (meta "now") are
+rendered with `chat_user_turn` exactly as before, so turn N+1's prompt starts with turn N's
+prompt + reply, byte for byte. (Putting the memories in the system message or dropping an old
+turn's block would change text before the new turn and re-evaluate everything after it.) A new
+turn's block holds the best memories over the chat floor that are not already shown in the
+history window and fit `settings.chat_memory_tokens` (counted with the backend's tokenizer),
+in id order. The history window (HISTORY_MESSAGES) moves by HISTORY_STEP messages at a time;
+when it moves (or a shown memory is gone) the next prompt's prefix changes, so it is evaluated
+in the background right after the reply (`_prewarm`) instead of on the next first token. The
+reply is asked for directly (no memory list before it); "memories used" (`Reply.selected`)
+are the prompt's memories whose words the reply uses (`core.agents.answer.memories_used`).
+
 Explicit commands are handled without the manager (core.assistant.commands): "remember (that)
 X" adds X (in the third person) as a user memory; "forget (about) X" soft-deletes the matching
 memories (undo works).
@@ -36,7 +52,7 @@ from typing import Callable
 
 from core.agents.answer import AnswerAgent
 from core.agents.manager import MemoryManager
-from core.agents.prompts import format_time
+from core.agents.prompts import chat_system, chat_user_turn, format_time
 from core.assistant.commands import forget, parse_command, remember
 from core.config import Settings
 from core.errors import Cancelled, ConflictError, InvalidInputError
@@ -45,8 +61,9 @@ from core.types import CancelToken, ChatBackend, GenParams, Memory, MemoryChange
 
 log = logging.getLogger(__name__)
 
-HISTORY_MESSAGES = 10  # recent chat messages given to the model
-HISTORY_CHARS = 6000
+HISTORY_MESSAGES = 10  # most recent chat messages given to the model
+HISTORY_STEP = 4  # the history window moves by this many messages at a time
+HISTORY_CHARS = 6000  # of the messages' own text (their memory blocks not counted)
 HISTORY_MESSAGE_CHARS = 1500
 
 
@@ -265,20 +282,67 @@ class Assistant:
     def _agent(self) -> AnswerAgent:
         return AnswerAgent(self.bank, self.models.answer)
 
-    def _history(self, conversation_id: int, before_id: int) -> list[tuple[str, str]]:
-        recent = self.bank.chats.messages(conversation_id, limit=HISTORY_MESSAGES + 2)
-        msgs = [m for m in recent if m.id < before_id and m.role in ("user", "assistant") and m.content]
+    def _history(self, conversation_id: int, before_id: int) -> tuple[list[tuple[str, str]], list[Memory]]:
+        """The earlier turns as `(role, prompt content)` (see `_render_user`), and the memories
+        their user turns show. The window starts at a multiple of HISTORY_STEP messages, so it
+        moves by whole steps and the turns in it keep their positions between steps."""
+        msgs = [m for m in self.bank.chats.messages(conversation_id)
+                if m.id < before_id and m.role in ("user", "assistant") and m.content]
+        start = max(0, -(-(len(msgs) - HISTORY_MESSAGES) // HISTORY_STEP) * HISTORY_STEP)
+        window = msgs[start:]
         out: list[tuple[str, str]] = []
+        shown: list[Memory] = []
         total = 0
-        for m in reversed(msgs[-HISTORY_MESSAGES:]):
+        for i in range(len(window) - 1, -1, -1):
+            m = window[i]
             content = m.content
             if len(content) > HISTORY_MESSAGE_CHARS:
                 content = content[:HISTORY_MESSAGE_CHARS] + " ..."
             if total + len(content) > HISTORY_CHARS:
                 break
             total += len(content)
+            if m.role == "user":
+                after = window[i + 1].meta if i + 1 < len(window) and window[i + 1].role == "assistant" else None
+                content, mems = self._render_user(content, after or {}, temporary=bool((m.meta or {}).get("temporary")))
+                shown[:0] = mems
             out.append((m.role, content))
-        return list(reversed(out))
+        return list(reversed(out)), shown
+
+    def _render_user(self, text: str, reply_meta: dict, *, temporary: bool) -> tuple[str, list[Memory]]:
+        """An earlier user turn as its prompt showed it: the memories recorded in its reply's
+        meta ("shown", re-read from the bank: one deleted or forgotten since is left out) and
+        the recorded time ("now"), so the text is byte-identical from turn to turn."""
+        mems: list[Memory] = []
+        for mid in reply_meta.get("shown") or []:
+            try:
+                mem = self.bank.get(int(mid))
+            except Exception:  # gone (purged) or unreadable: not shown again
+                continue
+            if mem.status == "active":
+                mems.append(mem)
+        content = chat_user_turn(text, AnswerAgent.group(mems), user_name=self.user_name,
+                                 now=reply_meta.get("now"), memory_off=temporary,
+                                 earlier=bool(reply_meta.get("earlier")) and not mems)
+        return content, mems
+
+    def _budget(self, candidates: list[Memory], skip: set[int]) -> list[Memory]:
+        """The chat's memories: the best of `candidates` (best first, already over the chat
+        floor), not already shown in the history window, whose prompt lines fit
+        `settings.chat_memory_tokens` (counted with the answer backend's tokenizer), put in
+        id order (stable: the same memories render the same block on every turn)."""
+        budget = int(self.settings.chat_memory_tokens)
+        backend = self.models.answer
+        chosen: list[Memory] = []
+        used = 0
+        for m in candidates:
+            if m.id in skip:
+                continue
+            cost = int(backend.count_tokens(f"- {m.prompt_line()}\n"))
+            if used + cost > budget:
+                continue
+            chosen.append(m)
+            used += cost
+        return sorted(chosen, key=lambda m: m.id)
 
     def reply(self, conversation_id: int, text: str, *, on_token: Callable[[str], None] | None = None,
               cancel: CancelToken | None = None, temporary: bool = False) -> Reply:
@@ -332,23 +396,49 @@ class Assistant:
         try:
             if job is not None:
                 self._enqueue(job)
-            history = self._history(conversation_id, user_msg.id)
-            memories = [] if temporary else agent.retrieve(user_msg.content, min_score=self._chat_floor())
+            history, history_memories = self._history(conversation_id, user_msg.id)
+            retrieved = [] if temporary else agent.retrieve(user_msg.content, min_score=self._chat_floor())
+            shown = self._budget(retrieved, {m.id for m in history_memories})
             params = GenParams(temperature=self.settings.temperature, max_tokens=self.settings.max_tokens)
-            result = agent.chat(user_msg.content, history=history, memories=memories, on_token=on_token,
+            now = format_time(datetime.now())
+            result = agent.chat(user_msg.content, history=history, memories=shown, on_token=on_token,
                                 cancel=cancel, params=params, user_name=self.user_name,
-                                assistant_name=self.assistant_name, now=format_time(datetime.now()),
-                                memory_off=temporary)
+                                assistant_name=self.assistant_name, now=now, memory_off=temporary,
+                                history_memories=history_memories)
         finally:
             self._end_reply()
-        meta = {"selected": [m.id for m in result.selected], "retrieved": [m.id for m in result.retrieved],
-                "cancelled": result.cancelled, "temporary": temporary}
+        meta = {"selected": [m.id for m in result.selected], "retrieved": [m.id for m in retrieved],
+                "shown": [m.id for m in shown], "now": now,
+                "earlier": bool(history_memories) and not shown, "cancelled": result.cancelled, "temporary": temporary}
         if replace is not None:
             self.bank.chats.update_message(replace.id, content=result.answer, meta=meta)
             message_id = replace.id
         else:
             message_id = self.bank.chats.add_message(conversation_id, "assistant", result.answer, meta=meta).id
-        return Reply(result.answer, message_id, user_msg.id, result.selected, result.retrieved, result.cancelled)
+        if not result.cancelled:
+            self._prewarm(conversation_id, message_id, history)
+        return Reply(result.answer, message_id, user_msg.id, result.selected, retrieved, result.cancelled)
+
+    def _prewarm(self, conversation_id: int, message_id: int, history: list[tuple[str, str]]) -> None:
+        """When the next turn's history will not start with this turn's (the window moved a
+        step, or a shown memory is gone), evaluate the next prompt's system + history now, in
+        a background thread, so the next reply re-evaluates only its own turn. The backend's
+        lock orders it with the next reply, which at worst waits for work it would do anyway."""
+        nxt, _ = self._history(conversation_id, message_id + 1)
+        if nxt[:len(history)] == history:
+            return
+        backend = self.models.answer
+        msgs = [{"role": "system", "content": chat_system(self.user_name, self.assistant_name)},
+                *({"role": r, "content": c} for r, c in nxt)]
+
+        def warm() -> None:
+            try:
+                for _ in backend.complete(msgs, params=GenParams(temperature=0.0, max_tokens=1)):
+                    pass
+            except Exception as exc:  # a closed or replaced model: nothing to warm
+                log.debug("prompt warm-up skipped: %s", exc)
+
+        threading.Thread(target=warm, name="chat-prefix-warm", daemon=True).start()
 
     # --- explicit commands --------------------------------------------------------------
     def _command(self, conversation_id: int, user_msg, name: str, arg: str, *, temporary: bool) -> Reply:

@@ -233,3 +233,49 @@ def test_a_selection_without_answer_is_forced_but_an_empty_forced_answer_keeps_t
     result = AnswerAgent(bank, backend).answer("Pet?")
     assert len(backend.calls) == 2
     assert result.answer == "Ann adopted a cat named Tom"  # the last bullet, as before
+
+
+# --- scaffold never shows (fuzz) -------------------------------------------------------------
+
+_MEM = "1 May, 2023: Ann has a cat named Tom"
+_SCAFFOLDS = [
+    "**Memories selected as relevant:**\n- {m}\n**Answer:** {r}",
+    "Memories selected as relevant:\n- none\nAnswer: {r}",
+    "Memories: {m}\nThe answer: {r}",
+    "Memories:\n- (no memories)\n\nThe answer is: {r}",
+    "(no memories)\n{r}",
+    "- none\n**Answer:** {r}",
+    "Memories for Ann:\n- {m}\n\n{r}",
+    "- {m}\n{r}",
+    "**Answer:** {r}",
+    "Now: 3:00 pm on 5 May, 2023\nAssistant: {r}",
+    "Relevant memories:\n1. {m}\n2) none\nReply: {r}",
+    "{r}",
+    "  \n\n**Memories:** (no memories)\n**Answer:**\n{r}",
+    "- none **Answer:** {r}",
+    "Final answer: {r}",
+]
+_REPLIES = ["Your cat is Tom, right?", "Hello! How can I help?", "**Tom** is your cat.\n\nAnything else?",
+            "I don't know that yet.", "Sure:\n- buy milk\n- call Eva"]
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_reply_filter_never_shows_scaffold(seed):
+    import random
+
+    rnd = random.Random(seed)
+    for template in _SCAFFOLDS:
+        for reply in _REPLIES:
+            text = template.format(m=_MEM, r=reply)
+            out: list[str] = []
+            flt = ReplyFilter(out.append, memory_lines=[_MEM])
+            i = 0
+            while i < len(text):
+                n = rnd.randint(1, 6)
+                flt.feed(text[i:i + n])
+                i += n
+            visible = flt.finish()
+            assert visible == "".join(out).strip(), (template, reply)
+            assert visible == reply, (template, reply, visible)
+            low = visible.lower()
+            assert "memor" not in low and "answer" not in low and "now:" not in low

@@ -160,3 +160,15 @@ def test_parse_answer_variants(text, answer, selected, marker):
 def test_format_time_matches_locomo_style():
     assert prompts.format_time(datetime(2023, 6, 16, 19, 20)) == "7:20 pm on 16 June, 2023"
     assert prompts.format_time(datetime(2024, 1, 1, 0, 5)) == "12:05 am on 1 January, 2024"
+
+
+def test_chat_prompt_asks_for_the_reply_directly_and_renders_turns_deterministically():
+    system = prompts.chat_system("Ann", "Max")
+    assert prompts.ANSWER_MARKER not in system and "relevant:" not in system.lower()
+    turn = prompts.chat_user_turn("hi ", {"Ann": ["1 May, 2023: Ann has a cat."]}, user_name="Ann", now="noon")
+    assert turn == prompts.chat_user_turn("hi", {"Ann": ["1 May, 2023: Ann has a cat."]}, user_name="Ann",
+                                          now="noon")
+    msgs = prompts.chat_messages("next", {}, [("user", turn), ("assistant", "Hello!")], user_name="Ann",
+                                 earlier=True)
+    assert msgs[1]["content"] == turn and "shown earlier" in msgs[-1]["content"]
+    assert prompts.NO_MEMORIES not in msgs[-1]["content"]

@@ -72,7 +72,8 @@ def test_reply_streams_stores_both_messages_and_the_manager_learns(bank, make):
     assert [m.id for m in nxt.retrieved] == [mem.id]
     chat_call = [c for c in backend.calls if not c["schema"]][-1]
     assert "Ann has a cat named Tom." in chat_call["messages"][-1]["content"]
-    assert [m["content"] for m in chat_call["messages"][1:3]] == ["I have a cat called Tom.", "Hello Ann!"]
+    user_turn, reply_turn = [m["content"] for m in chat_call["messages"][1:3]]
+    assert user_turn.endswith("\nAnn: I have a cat called Tom.") and reply_turn == "Hello Ann!"
 
 
 def test_selected_memories_are_reported_and_stored(bank, make):

@@ -1,0 +1,112 @@
+"""Chat first-token time across a scripted 10-turn chat, with and without memories (prints
+figures; no pass/fail): the real `Assistant` over a 1,000-memory bank (HashEmbedder), the
+embedded SmolLM2-135M for the reply (the manager is a fake that stores nothing). Per turn:
+prompt tokens, NEW prompt tokens (not in the previous eval's prefix: llama.cpp re-evaluates
+only those), first-visible-token seconds; then p50/p95 of the first token per run and their
+ratio. NEW tokens are counted against the previous eval (a reply, or the pipeline's warm-up
+of a moved history window during the pause between turns).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import percentile  # noqa: E402
+from core.assistant.pipeline import Assistant  # noqa: E402
+from core.config import Settings  # noqa: E402
+from core.fakes import FakeBackend, HashEmbedder, router  # noqa: E402
+from core.llm.runtime import LlamaBackend  # noqa: E402
+from core.memory import MemoryBank  # noqa: E402
+
+THINGS = ["painted a lake sunrise", "adopted a dog called Rex", "moved to Lisbon", "started pottery",
+          "ran a charity race", "visited her grandmother", "bought a blue bicycle", "read a poetry book",
+          "joined a hiking club", "planted tomatoes", "learned to bake bread", "went camping with friends"]
+QUESTIONS = ["What did I paint?", "Tell me about my dog.", "Where did I move?", "Do I do pottery?",
+             "What race did I run?", "Who did I visit?", "What bike did I buy?", "What did I read?",
+             "Which club did I join?", "What did I plant?"]
+
+
+class Recorder:
+    """Wraps the answer backend: remembers the text whose KV the model holds (the last prompt
+    and what it generated) and counts each prompt's tokens after their common text prefix."""
+
+    def __init__(self, backend: LlamaBackend) -> None:
+        self.backend = backend
+        self.n_ctx = backend.n_ctx
+        self.cached = ""  # the text whose KV the model holds
+        self.log: list[tuple[int, int]] = []
+
+    def __getattr__(self, name):
+        return getattr(self.backend, name)
+
+    def complete(self, messages, **kw):
+        if kw.get("params") is not None and kw["params"].max_tokens == 1:  # the pipeline's warm-up
+            stream = self.backend.complete(messages, **kw)
+            # what the KV holds once it ran: a reply that starts meanwhile waits for it
+            self.cached = self.backend.apply_chat_template(messages)
+            yield from stream
+            return
+        prompt = self.backend.apply_chat_template(messages)
+        common = len(os.path.commonprefix([prompt, self.cached]))
+        total = self.backend.count_tokens(prompt)
+        self.log.append((total, total - (self.backend.count_tokens(prompt[:common]) if common else 0)))
+        pieces = []
+        for piece in self.backend.complete(messages, **kw):
+            pieces.append(piece)
+            yield piece
+        self.cached = prompt + "".join(pieces)
+
+
+def run(backend: Recorder, budget: int, turns: int, data: Path, think: float) -> list[float]:
+    bank = MemoryBank(data / f"bank{budget}.sqlite3", HashEmbedder())
+    for i in range(1000):
+        bank.add(f"User {THINGS[i % len(THINGS)]} (note {i})", speaker="User",
+                 observed_at=f"{1 + i % 28} May, 2023")
+    manager = FakeBackend(default=router("", facts='{"facts": []}'))
+    settings = Settings(max_tokens=24, chat_memory_tokens=budget)
+    a = Assistant(bank, backend, manager, settings=settings, user_name="User")
+    cid = bank.chats.create_conversation("bench", temporary=budget == 0).id
+    firsts = []
+    print(f"-- chat_memory_tokens={budget}{' (temporary chat: no memories)' if budget == 0 else ''}")
+    for t in range(turns):
+        start = time.perf_counter()
+        first: list[float] = []
+        a.reply(cid, QUESTIONS[t % len(QUESTIONS)], temporary=budget == 0,
+                on_token=lambda _p: first.append(time.perf_counter() - start) if not first else None)
+        total, new = backend.log[-1]
+        ft = first[0] if first else float("nan")
+        firsts.append(ft)
+        print(f"turn {t + 1:2d}: prompt {total:5d} tokens, new {new:5d}, first token {ft:6.2f} s")
+        time.sleep(think)  # the user reads and types; the pipeline may warm the next prompt up
+    a.close()
+    bank.close()
+    return firsts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--turns", type=int, default=10)
+    parser.add_argument("--budget", type=int, default=Settings().chat_memory_tokens)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--think", type=float, default=5.0, help="seconds between a reply and the next message")
+    args = parser.parse_args()
+    backend = Recorder(LlamaBackend(n_threads=args.threads, n_ctx=4096))
+    with tempfile.TemporaryDirectory() as tmp:
+        with_mem = run(backend, args.budget, args.turns, Path(tmp), args.think)
+        backend.cached = ""
+        without = run(backend, 0, args.turns, Path(tmp), args.think)
+    p = {name: (percentile(v, 50), percentile(v, 95)) for name, v in (("with", with_mem), ("without", without))}
+    for name, (p50, p95) in p.items():
+        print(f"first token {name} memories: p50 {p50:.2f} s, p95 {p95:.2f} s")
+    print(f"ratio with/without: p50 {p['with'][0] / p['without'][0]:.2f}, p95 {p['with'][1] / p['without'][1]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
