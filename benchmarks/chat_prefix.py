@@ -79,7 +79,8 @@ def run(backend: Recorder, budget: int, turns: int, data: Path, think: float) ->
         start = time.perf_counter()
         first: list[float] = []
         a.reply(cid, QUESTIONS[t % len(QUESTIONS)], temporary=budget == 0,
-                on_token=lambda _p: first.append(time.perf_counter() - start) if not first else None)
+                on_token=lambda _p, first=first, start=start: first.append(time.perf_counter() - start)
+                if not first else None)
         total, new = backend.log[-1]
         ft = first[0] if first else float("nan")
         firsts.append(ft)
