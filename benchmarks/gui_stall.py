@@ -169,7 +169,7 @@ def measure(args) -> dict:
         mark(f"send {state['turn']}")
         state["sent"] = time.perf_counter()
         window.chat.input.setPlainText(f"Turn {state['turn']}: tell me a long story about my hobbies")
-        window.chat._submit()
+        window.chat.submit()
 
     window.replyFinished.connect(lambda *_: mark("reply finished"))
     # the next message is typed in a later event, as a person would (not inside the reply's slot)

@@ -37,7 +37,7 @@ def _settle(ms: int = 300) -> None:
 
 def _say(window, text: str, timeout_s: float = 300) -> object:
     window.chat.input.setPlainText(text)
-    window.chat._submit()
+    window.chat.submit()
     got = _wait(window.replyFinished, timeout_s)
     return got[0] if got else None
 

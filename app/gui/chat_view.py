@@ -335,10 +335,10 @@ class ChatView(QWidget):
         bar.rangeChanged.connect(self._on_range)
         bar.valueChanged.connect(self._on_scrolled)
         self.input = ChatInput()
-        self.input.submitted.connect(self._submit)
+        self.input.submitted.connect(self.submit)
         self.send_button = QPushButton("Send")
         self.send_button.setDefault(True)
-        self.send_button.clicked.connect(self._submit)
+        self.send_button.clicked.connect(self.submit)
         self.stop_button = QPushButton("Stop")
         self.stop_button.setToolTip("Stop the reply (Esc)")
         self.stop_button.clicked.connect(self.stopRequested)
@@ -387,7 +387,8 @@ class ChatView(QWidget):
         self.send_button.setEnabled(enabled)
         self.input.setPlaceholderText(reason or "Message Memory-R1…  (Enter sends, Shift+Enter for a new line)")
 
-    def _submit(self) -> None:
+    def submit(self) -> None:
+        """Send what the input holds (Enter, the Send button; tests and dev tools call it)."""
         text = self.input.toPlainText().strip()
         if not text or not self.send_button.isVisible() or not self.send_button.isEnabled():
             return

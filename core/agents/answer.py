@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from core.agents import prompts
-from core.agents.guards import AnswerGuard, line_key
+from core.agents.guards import AnswerGuard, ChatGuard, line_key, without_repeats
 from core.textlog import log_text
 from core.types import CancelToken, ChatBackend, GenParams, Memory, read_stream
 
@@ -468,12 +468,11 @@ class AnswerAgent:
 
     # --- generation -------------------------------------------------------------------
     def _run(self, messages, params: GenParams, cancel: CancelToken | None,
-             on_piece: Callable[[str], None] | None = None) -> str:
-        pieces = []
-        for piece in self.backend.complete(messages, params=params, cancel=cancel):
-            pieces.append(piece)
-            if on_piece is not None:
-                on_piece(piece)
+             on_piece: Callable[[str], bool | None] | None = None) -> str:
+        """Generate; `on_piece(piece)` returning True stops the generation (the stream is
+        closed so the backend frees its lock)."""
+        stream = self.backend.complete(messages, params=params, cancel=cancel)
+        pieces, _stopped = read_stream(stream, lambda piece: bool(on_piece(piece)) if on_piece else False)
         return "".join(pieces)
 
     def _prompt_tokens(self, messages) -> int:
@@ -538,8 +537,17 @@ class AnswerAgent:
                                          earlier=bool(history_memories) and not used)
         shown = [*history_memories, *used]
         flt = ReplyFilter(on_token, memory_lines=[m.prompt_line() for m in shown], assistant_name=assistant_name)
-        raw = self._run(messages, params, cancel, flt.feed)
+        guard = ChatGuard()
+
+        def piece(p: str) -> bool:
+            flt.feed(p)
+            return guard.feed(p)
+
+        raw = self._run(messages, params, cancel, piece)
         reply = flt.finish()
+        if guard.found is not None:  # a loop: the stream showed its start; the reply keeps none of it
+            log.info("chat reply stopped: %s", guard.found[0])
+            reply = without_repeats(reply)
         selected = memories_used(reply, list({m.id: m for m in shown}.values()), text)
         return AnswerResult(reply, selected, list(memories), raw, self._prompt_tokens(messages),
                             time.perf_counter() - start, bool(cancel and cancel.cancelled), bool(selected))

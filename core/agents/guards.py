@@ -229,6 +229,77 @@ def answer_stop(text: str, *, max_lines: int) -> tuple[str, int] | None:
     return None
 
 
+def _repeats(key: str, seen: int) -> bool:
+    """A chat line repeating: a sentence-long line (4+ words) seen before, or any line seen
+    twice before (a short "Yes." may legitimately come back once, code often repeats lines)."""
+    return seen >= 1 and (len(key.split()) >= 4 or seen >= 2)
+
+
+def chat_stop(text: str) -> tuple[str, int] | None:
+    r"""Whether a chat reply has started to loop: `(reason, keep)` where `text[:keep]` is what
+    to keep, or None to go on. Reasons: "repeated line" (see `_repeats`), "loop" (a unit
+    repeating within a line). Small models under greedy decoding repeat a line until the
+    token cap; a chat reply has no answer marker to stop at.
+
+    >>> chat_stop("Masha: Ana is a nurse in Porto.\nMasha: Ana is a nurse in Porto.\n")
+    ('repeated line', 32)
+    >>> chat_stop("Yes.\nYes.\nok\n") is None, chat_stop("Hi\nGina: Gina: Gina: Gina: Gina:")
+    (True, ('loop', 8))
+    """
+    lines = text.split("\n")
+    seen: dict[str, int] = {}
+    pos = 0
+    for line in lines[:-1]:  # complete lines
+        key = line_key(line)
+        if key:
+            if _repeats(key, seen.get(key, 0)):
+                return "repeated line", pos
+            seen[key] = seen.get(key, 0) + 1
+        pos += len(line) + 1
+    start = periodic_tail(lines[-1])
+    if start is not None:
+        return "loop", len(text) - len(lines[-1]) + start
+    return None
+
+
+def without_repeats(text: str) -> str:
+    r"""`text` without the lines `chat_stop` counts as repeats and without a looping tail: the
+    visible reply after a stop (its stream already showed part of the loop).
+
+    >>> without_repeats("Hi Sam!\nAna is a nurse in Porto.\nAna is a nurse in Porto.\nAna is")
+    'Hi Sam!\nAna is a nurse in Porto.'
+    """
+    kept: list[str] = []
+    seen: dict[str, int] = {}
+    lines = text.split("\n")
+    for i, line in enumerate(lines):
+        key = line_key(line)
+        if key and _repeats(key, seen.get(key, 0)):
+            break
+        if i == len(lines) - 1 and key and any(k.startswith(key) for k in seen):
+            break  # the start of a repeat, cut mid-line
+        seen[key] = seen.get(key, 0) + 1
+        start = periodic_tail(line)
+        kept.append(line if start is None else line[:start].rstrip())
+    return "\n".join(kept).strip()
+
+
+class ChatGuard:
+    """`chat_stop` over a stream, checked at line ends and every `every` pieces. After a
+    stop, `found` is `(reason, keep)`."""
+
+    def __init__(self, *, every: int = 8) -> None:
+        self.every = every
+        self.pieces: list[str] = []
+        self.found: tuple[str, int] | None = None
+
+    def feed(self, piece: str) -> bool:
+        self.pieces.append(piece)
+        if "\n" in piece or len(self.pieces) % self.every == 0:
+            self.found = chat_stop("".join(self.pieces))
+        return self.found is not None
+
+
 class AnswerGuard:
     """`answer_stop` over a stream, checked at line ends and every `every` pieces (the check
     rescans the text so far). After a stop, `found` is `(reason, keep)`.

@@ -206,7 +206,7 @@ def test_pause_memory_is_persisted_and_stops_the_manager(qtbot, window, manager_
     assert window.assistant.settings.memory_paused is True
     with qtbot.waitSignal(window.replyFinished, timeout=10_000):
         window.chat.input.setPlainText("I have a dog")
-        window.chat._submit()
+        window.chat.submit()
     assert window.assistant.wait_idle(10) and manager_backend.calls == []
     window.memory.pause.setChecked(False)
     assert Settings.load(data_home / "settings.json").memory_paused is False

@@ -22,7 +22,7 @@ def test_chat_with_the_embedded_model(qtbot, bank, data_home):
         assert "SmolLM2" in window.model_label.text()
         with qtbot.waitSignal(window.replyFinished, timeout=180_000) as blocker:
             window.chat.input.setPlainText("Hi! My name is Sam and I have a cat called Tom.")
-            window.chat._submit()
+            window.chat.submit()
         reply = blocker.args[0]
         assert reply.text.strip() and not reply.cancelled
         stored = bank.chats.messages(window.current_conversation.id)

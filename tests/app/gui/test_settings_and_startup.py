@@ -38,7 +38,7 @@ def test_settings_dialog_persists_and_applies(qtbot, make_window, answer_backend
     assert (window.assistant.settings.temperature, window.assistant.settings.max_tokens) == (0.25, 300)
     with qtbot.waitSignal(window.replyFinished, timeout=10_000):
         window.chat.input.setPlainText("hello")
-        window.chat._submit()
+        window.chat.submit()
     params = answer_backend.calls[-1]["params"]
     assert (params.temperature, params.max_tokens) == (0.25, 300)
     # reopening shows the saved values
@@ -84,7 +84,7 @@ def test_bad_gguf_is_reported_and_the_old_model_stays(qtbot, make_window, answer
     assert window.settings.answer_model.path is None
     with qtbot.waitSignal(window.replyFinished, timeout=10_000):  # and chat still works
         window.chat.input.setPlainText("still there?")
-        window.chat._submit()
+        window.chat.submit()
 
 
 def test_a_good_model_is_swapped_in_and_the_old_one_closed(qtbot, make_window, answer_backend, manager_backend,
@@ -109,7 +109,7 @@ def test_a_good_model_is_swapped_in_and_the_old_one_closed(qtbot, make_window, a
     assert "better.gguf" in window.model_label.text()
     with qtbot.waitSignal(window.replyFinished, timeout=10_000) as reply:
         window.chat.input.setPlainText("hi")
-        window.chat._submit()
+        window.chat.submit()
     assert reply.args[0].text == "From the new model."
 
 

@@ -167,6 +167,20 @@ def test_chat_streams_only_the_reply_and_reports_the_selection(bank):
     assert roles == ["system", "user", "assistant", "user"]
 
 
+def test_a_looping_chat_reply_stops_and_keeps_one_copy(bank):
+    """The 135M model repeats a line until the token cap; the reply stops at the repeat and the
+    stored reply keeps one copy (the stream may have shown the start of the second)."""
+    bank.add("Ann's sister Ana is a nurse in Porto", speaker="Ann", observed_at=T1)
+    loop = "Masha: Ann's sister Ana is a nurse in Porto.\n" * 40
+    backend = FakeBackend([loop], chunk=4)
+    agent = AnswerAgent(bank, backend)
+    result = agent.chat("What about my sister?", memories=agent.retrieve("sister"), user_name="Ann")
+    assert result.answer.count("Ana is a nurse in Porto") == 1
+    assert len(result.raw) < len(loop) // 10  # the generation was stopped, not run to the cap
+    short = FakeBackend(["Yes.\nYes.\nSure, Tom is your cat."], chunk=2)  # a short line may come back once
+    assert AnswerAgent(bank, short).chat("Really?", memories=[]).answer.endswith("Tom is your cat.")
+
+
 def test_chat_cancel_returns_the_partial_reply(bank):
     backend = FakeBackend(["**Answer:** one two three four five six seven"], chunk=2)
     token = CancelToken()
