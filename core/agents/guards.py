@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Callable
 
 from core.agents import prompts
 
@@ -284,33 +285,18 @@ def without_repeats(text: str) -> str:
     return "\n".join(kept).strip()
 
 
-class ChatGuard:
-    """`chat_stop` over a stream, checked at line ends and every `every` pieces. After a
-    stop, `found` is `(reason, keep)`."""
-
-    def __init__(self, *, every: int = 8) -> None:
-        self.every = every
-        self.pieces: list[str] = []
-        self.found: tuple[str, int] | None = None
-
-    def feed(self, piece: str) -> bool:
-        self.pieces.append(piece)
-        if "\n" in piece or len(self.pieces) % self.every == 0:
-            self.found = chat_stop("".join(self.pieces))
-        return self.found is not None
-
-
-class AnswerGuard:
-    """`answer_stop` over a stream, checked at line ends and every `every` pieces (the check
-    rescans the text so far). After a stop, `found` is `(reason, keep)`.
+class StreamGuard:
+    """A stop check (`text -> (reason, keep) | None`, e.g. `answer_stop`, `chat_stop`) over a
+    stream, run at line ends and every `every` pieces (it rescans the text so far). After a
+    stop, `found` is `(reason, keep)`.
 
     >>> g = AnswerGuard(max_lines=5)
     >>> [g.feed(p) for p in ["- a\\n", "**Answer:** Paris", "\\n"]], g.found
     ([False, False, True], ('answered', 21))
     """
 
-    def __init__(self, *, max_lines: int, every: int = 8) -> None:
-        self.max_lines = max_lines
+    def __init__(self, check: Callable[[str], tuple[str, int] | None], *, every: int = 8) -> None:
+        self.check = check
         self.every = every
         self.pieces: list[str] = []
         self.found: tuple[str, int] | None = None
@@ -318,5 +304,15 @@ class AnswerGuard:
     def feed(self, piece: str) -> bool:
         self.pieces.append(piece)
         if "\n" in piece or len(self.pieces) % self.every == 0:
-            self.found = answer_stop("".join(self.pieces), max_lines=self.max_lines)
+            self.found = self.check("".join(self.pieces))
         return self.found is not None
+
+
+def AnswerGuard(*, max_lines: int, every: int = 8) -> StreamGuard:  # a constructor: reads as a class
+    """The Answer Agent's QA guard: `answer_stop` with `max_lines`."""
+    return StreamGuard(lambda text: answer_stop(text, max_lines=max_lines), every=every)
+
+
+def ChatGuard(*, every: int = 8) -> StreamGuard:  # a constructor: reads as a class
+    """The chat reply's guard: `chat_stop`."""
+    return StreamGuard(chat_stop, every=every)

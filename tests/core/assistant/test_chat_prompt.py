@@ -10,7 +10,6 @@ import time
 
 import pytest
 
-from core.assistant.pipeline import Assistant
 from core.config import Settings
 from core.errors import InvalidInputError
 from core.fakes import FakeBackend, router
@@ -32,17 +31,8 @@ def block_lines(content: str) -> list[str]:
 
 
 @pytest.fixture
-def assistant(bank):
-    made = []
-
-    def _make(backend, **settings):
-        a = Assistant(bank, backend, user_name="Ann", settings=Settings(**settings))
-        made.append(a)
-        return a
-
-    yield _make
-    for a in made:
-        a.close()
+def assistant(make_assistant):
+    return lambda backend, **settings: make_assistant(backend, settings=Settings(**settings))
 
 
 def test_budget_is_never_exceeded_best_first_and_in_id_order(bank, assistant):

@@ -12,7 +12,6 @@ import pytest
 from core.config import Settings
 from core.errors import ConflictError, InvalidInputError
 from core.fakes import FakeBackend, add_every_fact, router
-from core.assistant.pipeline import Assistant
 from core.memory import MemoryBank
 from core.memory.migrations import MIGRATIONS
 from core.types import MemoryOp
@@ -28,17 +27,8 @@ def scripted(**kw) -> FakeBackend:
 
 
 @pytest.fixture
-def make(bank):
-    made = []
-
-    def _make(answer=None, manager=None, **kw):
-        a = Assistant(bank, answer or scripted(), manager, user_name="Ann", **kw)
-        made.append(a)
-        return a
-
-    yield _make
-    for a in made:
-        a.close()
+def make(make_assistant):
+    return lambda answer=None, manager=None, **kw: make_assistant(answer or scripted(), manager, **kw)
 
 
 def outcome(bank, mid):

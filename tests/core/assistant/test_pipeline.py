@@ -28,17 +28,9 @@ def router(reply: str = "**Answer:** Nice!", facts: str = FACTS_CAT):
 
 
 @pytest.fixture
-def make(bank):
-    made = []
-
-    def _make(answer=None, manager=None, **kw):
-        a = Assistant(bank, answer or FakeBackend(default=router()), manager, user_name="Ann", **kw)
-        made.append(a)
-        return a
-
-    yield _make
-    for a in made:
-        a.close()
+def make(make_assistant):
+    return lambda answer=None, manager=None, **kw: make_assistant(answer or FakeBackend(default=router()),
+                                                                  manager, **kw)
 
 
 def conv(bank, temporary=False):
