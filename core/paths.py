@@ -49,9 +49,10 @@ def make_private(base: Path | None = None) -> int:
     """Make the data directory 0700 and everything in it owner-only (folders 0700, files 0600),
     for installs made before the app set modes. Symbolic links are not followed. Returns how
     many modes were changed; a file that cannot be changed (read-only mount, another owner) is
-    skipped."""
+    skipped. A folder already 0700 was made (or fixed) by this app: nothing is walked, so the
+    check costs one stat per start (everything written since has been 0600)."""
     root = base or data_dir(create=False)
-    if not root.is_dir():
+    if not root.is_dir() or (root.stat().st_mode & 0o777) == PRIVATE_DIR_MODE:
         return 0
     changed = 0
     for folder, _dirs, files in os.walk(root, followlinks=False):
