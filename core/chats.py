@@ -281,12 +281,8 @@ class ChatStore:
         with self._db(), self._tx() as conn:
             ids = [int(r[0]) for s in ("main", SCRATCH)
                    for r in conn.execute(f"SELECT id FROM {s}.conversations WHERE temporary = 1")]
-            for cid in ids:
-                if cid >= 0:  # a legacy row: main ids are never negative
-                    conn.execute("DELETE FROM main.messages WHERE conversation_id = ?", (cid,))
-                    conn.execute("DELETE FROM main.conversations WHERE id = ?", (cid,))
-                else:
-                    _remove(conn, cid)
+            for cid in ids:  # a row with a positive id is a legacy one in the file: _remove finds it
+                _remove(conn, cid)
         if ids:
             self._leave_no_trace("temporary chat purge")
         return len(ids)

@@ -128,8 +128,11 @@ def run(verbose: bool = False) -> int:
         _fatal_dialog(str(exc))
         return exc.exit_code
     try:
-        bank.chats.purge_temporary()  # rows an older Memory-R1 left in the file
-        purge_trash(bank, settings)
+        try:
+            bank.chats.purge_temporary()  # rows an older Memory-R1 left in the file
+            purge_trash(bank, settings)
+        except UserError as exc:  # e.g. `serve` holds the write lock: purge at the next start
+            log.warning("start-up purge skipped: %s", exc)
         window = MainWindow(bank, settings, assistant_factory=make_assistant_factory(bank),
                             log_path=log_path)
         hook = install_excepthook(lambda: window, log_path)

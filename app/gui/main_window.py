@@ -242,11 +242,15 @@ class MainWindow(QMainWindow):
 
     def local_server(self):
         """The in-process API server behind Settings' switch (made on first use, with a new key;
-        stopped when the window closes). Its own models load on its first completion."""
+        stopped when the window closes). It shares the window's assistant and models (one copy
+        of each model, one manager thread); made before they load, it loads its own."""
         if getattr(self, "_local_server", None) is None:
             from app.server.http_server import LocalServer, new_api_key
 
-            self._local_server = LocalServer(self.bank, settings=self.settings, api_key=new_api_key())
+            assistant = self.assistant
+            self._local_server = LocalServer(self.bank, settings=self.settings, api_key=new_api_key(),
+                                             models=assistant.models if assistant is not None else None,
+                                             assistant=assistant)
         return self._local_server
 
     def open_models(self) -> None:
@@ -524,7 +528,7 @@ class MainWindow(QMainWindow):
             self.chat.stop_stream()
             self.bank.remove_listener(self._bank_listener)
             if getattr(self, "_local_server", None) is not None:
-                self._local_server.stop()
+                self._local_server.stop(drain_timeout=0)  # its queued turns stay pending for the next start
             event.accept()
             return
         event.ignore()

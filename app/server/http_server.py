@@ -201,11 +201,19 @@ class ChatSessions:
                 self._assistant.close(drain_timeout=drain_timeout)
                 self._assistant = None
 
+    def _usable(self, cid: int) -> bool:
+        try:
+            return self.service.bank.chats.get_conversation(cid).deleted_at is None
+        except NotFoundError:
+            return False
+
     def conversation(self, req: ChatRequest) -> int:
         chats = self.service.bank.chats
         if req.user:
             title = f"API: {req.user}"
             cid = self._users.get(req.user)
+            if cid is not None and not self._usable(cid):  # deleted or purged in the app meanwhile
+                cid = None
             if cid is None:
                 found = [c for c in chats.list_conversations() if c.title == title]
                 cid = found[0].id if found else chats.create_conversation(title).id

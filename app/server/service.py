@@ -22,7 +22,7 @@ import threading
 from datetime import datetime
 from pathlib import Path
 
-from core.errors import InvalidInputError, NotFoundError
+from core.errors import InvalidInputError
 from core.types import Hit, Memory, MemoryChanges
 
 log = logging.getLogger(__name__)
@@ -131,23 +131,9 @@ class MemoryService:
             raise InvalidInputError("Give a message to remember.")
         with self.model_lock:
             manager = MemoryManager(self.bank, self.models.manager)
-            ops = manager.plan_turn(text, speaker=self.user_name, time=format_time(datetime.now()),
-                                    source=self.turn)
-        if not ops:
-            return changes_json(MemoryChanges())
-        try:
-            changes = self.bank.apply(ops, actor=ACTOR, turn=self.turn)
-        except NotFoundError as exc:  # a shown memory was deleted meanwhile: apply the rest
-            kept = [op for op in ops if op.memory_id is None or self._active(op.memory_id)]
-            log.warning("remember: %s; applying the %d ops whose memories still exist", exc, len(kept))
-            changes = self.bank.apply(kept, actor=ACTOR, turn=self.turn) if kept else MemoryChanges()
+            changes = manager.process_turn(text, speaker=self.user_name, time=format_time(datetime.now()),
+                                           turn=self.turn, actor=ACTOR)
         return changes_json(changes)
-
-    def _active(self, memory_id: int) -> bool:
-        try:
-            return self.bank.get(memory_id).status == "active"
-        except NotFoundError:
-            return False
 
     # --- answering and export ---------------------------------------------------------------
     def answer(self, question: str) -> dict:

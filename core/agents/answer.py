@@ -160,6 +160,12 @@ def _starts(norm: str, words: Sequence[str]) -> str:
     return "maybe" if any(w.startswith(norm) for w in words) else "no"
 
 
+# line starts that may open a scaffold label (the assistant's own "Name:" is added per filter)
+_SCAFFOLD_LABELS = ("memor", "the memor", "relevant memor", "answer", "the answer", "final answer", "so the answer",
+                    "so, the answer", "short answer", "my answer", "reply", "my reply", "the reply", "response",
+                    "the response", "now", "none", "(no memor", "no memor", "nothing")
+
+
 class ReplyFilter:
     """Streams only the visible reply of a chat generation, whatever scaffold the model writes.
 
@@ -178,10 +184,10 @@ class ReplyFilter:
     def __init__(self, emit: Callable[[str], None] | None, *, memory_lines: Sequence[str] = (),
                  assistant_name: str = "Assistant") -> None:
         self.emit = emit
-        self.raw = ""
         self.out = ""  # the visible text emitted so far
         self._memory_keys = {k for k in (line_key(m) for m in memory_lines) if k}
         self._assistant = assistant_name.strip().lower()
+        self._labels = _SCAFFOLD_LABELS + (self._assistant + ":",)
         self._line = ""  # the current line's unhandled text
         self._state = "start"  # start (line not classified) | plain (streaming) | drop (until newline)
         self._section = False  # inside a memory list (after a header, before a plain line)
@@ -204,11 +210,6 @@ class ReplyFilter:
             self.emit(text)
 
     # --- classification -----------------------------------------------------------------
-    def _labels(self) -> list[str]:
-        return ["memor", "the memor", "relevant memor", "answer", "the answer", "final answer", "so the answer",
-                "so, the answer", "short answer", "my answer", "reply", "my reply", "the reply", "response",
-                "the response", "now", "none", "(no memor", "no memor", "nothing", self._assistant + ":"]
-
     def _classify(self, line: str, complete: bool) -> str | None:
         """What the start of `line` is: "drop", "bullet", "marker", "plain", or None (undecided)."""
         norm = line.lstrip(_MARKUP).lower()
@@ -218,7 +219,7 @@ class ReplyFilter:
             return "bullet" if complete else None
         if not complete and re.fullmatch(r"\d+[.)]?", norm):
             return None
-        start = _starts(norm, self._labels())
+        start = _starts(norm, self._labels)
         if start == "no":
             return "plain"
         if start == "maybe" and not complete:
@@ -255,7 +256,6 @@ class ReplyFilter:
 
     # --- streaming ----------------------------------------------------------------------
     def feed(self, piece: str) -> None:
-        self.raw += piece
         self._line += piece
         self._pump(final=False)
 

@@ -371,8 +371,10 @@ class MemoryManager:
 
     def process_turn(self, text: str, *, speaker: str | None, time: str | None = None,
                      turn: str | None = None, source: str | None = None,
-                     cancel: CancelToken | None = None, done_message_id: int | None = None) -> MemoryChanges:
+                     cancel: CancelToken | None = None, done_message_id: int | None = None,
+                     actor: str = "manager") -> MemoryChanges:
         """Extract, decide and apply one turn in ONE transaction; returns what changed.
+        `actor` is recorded in the event log ("tool" for the MCP/HTTP servers' remember).
         `done_message_id` is passed to `MemoryBank.apply` (the chat's pending mark is cleared
         with the ops; when nothing is applied the caller clears it).
 
@@ -387,11 +389,11 @@ class MemoryManager:
         if cancel is not None and cancel.cancelled:
             raise Cancelled("manager cancelled before writing")
         try:
-            return self.bank.apply(ops, actor="manager", turn=turn, done_message_id=done_message_id)
+            return self.bank.apply(ops, actor=actor, turn=turn, done_message_id=done_message_id)
         except NotFoundError as exc:
             kept = [op for op in ops if op.memory_id is None or self._active(op.memory_id)]
             log.warning("turn %s: %s; applying the %d ops whose memories still exist", turn, exc, len(kept))
-            return self.bank.apply(kept, actor="manager", turn=turn,
+            return self.bank.apply(kept, actor=actor, turn=turn,
                                    done_message_id=done_message_id) if kept else MemoryChanges()
 
     def _active(self, memory_id: int) -> bool:

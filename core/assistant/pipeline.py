@@ -55,7 +55,7 @@ from core.agents.manager import MemoryManager
 from core.agents.prompts import chat_system, chat_user_turn, format_time
 from core.assistant.commands import forget, parse_command, remember
 from core.config import Settings
-from core.errors import Cancelled, ConflictError, InvalidInputError
+from core.errors import Cancelled, ConflictError, DatabaseError, InvalidInputError
 from core.llm.modelset import ModelSet
 from core.types import CancelToken, ChatBackend, GenParams, Memory, MemoryChanges, TurnRef
 
@@ -156,6 +156,8 @@ class Assistant:
             changes: MemoryChanges | None = None
             outcome: str | None = None
             try:
+                if not self.bank.chats.is_pending(job.message_id):  # queued twice, or done elsewhere
+                    raise ConflictError(f"turn {job.turn} is no longer pending")
                 changes = manager.process_turn(job.text, speaker=job.speaker, time=job.time, turn=job.turn,
                                                source=job.turn, cancel=token, done_message_id=job.message_id)
                 outcome = None if changes.batch_id is not None else "nothing"
@@ -166,7 +168,11 @@ class Assistant:
                 log.info("manager turn %s pre-empted; it will run again", job.turn)
                 continue
             except ConflictError:  # finished meanwhile (another process, a duplicate): skip
-                outcome = "failed" if self.bank.chats.is_pending(job.message_id) else None
+                outcome = None
+            except DatabaseError as exc:  # locked, disk full, folder gone: the mark stays pending
+                log.warning("memory manager could not write turn %s (%s); it stays queued for the next start",
+                            job.turn, type(exc).__name__)
+                self._notify(self._error_listeners, exc)
             except Exception as exc:  # logged and reported; the turn is not retried again
                 log.error("memory manager failed on turn %s: %s", job.turn, exc, exc_info=True)
                 self._notify(self._error_listeners, exc)
