@@ -16,8 +16,12 @@ from typing import Callable, Iterator, Literal, Mapping, Protocol, Sequence, run
 import numpy as np
 
 Status = Literal["active", "deleted", "superseded"]
-OpEvent = Literal["ADD", "UPDATE", "DELETE", "NOOP"]  # the model writes NOOP as "NONE" (core.agents.prompts)
-OP_EVENTS: tuple[OpEvent, ...] = ("ADD", "UPDATE", "DELETE", "NOOP")
+OpEvent = Literal["ADD", "UPDATE", "DELETE", "NOOP", "REJECT"]  # the model writes NOOP as "NONE" (core.agents.prompts)
+OP_EVENTS: tuple[OpEvent, ...] = ("ADD", "UPDATE", "DELETE", "NOOP")  # the model's operations
+# A fact the grounding gate refused (core.agents.grounding): never written as a memory, only
+# recorded as a REJECT event with its reason, so History shows what was not saved and why.
+REJECT: OpEvent = "REJECT"
+WRITE_EVENTS: tuple[OpEvent, ...] = OP_EVENTS + (REJECT,)  # what `MemoryBank.apply` accepts
 Actor = Literal["manager", "user", "import"]
 Message = Mapping[str, str]  # {"role": "system"|"user"|"assistant", "content": "..."}
 
@@ -35,6 +39,7 @@ class Memory:
     source: str | None = None  # "chat:<conversation>/<message>", "import:<file>", "locomo:conv-26/D1:3"
     status: Status = "active"
     version: int = 1
+    superseded_by: int | None = None  # the newer memory that replaced this one (status superseded)
 
     def prompt_line(self) -> str:
         """How a memory is shown to a model: `<timestamp>: <text>` (method.md §1)."""
@@ -60,6 +65,7 @@ class MemoryEvent:
     at: str
     turn: str | None = None  # what caused it, e.g. "chat:3/17"
     undone: bool = False
+    reason: str | None = None  # REJECT: why the fact was not saved ("not in what was said: 'Luna'")
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,47 @@ class MemoryOp:
     speaker: str | None = None
     observed_at: str | None = None
     source: str | None = None
+    reason: str | None = None  # REJECT: the gate's one-line reason
+    supersedes: int | None = None  # ADD: an active memory this fact replaces (it becomes superseded)
+
+
+@dataclass(frozen=True)
+class SourceTurn:
+    """The turn the manager read, kept as the source of what it writes (provenance).
+
+    A chat turn names its user message (`message_id`; the text stays in `messages`, never
+    copied); any other turn (ingest, evaluation, a tool's remember) names itself by `ref`
+    (e.g. "locomo:conv-26/D1:3", "ingest:notes.jsonl/12") and its text is kept with the source."""
+
+    text: str
+    speaker: str | None = None
+    said_at: str | None = None
+    message_id: int | None = None
+    ref: str | None = None
+
+
+@dataclass(frozen=True)
+class MemorySource:
+    """One link from a memory to where it came from (`MemoryBank.sources`).
+
+    kind: "chat" (a chat message), "turn" (an ingested or evaluated turn), "user" (the user's
+    own edit or addition, no turn), "import" (a source carried in by an import); role: how the
+    memory used it: "added", "updated", "repeated" (said again: a NOOP), "edited",
+    "remembered", "imported", "superseded". `text` is None when the source text is gone
+    (its chat was deleted, or the user removed it): `deleted` is then true."""
+
+    source_id: int | None
+    kind: str
+    role: str
+    text: str | None
+    speaker: str | None = None
+    said_at: str | None = None
+    ref: str | None = None  # "chat:<conversation>/<message>" or the external ref
+    linked_at: str = ""
+
+    @property
+    def deleted(self) -> bool:
+        return self.text is None and self.kind in ("chat", "turn", "import")
 
 
 _CHAT_TURN = re.compile(r"chat:(0|[1-9][0-9]*)(?:/(0|[1-9][0-9]*))?")
