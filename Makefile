@@ -8,26 +8,42 @@ PIP        := $(PY) -m pip
 # The local CPU wheel of torch; an unpinned torch would pull GBs of CUDA packages.
 TORCH      ?= torch==2.13.0
 PYTEST_ARGS ?=
+# pip runs quietly: one line per install; its output goes to this log (the latest install's),
+# printed only when pip fails.
+PIP_LOG    := $(VENV)/pip.log
+TEST_EXTRAS := .[test,train,eval]
+QUIET_PIP   = @echo "pip install $(1)"; $(PIP) install -q $(1) >$(PIP_LOG) 2>&1 || \
+              { cat $(PIP_LOG); echo "pip install failed; the full log is $(PIP_LOG)"; exit 1; }
+# `memory-r1 gui` (the default command) exits 2 when it cannot open a window here (no
+# display, or Qt's X11 libraries missing) after saying why in one line: for `make run` of the
+# app that is a clean exit. Another command (`make run ARGS="memory list"`) keeps its code:
+# 2 is also argparse's usage error.
+NO_DISPLAY_EXIT := 2
+RUNS_GUI    = $(if $(filter-out gui,$(firstword $(filter-out -%,$(ARGS)))),,yes)
 
 .PHONY: run test test-fast lint bench package clean
 
 $(PY):
 	@$(PYTHON_BIN) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed (set PYTHON_BIN=python3.11)")'
 	$(PYTHON_BIN) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip wheel setuptools
+	$(call QUIET_PIP,--upgrade pip wheel setuptools)
 
 $(VENV)/.stamp-run: pyproject.toml | $(PY)
-	$(PIP) install $(TORCH)
-	$(PIP) install -e .
+	$(call QUIET_PIP,$(TORCH))
+	$(call QUIET_PIP,-e .)
 	touch $@
 
 $(VENV)/.stamp-test: pyproject.toml | $(PY)
-	$(PIP) install $(TORCH)
-	$(PIP) install -e '.[test,train,eval]'
+	$(call QUIET_PIP,$(TORCH))
+	$(call QUIET_PIP,-e '$(TEST_EXTRAS)')
 	touch $@ $(VENV)/.stamp-run
 
 run: $(VENV)/.stamp-run
+ifeq ($(strip $(RUNS_GUI)),yes)
+	@$(VENV)/bin/memory-r1 $(ARGS) || { code=$$?; [ $$code -eq $(NO_DISPLAY_EXIT) ] || exit $$code; }
+else
 	$(VENV)/bin/memory-r1 $(ARGS)
+endif
 
 TEST_ENV   := QT_QPA_PLATFORM=offscreen HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 
@@ -47,8 +63,8 @@ bench: $(VENV)/.stamp-test
 	$(PY) benchmarks/retrieval.py
 
 $(VENV)/.stamp-package: pyproject.toml | $(PY)
-	$(PIP) install $(TORCH)
-	$(PIP) install -e '.[package]'
+	$(call QUIET_PIP,$(TORCH))
+	$(call QUIET_PIP,-e '.[package]')
 	touch $@ $(VENV)/.stamp-run
 
 # The desktop bundle (packaging/README.md): PyInstaller one-folder build + Linux tarball, then
