@@ -111,20 +111,29 @@ def cmd_list(args) -> int:
     if args.json:
         _print_json({"installed": installed, "catalog": catalog})
         return 0
-    print("Installed:")
-    for r in installed:
-        roles = f" [{', '.join(r['roles'])}]" if r["roles"] else ""
-        state = r["fit"]["verdict"] if r["fit"] else "file missing"
-        print(f"  {r['id']:34} {human_size(r['size_bytes']):>9}  {state:9}{roles}")
-    print("Catalog (memory-r1 models download ID):")
+    mine = [(r["id"], human_size(r["size_bytes"]), r["fit"]["verdict"] if r["fit"] else "file missing",
+             f"[{', '.join(r['roles'])}]" if r["roles"] else "") for r in installed]
+    offered = []
     for c in catalog:
-        size = human_size(c["size_bytes"]) if c["size_bytes"] else "~" + human_size(
-            c["size_approx_bytes"] or 0)
-        state = c["fit"]["verdict"] if c["fit"] else "?"
-        flag = "" if c["verified"] else "  (unverified hash)"
-        paused = f"  paused at {human_size(c['paused_bytes'])}" if c["paused_bytes"] else ""
-        print(f"  {c['id']:34} {size:>9}  {state:9} {c['license'] or ''}{flag}{paused}")
+        size = human_size(c["size_bytes"]) if c["size_bytes"] else "~" + human_size(c["size_approx_bytes"] or 0)
+        notes = [c["license"] or "", "" if c["verified"] else "(unverified hash)",
+                 f"paused at {human_size(c['paused_bytes'])}" if c["paused_bytes"] else ""]
+        offered.append((c["id"], size, c["fit"]["verdict"] if c["fit"] else "?", "  ".join(n for n in notes if n)))
+    _print_tables([("Installed:", mine), ("Catalog (memory-r1 models download ID):", offered)])
     return 0
+
+
+def _print_tables(sections: list[tuple[str, list[tuple[str, str, str, str]]]]) -> None:
+    """Each section's title, then one line per (id, size, fit, notes), with the columns of all
+    sections aligned: ids and fit verdicts left-aligned, sizes right-aligned (units line up)."""
+    rows = [row for _, section in sections for row in section]
+    w_id, w_size, w_fit = (max((len(r[i]) for r in rows), default=0) for i in range(3))
+    for title, section in sections:
+        print(title)
+        if not section:
+            print("  (none)")
+        for model_id, size, fit, notes in section:
+            print(f"  {model_id:<{w_id}}  {size:>{w_size}}  {fit:<{w_fit}}  {notes}".rstrip())
 
 
 class _ProgressPrinter:
@@ -178,7 +187,12 @@ def cmd_download(args) -> int:
 
 
 def cmd_import(args) -> int:
-    record = _store().import_gguf(args.path, copy=not args.link)
+    from core.catalog import AlreadyInstalledError
+
+    try:
+        record = _store().import_gguf(args.path, copy=not args.link)
+    except AlreadyInstalledError as exc:  # the wanted state holds already: not a failure
+        return _done(args, exc.record.to_dict() | {"already_installed": True}, str(exc))
     how = "referenced in place" if args.link else "copied into the models folder"
     return _done(args, record.to_dict(), f"Imported {record.name} as {record.id!r} ({how}; {record.architecture}, "
                  f"{record.quantization}, context {record.context_length}).")

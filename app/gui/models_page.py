@@ -52,6 +52,7 @@ class ModelsPage(QWidget):
 
     INSTALLED_COLS = ["Model", "Size", "Quant", "Context", "Fit", "Roles"]
     CATALOG_COLS = ["Model", "Size", "Licence", "Fit", "Checksum"]
+    SIZE_COL = 1  # in both tables
 
     def __init__(self, store, settings: Settings | None = None, parent: QWidget | None = None):
         super().__init__(parent)
@@ -63,6 +64,7 @@ class ModelsPage(QWidget):
         self._bridge.progress.connect(self._on_progress)
         self._cancel: CancelToken | None = None
         self._discard_after_stop = False
+        self._select_after_refresh: str | None = None  # a model id to select once redrawn
         self._build()
         self.refresh()
 
@@ -93,6 +95,8 @@ class ModelsPage(QWidget):
         layout.addWidget(bottom)
         layout.addWidget(self.status)
         self._set_downloading(False)
+        self.installed.itemSelectionChanged.connect(self._update_remove_button)
+        self._update_remove_button()
 
     def _table(self, name: str, cols: list[str]) -> QTableWidget:
         table = QTableWidget(0, len(cols), objectName=name)
@@ -183,13 +187,33 @@ class ModelsPage(QWidget):
             self._append(self.catalog, entry, [name, size, entry.license,
                                                fit.verdict if fit else "?", check],
                          (fit.summary() if fit else "") + f"\n{entry.description}")
+        wanted, self._select_after_refresh = self._select_after_refresh, None
+        for row in range(self.installed.rowCount()):
+            if wanted is not None and self.installed.item(row, 0).data(Qt.ItemDataRole.UserRole).id == wanted:
+                self.installed.selectRow(row)
+        self._update_remove_button()
         self.refreshed.emit()
+
+    EMBEDDED_TIP = "The embedded model ships with the app and cannot be removed."
+
+    def _update_remove_button(self) -> None:
+        """Remove is enabled only for a selected downloaded or imported model; on the embedded
+        model it is disabled, and its tooltip says why."""
+        record = self._selected(self.installed)
+        embedded = record is not None and record.source == "embedded"
+        self.remove_btn.setEnabled(record is not None and not embedded)
+        self.remove_btn.setToolTip(self.EMBEDDED_TIP if embedded else
+                                   "Select one of your models to remove it." if record is None else
+                                   f"Remove {record.name}" + (" and delete its file." if record.managed
+                                                              else " from the list (the file stays)."))
 
     def _append(self, table: QTableWidget, data: Any, cells: list, tooltip: str) -> None:
         row = table.rowCount()
         table.insertRow(row)
         for col, text in enumerate(cells):
             item = _item(text, data if col == 0 else None)
+            if col == self.SIZE_COL:  # sizes right-aligned, so that their digits line up
+                item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
             item.setToolTip(tooltip)
             table.setItem(row, col, item)
 
@@ -222,14 +246,30 @@ class ModelsPage(QWidget):
             self.import_path(path)
 
     def import_path(self, path: str | Path, copy: bool = True) -> None:
-        """Validate and add a local .gguf on a worker (copying can take a while)."""
-        self.status.setText(f"Importing {Path(path).name}…")
-        self._run(lambda: self.store.import_gguf(path, copy=copy), self._imported)
+        """Validate and add a local .gguf on a worker (copying can take a while). A file that is
+        already one of the models (same file, or same size and sha256, e.g. the embedded model)
+        is not copied or listed again: the status line says which model it is, and that row
+        is selected."""
+        from core.catalog import AlreadyInstalledError
 
-    def _imported(self, record) -> None:
-        if record is not None:
-            self.status.setText(f"Imported {record.name} ({record.architecture}, "
-                                f"{record.quantization}, context {record.context_length}).")
+        def work():
+            try:
+                return self.store.import_gguf(path, copy=copy)
+            except AlreadyInstalledError as exc:
+                return exc
+
+        self.status.setText(f"Importing {Path(path).name}…")
+        self._run(work, self._imported)
+
+    def _imported(self, result) -> None:
+        from core.catalog import AlreadyInstalledError
+
+        if isinstance(result, AlreadyInstalledError):
+            self._select_after_refresh = result.record.id
+            self.status.setText(str(result))
+        elif result is not None:
+            self.status.setText(f"Imported {result.name} ({result.architecture}, "
+                                f"{result.quantization}, context {result.context_length}).")
         self.refresh()
 
     def remove_selected(self) -> None:
@@ -237,7 +277,7 @@ class ModelsPage(QWidget):
         if record is None:
             return
         if record.source == "embedded":
-            self.status.setText("The embedded model ships with the app and cannot be removed.")
+            self.status.setText(self.EMBEDDED_TIP)
             return
         text = (f"Delete {record.name} ({human_size(record.size_bytes)}) from your disk?"
                 if record.managed else f"Forget {record.name}? The file stays where it is.")

@@ -12,10 +12,10 @@ Importing this package imports no network, llama.cpp or Qt code.
 from core.catalog.catalog import CatalogEntry, find_entry, load_catalog
 from core.catalog.fit import FitEstimate, estimate_fit, fit_for_entry, fit_for_gguf
 from core.catalog.roles import ROLES, AdapterCheck, adapters_for, assign_role, check_adapter, release_model
-from core.catalog.store import ModelRecord, ModelStore
+from core.catalog.store import AlreadyInstalledError, ModelRecord, ModelStore
 
 __all__ = [
     "CatalogEntry", "find_entry", "load_catalog", "FitEstimate", "estimate_fit", "fit_for_entry",
     "fit_for_gguf", "ROLES", "AdapterCheck", "adapters_for", "assign_role", "check_adapter",
-    "release_model", "ModelRecord", "ModelStore",
+    "release_model", "AlreadyInstalledError", "ModelRecord", "ModelStore",
 ]

@@ -7,8 +7,8 @@ header were checked, so a cancelled, interrupted or corrupt download is never li
 
 Threading: every method may block (disk, network, hashing gigabytes): call from a worker
 thread. One lock serialises registry writes within a process. Errors are UserErrors with one
-sentence (ModelLoadError for a bad GGUF, NotFoundError for an unknown id, download errors from
-`core.catalog.download`).
+sentence (ModelLoadError for a bad GGUF, NotFoundError for an unknown id, AlreadyInstalledError
+for an import of a model that is already there, download errors from `core.catalog.download`).
 """
 
 from __future__ import annotations
@@ -73,6 +73,16 @@ class ModelRecord:
     def from_dict(cls, raw: dict) -> "ModelRecord":
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in raw.items() if k in names})
+
+
+class AlreadyInstalledError(ConflictError):
+    """An import of a file that is already one of the models: the same file (path), or the
+    same content (size and sha256) under another name, e.g. a copy of the embedded model.
+    `record` is the installed model; nothing was copied or added."""
+
+    def __init__(self, message: str, record: ModelRecord) -> None:
+        super().__init__(message)
+        self.record = record
 
 
 @dataclass(frozen=True)
@@ -189,6 +199,24 @@ class ModelStore:
                 return record
         return None
 
+    def find_same_content(self, path: str | os.PathLike, size: int | None = None
+                          ) -> tuple[ModelRecord | None, str | None]:
+        """(the installed model whose file has the same size and sha256 as `path`, or None;
+        `path`'s sha256 when it had to be computed, else None). Only models of exactly that
+        size are hashed (each once: `sha256_of` caches), and `path` only when one exists."""
+        size = Path(path).stat().st_size if size is None else size
+        candidates = [r for r in self.list_models() if r.size_bytes == size and r.available]
+        if not candidates:
+            return None, None
+        sha = sha256_file(path)
+        for record in candidates:
+            try:
+                if self.sha256_of(record) == sha:
+                    return record, sha
+            except OSError:  # a file gone or unreadable since listing: not a duplicate
+                continue
+        return None, sha
+
     def sha256_of(self, record: ModelRecord) -> str:
         """The record's sha256, hashing the file once and caching it by (size, mtime)."""
         if record.sha256:
@@ -292,7 +320,10 @@ class ModelStore:
         """Add a local .gguf after reading its header; copy it into `models/` or reference it.
 
         Raises ModelLoadError (missing, not GGUF, truncated), InvalidInputError (a LoRA
-        adapter, not a model), ConflictError (already in the list), disk-space errors.
+        adapter, not a model), AlreadyInstalledError (a ConflictError: the same file, or a file
+        of the same size and sha256 as an installed model, the embedded one included; nothing is
+        copied or added), disk-space errors. The file is hashed before copying only when an
+        installed model has its exact size.
         """
         from core.llm.gguf_info import validate_gguf
 
@@ -302,14 +333,18 @@ class ModelStore:
             raise InvalidInputError(f"{src.name} is a LoRA adapter, not a model; "
                                     "adapters are chosen per role, next to their base model.")
         existing = self.find_by_path(src)
+        src_sha = None
+        if existing is None:
+            existing, src_sha = self.find_same_content(src, info.file_size)
         if existing is not None:
-            raise ConflictError(f"{src.name} is already in your models as {existing.id!r}.")
+            raise AlreadyInstalledError(f"{src.name} is already installed as {existing.id!r} "
+                                        f"({existing.name}); nothing was copied.", existing)
         if copy:
             dl.check_disk_space(self.models_dir, info.file_size)
             target = self._free_name(src.name)
             sha = self._copy(src, target)
         else:
-            target, sha = src, sha256_file(src)
+            target, sha = src, src_sha or sha256_file(src)
         entry = next((e for e in self.catalog if e.sha256 == sha), None)
         record = self._record_from_info(info, target, source="import", managed=copy, sha=sha,
                                         entry=entry, verified=bool(entry and entry.verified))

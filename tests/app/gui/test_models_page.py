@@ -96,3 +96,51 @@ def test_embedded_model_cannot_be_removed_from_the_page(page):
     page.remove_selected()
     assert "cannot be removed" in page.status.text()
     assert Path(page.store.list_models()[0].path) == embedded_gguf()
+
+
+def test_remove_is_disabled_on_the_embedded_model_with_a_tooltip(page, qtbot, tmp_path):
+    page.installed.selectRow(0)
+    assert not page.remove_btn.isEnabled()
+    assert page.remove_btn.toolTip() == "The embedded model ships with the app and cannot be removed."
+    page.remove_selected()  # even called directly: nothing asked, nothing removed
+    assert "cannot be removed" in page.status.text() and len(page.store.list_models()) == 1
+    src = write_gguf(tmp_path / "Removable.gguf")
+    with qtbot.waitSignal(page.refreshed, timeout=10_000):
+        page.import_path(src)
+    qtbot.waitUntil(lambda: page.installed.rowCount() == 2, timeout=10_000)
+    page.installed.selectRow(1)
+    assert page.remove_btn.isEnabled() and page.remove_btn.toolTip() == "Remove Page Test and delete its file."
+    page.installed.selectRow(0)
+    assert not page.remove_btn.isEnabled()
+
+
+def test_importing_a_model_that_is_there_selects_it_instead_of_listing_it_twice(page, qtbot, tmp_path):
+    from PySide6.QtWidgets import QMessageBox
+
+    copy = tmp_path / "my-smollm.gguf"
+    copy.write_bytes(embedded_gguf().read_bytes())
+    with qtbot.waitSignal(page.refreshed, timeout=20_000):
+        page.import_path(copy)
+    assert page.installed.rowCount() == 1
+    assert "already installed as 'smollm2-135m-instruct-q4_1'" in page.status.text()
+    assert page.installed.selectionModel().selectedRows()[0].row() == 0
+    assert not [b for b in page.findChildren(QMessageBox) if b.isVisible()]  # a status line, no error box
+    assert not list(page.store.models_dir.glob("*.gguf"))
+
+    src = write_gguf(tmp_path / "Once.gguf")
+    with qtbot.waitSignal(page.refreshed, timeout=10_000):
+        page.import_path(src)
+    qtbot.waitUntil(lambda: page.installed.rowCount() == 2, timeout=10_000)
+    page.installed.clearSelection()
+    with qtbot.waitSignal(page.refreshed, timeout=10_000):
+        page.import_path(src)
+    assert page.installed.rowCount() == 2 and "already installed as" in page.status.text()
+    assert page.installed.selectionModel().selectedRows()[0].row() == 1
+
+
+def test_sizes_are_right_aligned(page):
+    from PySide6.QtCore import Qt
+
+    for table in (page.installed, page.catalog):
+        align = Qt.AlignmentFlag(table.item(0, page.SIZE_COL).textAlignment())
+        assert align & Qt.AlignmentFlag.AlignRight

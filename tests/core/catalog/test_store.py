@@ -14,7 +14,8 @@ from core.errors import ConflictError, InvalidInputError, ModelLoadError, NotFou
 from core.catalog import fit as fitmod
 from core.catalog.catalog import load_catalog
 from core.catalog.fit import FITS, SLOW, WONT_FIT, estimate_fit, fit_for_entry, fit_for_gguf
-from core.catalog.store import ModelStore, template_family
+from core.catalog import store as store_mod
+from core.catalog.store import AlreadyInstalledError, ModelStore, template_family
 from core.paths import embedded_gguf
 
 
@@ -62,7 +63,7 @@ def test_import_copies_reads_metadata_and_lists(store, gguf_file, data_home):
 def test_import_by_reference_and_remove_keeps_the_file(store, gguf_file):
     record = store.import_gguf(gguf_file, copy=False)
     assert not record.managed and Path(record.path) == gguf_file.resolve()
-    with pytest.raises(ConflictError, match="already in your models"):
+    with pytest.raises(ConflictError, match="already installed as"):
         store.import_gguf(gguf_file, copy=False)
     store.remove(record.id)
     assert gguf_file.exists() and len(store.list_models()) == 1
@@ -113,11 +114,57 @@ def test_import_of_a_missing_file_or_an_adapter_is_refused(store, tmp_path):
         store.import_gguf(adapter)
 
 
-def test_import_of_a_catalog_file_is_recognised_as_verified(store, tmp_path):
+def test_import_of_a_catalog_file_is_recognised_as_verified(data_home, gguf_file, tmp_path):
+    import dataclasses
+
+    sha = hashlib.sha256(gguf_file.read_bytes()).hexdigest()
+    entry = dataclasses.replace(load_catalog()[1], sha256=sha, size_bytes=gguf_file.stat().st_size, verified=True)
+    store = ModelStore(data_home, catalog=[load_catalog()[0], entry])
+    copy = tmp_path / "renamed.gguf"
+    copy.write_bytes(gguf_file.read_bytes())
+    record = store.import_gguf(copy, copy=False)
+    assert record.verified and record.catalog_id == entry.id
+
+
+def test_a_copy_of_the_embedded_model_is_recognised_not_copied_or_listed_twice(store, tmp_path, monkeypatch):
     copy = tmp_path / "renamed.gguf"
     copy.write_bytes(embedded_gguf().read_bytes())
-    record = store.import_gguf(copy, copy=False)
-    assert record.verified and record.catalog_id == load_catalog()[0].id
+    for path in (embedded_gguf(), copy):  # the shipped file itself, and the same bytes elsewhere
+        for by_copy in (True, False):
+            with pytest.raises(AlreadyInstalledError, match="already installed as 'smollm2-135m") as err:
+                store.import_gguf(path, copy=by_copy)
+            assert err.value.record.source == "embedded"
+    assert [r.source for r in store.list_models()] == ["embedded"]
+    assert not list(store.models_dir.glob("*.gguf")) and not list(store.models_dir.glob(".import-*"))
+
+
+def test_the_same_file_imported_twice_is_one_model(store, gguf_file, tmp_path):
+    first = store.import_gguf(gguf_file)  # copied into models/
+    again = tmp_path / "again" / "other-name.gguf"
+    again.parent.mkdir()
+    again.write_bytes(gguf_file.read_bytes())
+    for path in (gguf_file, again, Path(first.path)):
+        with pytest.raises(AlreadyInstalledError, match=f"already installed as '{first.id}'"):
+            store.import_gguf(path)
+    assert [r.id for r in store.list_models()][1:] == [first.id]
+    assert len(list(store.models_dir.glob("*.gguf"))) == 1
+
+
+def test_a_file_of_the_same_size_but_other_bytes_is_imported_and_hashing_is_only_for_equal_sizes(
+        store, gguf_file, tmp_path, monkeypatch):
+    first = store.import_gguf(gguf_file)
+    data = bytearray(gguf_file.read_bytes())
+    data[-1] ^= 0xFF  # the last tensor byte: still a valid GGUF of the same size
+    twin = tmp_path / "twin.gguf"
+    twin.write_bytes(bytes(data))
+    second = store.import_gguf(twin)
+    assert second.id != first.id and second.sha256 != first.sha256
+    other = write_gguf(tmp_path / "smaller.gguf", n_floats=1000)
+    hashed = []
+    real = store_mod.sha256_file
+    monkeypatch.setattr(store_mod, "sha256_file", lambda p: hashed.append(Path(p)) or real(p))
+    store.import_gguf(other, copy=False)  # no installed model has its size: hashed once, to record it
+    assert hashed == [other.resolve()]
 
 
 def test_a_damaged_registry_does_not_stop_the_app(store, gguf_file):
