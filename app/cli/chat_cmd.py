@@ -222,6 +222,74 @@ def _print_ingest(summary: dict, as_json: bool, already: bool = False) -> None:
 # --------------------------------------------------------------------------- chat
 
 HELP = "Commands: /memories  /forget ID  /help  /quit   (Ctrl-C stops a reply; Ctrl-D quits)"
+HISTORY_FILE = "chat_history"  # in the data dir: the lines typed at `you>`, owner-only (0600)
+HISTORY_LENGTH = 1000
+
+
+class LineEditing:
+    """Line editing and history for the chat's `input()`: the stdlib `readline` (GNU readline
+    or libedit) where it exists and stdin is a terminal; elsewhere (Windows, a pipe) plain
+    `input()`. A context manager: entering loads the history file (created 0600), leaving
+    writes the last HISTORY_LENGTH lines back (0600) unless `save` is False (a temporary
+    chat leaves no trace). `module` and `interactive` are injectable (tests). `active` says
+    whether readline is in use. Terminal thread only; never raises for a history file it
+    cannot read or write (the chat goes on without it)."""
+
+    def __init__(self, path, *, save: bool = True, module=None, interactive: bool | None = None,
+                 platform: str | None = None) -> None:
+        import os
+
+        self.path = path
+        self.save = save
+        platform = sys.platform if platform is None else platform
+        interactive = sys.stdin.isatty() if interactive is None else interactive
+        if module is None and interactive and not platform.startswith("win"):
+            try:
+                import readline as module
+            except ImportError:  # Python built without readline
+                module = None
+        self.readline = module if interactive else None
+        self._os = os
+
+    @property
+    def active(self) -> bool:
+        return self.readline is not None
+
+    def __enter__(self) -> "LineEditing":
+        if self.readline is None:
+            return self
+        try:
+            self.readline.set_history_length(HISTORY_LENGTH)
+            if self._os.path.exists(self.path):
+                self._os.chmod(self.path, 0o600)  # an older or hand-made file
+                self.readline.read_history_file(str(self.path))
+        except OSError as exc:
+            print(f"(chat history not loaded: {exc.strerror or exc})", file=sys.stderr)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.readline is None or not self.save:
+            return
+        try:
+            fd = self._os.open(self.path, self._os.O_WRONLY | self._os.O_CREAT, 0o600)
+            self._os.close(fd)
+            self._os.chmod(self.path, 0o600)
+            self.readline.write_history_file(str(self.path))
+        except OSError as exc:
+            print(f"(chat history not saved: {exc.strerror or exc})", file=sys.stderr)
+
+
+def quiet_terminal() -> None:
+    """No progress bars in the middle of a conversation: the embedder loads lazily on the first
+    message (transformers' "Loading weights", tqdm) and llama.cpp logs while a model loads; both
+    are silenced here (TQDM_DISABLE, the hub and transformers bars; llama.cpp runs with
+    verbose=False and its load output redirected by core.llm.runtime)."""
+    import os
+
+    from core.embeddings import quiet_progress_bars
+
+    os.environ["TQDM_DISABLE"] = "1"
+    quiet_progress_bars(interactive=False)
 
 
 class _Notices:
@@ -253,6 +321,7 @@ def run_chat(args) -> int:
     from core.llm.modelset import ModelSet
 
     _check_files(args)
+    quiet_terminal()
     settings, answer_spec, manager_spec = _specs(args)
     bank = _open_bank()
     models = ModelSet.from_specs({"answer": answer_spec, "manager": manager_spec}, loader=_load,
@@ -273,8 +342,11 @@ def run_chat(args) -> int:
         resumed = assistant.resume_pending()
         if resumed:
             print(f"Remembering {resumed} earlier message{'s' if resumed != 1 else ''}…")
+        from core.paths import data_dir
+
         try:
-            _chat_loop(assistant, bank, cid, notices, temporary=args.temporary)
+            with LineEditing(data_dir() / HISTORY_FILE, save=not args.temporary):
+                _chat_loop(assistant, bank, cid, notices, temporary=args.temporary)
         finally:
             if assistant.pending_turns():
                 print("Saving memories from the last messages… (Ctrl-C to skip)", file=sys.stderr)
