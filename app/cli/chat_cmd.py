@@ -20,7 +20,7 @@ import json
 import sys
 import threading
 
-from app.cli.options import add_command, add_model_options, model_spec
+from app.cli.options import add_command, add_model_options, check_model_files, model_spec
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -69,17 +69,10 @@ def _specs(args):
 
 
 def _check_files(args) -> None:
-    """InvalidInputError when a model or adapter file given on the command line is missing:
-    said before the bank, the embedder or any model loads."""
-    import os
-
-    from core.errors import InvalidInputError
-
-    for role in ("answer", "manager"):
-        for what in ("model", "adapter"):
-            path = getattr(args, f"{role}_{what}", None)
-            if path and not os.path.isfile(path):
-                raise InvalidInputError(f"The {what} file {path} does not exist (or is not a file).")
+    """InvalidInputError when a model or adapter file given on the command line is missing or
+    not a GGUF of its kind (`options.check_model_files`): said before the bank, the embedder or
+    any model loads."""
+    check_model_files(args)
 
 
 def _load(spec):

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import sys
 
-from app.cli.options import (model_spec, add_cache_option, add_command, add_command_group, add_data_option,
+from app.cli.options import (check_model_files, model_spec, add_cache_option, add_command, add_command_group,
+                             add_data_option,
                              add_max_sessions_option, add_model_options, add_progress_option, add_samples_option,
                              positive, samples_of)
 
@@ -57,6 +58,7 @@ def _config(args):
 
 
 def run_locomo_cmd(args) -> int:
+    check_model_files(args)  # before the evaluation (training, llama.cpp) is imported
     from training.eval.runner import run_locomo, system_out
 
     config = _config(args)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import json
 from dataclasses import asdict
 
-from app.cli.options import add_command
+from app.cli.options import add_command, positive
 
 if TYPE_CHECKING:
     from core.memory.bank import MemoryBank
@@ -40,7 +40,7 @@ def register(subparsers) -> None:
     sp = cmd("list", cmd_list, "list memories, newest first")
     sp.add_argument("--status", default="active", choices=["active", "deleted", "superseded", "all"])
     sp.add_argument("--speaker")
-    sp.add_argument("--limit", type=int, default=None)
+    sp.add_argument("--limit", type=positive, default=None, metavar="N")
     sp = cmd("search", cmd_search, "search memories")
     sp.add_argument("query")
     sp.add_argument("-k", type=int, default=10, help="how many results (default 10)")
@@ -58,7 +58,7 @@ def register(subparsers) -> None:
     sp.add_argument("id", type=int)
     sp = cmd("history", cmd_history, "show the change history (of one memory, or all)")
     sp.add_argument("id", type=int, nargs="?")
-    sp.add_argument("--limit", type=int, default=100)
+    sp.add_argument("--limit", type=positive, default=100, metavar="N")
     sp = cmd("undo", cmd_undo, "undo the latest change (or a given event)")
     sp.add_argument("--event", type=int, default=None, metavar="ID")
     sp = cmd("export", cmd_export, "export memories and history as JSONL")
@@ -206,5 +206,40 @@ def cmd_import(args) -> int:
                                 [f"imported {report.imported}, skipped {report.skipped} duplicates"]), embeds=True)
 
 
+STATS_LABELS = {"path": "database", "size_bytes": "size on disk", "schema_version": "schema version",
+                "embedder": "embedder", "dim": "embedding dimensions", "memories": "memories", "total": "memories, all",
+                "speakers": "speakers", "events": "history events", "conversations": "conversations",
+                "messages": "messages"}
+
+
+def stats_table(stats: dict) -> list[str]:
+    """`bank.stats()` as aligned lines: one row per figure (a nested dict, e.g. memories by
+    status, one row per entry: "memories  active"), labels left-aligned, numbers right-aligned
+    in one column (the size in human units), text (path, embedder) left-aligned after them.
+    Keys not in STATS_LABELS are shown by their own name.
+
+    >>> print("\\n".join(stats_table({"memories": {"active": 12, "deleted": 1}, "events": 140, "embedder": "x"})))
+    memories  active    12
+    memories  deleted    1
+    history events     140
+    embedder           x
+    """
+    from core.llm.gguf_info import human_size
+
+    rows: list[tuple[str, str, bool]] = []  # (label, value, numeric)
+    for key, value in stats.items():
+        label = STATS_LABELS.get(key, key.replace("_", " "))
+        if isinstance(value, dict):
+            width = max((len(k) for k in value), default=0)
+            rows += [(f"{label}  {k:<{width}}", str(v), isinstance(v, (int, float))) for k, v in value.items()]
+        elif key == "size_bytes" and isinstance(value, int):
+            rows.append((label, human_size(value), True))
+        else:
+            rows.append((label, str(value), isinstance(value, (int, float)) and not isinstance(value, bool)))
+    w_label = max((len(r[0]) for r in rows), default=0)
+    w_num = max((len(v) for _, v, numeric in rows if numeric), default=0)
+    return [f"{label:<{w_label}}  " + (f"{value:>{w_num}}" if numeric else value) for label, value, numeric in rows]
+
+
 def cmd_stats(args) -> int:
-    return _run(args, lambda bank: bank.stats(), lambda stats: (stats, [f"{k}: {v}" for k, v in stats.items()]))
+    return _run(args, lambda bank: bank.stats(), lambda stats: (stats, stats_table(stats)))

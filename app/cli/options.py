@@ -1,12 +1,14 @@
 """Argument types and option blocks shared by the `eval`, `train` and `train manager` commands.
 
 Registration-time only: nothing here imports torch, llama.cpp or training (the CLI's help and
-parsing stay light). `validation_path` raises `InvalidInputError` (a UserError).
+parsing stay light). `validation_path`, `check_model_files` and `check_input_file` raise
+`InvalidInputError` (a UserError): commands call them before any model, embedder or bank loads.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 
@@ -125,6 +127,49 @@ def model_spec(args, role: str, base=None):
     spec = dataclasses.replace(spec, **{k: v for k, v in changes.items() if v})
     spec.validate()
     return spec
+
+
+# (argument, what it must be): the model and adapter options of add_model_options and the trainers
+MODEL_FILE_OPTIONS = (("answer_model", "model"), ("manager_model", "model"), ("judge_model", "model"),
+                      ("answer_adapter", "adapter"), ("manager_adapter", "adapter"))
+
+
+def check_input_file(path, what: str = "file") -> Path:
+    """`path` as a Path when it is an existing readable file; InvalidInputError otherwise."""
+    from core.errors import InvalidInputError
+
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise InvalidInputError(f"The {what} {p} does not exist (or is not a file).")
+    if not os.access(p, os.R_OK):
+        raise InvalidInputError(f"The {what} {p} cannot be read (permission denied).")
+    return p
+
+
+def check_model_files(args) -> None:
+    """Every model/adapter path given on the command line (MODEL_FILE_OPTIONS present in
+    `args`) is an existing GGUF of the right kind: a model option a model, an adapter option a
+    LoRA adapter. Only the GGUF header is read (milliseconds, even for an 8B file); raises
+    InvalidInputError (one sentence) before any model loads."""
+    from core.errors import InvalidInputError, ModelLoadError
+    from core.llm.gguf_info import read_gguf_info
+
+    for dest, kind in MODEL_FILE_OPTIONS:
+        path = getattr(args, dest, None)
+        if not path:
+            continue
+        option = "--" + dest.replace("_", "-")
+        p = check_input_file(path, f"{kind} file")
+        try:
+            info = read_gguf_info(p)
+        except ModelLoadError as exc:
+            raise InvalidInputError(f"{option}: {exc}") from None
+        if kind == "model" and info.is_adapter:
+            raise InvalidInputError(f"{option}: {p} is a LoRA adapter, not a model; give it with "
+                                    f"--{dest.split('_')[0]}-adapter, next to its base model.")
+        if kind == "adapter" and not info.is_adapter:
+            raise InvalidInputError(f"{option}: {p} is a model, not a LoRA adapter; give it with "
+                                    f"--{dest.split('_')[0]}-model.")
 
 
 def add_progress_option(p) -> None:

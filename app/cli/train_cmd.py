@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from app.cli.options import (add_cache_option, add_command, add_command_group, add_data_option,
+from app.cli.options import (check_model_files, add_cache_option, add_command, add_command_group, add_data_option,
                              add_max_sessions_option, add_progress_option, add_samples_option, add_threads_option,
                              add_training_options, positive, samples_of, time_budget_s, validation_path)
 
@@ -107,6 +107,7 @@ def _offline() -> None:
 
 def run_train_answer(args) -> int:
     _offline()
+    check_model_files(args)  # a bad --manager-model is said before anything loads
     from training.config import TrainConfig
 
     config = TrainConfig.from_file(args.config) if args.config else TrainConfig()
@@ -136,6 +137,7 @@ def run_train_answer(args) -> int:
 
 def run_train_data(args) -> int:
     _offline()
+    check_model_files(args)
     from training.data.answer import save_examples
     from training.config import TrainConfig
 

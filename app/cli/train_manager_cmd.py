@@ -17,7 +17,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from app.cli.options import (model_spec, add_command, add_data_option, add_max_sessions_option, add_progress_option,
+from app.cli.options import (check_model_files, model_spec, add_command, add_data_option, add_max_sessions_option,
+                             add_progress_option,
                              add_samples_option, add_threads_option, add_training_options, positive, samples_of,
                              time_budget_s, validation_path)
 
@@ -69,6 +70,7 @@ def register_manager(tsub) -> None:
 def _states(path: str, args, cache: Path):
     from training.data.manager import states_from
 
+    check_model_files(args)  # before the data is read or any model loads
     spec = model_spec(args, "manager")
     return states_from(path, cache=cache, manager_model=spec, samples=samples_of(args),
                        max_sessions=args.max_sessions, max_states=args.max_states, progress=not args.no_progress)

@@ -95,3 +95,62 @@ def test_chat_says_a_locked_database_before_the_models_load(guarded, capsys, mon
     monkeypatch.setattr(db, "check_writable", lambda path, **k: (_ for _ in ()).throw(
         db.DatabaseLockedError(f"The memory database {path} is locked by another program.")))
     assert "locked" in _err(capsys, ["chat"])[0]
+
+
+@pytest.fixture
+def files(tmp_path):
+    import numpy as np
+
+    from core.fakes import write_gguf
+
+    text = tmp_path / "notes.gguf"
+    text.write_text("not a model at all, just some words in a file")
+    model = write_gguf(tmp_path / "model.gguf", {"token_embd.weight": np.zeros(64, dtype=np.float32)})
+    adapter = write_gguf(tmp_path / "lora.gguf", {"token_embd.weight": np.zeros(64, dtype=np.float32)}, lora=True)
+    return {"text": str(text), "model": str(model), "adapter": str(adapter), "missing": str(tmp_path / "absent.gguf"),
+            "data": str(tmp_path / "data.json")}
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["chat", "--answer-model", "{text}"], "not a GGUF model file"),
+    (["ask", "q", "--manager-model", "{text}"], "--manager-model"),
+    (["chat", "--answer-model", "{adapter}"], "is a LoRA adapter, not a model"),
+    (["chat", "--manager-adapter", "{model}"], "is a model, not a LoRA adapter"),
+    (["eval", "locomo", "--data", "{data}", "--judge-model", "{missing}"], "does not exist"),
+    (["eval", "locomo", "--data", "{data}", "--answer-model", "{text}"], "not a GGUF model file"),
+])
+def test_a_model_file_that_is_not_a_gguf_of_its_kind_is_said_before_anything_loads(guarded, capsys, files,
+                                                                                   monkeypatch, argv, said):
+    monkeypatch.setattr("core.memory.MemoryBank.open",
+                        classmethod(lambda cls, *a, **k: pytest.fail("the bank was opened first")))
+    err = _err(capsys, [a.format(**files) for a in argv])[0]
+    assert said in err, err
+
+
+def test_a_missing_import_file_is_said_before_the_embedder_loads(guarded, capsys, files):
+    err = _err(capsys, ["memory", "import", files["missing"]])[0]
+    assert "Cannot read" in err and "absent.gguf" in err
+
+
+def test_eval_checks_the_models_before_importing_the_evaluation(files):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[3]
+    code = ("import sys; from app.cli import main; rc = main(['eval', 'locomo', '--data', sys.argv[1], "
+            "'--manager-model', sys.argv[2]]); "
+            "print(rc, 'training.eval.runner' in sys.modules, 'llama_cpp' in sys.modules)")
+    res = subprocess.run([sys.executable, "-c", code, files["data"], files["missing"]], cwd=root,
+                         capture_output=True, text=True, timeout=120)
+    assert res.stdout.split() == ["1", "False", "False"], res.stdout + res.stderr
+    assert "absent.gguf does not exist" in res.stderr
+
+
+@pytest.mark.parametrize("argv", [["memory", "list", "--limit", "0"], ["memory", "history", "--limit", "-2"],
+                                  ["memory", "edit", "x1", "text"], ["chat", "--conversation", "abc"]])
+def test_bad_numbers_are_refused_by_the_parser(guarded, capsys, argv):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    assert "error:" in capsys.readouterr().err

@@ -90,7 +90,12 @@ def test_ask_with_no_memories_says_it_does_not_know_without_loading_a_model(load
 
 def test_ask_json_structure(loader, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "x.gguf").write_bytes(b"")  # the CLI checks a given model file exists; the loader is a fake
+    import numpy as np
+
+    from core.fakes import write_gguf
+
+    # the CLI checks a given model file is a GGUF model (its header); the loader is a fake
+    write_gguf(tmp_path / "x.gguf", {"token_embd.weight": np.zeros(16, dtype=np.float32)})
     with open_bank() as bank:
         cat = bank.add("Ann adopted a cat named Tom", speaker="Ann", observed_at="1 May, 2023").memory
         bank.add("Bob moved to Oslo", speaker="Bob", observed_at="1 May, 2023")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -63,7 +64,30 @@ def test_history_undo_forget_stats(capsys):
     stats = run_json(capsys, "stats")
     assert stats["memories"]["active"] == 0 and stats["embedder"] == "hash-embedder"
     code, out, _ = run(capsys, "stats")
-    assert code == 0 and "schema_version: 3" in out
+    assert code == 0 and re.search(r"^schema version +3$", out, re.M)
+
+
+def test_stats_is_an_aligned_table_and_json_the_dict(capsys, data_home):
+    for text in ("Maya has a dog", "Maya lives in Porto", "Maya likes tea"):
+        run_json(capsys, "add", text, "--speaker", "Maya")
+    run_json(capsys, "delete", "3")
+    stats = run_json(capsys, "stats")
+    assert stats["memories"]["active"] == 2 and stats["memories"]["deleted"] == 1 and stats["total"] == 3
+    assert stats["path"] == str(data_home / "memory.sqlite3") and isinstance(stats["size_bytes"], int)
+    code, out, _ = run(capsys, "stats")
+    lines = out.splitlines()
+    assert code == 0 and len(lines) == sum(len(v) if isinstance(v, dict) else 1 for v in stats.values())
+    row = {re.split(r"  +", line.strip())[0] if not line.startswith("memories  ") else
+           " ".join(line.split()[:2]): line for line in lines}
+    assert row["memories active"].split()[-1] == "2" and row["memories deleted"].split()[-1] == "1"
+    assert row["history events"].split()[-1] == str(stats["events"])
+    assert row["database"].endswith(str(data_home / "memory.sqlite3"))
+    assert re.search(r"\d+(\.\d)? (bytes|KB|MB)$", row["size on disk"])
+    numeric = [line for line in lines if re.search(r"\d$", line) and "database" not in line]
+    assert len({len(line) for line in numeric}) == 1, out  # numbers right-aligned: one right edge
+    value_at = {len(line) - len(line.split()[-1]) for line in (row["embedder"], row["database"])}
+    label_w = max(len(line) - len(line.lstrip()) for line in lines)  # no leading spaces
+    assert label_w == 0 and len(value_at) == 1, out  # text values start in one column
 
 
 def test_export_import(capsys, tmp_path):
