@@ -499,15 +499,8 @@ class MemoryBank:
     def rejected(self, turn: TurnRef | str | None = None, *, limit: int = 100) -> builtins.list[MemoryEvent]:
         """REJECT events (facts the grounding gate refused, each with its `reason`), newest
         first: all of them, or those of one turn (`TurnRef` or its text, e.g. "chat:3/17")."""
-        ref = TurnRef.of(turn)
-        sql = f"SELECT {EVENT_COLS} FROM memory_events WHERE event = 'REJECT'"
-        params: builtins.list = []
-        if ref is not None:
-            sql += " AND turn = ?"
-            params.append(str(ref))
         with self.reader() as conn:
-            return [row_to_event(r) for r in conn.execute(sql + " ORDER BY id DESC LIMIT ?",
-                                                            (*params, max(0, int(limit))))]
+            return _history.rejected(conn, TurnRef.of(turn), limit)
 
     def sources(self, memory_ids: Iterable[int]) -> dict[int, builtins.list[MemorySource]]:
         """Where each memory came from: its links, oldest first (`MemorySource`; a chat source

@@ -24,11 +24,11 @@ from typing import TYPE_CHECKING
 
 from core.errors import ConflictError, InvalidInputError, NotFoundError
 from core.textlog import erase_text_log
-from core.types import MemoryChanges
+from core.types import MemoryChanges, MemoryEvent, TurnRef
 
 from core.memory import sources as _sources
 from core.memory.db import checkpoint
-from core.memory.rows import Batch, fetch_memory
+from core.memory.rows import EVENT_COLS, Batch, fetch_memory, row_to_event
 
 if TYPE_CHECKING:
     from core.memory.bank import MemoryBank
@@ -124,6 +124,17 @@ def forget(bank: "MemoryBank", memory_ids: list[int], *, sources: bool = False) 
     log.info("forgot %d memories (%s)%s", len(memory_ids), ", ".join(f"#{i}" for i in memory_ids),
              " and the text of their sources" if sources else "")
     return batch.changes
+
+
+def rejected(conn, turn: TurnRef | None, limit: int) -> list[MemoryEvent]:
+    """See `MemoryBank.rejected` (under the bank's `reader()`)."""
+    sql = f"SELECT {EVENT_COLS} FROM memory_events WHERE event = 'REJECT'"
+    params: list = []
+    if turn is not None:
+        sql += " AND turn = ?"
+        params.append(str(turn))
+    rows = conn.execute(sql + " ORDER BY id DESC LIMIT ?", (*params, max(0, int(limit)))).fetchall()
+    return [row_to_event(r) for r in rows]
 
 
 def remove_source_text(bank: "MemoryBank", source_ids: list[int]) -> int:

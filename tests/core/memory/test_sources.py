@@ -251,3 +251,15 @@ def test_sources_are_read_in_one_call_for_many_memories(bank):
     found = bank.sources(ids * 400)  # repeated ids, over one chunk
     assert sorted(found) == ids and [found[i][0].text for i in ids] == ["turn 0", "turn 1", "turn 2"]
     assert json.loads(json.dumps([s.ref for s in found[ids[0]]])) == ["t/0"]
+
+
+def test_an_export_with_rejects_and_supersessions_imports_again(bank, make_bank, tmp_path):
+    old = bank.add("Sam works at Acme").memory
+    bank.apply([MemoryOp("ADD", text="Sam works at Globex", supersedes=old.id),
+                MemoryOp(REJECT, text="Sam works at Initech", memory_id=old.id, reason="not said: 'Initech'")])
+    path = tmp_path / "out.jsonl"
+    assert bank.export_jsonl(path) == 2
+    other = make_bank(tmp_path / "other.sqlite3")
+    assert other.import_jsonl(path).imported == 2
+    [was] = other.list(status="superseded")
+    assert [e.reason for e in other.history(was.id) if e.event == REJECT] == ["not said: 'Initech'"]
