@@ -12,6 +12,7 @@ import pytest
 
 from app.cli import main
 from core.fakes import HashEmbedder
+from core.memory.migrations import LATEST
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -63,7 +64,7 @@ def test_history_undo_forget_stats(capsys):
     stats = run_json(capsys, "stats")
     assert stats["memories"]["active"] == 0 and stats["embedder"] == "hash-embedder"
     code, out, _ = run(capsys, "stats")
-    assert code == 0 and "schema_version: 3" in out
+    assert code == 0 and f"schema_version: {LATEST}" in out
 
 
 def test_export_import(capsys, tmp_path):
