@@ -51,8 +51,8 @@ from core.memory import sources as _sources
 from core.memory.db import Connection, Transactor, connect, translate_errors
 from core.memory.migrations import migrate
 from core.memory.mirror import VectorMirror
-from core.memory.rows import (EVENT_COLS, MEM_COLS, STATUSES, Batch, apply_op, check_id, check_op, fetch_memories,
-                  fetch_memory, row_to_event, row_to_memory)
+from core.memory.rows import (EVENT_COLS, MEM_COLS, STATUSES, Batch, LazySource, apply_op, check_id, check_op,
+                  fetch_memories, fetch_memory, row_to_event, row_to_memory)
 from core.memory.text import clean_text, fts_query, text_key
 
 log = logging.getLogger(__name__)
@@ -411,7 +411,8 @@ class MemoryBank:
         """Apply manager operations in ONE transaction: all of them or none.
 
         ADD inserts (with `supersedes=X`, the active memory X becomes superseded, its
-        `superseded_by` the new id: event SUPERSEDE, undone with the ADD); UPDATE replaces an
+        `superseded_by` the new id: event SUPERSEDE, undone with the ADD; X is listed in
+        `changes.deleted`, as it left the active memories); UPDATE replaces an
         active memory's text in place (same text -> NOOP); DELETE soft-deletes; NOOP records a
         NOOP event; REJECT records a REJECT event (the refused fact, `op.reason`, the memory a
         refused UPDATE named) and writes no memory: not a change, not undoable, listed by
@@ -425,8 +426,9 @@ class MemoryBank:
         linked in the same transaction: ADD "added" ("remembered" when `actor` is "user"; a
         user's ADD without a source gets a "remembered" link with no source), UPDATE "updated"
         (earlier links stay), NOOP naming a memory or an unchanged UPDATE "repeated", the
-        superseded memory "superseded". A temporary chat's message links nothing. InvalidInputError
-        for a malformed source.
+        superseded memory "superseded". The source row is made on the first link (a turn whose
+        facts were all refused keeps no text); a temporary chat's message links nothing.
+        InvalidInputError for a malformed source.
         """
         ops = list(ops)
         texts = [check_op(op) for op in ops]
@@ -443,9 +445,9 @@ class MemoryBank:
         with self.batch(actor, turn) as batch:
             if done_message_id is not None:
                 self.chats.finish_pending(done_message_id, "applied")
-            source_id = None if source is None else _sources.resolve(batch.conn, source, turn=batch.turn)
+            lazy = None if source is None else LazySource(batch, source)
             for i, op in enumerate(ops):
-                apply_op(batch, op, texts[i], vecs.get(i), source_id)
+                apply_op(batch, op, texts[i], vecs.get(i), lazy)
         return batch.changes
 
     def edit(self, memory_id: int, text: str, *, expected_version: int | None = None, actor: str = "user",

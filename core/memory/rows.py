@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from core.errors import InvalidInputError, NotFoundError
-from core.types import WRITE_EVENTS, Memory, MemoryChanges, MemoryEvent, MemoryOp, TurnRef
+from core.types import WRITE_EVENTS, Memory, MemoryChanges, MemoryEvent, MemoryOp, SourceTurn, TurnRef
 
 from core.memory import sources as _sources
 from core.memory.db import Connection, inserted_id, now_iso
@@ -183,23 +183,41 @@ def check_op(op: MemoryOp) -> str:
     return clean_optional(op.text) or ""
 
 
-def apply_op(batch: Batch, op: MemoryOp, text: str, vec: np.ndarray | None, source_id: int | None) -> None:
+class LazySource:
+    """A `SourceTurn`'s row, found or created on the first link (core.memory.sources.resolve),
+    so a turn whose facts were all refused keeps no copy of its text."""
+
+    def __init__(self, batch: Batch, source: SourceTurn) -> None:
+        self.batch, self.source = batch, source
+        self._id: int | None = None
+        self._done = False
+
+    def id(self) -> int | None:
+        """The source row's id; None for a turn that is never kept (a temporary chat's)."""
+        if not self._done:
+            self._id = _sources.resolve(self.batch.conn, self.source, turn=self.batch.turn)
+            self._done = True
+        return self._id
+
+
+def apply_op(batch: Batch, op: MemoryOp, text: str, vec: np.ndarray | None, source: LazySource | None) -> None:
     """Write one checked op (`vec`: its text's embedding, for every ADD and UPDATE) and link
-    it to the source row `source_id` (core.memory.sources): ADD "added" (the user's own ADD:
-    "remembered", with no source when none is given), UPDATE "updated", an UPDATE to the same
-    text or a NOOP naming a memory "repeated", and the memory an ADD supersedes "superseded"."""
+    it to `source` (core.memory.sources): ADD "added" (the user's own ADD: "remembered", with
+    no source when none is given), UPDATE "updated", an UPDATE to the same text or a NOOP
+    naming a memory "repeated", and the memory an ADD supersedes "superseded"."""
     if op.event == "ADD":
         assert vec is not None
         old = batch.require(op.supersedes, active=True) if op.supersedes is not None else None
         mem = batch.insert(text, vec, speaker=clean_optional(op.speaker), observed_at=clean_time(op.observed_at),
                            source=clean_optional(op.source))
         user = batch.actor == "user"
-        if source_id is not None or user:
-            _link(batch, mem.id, source_id, "remembered" if user else "added")
+        sid = None if source is None else source.id()
+        if sid is not None or user:
+            _link(batch, mem.id, sid, "remembered" if user else "added")
         if old is not None:
             batch.set_status(old, "superseded", event="SUPERSEDE", superseded_by=mem.id)
-            if source_id is not None:
-                _link(batch, old.id, source_id, "superseded")
+            if sid is not None:
+                _link(batch, old.id, sid, "superseded")
     elif op.event == "UPDATE":
         mem = batch.require(op.memory_id, active=True)
         if mem.text == text:
@@ -209,8 +227,7 @@ def apply_op(batch: Batch, op: MemoryOp, text: str, vec: np.ndarray | None, sour
             assert vec is not None
             batch.set_text(mem, text, vec, event="UPDATE")
             role = "updated"
-        if source_id is not None:
-            _link(batch, mem.id, source_id, role)
+        _link_to(batch, mem.id, source, role)
     elif op.event == "DELETE":
         batch.set_status(batch.require(op.memory_id, active=True), "deleted", event="DELETE")
     elif op.event == "REJECT":
@@ -221,8 +238,14 @@ def apply_op(batch: Batch, op: MemoryOp, text: str, vec: np.ndarray | None, sour
     else:
         mid = None if op.memory_id is None else check_id(op.memory_id)
         batch.noop(mid, text)
-        if mid is not None and source_id is not None:
-            _link(batch, mid, source_id, "repeated")
+        if mid is not None:
+            _link_to(batch, mid, source, "repeated")
+
+
+def _link_to(batch: Batch, memory_id: int, source: LazySource | None, role: str) -> None:
+    sid = None if source is None else source.id()
+    if sid is not None:
+        _link(batch, memory_id, sid, role)
 
 
 def _link(batch: Batch, memory_id: int, source_id: int | None, role: str) -> None:

@@ -134,8 +134,11 @@ def test_rejected_facts_are_recorded_with_their_reason_never_written(bank):
     assert any(e.reason for e in bank.history())
     bank.undo()  # the ADD is undone; the refusals stay (they are not changes)
     assert bank.count() == 1 and len(bank.rejected(turn)) == 2
-    only = bank.apply([MemoryOp(REJECT, text="Sam is a pilot", reason="no such words")], turn="ingest:notes.jsonl/2")
+    only = bank.apply([MemoryOp(REJECT, text="Sam is a pilot", reason="no such words")], turn="ingest:notes.jsonl/2",
+                      source=_turn("qqpilotqq I fly", "ingest:notes.jsonl/2"))
     assert not only and only.batch_id is not None and heard[-1] is only
+    # a turn whose facts were all refused keeps no copy of its text
+    assert bank._conn.execute("SELECT count(*) FROM sources WHERE text LIKE '%qqpilotqq%'").fetchone()[0] == 0
     bank.undo()  # a REJECT is not undoable: undo passes it for the change before
     assert bank.get(old.id).status == "deleted" and len(bank.rejected()) == 3
     with pytest.raises(InvalidInputError):
