@@ -410,17 +410,14 @@ class MemoryBank:
               source: SourceTurn | None = None) -> MemoryChanges:
         """Apply manager operations in ONE transaction: all of them or none.
 
-        ADD inserts (with `supersedes=X`, the active memory X becomes superseded, its
-        `superseded_by` the new id: event SUPERSEDE, undone with the ADD; X is listed in
-        `changes.deleted`, as it left the active memories); UPDATE replaces an
+        ADD inserts (`supersedes=X`: the active X becomes superseded, `superseded_by` the new
+        id, event SUPERSEDE undone with the ADD, X in `changes.deleted`); UPDATE replaces an
         active memory's text in place (same text -> NOOP); DELETE soft-deletes; NOOP records a
         NOOP event; REJECT records a REJECT event (the refused fact, `op.reason`, the memory a
-        refused UPDATE named) and writes no memory: not a change, not undoable, listed by
-        `rejected()`. An unknown or non-active id raises NotFoundError and nothing is applied.
-        `vectors` (one row per op, used for ADD/UPDATE) skips embedding, for callers that
-        already have them. `done_message_id`: the user message whose pending mark for the
-        manager (core.chats) is cleared in the same transaction; ConflictError, and nothing
-        applied, when it is not pending.
+        refused UPDATE named), no memory: not a change, not undoable, see `rejected()`. An
+        unknown or non-active id: NotFoundError, nothing applied. `vectors` (one row per op)
+        skips embedding. `done_message_id`: the user message whose pending mark (core.chats)
+        is cleared in the same transaction; ConflictError, nothing applied, if not pending.
 
         `source`: the turn the ops came from, kept (get-or-create, core.memory.sources) and
         linked in the same transaction: ADD "added" ("remembered" when `actor` is "user"; a
