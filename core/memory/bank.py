@@ -20,8 +20,13 @@ so exact names and numbers are found too; the Answer Agent chooses the mode.
 
 Errors: NotFoundError (unknown id), ConflictError (version mismatch / wrong state),
 InvalidInputError (empty text, bad option), DatabaseLockedError, DatabaseCorruptError,
-SchemaTooNewError. `UPDATE` is in place (the id stays stable for the manager); `superseded`
-is a valid status for callers that keep old versions but the bank itself never sets it.
+SchemaTooNewError. `UPDATE` is in place (the id stays stable for the manager); an ADD with
+`supersedes` makes the older memory `superseded` (kept, `superseded_by` the newer one).
+
+Provenance (core.memory.sources): `apply`/`add`/`edit` keep the turn they were given and link
+each memory to it; `sources()`/`memory_sources()` read the links, `remove_source_text()` and
+`forget(sources=True)` erase the turn's text; REJECT events (`rejected()`) record what the
+grounding gate refused.
 """
 
 from __future__ import annotations
@@ -37,17 +42,18 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from core.errors import ConflictError, InvalidInputError, NotFoundError
-from core.types import OP_EVENTS, Embedder, Hit, Memory, MemoryChanges, MemoryEvent, MemoryOp, TurnRef
+from core.types import Embedder, Hit, Memory, MemoryChanges, MemoryEvent, MemoryOp, MemorySource, SourceTurn, TurnRef
 
 from core.memory import history as _history
 from core.memory import io as _io
 from core.memory import index as _index
+from core.memory import sources as _sources
 from core.memory.db import Connection, Transactor, connect, translate_errors
 from core.memory.migrations import migrate
 from core.memory.mirror import VectorMirror
-from core.memory.rows import (EVENT_COLS, MEM_COLS, STATUSES, Batch, check_id, fetch_memories, fetch_memory,
-                  row_to_event, row_to_memory)
-from core.memory.text import clean_optional, clean_text, clean_time, fts_query, text_key
+from core.memory.rows import (EVENT_COLS, MEM_COLS, STATUSES, Batch, LazySource, apply_op, check_id, check_op,
+                  fetch_memories, fetch_memory, row_to_event, row_to_memory)
+from core.memory.text import clean_text, fts_query, text_key
 
 log = logging.getLogger(__name__)
 
@@ -224,7 +230,7 @@ class MemoryBank:
                 batch = Batch(conn, actor, turn)
                 yield batch
             self._apply_mirror(batch.mirror_ops)
-        if batch.changes or batch.changes.noops:
+        if batch.changes or batch.changes.noops or batch.changes.event_ids:  # a REJECT-only turn too
             self._notify(batch.changes)
 
     def _notify(self, changes: MemoryChanges) -> None:
@@ -385,25 +391,45 @@ class MemoryBank:
     # ---------------------------------------------------------------- writing
     # Every mutator returns the MemoryChanges it committed (with its `batch_id` for undo and
     # its `turn`); the same object goes to the listeners. `turn` is a TurnRef or its text.
-    def add(self, text: str, *, speaker: str | None = None, observed_at=None, source: str | None = None,
-            actor: str = "user", turn: TurnRef | str | None = None) -> MemoryChanges:
-        """Add one active memory (event ADD); `.memory` of the result is the new row."""
-        op = MemoryOp("ADD", text=text, speaker=speaker, observed_at=observed_at, source=source)
-        return self.apply([op], actor=actor, turn=turn)
+    def add(self, text: str, *, speaker: str | None = None, observed_at=None,
+            source: SourceTurn | str | None = None, actor: str = "user",
+            turn: TurnRef | str | None = None) -> MemoryChanges:
+        """Add one active memory (event ADD); `.memory` of the result is the new row.
+
+        `source`: the `SourceTurn` it came from, linked as in `apply` ("remembered" when the
+        actor is the user, "added" otherwise; the user's add without a source gets a
+        "remembered" link with no source), its `ref` kept as `Memory.source`; or a plain
+        text, kept as `Memory.source` only (no source row)."""
+        turn_source = source if isinstance(source, SourceTurn) else None
+        legacy = source.ref if isinstance(source, SourceTurn) else source
+        op = MemoryOp("ADD", text=text, speaker=speaker, observed_at=observed_at, source=legacy)
+        return self.apply([op], actor=actor, turn=turn, source=turn_source)
 
     def apply(self, ops: Sequence[MemoryOp], *, actor: str = "manager", turn: TurnRef | str | None = None,
-              vectors: np.ndarray | None = None, done_message_id: int | None = None) -> MemoryChanges:
+              vectors: np.ndarray | None = None, done_message_id: int | None = None,
+              source: SourceTurn | None = None) -> MemoryChanges:
         """Apply manager operations in ONE transaction: all of them or none.
 
-        ADD inserts; UPDATE replaces an active memory's text in place (same text -> NOOP);
-        DELETE soft-deletes; NOOP records a NOOP event. An unknown or non-active id raises
-        NotFoundError and nothing is applied. `vectors` (one row per op, used for ADD/UPDATE)
-        skips embedding, for callers that already have them. `done_message_id`: the user
-        message whose pending mark for the manager (core.chats) is cleared in the same
-        transaction; ConflictError, and nothing applied, when it is not pending.
+        ADD inserts (`supersedes=X`: the active X becomes superseded, `superseded_by` the new
+        id, event SUPERSEDE undone with the ADD, X in `changes.deleted`); UPDATE replaces an
+        active memory's text in place (same text -> NOOP); DELETE soft-deletes; NOOP records a
+        NOOP event; REJECT records a REJECT event (the refused fact, `op.reason`, the memory a
+        refused UPDATE named), no memory: not a change, not undoable, see `rejected()`. An
+        unknown or non-active id: NotFoundError, nothing applied. `vectors` (one row per op)
+        skips embedding. `done_message_id`: the user message whose pending mark (core.chats)
+        is cleared in the same transaction; ConflictError, nothing applied, if not pending.
+
+        `source`: the turn the ops came from, kept (get-or-create, core.memory.sources) and
+        linked in the same transaction: ADD "added" ("remembered" when `actor` is "user"; a
+        user's ADD without a source gets a "remembered" link with no source), UPDATE "updated"
+        (earlier links stay), NOOP naming a memory or an unchanged UPDATE "repeated", the
+        superseded memory "superseded". The source row is made on the first link (a turn whose
+        facts were all refused keeps no text); a temporary chat's message links nothing.
+        InvalidInputError for a malformed source.
         """
         ops = list(ops)
-        texts = [_check_op(op) for op in ops]
+        texts = [check_op(op) for op in ops]
+        source = _sources.check_source(source)
         need = [i for i, op in enumerate(ops) if op.event in ("ADD", "UPDATE")]
         if vectors is None:
             embedded = self._embed([texts[i] for i in need])
@@ -416,15 +442,18 @@ class MemoryBank:
         with self.batch(actor, turn) as batch:
             if done_message_id is not None:
                 self.chats.finish_pending(done_message_id, "applied")
+            lazy = None if source is None else LazySource(batch, source)
             for i, op in enumerate(ops):
-                _apply_op(batch, op, texts[i], vecs.get(i))
+                apply_op(batch, op, texts[i], vecs.get(i), lazy)
         return batch.changes
 
     def edit(self, memory_id: int, text: str, *, expected_version: int | None = None, actor: str = "user",
-             turn: TurnRef | str | None = None) -> MemoryChanges:
-        """The user's edit of an active memory (event EDIT); the same text changes nothing (empty
-        result). ConflictError if the version moved on or the memory is not active."""
+             turn: TurnRef | str | None = None, source: SourceTurn | None = None) -> MemoryChanges:
+        """The user's edit of an active memory (event EDIT, and an "edited" link: to `source`
+        when given, else with no source, i.e. the user's own); the same text changes nothing
+        (empty result). ConflictError if the version moved on or the memory is not active."""
         text = clean_text(text)
+        source = _sources.check_source(source)
         vec = self._embed([text])[0]
         with self.batch(actor, turn) as batch:
             mem = batch.require(memory_id)
@@ -435,6 +464,8 @@ class MemoryBank:
                 raise ConflictError(f"Memory #{mem.id} is {mem.status}; restore it before editing.")
             if mem.text != text:
                 batch.set_text(mem, text, vec, event="EDIT")
+                sid = None if source is None else _sources.resolve(batch.conn, source, turn=batch.turn)
+                _sources.link(batch.conn, mem.id, sid, "edited", batch.last_event)
         return batch.changes
 
     def delete(self, memory_ids: int | Iterable[int], *, actor: str = "user",
@@ -457,10 +488,42 @@ class MemoryBank:
                 batch.set_status(mem, status, event=event)
         return batch.changes
 
-    def forget(self, memory_ids: int | Iterable[int]) -> MemoryChanges:
+    def forget(self, memory_ids: int | Iterable[int], *, sources: bool = False) -> MemoryChanges:
         """Permanently remove memories (one id or several, one transaction): the rows, their
-        vectors, keyword entries and their text in the history (`changes.forgotten`). Not undoable."""
-        return _history.forget(self, _id_list(memory_ids))
+        vectors, keyword entries, their text in the history and their source links
+        (`changes.forgotten`). `sources=True` also removes, in the same transaction, the text
+        of the turns they came from (as `remove_source_text`). Not undoable."""
+        return _history.forget(self, _id_list(memory_ids), sources=sources)
+
+    def rejected(self, turn: TurnRef | str | None = None, *, limit: int = 100) -> builtins.list[MemoryEvent]:
+        """REJECT events (facts the grounding gate refused, each with its `reason`), newest
+        first: all of them, or those of one turn (`TurnRef` or its text, e.g. "chat:3/17")."""
+        with self.reader() as conn:
+            return _history.rejected(conn, TurnRef.of(turn), limit)
+
+    def sources(self, memory_ids: Iterable[int]) -> dict[int, builtins.list[MemorySource]]:
+        """Where each memory came from: its links, oldest first (`MemorySource`; a chat source
+        reads its message's text, None once the chat was deleted or the text removed). Every
+        id given is a key; an unknown id or one without links maps to []."""
+        ids = [check_id(i) for i in memory_ids]
+        with self.reader() as conn:
+            return _sources.read(conn, ids)
+
+    def memory_sources(self, memory_id: int) -> builtins.list[MemorySource]:
+        """One memory's links, oldest first. NotFoundError for an unknown memory."""
+        mid = check_id(memory_id)
+        with self.reader() as conn:
+            if fetch_memory(conn, mid) is None:
+                raise NotFoundError(f"There is no memory #{memory_id}.")
+            return _sources.read(conn, [mid])[mid]
+
+    def remove_source_text(self, source_ids: int | Iterable[int]) -> int:
+        """Remove the text of sources (`MemorySource.source_id`) in one transaction: a turn's
+        kept text, a chat message's content (it becomes "" with meta {"removed": true}), and
+        the REJECT events of those turns; the WAL is checkpointed so no file keeps it. The
+        memories and links stay (they read "source deleted"). Returns how many sources still
+        had text; NotFoundError for an unknown id (nothing removed)."""
+        return _history.remove_source_text(self, _id_list(source_ids, what="source"))
 
     def history(self, memory_id: int | None = None, *, limit: int = 100) -> builtins.list[MemoryEvent]:
         """Events newest first (for one memory, or all). NotFoundError for an id never seen."""
@@ -520,46 +583,14 @@ class MemoryBank:
             }
 
 
-def _id_list(memory_ids) -> list[int]:
+def _id_list(memory_ids, what: str = "memory") -> list[int]:
     """One id or an iterable of ids -> distinct ids in order; InvalidInputError for none."""
     if isinstance(memory_ids, (str, bytes)) or not isinstance(memory_ids, Iterable):
         return [check_id(memory_ids)]
     ids = list(dict.fromkeys(check_id(i) for i in memory_ids))
     if not ids:
-        raise InvalidInputError("No memory ids given.")
+        raise InvalidInputError(f"No {what} ids given.")
     return ids
-
-
-def _check_op(op: MemoryOp) -> str:
-    """Validate one op before anything is written; returns its cleaned text ('' if none)."""
-    if not isinstance(op, MemoryOp):
-        raise InvalidInputError(f"Expected a MemoryOp, got {type(op).__name__}.")
-    if op.event not in OP_EVENTS:
-        raise InvalidInputError(f"Unknown memory operation {op.event!r}.")
-    if op.event in ("UPDATE", "DELETE") and op.memory_id is None:
-        raise InvalidInputError(f"A {op.event} operation needs a memory id.")
-    if op.event in ("ADD", "UPDATE"):
-        return clean_text(op.text)
-    return clean_optional(op.text) or ""
-
-
-def _apply_op(batch: Batch, op: MemoryOp, text: str, vec: np.ndarray | None) -> None:
-    """`vec` is the text's embedding, given (by `apply`) for every ADD and UPDATE."""
-    if op.event == "ADD":
-        assert vec is not None
-        batch.insert(text, vec, speaker=clean_optional(op.speaker), observed_at=clean_time(op.observed_at),
-                     source=clean_optional(op.source))
-    elif op.event == "UPDATE":
-        mem = batch.require(op.memory_id, active=True)
-        if mem.text == text:
-            batch.noop(mem.id, text)
-        else:
-            assert vec is not None
-            batch.set_text(mem, text, vec, event="UPDATE")
-    elif op.event == "DELETE":
-        batch.set_status(batch.require(op.memory_id, active=True), "deleted", event="DELETE")
-    else:
-        batch.noop(None if op.memory_id is None else check_id(op.memory_id), text)
 
 
 def _rrf(*rankings: list[tuple[int, float]]) -> list[tuple[int, float]]:

@@ -3,14 +3,18 @@
 Undo reverts events, never rewrites them: each reverted event is marked `undone` and an UNDO
 event records the reversal (with `reverts` = the event's id). Without an event id, undo takes
 the newest batch that still has undoable events (one manager turn, one import, one user
-action) and reverts all of it in reverse order, in one transaction. UNDO, NOOP and FORGET
-events, and history copied in by an import, are not undoable.
+action) and reverts all of it in reverse order, in one transaction. UNDO, NOOP, REJECT and
+FORGET events, and history copied in by an import, are not undoable. Undoing an UPDATE or
+EDIT drops the source links it made; undoing a SUPERSEDE makes the older memory active again
+(no `superseded_by`) and drops its "superseded" link.
 
 Forget is the privacy exit: the row, its vector, its FTS entry, every event about it (and
 manager NOOP events quoting its text, compared case- and whitespace-insensitively) are deleted
 (the connection runs with `PRAGMA secure_delete` on), the WAL is checkpointed, and the
 optional text log (`core.textlog`) is emptied, so the text survives in no file of the data
 folder. One FORGET event (no text) remains so the history shows that something was forgotten.
+Its source links go too; with `sources=True` the text of those sources is removed as well
+(`core.memory.sources.remove_text`), in the same transaction.
 """
 
 from __future__ import annotations
@@ -20,17 +24,18 @@ from typing import TYPE_CHECKING
 
 from core.errors import ConflictError, InvalidInputError, NotFoundError
 from core.textlog import erase_text_log
-from core.types import MemoryChanges
+from core.types import MemoryChanges, MemoryEvent, TurnRef
 
+from core.memory import sources as _sources
 from core.memory.db import checkpoint
-from core.memory.rows import Batch, fetch_memory
+from core.memory.rows import EVENT_COLS, Batch, fetch_memory, row_to_event
 
 if TYPE_CHECKING:
     from core.memory.bank import MemoryBank
 
 log = logging.getLogger(__name__)
 
-UNDOABLE = ("ADD", "IMPORT", "UPDATE", "EDIT", "DELETE", "RESTORE")
+UNDOABLE = ("ADD", "IMPORT", "UPDATE", "EDIT", "DELETE", "RESTORE", "SUPERSEDE")
 _COLS = "id, memory_id, event, old_text, new_text, old_status, new_status, undone, origin"
 _MARKS = ",".join("?" * len(UNDOABLE))
 
@@ -94,31 +99,65 @@ def _revert(batch: Batch, e: tuple, vec) -> None:
         if mem.text != new_text:
             raise stale
         batch.set_text(mem, old_text, vec, event="UNDO", reverts=eid)
+        _sources.unlink_event(batch.conn, eid)
+    elif event == "SUPERSEDE":
+        if mem.status != new_status:
+            raise stale
+        batch.set_status(mem, old_status or "active", event="UNDO", reverts=eid, clear_superseded=True)
+        _sources.unlink_event(batch.conn, eid)
     else:  # DELETE / RESTORE
         if mem.status != new_status:
             raise stale
         batch.set_status(mem, old_status or "active", event="UNDO", reverts=eid)
 
 
-def forget(bank: "MemoryBank", memory_ids: list[int]) -> MemoryChanges:
+def forget(bank: "MemoryBank", memory_ids: list[int], *, sources: bool = False) -> MemoryChanges:
     """See `MemoryBank.forget`: all of `memory_ids` in one transaction. NotFoundError for an
     unknown id (nothing is forgotten)."""
     with bank.batch("user", None) as batch:
+        linked: list[int] = []
         for mem in [batch.require(i) for i in memory_ids]:
-            _erase(batch, mem)
-    with bank.reader() as conn:
-        checkpoint(conn, "forget")
-    erase_text_log(bank.path.parent / "logs")
-    log.info("forgot %d memories (%s)", len(memory_ids), ", ".join(f"#{i}" for i in memory_ids))
+            linked += _erase(batch, mem)
+        if sources and linked:
+            _sources.remove_text(batch.conn, linked)
+    _leave_no_trace(bank, "forget")
+    log.info("forgot %d memories (%s)%s", len(memory_ids), ", ".join(f"#{i}" for i in memory_ids),
+             " and the text of their sources" if sources else "")
     return batch.changes
+
+
+def rejected(conn, turn: TurnRef | None, limit: int) -> list[MemoryEvent]:
+    """See `MemoryBank.rejected` (under the bank's `reader()`)."""
+    sql = f"SELECT {EVENT_COLS} FROM memory_events WHERE event = 'REJECT'"
+    params: list = []
+    if turn is not None:
+        sql += " AND turn = ?"
+        params.append(str(turn))
+    rows = conn.execute(sql + " ORDER BY id DESC LIMIT ?", (*params, max(0, int(limit)))).fetchall()
+    return [row_to_event(r) for r in rows]
+
+
+def remove_source_text(bank: "MemoryBank", source_ids: list[int]) -> int:
+    """See `MemoryBank.remove_source_text`."""
+    with bank.batch("user", None) as batch:  # writes no event: removing a turn's text is not a memory change
+        removed = _sources.remove_text(batch.conn, source_ids)
+    _leave_no_trace(bank, "source text removal")
+    return removed
+
+
+def _leave_no_trace(bank: "MemoryBank", why: str) -> None:
+    with bank.reader() as conn:
+        checkpoint(conn, why)
+    erase_text_log(bank.path.parent / "logs")
 
 
 def _key(text: str) -> str:
     return " ".join(text.split()).casefold().rstrip(".!")
 
 
-def _erase(batch: Batch, mem) -> None:
-    """The row, its vector, and every event quoting its text; one FORGET event remains."""
+def _erase(batch: Batch, mem) -> list[int]:
+    """The row, its vector, its links and every event quoting its text; one FORGET event
+    remains. Returns the sources it was linked to."""
     texts = {mem.text}
     for old, new in batch.conn.execute("SELECT old_text, new_text FROM memory_events WHERE memory_id = ?",
                                        (mem.id,)):
@@ -130,5 +169,7 @@ def _erase(batch: Batch, mem) -> None:
         "(old_text IS NOT NULL OR new_text IS NOT NULL)") if _key(old or "") in keys or _key(new or "") in keys]
     for eid in quoting:
         batch.conn.execute("DELETE FROM memory_events WHERE id = ?", (eid,))
+    linked = _sources.unlink_memory(batch.conn, mem.id)
     batch.remove(mem)
     batch.event(mem.id, "FORGET")
+    return linked

@@ -4,7 +4,7 @@ Line 1 is a header `{"type": "header", "format": "memory-r1-memories", "schema_v
 "embedder": ..., "dim": ..., "exported_at": ..., "count": N}`; then one line per memory:
 `{"type": "memory", "id", "text", "speaker", "observed_at", "created_at", "updated_at",
 "source", "status", "version", "history": [{"event", "old_text", "new_text", "old_status",
-"new_status", "actor", "at", "turn", "undone"}, ...]}`. Vectors are not exported: import
+"new_status", "actor", "at", "turn", "reason", "undone"}, ...]}`. Vectors are not exported: import
 re-embeds with the bank's embedder (the header's embedder is informative only).
 
 Import validates the whole file before writing anything (`ImportFormatError("line N: ...")`),
@@ -34,8 +34,9 @@ if TYPE_CHECKING:
 
 FORMAT = "memory-r1-memories"
 EXPORT_VERSION = 1
-EVENTS = ("ADD", "UPDATE", "DELETE", "NOOP", "EDIT", "RESTORE", "IMPORT", "UNDO", "FORGET")
-_HIST_FIELDS = ("event", "old_text", "new_text", "old_status", "new_status", "actor", "at", "turn", "undone")
+EVENTS = ("ADD", "UPDATE", "DELETE", "NOOP", "EDIT", "RESTORE", "IMPORT", "UNDO", "FORGET", "REJECT", "SUPERSEDE")
+_HIST_FIELDS = ("event", "old_text", "new_text", "old_status", "new_status", "actor", "at", "turn", "reason",
+                "undone")
 
 
 @dataclass(frozen=True)
@@ -124,7 +125,7 @@ def import_jsonl(bank: "MemoryBank", path: Path, *, actor: str = "import") -> Im
                 batch.event(mem.id, h["event"], old_text=h.get("old_text"), new_text=h.get("new_text"),
                             old_status=h.get("old_status"), new_status=h.get("new_status"),
                             actor=h.get("actor") or "import", at=h.get("at"), turn=h.get("turn"),
-                            undone=bool(h.get("undone")), origin="import")
+                            undone=bool(h.get("undone")), origin="import", reason=h.get("reason"))
             batch.event(mem.id, "IMPORT", new_text=mem.text, new_status=mem.status)
             imported += 1
     return ImportReport(imported=imported, skipped=len(records) - imported, changes=batch.changes)

@@ -114,11 +114,83 @@ _MANAGER_QUEUE = (
     "DELETE FROM conversations WHERE temporary = 1",
 )
 
+# Provenance (core.memory.sources): `sources` holds each turn a memory came from (a chat turn
+# names its message, whose text stays in `messages` and is read by join; `message_id` becomes
+# NULL when the message is purged; any other turn keeps its text and is unique by `ref`);
+# `memory_sources` links memories to sources (many-to-many, `source_id` NULL for the user's
+# own edit or addition; `event_id` is the event that made the link, so undo can drop it).
+# `memories.superseded_by` names the newer memory that replaced a superseded one;
+# `memory_events.reason` says why a REJECT was refused. Existing `memories.source` strings
+# become links: "chat:<c>/<m>" a chat source (message_id NULL when the message is gone),
+# "import:<file>" an import source (role imported), any other text a turn source without text;
+# a memory the user added by hand gets a "remembered" link, each EDIT not undone an "edited" one.
+_NOW = "strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now')"
+_CHAT_REF = "'chat:' || m.conversation_id || '/' || m.id"
+_PROVENANCE = (
+    """CREATE TABLE sources (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind TEXT NOT NULL CHECK (kind IN ('chat', 'turn', 'user', 'import')),
+        message_id INTEGER REFERENCES messages(id) ON DELETE SET NULL,
+        ref TEXT,
+        speaker TEXT,
+        said_at TEXT,
+        text TEXT,
+        created_at TEXT NOT NULL,
+        CHECK (kind = 'chat' OR message_id IS NULL),
+        CHECK (kind != 'chat' OR text IS NULL)
+    )""",
+    "CREATE UNIQUE INDEX sources_message_idx ON sources(message_id) WHERE message_id IS NOT NULL",
+    "CREATE UNIQUE INDEX sources_ref_idx ON sources(ref) WHERE kind != 'chat'",
+    "CREATE INDEX sources_chat_ref_idx ON sources(ref) WHERE kind = 'chat'",
+    """CREATE TABLE memory_sources (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        memory_id INTEGER NOT NULL,
+        source_id INTEGER,
+        role TEXT NOT NULL CHECK (role IN
+            ('added', 'updated', 'repeated', 'edited', 'remembered', 'imported', 'superseded')),
+        linked_at TEXT NOT NULL,
+        event_id INTEGER
+    )""",
+    "CREATE INDEX memory_sources_memory_idx ON memory_sources(memory_id, id)",
+    "CREATE INDEX memory_sources_source_idx ON memory_sources(source_id)",
+    "ALTER TABLE memory_events ADD COLUMN reason TEXT",
+    "ALTER TABLE memories ADD COLUMN superseded_by INTEGER",
+    "CREATE INDEX memory_events_turn_idx ON memory_events(turn) WHERE event = 'REJECT'",
+    # chat sources whose message still exists (speaker and time from the manager's queue)
+    f"""INSERT INTO sources(kind, message_id, ref, speaker, said_at, created_at)
+        SELECT 'chat', m.id, {_CHAT_REF}, q.speaker, q.said_at, {_NOW}
+        FROM messages m LEFT JOIN manager_queue q ON q.message_id = m.id
+        WHERE {_CHAT_REF} IN (SELECT source FROM memories WHERE source LIKE 'chat:%') ORDER BY m.id""",
+    # chat sources whose message is gone: the link reads "source deleted"
+    f"""INSERT INTO sources(kind, ref, created_at)
+        SELECT 'chat', source, {_NOW} FROM memories
+        WHERE source GLOB 'chat:[0-9]*/[0-9]*' AND source NOT GLOB 'chat:*[^0-9/]*'
+          AND source NOT IN (SELECT ref FROM sources)
+        GROUP BY source ORDER BY min(id)""",
+    f"""INSERT INTO sources(kind, ref, created_at)
+        SELECT CASE WHEN source LIKE 'import:%' THEN 'import' ELSE 'turn' END, source, {_NOW}
+        FROM memories WHERE trim(coalesce(source, '')) != '' AND source NOT IN (SELECT ref FROM sources)
+        GROUP BY source ORDER BY min(id)""",
+    """INSERT INTO memory_sources(memory_id, source_id, role, linked_at, event_id)
+        SELECT mem.id, s.id, CASE s.kind WHEN 'import' THEN 'imported' ELSE 'added' END, mem.created_at,
+               (SELECT min(e.id) FROM memory_events e WHERE e.memory_id = mem.id AND e.event IN ('ADD', 'IMPORT'))
+        FROM memories mem JOIN sources s ON s.ref = mem.source ORDER BY mem.id""",
+    """INSERT INTO memory_sources(memory_id, source_id, role, linked_at, event_id)
+        SELECT e.memory_id, NULL, 'remembered', e.at, e.id FROM memory_events e
+        JOIN memories mem ON mem.id = e.memory_id
+        WHERE e.event = 'ADD' AND e.actor = 'user' AND trim(coalesce(mem.source, '')) = '' ORDER BY e.id""",
+    """INSERT INTO memory_sources(memory_id, source_id, role, linked_at, event_id)
+        SELECT e.memory_id, NULL, 'edited', e.at, e.id FROM memory_events e
+        JOIN memories mem ON mem.id = e.memory_id
+        WHERE e.event = 'EDIT' AND e.undone = 0 ORDER BY e.id""",
+)
+
 # (number, name, statements): numbers are 1, 2, 3... in order
 MIGRATIONS: list[tuple[int, str, tuple[str, ...]]] = [
     (1, "memories, events, keyword index", _MEMORIES),
     (2, "conversations and messages", _CHATS),
     (3, "the memory manager's durable queue", _MANAGER_QUEUE),
+    (4, "provenance: sources, links, supersession, reject reasons", _PROVENANCE),
 ]
 LATEST = MIGRATIONS[-1][0]
 

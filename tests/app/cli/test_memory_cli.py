@@ -13,6 +13,7 @@ import pytest
 
 from app.cli import main
 from core.fakes import HashEmbedder
+from core.memory.migrations import LATEST
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -64,7 +65,7 @@ def test_history_undo_forget_stats(capsys):
     stats = run_json(capsys, "stats")
     assert stats["memories"]["active"] == 0 and stats["embedder"] == "hash-embedder"
     code, out, _ = run(capsys, "stats")
-    assert code == 0 and re.search(r"^schema version +3$", out, re.M)
+    assert code == 0 and re.search(rf"^schema version +{LATEST}$", out, re.M)
 
 
 def test_stats_is_an_aligned_table_and_json_the_dict(capsys, data_home):
