@@ -50,6 +50,9 @@ class Settings:
                                                           "purged for good (at start-up); 0 = at the next start"})
     chat_memory_tokens: int = field(default=120, metadata={"help": "most prompt tokens of memories given with one "
                                                                    "chat message (each costs first-token time)"})
+    manager_extraction: str = field(default="auto", metadata={
+        "help": "how the memory manager finds a turn's facts: free (the model writes them), extractive "
+                "(it chooses among the turn's own sentences) or auto (extractive under 1B parameters)"})
     welcome_shown: bool = False
 
     def validate(self) -> None:
@@ -62,6 +65,8 @@ class Settings:
         budget = self.chat_memory_tokens
         if isinstance(budget, bool) or not isinstance(budget, int) or not 0 <= budget <= 4000:
             raise InvalidInputError("Chat memory tokens must be a whole number from 0 to 4000.")
+        if self.manager_extraction not in ("free", "extractive", "auto"):
+            raise InvalidInputError("Manager extraction must be free, extractive or auto.")
         days = self.trash_days
         if isinstance(days, bool) or not isinstance(days, int) or not 0 <= days <= 3650:
             raise InvalidInputError("Days in the trash must be a whole number from 0 to 3650.")

@@ -62,6 +62,8 @@ def _specs(args):
     from core.config import Settings, settings_path
 
     settings = Settings.load(settings_path())
+    if getattr(args, "manager_extraction", None):
+        settings.manager_extraction = args.manager_extraction
     shipped = settings.use_shipped_adapters and not getattr(args, "no_shipped_adapters", False)
     answer, manager = (with_shipped_adapter(model_spec(args, role, role_spec(settings, role)), role, shipped)
                        for role in ("answer", "manager"))
@@ -153,14 +155,14 @@ def run_ingest(args) -> int:
 
     from core.assistant.ingest import STATE_FILE, IngestState, ingest_turns, load_turns
     from core.fileio import sha256_file
-    from core.agents.manager import MemoryManager
+    from core.agents.manager import ManagerConfig, MemoryManager
     from core.llm.modelset import ModelSet
     from core.paths import data_dir
 
     path = Path(args.file)
     turns = load_turns(path)  # a bad file fails here, before any model is loaded
     _check_files(args)
-    _settings, _, manager_spec = _specs(args)
+    settings, _, manager_spec = _specs(args)
     key = sha256_file(path)  # an edited file starts over instead of skipping wrongly
     state = IngestState(data_dir() / STATE_FILE)
     if args.restart:
@@ -168,7 +170,8 @@ def run_ingest(args) -> int:
     done = min(state.done(key), len(turns))
     if done >= len(turns):
         summary = {"file": str(path), "turns": len(turns), "skipped": done, "processed": 0,
-                   "added": 0, "updated": 0, "deleted": 0, "unchanged": 0, "failed": state.failed(key)}
+                   "added": 0, "updated": 0, "deleted": 0, "unchanged": 0, "rejected": 0,
+                   "failed": state.failed(key)}
         _print_ingest(summary, args.json, already=True)
         return 0
     # a small model gets a second instance for the decision calls: extraction and decision
@@ -180,7 +183,8 @@ def run_ingest(args) -> int:
         from core.memory.db import check_writable
 
         check_writable(bank.path)  # a lock or a read-only file is said before the models load
-        manager = MemoryManager(bank, models.manager, decide_backend=models.decide)
+        manager = MemoryManager(bank, models.manager, decide_backend=models.decide,
+                                config=ManagerConfig(extraction=settings.manager_extraction))
         with tqdm(total=len(turns), initial=done, unit="turn", desc="ingest", file=sys.stderr,
                   dynamic_ncols=True, disable=not sys.stderr.isatty()) as bar:
             report = ingest_turns(manager, turns, state=state, key=key, file=str(path.resolve()),
@@ -191,7 +195,8 @@ def run_ingest(args) -> int:
     ch = report.changes
     summary = {"file": str(path), "turns": report.total, "skipped": report.skipped,
                "processed": report.processed, "added": len(ch.added), "updated": len(ch.updated),
-               "deleted": len(ch.deleted), "unchanged": ch.noops, "failed": report.failed}
+               "deleted": len(ch.deleted), "unchanged": ch.noops, "rejected": report.rejected,
+               "failed": report.failed}
     _print_ingest(summary, args.json)
     return 0
 
@@ -206,7 +211,9 @@ def _print_ingest(summary: dict, as_json: bool, already: bool = False) -> None:
     print(f"{summary['file']}: {summary['processed']} turns processed"
           + (f" ({summary['skipped']} done earlier)" if summary["skipped"] else "")
           + f"; memories: {summary['added']} added, {summary['updated']} updated, "
-            f"{summary['deleted']} deleted, {summary['unchanged']} unchanged.")
+            f"{summary['deleted']} deleted, {summary['unchanged']} unchanged"
+          + (f"; {summary['rejected']} proposed facts not saved (not in what was said)" if summary["rejected"] else "")
+          + ".")
     if summary["failed"]:
         print(f"warning: {len(summary['failed'])} turn(s) failed (model output unusable twice; see the log): "
               + ", ".join(summary["failed"][:10]), file=sys.stderr)

@@ -32,7 +32,8 @@ def register(sub) -> None:
     lp.add_argument("--system", default="memory-r1", metavar="NAME",
                     help="memory-r1 | no-distill | rag | full-context, a comma-separated list, or 'all' "
                          "(several systems: one sub-folder each plus a comparison)")
-    add_model_options(lp, title="models", default="the embedded SmolLM2-135M", n_ctx_default=4096, judge=True)
+    add_model_options(lp, title="models", default="the embedded SmolLM2-135M", n_ctx_default=4096, judge=True,
+                      gate=True)
     lp.add_argument("--out", metavar="DIR", help="output folder (default: <data dir>/eval/<data>-<options>[/<system>])")
     add_cache_option(lp)
     lp.add_argument("--fresh", action="store_true", help="discard earlier predictions in the output folder")
@@ -54,6 +55,7 @@ def _config(args):
         max_questions=args.max_questions, max_sessions=args.max_sessions, out=args.out,
         cache_dir=args.cache_dir, answer_model=model_spec(args, "answer"),
         manager_model=model_spec(args, "manager"), judge_model=args.judge_model,
+        manager_extraction=args.manager_extraction or "auto", gate=not args.no_gate,
         fresh=args.fresh, progress=not args.no_progress)
 
 

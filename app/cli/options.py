@@ -91,16 +91,27 @@ def add_threads_option(p, what: str = "CPU threads") -> None:
     p.add_argument("--threads", type=positive, metavar="N", help=f"{what} (default: physical cores)")
 
 
+EXTRACTION_CHOICES = ("free", "extractive", "auto")  # core.agents.manager.EXTRACTIONS
+
+
 def add_model_options(p, *, title: str, default: str, n_ctx_default: int | None = None,
-                      shipped: bool = False, judge: bool = False) -> None:
+                      shipped: bool = False, judge: bool = False, gate: bool = False) -> None:
     """The model options shared by chat/ingest/ask and eval, in one argument group: a GGUF and a
-    GGUF LoRA adapter per role (`default` says what is used without them), the context size
-    and threads; `shipped` adds --no-shipped-adapters, `judge` --judge-model."""
+    GGUF LoRA adapter per role (`default` says what is used without them), the manager's
+    extraction mode, the context size and threads; `shipped` adds --no-shipped-adapters,
+    `judge` --judge-model, `gate` --no-gate."""
     g = p.add_argument_group(title)
     g.add_argument("--answer-model", metavar="PATH", help=f"GGUF for the answer agent (default: {default})")
     g.add_argument("--manager-model", metavar="PATH", help=f"GGUF for the memory manager (default: {default})")
     g.add_argument("--answer-adapter", metavar="PATH", help="GGUF LoRA adapter for the answer agent")
     g.add_argument("--manager-adapter", metavar="PATH", help="GGUF LoRA adapter for the memory manager")
+    g.add_argument("--manager-extraction", choices=EXTRACTION_CHOICES, metavar="free|extractive|auto",
+                   help="how the memory manager finds a turn's facts: 'free' (the model writes them), "
+                        "'extractive' (it chooses among the turn's own sentences) or 'auto' (extractive "
+                        "for a manager model under 1B parameters; default: settings, else auto)")
+    if gate:
+        g.add_argument("--no-gate", action="store_true",
+                       help="write the manager's facts without the grounding gate (the paper's path)")
     if shipped:
         g.add_argument("--no-shipped-adapters", action="store_true",
                        help="do not attach the trained adapters shipped with the app (assets/adapters)")

@@ -1,11 +1,13 @@
 """The Memory Manager (method.md §1): after each dialogue turn, turn it into memory operations.
 
 `MemoryManager.process_turn` runs, for one turn:
-extract facts (schema-constrained) -> skip exact and near duplicates without a model call ->
+extract facts (schema-constrained) -> the grounding gate (a fact the turn does not support
+becomes a REJECT op) -> skip exact and near duplicates without a model call ->
 retrieve the top 5 related memories per fact (merged) -> show them under small integer
 aliases -> constrained ADD/UPDATE/DELETE/NONE ops (the model's NONE is a NOOP op) -> validate
 the ids (the manager may only touch the memories it was SHOWN; anything else is dropped and
-logged) -> one `bank.apply` transaction (recorded in the event log) -> the `MemoryChanges`.
+logged) -> the gate again on the ADD/UPDATE texts -> one `bank.apply` transaction (recorded
+in the event log) -> the `MemoryChanges`.
 
 Threading: a manager is driven by one thread at a time (the pipeline's manager thread or the
 ingest loop); the backend is not thread-safe.
@@ -24,22 +26,38 @@ Departures from Mem0/the paper (our choices):
 - duplicates found by `find_duplicate` are recorded as NOOP ops (the event log shows why a
   fact was not stored) instead of being shown to the model;
 - a turn longer than `max_turn_chars` is extracted in chunks of `chunk_chars`; the part past
-  `max_turn_chars` is not scanned (logged), the message itself is kept in full by the caller.
+  `max_turn_chars` is not scanned (logged), the message itself is kept in full by the caller;
+- the grounding gate (`core.agents.grounding.check_fact`, `ManagerConfig.gate`): every
+  extracted fact is checked against the turn (its text, speaker, time and the other speakers
+  this manager has seen) before it is deduplicated or shown to the model, and every ADD/UPDATE
+  text the decision call writes is checked again (an UPDATE against the turn plus the memory it
+  rewrites). A refused fact becomes a REJECT op with the gate's reason, never a memory. The
+  cosine part of the gate is calibrated for all-MiniLM-L6-v2 only: with another embedder the
+  gate is lexical;
+- extraction modes (`ManagerConfig.extraction`): "free" is the paper's (the model writes the
+  facts); "extractive" lets the model only choose among the turn's own sentences and code
+  rewrites them (`core.agents.extractive`); "auto" picks extractive for a manager model under
+  `EXTRACTIVE_MAX_PARAMS` parameters (read from its GGUF header) and free for a larger or an
+  unknown one (`resolve_extraction`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import AbstractSet, Mapping, Sequence, TypedDict
 
-from core.agents import prompts
+from core.agents import extractive, prompts
+from core.agents.grounding import DEFAULT_CONFIG as GATE_DEFAULTS
+from core.agents.grounding import GateConfig, Source, Verdict, check_fact
 from core.agents.guards import RepetitionGuard, fact_key
-from core.errors import Cancelled, ModelOutputError, NotFoundError, UserError
+from core.embeddings import DEFAULT_EMBEDDER_NAME
+from core.errors import Cancelled, InvalidInputError, ModelOutputError, NotFoundError, UserError
 from core.memory.text import clean_fragment
 from core.textlog import log_text
-from core.types import CancelToken, ChatBackend, GenParams, Memory, MemoryChanges, MemoryOp, read_stream
+from core.types import (REJECT, CancelToken, ChatBackend, GenParams, Memory, MemoryChanges, MemoryOp, SourceTurn,
+                        read_stream)
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +65,36 @@ log = logging.getLogger(__name__)
 EXTRACT_PARAMS = GenParams(temperature=0.0, max_tokens=1024)
 DECIDE_PARAMS = GenParams(temperature=0.0, max_tokens=1536)
 RETRY_TEMPERATURE = 0.5
+
+EXTRACTIONS = ("free", "extractive", "auto")
+# "auto": a manager model with fewer parameters than this (the GGUF header's count) chooses
+# among the turn's sentences instead of writing facts (figures in docs/results.md, "Extractive")
+EXTRACTIVE_MAX_PARAMS = 1_000_000_000
+# known without a speaker: how the prompts name an unnamed speaker
+_UNNAMED = ("User", extractive.DEFAULT_SPEAKER)
+
+
+def resolve_extraction(mode: str, parameter_count: int | None) -> str:
+    """"free" or "extractive" for a `ManagerConfig.extraction` value and the manager model's
+    parameter count (None: unknown, e.g. a scripted test backend). InvalidInputError for an
+    unknown mode.
+
+    >>> resolve_extraction("auto", 135_000_000), resolve_extraction("auto", 7_000_000_000)
+    ('extractive', 'free')
+    >>> resolve_extraction("auto", None), resolve_extraction("extractive", None)
+    ('free', 'extractive')
+    """
+    if mode not in EXTRACTIONS:
+        raise InvalidInputError(f"Unknown extraction mode {mode!r}: choose one of {', '.join(EXTRACTIONS)}.")
+    if mode != "auto":
+        return mode
+    return "extractive" if parameter_count is not None and parameter_count < EXTRACTIVE_MAX_PARAMS else "free"
+
+
+def parameter_count(backend) -> int | None:
+    """The backend's model size from its GGUF header (`LlamaBackend.info`), None when unknown."""
+    n = getattr(getattr(backend, "info", None), "parameter_count", None)
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else None
 
 
 @dataclass
@@ -64,6 +112,21 @@ class ManagerConfig:
     max_turn_chars: int = 16000
     extract_params: GenParams = EXTRACT_PARAMS
     decide_params: GenParams = DECIDE_PARAMS
+    gate: bool = True  # the grounding gate (ours); False = the paper's path, nothing refused
+    extraction: str = "auto"  # "free" | "extractive" | "auto" (module docstring)
+    gate_config: GateConfig = field(default=GATE_DEFAULTS)
+
+    def __post_init__(self) -> None:
+        resolve_extraction(self.extraction, None)  # InvalidInputError for an unknown mode
+
+    def variant(self) -> str:
+        """What of this config changes the banks a manager builds beyond the model and the
+        prompts: a cache key part ("gate-auto", "nogate-free").
+
+        >>> ManagerConfig().variant(), ManagerConfig(gate=False, extraction="free").variant()
+        ('gate-auto', 'nogate-free')
+        """
+        return f"{'gate' if self.gate else 'nogate'}-{self.extraction}"
 
 
 class _Provenance(TypedDict):
@@ -180,6 +243,19 @@ def parse_manager_output(raw: str, alias_map: Mapping[str, Memory], *, speaker: 
     return ops
 
 
+@dataclass
+class Screened:
+    """One turn before its first decision call (`MemoryManager.screen`): the extracted facts the
+    gate accepted, the REJECT ops of those it refused, the NOOP ops of the accepted ones that
+    duplicate a memory, and the rest (`fresh`, with their vectors)."""
+
+    facts: list[str] = field(default_factory=list)
+    rejected: list[MemoryOp] = field(default_factory=list)
+    duplicates: list[MemoryOp] = field(default_factory=list)
+    fresh: list[str] = field(default_factory=list)
+    fresh_vecs: list = field(default_factory=list)
+
+
 class MemoryManager:
     """Runs the Memory Manager over turns, writing to one `MemoryBank`.
 
@@ -199,6 +275,9 @@ class MemoryManager:
         if params is not None:  # one override for both calls (e.g. a seed for evaluation)
             self.config.extract_params = params
             self.config.decide_params = params
+        self.known_names: set[str] = set()  # the speakers of the turns processed so far (the gate's context)
+        self.last_rejected: list[MemoryOp] = []  # the REJECT ops of the last `process_turn`
+        self._extraction: str | None = None
 
     # --- model calls ------------------------------------------------------------------
     def _generate(self, messages, schema: dict, params: GenParams, cancel: CancelToken | None,
@@ -259,19 +338,94 @@ class MemoryManager:
             start = end
         return [c for c in chunks if c]
 
+    @property
+    def extraction(self) -> str:
+        """The extraction mode in use, "free" or "extractive" ("auto" resolved once, from the
+        extraction backend's parameter count)."""
+        if self._extraction is None:
+            self._extraction = resolve_extraction(self.config.extraction, parameter_count(self.backend))
+            log.info("memory manager: %s extraction (%s, configured %s)", self._extraction,
+                     getattr(self.backend, "name", "model"), self.config.extraction)
+        return self._extraction
+
     def extract(self, text: str, *, speaker: str | None, time: str | None,
                 cancel: CancelToken | None = None) -> list[str]:
-        """The facts of one turn (its own text only). Raises ModelOutputError after one retry."""
+        """The facts of one turn (its own text only), not yet gated (`screen` gates them).
+        Raises ModelOutputError after one retry."""
+        extract_chunk = self._choose_facts if self.extraction == "extractive" else self._write_facts
         facts: list[str] = []
         seen: set[str] = set()
         for chunk in self._chunks(text):
-            messages = prompts.extraction_messages(chunk, speaker, time)
-            for fact in self._call_with_retry("fact extraction", messages, prompts.FACTS_SCHEMA,
-                                              self.config.extract_params, prompts.parse_facts, cancel):
+            for fact in extract_chunk(chunk, speaker, time, cancel):
                 if fact_key(fact) not in seen:
                     seen.add(fact_key(fact))
                     facts.append(fact)
         return facts
+
+    def _write_facts(self, chunk: str, speaker: str | None, time: str | None, cancel) -> list[str]:
+        """Free extraction: the model writes the facts (method.md §1)."""
+        messages = prompts.extraction_messages(chunk, speaker, time)
+        return self._call_with_retry("fact extraction", messages, prompts.FACTS_SCHEMA,
+                                     self.config.extract_params, prompts.parse_facts, cancel)
+
+    def _choose_facts(self, chunk: str, speaker: str | None, time: str | None, cancel) -> list[str]:
+        """Extractive: the model picks among the chunk's own statements (numbers under a schema
+        enum), code rewrites them; no call when the chunk has no candidate."""
+        who = speaker or extractive.DEFAULT_SPEAKER
+
+        def choose(cands: Sequence[str]) -> list[int]:
+            n = len(cands)
+            params = dataclasses.replace(self.config.extract_params, max_tokens=16 + 4 * n)
+            return self._call_with_retry("fact choice", extractive.choice_messages(cands, who, time),
+                                         extractive.choice_schema(n), params,
+                                         lambda raw: extractive.parse_choice(raw, n), cancel)
+
+        return [f[:prompts.FACT_MAX_CHARS] for f in extractive.extract_facts(chunk, who, time, choose)]
+
+    # --- the grounding gate -------------------------------------------------------------
+    @property
+    def gate_embedder(self):
+        """The bank's embedder when the gate's cosine is calibrated for it (all-MiniLM-L6-v2),
+        else None (the gate is then lexical only)."""
+        embedder = getattr(self.bank, "embedder", None)
+        return embedder if getattr(embedder, "name", None) == DEFAULT_EMBEDDER_NAME else None
+
+    def context_names(self, speaker: str | None) -> tuple[str, ...]:
+        """Names a fact may carry without the turn saying them: the other speakers seen so far
+        (and how the prompts call an unnamed speaker)."""
+        names = sorted(n for n in self.known_names if n != speaker)
+        return tuple(names) + (_UNNAMED if not speaker else ())
+
+    def check(self, fact: str, text: str, *, speaker: str | None, time: str | None,
+              memory: str | None = None) -> Verdict:
+        """The gate's verdict on `fact` said in the turn `text` (`memory`: the text an UPDATE
+        rewrites). Always ok with `ManagerConfig.gate` off."""
+        if not self.config.gate:
+            return Verdict(True, None, 1.0, checks_ok=True)
+        source = Source(text, speaker, time, memory=memory, names=self.context_names(speaker))
+        return check_fact(fact, source, embedder=self.gate_embedder, config=self.config.gate_config)
+
+    def _gate_decided(self, decided: Sequence[MemoryOp], text: str, accepted: set[str], *,
+                      speaker: str | None, time: str | None) -> list[MemoryOp]:
+        """The decision call's ops with every ADD/UPDATE text the turn does not support
+        (an UPDATE: with the memory it rewrites) turned into a REJECT op. `accepted`: fact
+        keys that already passed (an ADD copying an extracted fact is not checked twice)."""
+        out = []
+        for op in decided:
+            if op.event == "ADD" and fact_key(op.text) not in accepted:
+                verdict = self.check(op.text, text, speaker=speaker, time=time)
+            elif op.event == "UPDATE":
+                verdict = self.check(op.text, text, speaker=speaker, time=time, memory=op.old_text)
+            else:
+                out.append(op)
+                continue
+            if verdict.ok:
+                accepted.add(fact_key(op.text))
+                out.append(op)
+            else:
+                log_text(f"{op.event} refused by the gate ({verdict.reason})", op.text)
+                out.append(dataclasses.replace(op, event=REJECT, reason=verdict.reason))
+        return out
 
     @property
     def related_min_score(self) -> float:
@@ -316,40 +470,55 @@ class MemoryManager:
         return self._call_with_retry("memory decision", messages, schema, self.config.decide_params, parse, cancel,
                                      self.decide_backend)
 
-    def plan_turn(self, text: str, *, speaker: str | None, time: str | None = None,
-                  source: str | None = None, cancel: CancelToken | None = None) -> list[MemoryOp]:
-        """All the ops of one turn, without writing anything (see the module docstring)."""
+    def screen(self, text: str, *, speaker: str | None, time: str | None = None, source: str | None = None,
+               cancel: CancelToken | None = None) -> Screened:
+        """Everything of one turn before its first decision call: extract, gate, skip the
+        duplicates (the state builder of training/data/manager.py calls this too)."""
         extra: _Provenance = {"speaker": speaker, "observed_at": time, "source": source}
-        facts = self.extract(text, speaker=speaker, time=time, cancel=cancel)
-        if not facts:
-            return []
-        vecs = self.bank.embed(facts)
-        ops: list[MemoryOp] = []
-        fresh, fresh_vecs = [], []
-        for fact, vec in zip(facts, vecs):
+        out = Screened()
+        for fact in self.extract(text, speaker=speaker, time=time, cancel=cancel):
+            verdict = self.check(fact, text, speaker=speaker, time=time)
+            if verdict.ok:
+                out.facts.append(fact)
+            else:
+                log_text(f"turn {source} fact refused by the gate ({verdict.reason})", fact)
+                out.rejected.append(MemoryOp(REJECT, text=fact, reason=verdict.reason, **extra))
+        if out.rejected:
+            log.info("turn %s: %d facts refused by the grounding gate", source, len(out.rejected))
+        if not out.facts:
+            return out
+        for fact, vec in zip(out.facts, self.bank.embed(out.facts)):
             dup = self.bank.find_duplicate(fact, speaker=speaker, threshold=self.config.duplicate_threshold, vec=vec)
             if dup is not None:
                 log_text(f"turn {source} fact skipped as duplicate of #{dup.id}", fact)
-                ops.append(MemoryOp("NOOP", text=fact, memory_id=dup.id, **extra))
+                out.duplicates.append(MemoryOp("NOOP", text=fact, memory_id=dup.id, **extra))
             else:
-                fresh.append(fact)
-                fresh_vecs.append(vec)
-        if ops:
-            log.info("turn %s: %d facts, %d skipped as duplicates of %s", source, len(facts), len(ops),
-                     ", ".join(f"#{op.memory_id}" for op in ops))
-        if not fresh:
-            return ops
+                out.fresh.append(fact)
+                out.fresh_vecs.append(vec)
+        if out.duplicates:
+            log.info("turn %s: %d facts, %d skipped as duplicates of %s", source, len(out.facts),
+                     len(out.duplicates), ", ".join(f"#{op.memory_id}" for op in out.duplicates))
+        return out
+
+    def plan_turn(self, text: str, *, speaker: str | None, time: str | None = None,
+                  source: str | None = None, cancel: CancelToken | None = None) -> list[MemoryOp]:
+        """All the ops of one turn, without writing anything (see the module docstring): the
+        gate's REJECT ops first, then the duplicates' NOOPs, then the ADDs and the decisions."""
+        extra: _Provenance = {"speaker": speaker, "observed_at": time, "source": source}
+        screened = self.screen(text, speaker=speaker, time=time, source=source, cancel=cancel)
+        ops: list[MemoryOp] = screened.rejected + screened.duplicates
+        accepted = {fact_key(f) for f in screened.facts}
         size = self.config.facts_per_decision
         touched: set[int] = set()
-        for i in range(0, len(fresh), size):
-            batch, batch_vecs = fresh[i:i + size], fresh_vecs[i:i + size]
+        for i in range(0, len(screened.fresh), size):
+            batch, batch_vecs = screened.fresh[i:i + size], screened.fresh_vecs[i:i + size]
             unrelated, to_decide, shown = self.split_batch(batch, batch_vecs, speaker=speaker, exclude=touched)
             ops += [MemoryOp("ADD", text=f, **extra) for f in unrelated]
             if not to_decide:
                 continue
             decided = self.decide(to_decide, shown, speaker=speaker, observed_at=time, source=source, cancel=cancel)
             touched |= {op.memory_id for op in decided if op.memory_id is not None}
-            ops += decided
+            ops += self._gate_decided(decided, text, accepted, speaker=speaker, time=time)
         return ops
 
     def split_batch(self, facts: Sequence[str], vecs, *, speaker: str | None,
@@ -372,29 +541,41 @@ class MemoryManager:
     def process_turn(self, text: str, *, speaker: str | None, time: str | None = None,
                      turn: str | None = None, source: str | None = None,
                      cancel: CancelToken | None = None, done_message_id: int | None = None,
-                     actor: str = "manager") -> MemoryChanges:
+                     actor: str = "manager", source_turn: SourceTurn | None = None) -> MemoryChanges:
         """Extract, decide and apply one turn in ONE transaction; returns what changed.
         `actor` is recorded in the event log ("tool" for the MCP/HTTP servers' remember).
         `done_message_id` is passed to `MemoryBank.apply` (the chat's pending mark is cleared
-        with the ops; when nothing is applied the caller clears it).
+        with the ops; when nothing is applied the caller clears it). `source_turn`: the turn
+        as the bank keeps it for provenance (default: this text, speaker and time, with
+        `done_message_id` as its message and `turn` as its ref). The gate's refused facts are
+        passed to the bank as REJECT ops and kept in `last_rejected`.
 
         If a shown memory vanished before the write (a user deleted it meanwhile), the ops on
         it are dropped (logged) and the rest applied.
         """
+        self.last_rejected = []
         if not text or not text.strip():
             return MemoryChanges()
         ops = self.plan_turn(text, speaker=speaker, time=time, source=source or turn, cancel=cancel)
+        if speaker:
+            self.known_names.add(speaker)
+        self.last_rejected = [op for op in ops if op.event == REJECT]
         if not ops:
             return MemoryChanges()
         if cancel is not None and cancel.cancelled:
             raise Cancelled("manager cancelled before writing")
+        src = source_turn or SourceTurn(text, speaker, time, message_id=done_message_id, ref=turn)
         try:
-            return self.bank.apply(ops, actor=actor, turn=turn, done_message_id=done_message_id)
+            return self._apply(ops, actor=actor, turn=turn, done_message_id=done_message_id, source=src)
         except NotFoundError as exc:
             kept = [op for op in ops if op.memory_id is None or self._active(op.memory_id)]
             log.warning("turn %s: %s; applying the %d ops whose memories still exist", turn, exc, len(kept))
-            return self.bank.apply(kept, actor=actor, turn=turn,
-                                   done_message_id=done_message_id) if kept else MemoryChanges()
+            return self._apply(kept, actor=actor, turn=turn, done_message_id=done_message_id, source=src)
+
+    def _apply(self, ops: list[MemoryOp], *, actor: str, turn: str | None, done_message_id: int | None,
+               source: SourceTurn) -> MemoryChanges:
+        return self.bank.apply(ops, actor=actor, turn=turn, done_message_id=done_message_id,
+                               source=source) if ops else MemoryChanges()
 
     def _active(self, memory_id: int) -> bool:
         try:

@@ -51,7 +51,7 @@ from datetime import datetime
 from typing import Callable
 
 from core.agents.answer import AnswerAgent
-from core.agents.manager import MemoryManager
+from core.agents.manager import ManagerConfig, MemoryManager
 from core.agents.prompts import chat_system, chat_user_turn, format_time
 from core.assistant.commands import forget, parse_command, remember
 from core.config import Settings
@@ -152,7 +152,8 @@ class Assistant:
                 job = self._queue[0]
                 token = self._running = CancelToken()
                 self._running_on = self.models.manager
-                manager = MemoryManager(self.bank, self._running_on)
+                manager = MemoryManager(self.bank, self._running_on,
+                                        config=ManagerConfig(extraction=self.settings.manager_extraction))
             changes: MemoryChanges | None = None
             outcome: str | None = None
             try:

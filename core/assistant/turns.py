@@ -43,7 +43,8 @@ log = logging.getLogger(__name__)
 @dataclass
 class TurnOutcome:
     """What one turn did: its changes (None when it failed), the model error, the time it took
-    (hooks included) and what `before_turn` prepared for it."""
+    (hooks included), what `before_turn` prepared for it and how many proposed facts the
+    grounding gate refused (`MemoryManager.last_rejected`)."""
 
     index: int
     turn: Any
@@ -51,6 +52,7 @@ class TurnOutcome:
     error: ModelOutputError | None = None
     seconds: float = 0.0
     prepared: Any = None
+    rejected: int = 0
 
     def op_counts(self) -> dict[str, int]:
         """{"ADD", "UPDATE", "DELETE", "NOOP"} -> how many (all 0 for a failed turn)."""
@@ -108,6 +110,7 @@ class TurnsReport:
     processed: int = 0
     failed: list[str] = field(default_factory=list)  # turn ids whose model output failed (this run)
     changes: MemoryChanges = field(default_factory=MemoryChanges)
+    rejected: int = 0  # facts the grounding gate refused (this run)
 
 
 def remaining(turns: Sequence, progress: ProgressStore | None) -> int:
@@ -139,6 +142,8 @@ def run_turns(manager, turns: Sequence, *, progress: ProgressStore | None = None
             outcome.changes = manager.process_turn(turn.text, speaker=turn.speaker, time=turn.time,
                                                    turn=turn.turn_id, source=turn.turn_id)
             report.changes = report.changes.merge(outcome.changes)
+            outcome.rejected = len(getattr(manager, "last_rejected", ()))
+            report.rejected += outcome.rejected
         except ModelOutputError as exc:
             log.error("turn %s skipped: %s (%d chars of output)", turn.turn_id, exc, len(exc.raw or ""))
             log_text(f"turn {turn.turn_id} model output", (exc.raw or "")[:500])

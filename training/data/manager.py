@@ -56,7 +56,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-STATE_LAYOUT = "manager-states-2"  # bump when what a state holds changes
+STATE_LAYOUT = "manager-states-3"  # bump when what a state holds changes (3: facts gated)
 KINDS = ("decision", "no-related", "all-duplicates", "no-facts", "extract-failed")
 _DIA = re.compile(r"D\d+:\d+")
 _UNDOABLE = ("ADD", "UPDATE", "DELETE")  # what a manager turn writes (core.memory.history undoes them)
@@ -106,7 +106,7 @@ class ManagerState:
     source: str  # "locomo:<sample>/<dia_id>", the memories' source as the app writes it
     speakers: list[str]
     kind: str  # one of KINDS
-    facts: list[str]  # everything extracted from the turn
+    facts: list[str]  # the turn's extracted facts that the grounding gate accepted
     duplicates: list[str]  # facts the app skips as duplicates (NOOP without a model call)
     decision_facts: list[str]  # the facts of the (first) decision call
     shown_ids: list[int]  # snapshot ids shown under aliases "0", "1", ...
@@ -284,26 +284,20 @@ def _snapshot(bank: MemoryBank, table: _VectorTable, embedder) -> list[dict]:
 def plan_state(manager, turn: Turn) -> tuple[str, list[str], list[str], list[str], list[Memory], list[str]]:
     """(kind, facts, duplicates, decision_facts, shown, auto_added) of one turn over the
     manager's bank, computed as `MemoryManager.plan_turn` does before its first decision call
-    (auto_added: the first batch's facts with no related memory, ADDed without a model call)."""
-    bank, cfg = manager.bank, manager.config
+    (`MemoryManager.screen`: facts are those the grounding gate accepted; auto_added: the first
+    batch's facts with no related memory, ADDed without a model call)."""
+    cfg = manager.config
     try:
-        facts = manager.extract(turn.full_text, speaker=turn.speaker, time=turn.time or None)
+        screened = manager.screen(turn.full_text, speaker=turn.speaker, time=turn.time or None)
     except ModelOutputError as exc:
         log.warning("state %s: fact extraction failed: %s", turn.dia_id, exc)
         return "extract-failed", [], [], [], [], []
+    facts, dups = screened.facts, [op.text for op in screened.duplicates]
     if not facts:
         return "no-facts", [], [], [], [], []
-    vecs = bank.embed(facts)
-    fresh, fresh_vecs, dups = [], [], []
-    for fact, vec in zip(facts, vecs):
-        if bank.find_duplicate(fact, speaker=turn.speaker, threshold=cfg.duplicate_threshold, vec=vec) is None:
-            fresh.append(fact)
-            fresh_vecs.append(vec)
-        else:
-            dups.append(fact)
-    if not fresh:
+    if not screened.fresh:
         return "all-duplicates", facts, dups, [], [], []
-    batch, batch_vecs = fresh[:cfg.facts_per_decision], fresh_vecs[:cfg.facts_per_decision]
+    batch, batch_vecs = screened.fresh[:cfg.facts_per_decision], screened.fresh_vecs[:cfg.facts_per_decision]
     unrelated, to_decide, shown = manager.split_batch(batch, batch_vecs, speaker=turn.speaker)
     if not to_decide:
         return "no-related", facts, dups, batch, [], unrelated

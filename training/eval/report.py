@@ -79,6 +79,7 @@ def merge_ingestion(stats: Sequence[dict]) -> dict | None:
         "memories": sum(int(s.get("memories", 0)) for s in stats),
         "ops": ops,
         "failures": sum(int(s.get("failures", 0)) for s in stats),
+        "rejected": sum(int(s.get("rejected") or 0) for s in stats),  # refused by the grounding gate
         "cached": sum(1 for s in stats if s.get("cached")),
         "manager_turn_s": percentiles(turn_s),
         "kind": stats[0].get("kind", "memory"),
@@ -146,6 +147,7 @@ def render_report(summary: dict, plots: Sequence[str] = ()) -> str:
                   f"- turns ingested: {ing['turns']} in {ing['seconds']:.1f} s",
                   f"- memories in the bank(s): {ing['memories']}",
                   "- operations: " + ", ".join(f"{k} {ops[k]}" for k in OP_NAMES),
+                  f"- proposed facts rejected by the grounding gate: {ing.get('rejected', 0)}",
                   f"- manager failures (unparseable output after the retry; turn skipped): {ing['failures']}"]
     elif ing:
         how = "from the cache" if ing.get("cached") else f"in {ing['seconds']:.1f} s"
@@ -303,6 +305,7 @@ def comparison_table(summaries: Sequence[dict], labels: Sequence[str]) -> str:
         ("memories in bank", [ing(s, lambda i: str(i["memories"])) for s in summaries]),
         ("ops ADD/UPD/DEL/NOOP", [ing(s, lambda i: "/".join(str(i["ops"][k]) for k in OP_NAMES))
                                   for s in summaries]),
+        ("facts rejected", [ing(s, lambda i: str(i.get("rejected", 0))) for s in summaries]),
         ("manager s/turn p50/p95", [ing(s, lambda i: _sec(i["manager_turn_s"])) for s in summaries]),
         ("retrieval s p50/p95", [_sec(s["timings"]["retrieval_s"]) for s in summaries]),
         ("answer s p50/p95", [_sec(s["timings"]["answer_s"]) for s in summaries]),

@@ -63,6 +63,8 @@ class EvalConfig:
     answer_model: ModelSpec = field(default_factory=ModelSpec)
     manager_model: ModelSpec = field(default_factory=ModelSpec)
     judge_model: str | None = None
+    manager_extraction: str = "auto"  # core.agents.manager.ManagerConfig.extraction
+    gate: bool = True  # the grounding gate (False: the paper's path)
     k: int = 60
     fresh: bool = False
     progress: bool = True
@@ -81,6 +83,13 @@ class EvalConfig:
             raise InvalidInputError("k must be at least 2 (half per speaker).")
         self.answer_model.validate()
         self.manager_model.validate()
+        self.manager_config()  # InvalidInputError for an unknown extraction mode
+
+    def manager_config(self):
+        """The Memory Manager's `ManagerConfig` for this run."""
+        from core.agents.manager import ManagerConfig
+
+        return ManagerConfig(extraction=self.manager_extraction, gate=self.gate)
 
 
 class Components:
@@ -110,12 +119,13 @@ class Components:
         return self.models.has(role)
 
     def memory_bank(self, sample: Sample, folder: Path, *, max_sessions: int | None,
-                    progress: bool) -> BankHandle:
+                    progress: bool, manager_config=None) -> BankHandle:
         """The sample's Memory-Manager bank in `folder` (cached; built with the manager, and
         the second manager instance for decisions when there is one)."""
         decide = (lambda: self.models.get("decide")) if self.models.has("decide") else None
         return ingest_memory_bank(sample, folder, self.embedder, lambda: self.models.get("manager"),
-                                  max_sessions=max_sessions, progress=progress, decide_backend=decide)
+                                  max_sessions=max_sessions, progress=progress, decide_backend=decide,
+                                  manager_config=manager_config)
 
     def close(self) -> None:
         """Close every loaded backend (best effort); a later use loads it again."""
@@ -172,6 +182,7 @@ def run_identity(config: EvalConfig, system: System, comps: Components, data_dig
              "k": config.k, "n_ctx": config.answer_model.n_ctx}
     if system.uses_manager:
         ident["manager"] = comps.ids.get("manager")
+        ident["manager_variant"] = config.manager_config().variant()
     return ident
 
 
@@ -233,8 +244,11 @@ def _bank_for(system: System, sample: Sample, comps: Components, config: EvalCon
               cache: Path) -> BankHandle | None:
     emb = comps.ids["embedder"]
     if system.bank == "memory":
-        folder = cache / bank_key("memory", sample, config.max_sessions, emb, comps.ids.get("manager"))
-        return comps.memory_bank(sample, folder, max_sessions=config.max_sessions, progress=config.progress)
+        manager = config.manager_config()
+        folder = cache / bank_key("memory", sample, config.max_sessions, emb,
+                                  f"{comps.ids.get('manager') or ''}/{manager.variant()}")
+        return comps.memory_bank(sample, folder, max_sessions=config.max_sessions, progress=config.progress,
+                                 manager_config=manager)
     if system.bank == "turns":
         folder = cache / bank_key("turns", sample, config.max_sessions, emb)
         return build_turn_bank(sample, folder, comps.embedder, max_sessions=config.max_sessions)
@@ -318,6 +332,8 @@ def _config_dict(config: EvalConfig, system: System, comps: Components) -> dict:
         "answer_model": comps.ids.get("answer"), "answer_adapter": d["answer_model"]["adapter"],
         "manager_model": comps.ids.get("manager") if system.uses_manager else None,
         "manager_adapter": d["manager_model"]["adapter"] if system.uses_manager else None,
+        "manager_extraction": config.manager_extraction if system.uses_manager else None,
+        "gate": config.gate if system.uses_manager else None,
         "judge_model": comps.ids.get("judge"), "n_ctx": config.answer_model.n_ctx,
         "prompt_version": prompts.PROMPT_VERSION, "embedder": comps.ids.get("embedder"),
         "finished_at": time.strftime("%Y-%m-%d %H:%M:%S"),

@@ -106,14 +106,15 @@ def _bar(*, total: int, desc: str, enabled: bool, initial: int = 0):
 
 def ingest_memory_bank(sample: Sample, folder: Path, embedder, manager_backend: Callable[[], ChatBackend],
                        *, max_sessions: int | None, progress: bool = False,
-                       decide_backend: Callable[[], ChatBackend] | None = None) -> BankHandle:
+                       decide_backend: Callable[[], ChatBackend] | None = None, manager_config=None) -> BankHandle:
     """The sample's Memory-Manager bank in `folder`: reused when complete, else built or resumed
     (the one turn loop, `core.assistant.turns.run_turns`, checkpointing to `turns.jsonl`).
 
     `manager_backend` (and `decide_backend`, an optional second instance of the same model for
     the per-fact decisions, so the extraction prompt's cached prefix is not evicted: about half
     the time per turn, benchmarks/agents.py) is called only when some turn still has to be
-    processed (a cached bank needs no model). A turn whose model output fails twice
+    processed (a cached bank needs no model). `manager_config`: the manager's
+    `ManagerConfig` (default: the app's). A turn whose model output fails twice
     (ModelOutputError) is recorded as a failure and skipped; any other error stops ingestion
     with the progress kept.
     """
@@ -131,7 +132,7 @@ def ingest_memory_bank(sample: Sample, folder: Path, embedder, manager_backend: 
             checkpoint = JsonlProgress(folder / "turns.jsonl", key_of=lambda t: t.dia_id, record_of=_ingest_record)
             todo = remaining(turns, checkpoint)
             if todo and not cached:
-                manager = MemoryManager(bank, manager_backend(),
+                manager = MemoryManager(bank, manager_backend(), config=manager_config,
                                         decide_backend=decide_backend() if decide_backend else None)
                 bar = _bar(total=len(turns), initial=len(turns) - todo, desc=f"ingest {sample.sample_id}",
                            enabled=progress)
@@ -152,7 +153,7 @@ def ingest_memory_bank(sample: Sample, folder: Path, embedder, manager_backend: 
 def _ingest_record(outcome) -> dict:
     """One `turns.jsonl` line: the turn, its op counts, the model error (or None), its time."""
     turn = outcome.turn
-    return {"dia_id": turn.dia_id, "speaker": turn.speaker, **outcome.op_counts(),
+    return {"dia_id": turn.dia_id, "speaker": turn.speaker, **outcome.op_counts(), "rejected": outcome.rejected,
             "error": str(outcome.error)[:500] if outcome.error is not None else None,
             "seconds": outcome.seconds}
 
@@ -165,6 +166,7 @@ def _ingest_stats(records: Sequence[dict], bank: MemoryBank, *, cached: bool) ->
         "seconds": round(sum(r["seconds"] for r in records), 3),
         "turn_seconds": [r["seconds"] for r in records],
         "ops": {e: sum(o[e] for o in ops) for e in OP_EVENTS},
+        "rejected": sum(int(r.get("rejected") or 0) for r in records),  # facts the grounding gate refused
         "failures": sum(1 for r in records if r.get("error")),
         "memories": bank.count(),
         "cached": cached,

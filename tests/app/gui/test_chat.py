@@ -97,7 +97,7 @@ def test_manager_memory_appears_in_panel_with_notice(qtbot, make_window, answer_
     notices = []
     window.memoryNotice.connect(lambda *args: notices.append(args))
     with qtbot.waitSignal(window.replyFinished, timeout=15_000):
-        _send(qtbot, window, "I have a dog")
+        _send(qtbot, window, "I have a dog named Rex")
     qtbot.waitUntil(lambda: bool(notices), timeout=15_000)  # the manager may finish before or after
     changes, turn = notices[0]
     assert [m.text for m in changes.added] == ["User has a dog named Rex"]
@@ -123,7 +123,7 @@ def test_next_reply_uses_the_remembered_memory(qtbot, make_window, manager_backe
     answer = FakeBackend(default=answer_script)
     window = make_window(answer, manager_backend)
     with qtbot.waitSignal(window.replyFinished, timeout=15_000):
-        _send(qtbot, window, "I have a dog")
+        _send(qtbot, window, "I have a dog named Rex")
     assert window.assistant.wait_idle(15)  # the manager stored the fact
     with qtbot.waitSignal(window.replyFinished, timeout=10_000) as blocker:
         _send(qtbot, window, "What is my dog called?")
@@ -158,7 +158,7 @@ def test_temporary_chat_neither_reads_nor_writes_memory(qtbot, make_window, answ
     window.new_chat(temporary=True)
     assert window.chat.banner.isVisible()
     with qtbot.waitSignal(window.replyFinished, timeout=10_000) as blocker:
-        _send(qtbot, window, "I have a dog")
+        _send(qtbot, window, "I have a dog named Rex")
     assert window.current_conversation.temporary
     assert blocker.args[0].retrieved == []
     assert window.assistant.wait_idle(10)

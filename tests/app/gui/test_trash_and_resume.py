@@ -44,15 +44,15 @@ def test_delete_forever_from_the_trash_with_confirmation(qtbot, make_window, ans
                                                           bank):
     window = make_window(answer_backend, manager_backend)
     with qtbot.waitSignal(window.replyFinished, timeout=10_000):
-        _send(qtbot, window, "I have a dog")
+        _send(qtbot, window, "I have a dog named Rex")
     assert window.assistant.wait_idle(5)
     memories = [m.id for m in bank.list()]
     assert memories  # the manager learnt about the dog
-    cid = _delete_current(qtbot, window, "I have a dog")
+    cid = _delete_current(qtbot, window, "I have a dog named Rex")
     panel = window.conversations
     assert not panel.purge_button.isVisible()
     qtbot.mouseClick(panel.trash_button, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: _titles(window) == ["I have a dog"])
+    qtbot.waitUntil(lambda: _titles(window) == ["I have a dog named Rex"])
     assert panel.purge_button.isVisible() and not panel.new_button.isEnabled()
     panel.view.setCurrentIndex(panel.model.index(0))
     assert window.current_conversation is None  # choosing a chat in the trash does not open it

@@ -100,7 +100,8 @@ def test_update_consolidates_under_an_alias_never_a_real_id(bank):
         ops({"id": "0", "text": "John adopted two dogs, Buddy and Scout", "event": "UPDATE",
              "old_memory": "John adopted a dog named Buddy"}),
     ])
-    changes = MemoryManager(bank, backend).process_turn("We adopted Scout too", speaker="John", turn="t:3")
+    changes = MemoryManager(bank, backend).process_turn("We adopted Scout too, so we have two dogs now",
+                                                      speaker="John", turn="t:3")
     assert [m.id for m in changes.updated] == [buddy.id]
     assert bank.get(buddy.id).text == "John adopted two dogs, Buddy and Scout"
     decision = backend.calls[1]["messages"][-1]["content"]
@@ -113,7 +114,7 @@ def test_update_consolidates_under_an_alias_never_a_real_id(bank):
 
 def test_delete_is_soft_and_add_of_the_new_fact_applies(bank):
     pizza = seed(bank, "John likes pizza")[0]
-    changes = turn(bank, "I'm off pizza", facts("John no longer likes pizza"),
+    changes = turn(bank, "I no longer like pizza.", facts("John no longer likes pizza"),
                    ops({"id": "0", "text": "John likes pizza", "event": "DELETE"},
                        {"id": "1", "text": "John no longer likes pizza", "event": "ADD"}))
     assert [m.id for m in changes.deleted] == [pizza.id]
@@ -191,7 +192,7 @@ def test_delete_of_a_memory_that_was_not_shown_is_refused(bank, warnings):
     secret = seed(bank, "Mary hates spiders", speaker="Mary")[0]
     assert secret.id == 2
     # "2" is the unshown memory's real id, and also no alias of this call
-    changes = turn(bank, "tennis daily", facts("John plays tennis every day"),
+    changes = turn(bank, "I play tennis every day", facts("John plays tennis every day"),
                    ops({"id": "2", "text": "Mary hates spiders", "event": "DELETE"},
                        {"id": "0", "text": "John plays tennis every day", "event": "UPDATE"}))
     assert bank.get(secret.id).status == "active"
@@ -282,19 +283,19 @@ def test_a_looping_extraction_is_cut_short_and_kept_distinct(bank):
 def test_a_phrase_loop_inside_one_item_is_cut_and_dropped(bank):
     loop = '{"facts": ["John has a dog.", "Rex is a dog who' + " is a dog who" * 60 + '"]}'
     backend = FakeBackend([loop], chunk=5)
-    changes = MemoryManager(bank, backend).process_turn("Rex!", speaker="John")
+    changes = MemoryManager(bank, backend).process_turn("I have a dog, Rex!", speaker="John")
     assert [m.text for m in changes.added] == ["John has a dog."]
 
 
 def test_unrelated_memories_are_not_shown_and_the_fact_is_added_directly(bank):
     seed(bank, "Skiing in snowy winter mountains")
     backend = FakeBackend([facts("John adopted a dog named Rex")])
-    changes = MemoryManager(bank, backend).process_turn("Rex!", speaker="John")
+    changes = MemoryManager(bank, backend).process_turn("I adopted a dog named Rex!", speaker="John")
     assert [m.text for m in changes.added] == ["John adopted a dog named Rex"]
     assert len(backend.calls) == 1  # no decision: nothing related enough to show
     shown_all = MemoryManager(bank, FakeBackend([facts("John adopted a cat named Tom"), ops()]),
                               config=ManagerConfig(related_min_score=-1.0))
-    shown_all.process_turn("Tom!", speaker="John")
+    shown_all.process_turn("I adopted a cat named Tom!", speaker="John")
     assert len(shown_all.backend.calls) == 2  # with no threshold (Mem0) the model is asked
 
 
@@ -304,7 +305,7 @@ def test_decisions_can_run_on_a_second_instance(bank):
     decide = FakeBackend([ops({"id": "0", "text": "John plays tennis on Sundays", "event": "UPDATE"})])
     config = ManagerConfig()
     changes = MemoryManager(bank, extract, decide_backend=decide, config=config,
-                            params=config.extract_params).process_turn("tennis", speaker="John")
+                            params=config.extract_params).process_turn("I play tennis on Sundays", speaker="John")
     assert [m.text for m in changes.updated] == ["John plays tennis on Sundays"]
     assert len(extract.calls) == 1 and len(decide.calls) == 1
     assert "facts" in extract.calls[0]["schema"]["properties"] and "memory" in decide.calls[0]["schema"]["properties"]
@@ -316,7 +317,7 @@ def test_only_facts_with_related_memories_reach_the_decision_call(bank):
     backend = FakeBackend([facts("John plays tennis every Sunday morning", "Snowy winter mountains are far"),
                            ops()])
     changes = MemoryManager(bank, backend, config=ManagerConfig(related_min_score=0.3)).process_turn(
-        "tennis and skiing", speaker="John")
+        "I play tennis every Sunday morning. Snowy winter mountains are far.", speaker="John")
     assert [m.text for m in changes.added] == ["Snowy winter mountains are far"]  # unrelated: ADDed directly
     decision = backend.calls[1]["messages"][-1]["content"]
     assert "John plays tennis every Sunday morning" in decision and "Snowy winter" not in decision

@@ -90,7 +90,7 @@ def test_the_manager_never_delays_a_reply(bank, make):
     manager = FakeBackend([slow_extraction], default='{"facts": []}')
     assistant = make(FakeBackend(default="**Answer:** ok"), manager)
     cid = conv(bank)
-    assistant.reply(cid, "first")
+    assistant.reply(cid, "I have a cat named Tom.")
     assert entered.wait(5)  # the manager is now stuck inside turn 1
     start = time.perf_counter()
     reply = assistant.reply(cid, "second")
@@ -115,7 +115,7 @@ def test_a_shared_model_is_preempted_by_a_reply_and_the_turn_redone(bank, make):
     backend = FakeBackend(default=script, chunk=4, delay=0.004)
     assistant = make(backend)
     cid = conv(bank)
-    assistant.reply(cid, "I have a cat")
+    assistant.reply(cid, "I have a cat named Tom")
     assert started.wait(5)
     start = time.perf_counter()
     reply = assistant.reply(cid, "hi again")
