@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 
 from core.agents.manager import MemoryManager
 from core.fakes import FakeBackend
