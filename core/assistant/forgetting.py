@@ -63,6 +63,7 @@ _VERBS = (r"forget|delete|remove|erase|wipe|drop|unlearn|stop remembering|quit r
           r"do not store|scratch")
 _NEEDS_MARKER = {"delete", "remove", "erase", "wipe", "drop", "scratch"}
 _PREVIOUS_OBJ = (r"(?:that|this|that one|this one|what i (?:just )?(?:said|told you|wrote|mentioned|typed)|"
+                 r"(?:that|this) memory|i (?:just |ever )?(?:said|told you|mentioned) (?:that|this|it)|"
                  r"my (?:last|previous) message|the last (?:thing|message)|that last (?:bit|part|message))")
 _TAIL = r"(?:[\s,]+(?:please|too|as well|for me|thanks|thank you|from (?:your |the )?memory))*[\s.!?]*$"
 _PREVIOUS = re.compile(_LEAD + rf"(?P<verb>{_VERBS})\s+{_PREVIOUS_OBJ}{_TAIL}", re.I)
@@ -86,8 +87,9 @@ _OBJECT = re.compile(
     r"|(?:about|that)\s+)", re.I)
 _FROM_MEMORY = re.compile(r"\s+from (?:your |the )?memory\b.*$|\s+(?:please|for me|too|as well)$", re.I)
 _NOT_A_TARGET = re.compile(
-    r"^(?:to|when|what|who|how|where|why|if|whether|it(?:\s*,|\s+all)?$|it\b|that$|this$|me$|them$|him$|her$|"
-    r"us$|you$|everything$|all$|anything$|about it|myself|yourself|things$|stuff$|the (?:whole )?"
+    r"^(?:(?:to|when|what|who|how|where|why|if|whether)\b(?!\s+i\b)|it(?:\s*,|\s+all)?$|it\b|that$|this$|me$|"
+    r"them$|him$|her$|us$|you$|everything$|all$|anything$|something\b|about it|myself|yourself|things?\b|stuff\b|"
+    r"the (?:whole )?"
     r"(?:thing|conversation|chat)$|(?:this|the|my|that) (?:paragraph|sentence|line|word|file|page|essay|email|"
     r"text|draft|message|chat|conversation)\b)", re.I)
 _NOT_MEMORY = re.compile(r"\b(?:let'?s|let us|for (?:a while|now|a moment|a bit|tonight|today)|"

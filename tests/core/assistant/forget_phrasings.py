@@ -31,6 +31,22 @@ POSITIVES = [
     ("ok, forget about my band", "target"),
     ("please remove the fact that I'm vegetarian", "target"),
     ("that's no longer the case", "supersede"),
+    # written after the detector, measured once as a held-out set before the fixes they led to
+    ("Forget my ex's name", "target"),
+    ("please erase the memory about my old apartment", "target"),
+    ("Can you forget that I told you about my surgery?", "target"),
+    ("Don't keep that", "previous"),
+    ("Forget what I just told you.", "previous"),
+    ("Hey, forget about Rex please", "target"),
+    ("That's no longer true, we broke up", "supersede"),
+    ("remove the memories that mention my boss", "target"),
+    ("Delete everything you know about me and Tom", "target"),
+    ("Stop remembering where I work", "target"),
+    ("I'd like you to forget my sister's phone number", "target"),
+    ("forget I said that", "previous"),
+    ("please delete that memory", "previous"),
+    ("Forget about the trip to Rome.", "target"),
+    ("Actually, that's not correct any more: I work at Spotify now", "supersede"),
 ]
 
 NEGATIVES = [
@@ -64,4 +80,20 @@ NEGATIVES = [
     "Drop me a line when you're free",
     "She told me to forget about him",
     "It's not true that cats hate water",
+    # the held-out negatives (see above)
+    "I'll never forget that trip",
+    "forget-me-nots are my favourite flowers",
+    "Can you forget things on purpose?",
+    "Delete the last line of the poem",
+    "Please remove the onions from the recipe",
+    "I tried to forget him",
+    "Don't forget the milk!",
+    "Remember when we went to Rome?",
+    "What did I tell you about my band?",
+    "forgetting is part of learning",
+    "remove duplicates from this list",
+    "That's not true any more than it was before",
+    "Is it true that you never forget?",
+    "Erase the board before class",
+    "how can I delete my account?",
 ]
