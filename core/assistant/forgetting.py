@@ -18,11 +18,13 @@ A forget in the first sentence of a longer message leaves the other sentences as
 
 `plan_forget` matches a target over the user's own memories (hybrid `bank.search`, speaker =
 the user): a memory is a clear match when it holds >= FORGET_MIN_OVERLAP of the target's
-content words (the user's name and filler left out) or its cosine is >= FORGET_MIN_COSINE; a
-weak one when it shares a word or its cosine reaches the embedder's `related_score`. Clear
-matches are acted on (at most FORGET_MAX unless "everything"/"all" was said); weak ones only,
-or too many clear ones, make a question ("Which should I forget? 1. ... 2. ..."), answered
-by a later message that `parse_choice` reads ("1 and 3", "both", "all", "none"); no match
+content words (the user's name and filler left out), or its cosine is >= FORGET_MIN_COSINE and
+it holds every name and number of the target ("I live in Portugal" is not "Sam lives in
+Lisbon"); a weak one when it shares a word, or its cosine reaches the embedder's
+`related_score` and is within WEAK_BELOW_BEST of the best. Clear matches are acted on (at most
+FORGET_MAX unless "everything"/"all" was said); weak ones only, or too many clear ones, make a
+question ("Which should I forget? 1. ... 2. ..."), answered by a later message that
+`parse_choice` reads ("1 and 3", "both", "all", "none"); no match
 says so. `carry_out` soft-deletes (`bank.delete`: ONE batch, so `bank.undo(batch=...)` brings
 all back; actor "user"; the turn that asked), never the irreversible `bank.forget`.
 
@@ -52,6 +54,7 @@ FORGET_MAX = 5  # clear matches acted on without asking, unless "everything"/"al
 FORGET_ALL_MAX = 50
 FORGET_MIN_COSINE = 0.75
 FORGET_MIN_OVERLAP = 0.6
+WEAK_BELOW_BEST = 0.05  # a weak candidate's cosine is at most this far below the best one's
 ASK_MAX = 9
 EVENT_SCAN = 2000  # latest events scanned for the previous turn's memories
 
@@ -210,6 +213,13 @@ def manager_text(text: str) -> str | None:
     return text if request is None else request.rest
 
 
+def _names(target: str, user_name: str) -> set[str]:
+    """The names (capitalised words after the first) and numbers of a target, as `words`."""
+    tokens = re.findall(r"[\w']+", target)
+    picked = [t for i, t in enumerate(tokens) if t.isdigit() or (i > 0 and t[:1].isupper() and t != "I")]
+    return words(" ".join(picked)) - words(user_name)
+
+
 def _content_words(text: str, user_name: str) -> set[str]:
     return words(text) - words(user_name) - _FILLER
 
@@ -232,14 +242,17 @@ def plan_forget(bank: MemoryBank, request: ForgetRequest, *, user_name: str,
         return plan
     cosines = {h.memory.id: h.score for h in bank.search(query, k=20, mode="vector", speaker=user_name)}
     related = float(getattr(bank.embedder, "related_score", 0.6))
-    weak_cos = max(related, 0.5)
+    weak_cos = max(related, 0.5, max(cosines.values(), default=0.0) - WEAK_BELOW_BEST)
+    names = _names(request.target, user_name)
     for hit in bank.search(query, k=20, mode="hybrid", speaker=user_name):
         mem = hit.memory
         if mem.status != "active":
             continue
-        overlap = len(target_words & _content_words(mem.text, user_name)) / len(target_words)
+        mem_words = _content_words(mem.text, user_name)
+        overlap = len(target_words & mem_words) / len(target_words)
         cos = cosines.get(mem.id, -1.0)
-        if overlap >= FORGET_MIN_OVERLAP or cos >= FORGET_MIN_COSINE:
+        close = cos >= FORGET_MIN_COSINE and names <= mem_words  # a name or number it lacks: not the same
+        if overlap >= FORGET_MIN_OVERLAP or close:
             plan.clear.append(mem)
         elif request.kind != "supersede" and (overlap > 0 or cos >= weak_cos):
             plan.ask.append(mem)
