@@ -194,3 +194,33 @@ def test_ingest_with_user_option_wraps_the_manager(bank):
     assert not ingest_turns(_manager(bank), turns).changes.deleted  # no user named: nobody may delete
     report = ingest_turns(_manager(bank), turns, user="Sam")
     assert [m.id for m in report.changes.deleted] == [rex.id]
+
+
+class _AlikeEmbedder:
+    """Every text near the same vector: cosine ~1 for any pair (a worst case of a real
+    embedder's inflated cosines between memories of one person)."""
+
+    dim = 8
+    name = "alike"
+    related_score = 0.6
+    chat_min_score = -1.0
+
+    def embed(self, texts):
+        import numpy as np
+
+        out = np.ones((len(texts), self.dim), dtype=np.float32)
+        for i, t in enumerate(texts):
+            out[i, len(t) % self.dim] += 0.05
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+def test_a_close_cosine_without_the_targets_names_is_asked_not_acted_on(make_bank, tmp_path):
+    from core.assistant.forgetting import plan_forget
+
+    bank = make_bank(tmp_path / "alike.sqlite3", _AlikeEmbedder())
+    lisbon = add(bank, "Ann lives in Lisbon")
+    jazz = add(bank, "Ann likes jazz music")
+    portugal = plan_forget(bank, detect_forget("forget that I live in Portugal"), user_name="Ann")
+    assert portugal.clear == [] and lisbon.id in [m.id for m in portugal.ask]
+    music = plan_forget(bank, detect_forget("forget my music taste"), user_name="Ann")
+    assert jazz.id in [m.id for m in music.clear]  # no name in the target: the cosine decides
