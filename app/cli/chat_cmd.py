@@ -41,6 +41,9 @@ def register(sub) -> None:
     p.add_argument("file", help="LoCoMo .json or .jsonl file")
     p.add_argument("--restart", action="store_true", help="forget earlier progress on this file")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
+    p.add_argument("--user", default="User", metavar="NAME",
+                   help="your name as a speaker (default: User, as in chat): only your own turns may ask "
+                        "to forget memories; turns of other speakers never delete")
     _model_args(p)
 
     p = add_command(sub, run_ask, "ask", help="answer one question from memory",
@@ -187,7 +190,7 @@ def run_ingest(args) -> int:
                                 config=ManagerConfig(extraction=settings.manager_extraction))
         with tqdm(total=len(turns), initial=done, unit="turn", desc="ingest", file=sys.stderr,
                   dynamic_ncols=True, disable=not sys.stderr.isatty()) as bar:
-            report = ingest_turns(manager, turns, state=state, key=key, file=str(path.resolve()),
+            report = ingest_turns(manager, turns, state=state, key=key, file=str(path.resolve()), user=args.user,
                                   on_turn=lambda turn, changes: bar.update(1))
     finally:
         models.close()

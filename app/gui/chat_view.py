@@ -1,5 +1,5 @@
 """The chat area: message bubbles, the streaming reply, "memories used", "memory updated"
-notices, and the input box.
+notices, a forget's "Forgot 2 memories: … [Undo]" notice, and the input box.
 
 Streaming (design.md: long replies must not lag): the worker appends tokens to a
 `TokenBuffer`; a 50 ms `QTimer` here takes the batch and inserts it as plain text at the end of
@@ -90,6 +90,7 @@ class MessageWidget(Bubble):
 
     memoryLinkActivated = Signal(int)
     regenerateRequested = Signal()
+    undoForgetRequested = Signal(int)  # the forget's batch id
 
     def __init__(self, role: str, text: str = "", *, message_id: int | None = None,
                  streaming: bool = False, parent=None) -> None:
@@ -110,6 +111,11 @@ class MessageWidget(Bubble):
         self.memories_button.setAutoRaise(True)
         self.memories_list = self._link_label("memoriesUsed")
         self.notice = self._link_label("memoryNotice")
+        self.forget_batch: int | None = None  # the batch of the forget this reply's notice shows
+        self.undo_forget_button = QPushButton("Undo")
+        self.undo_forget_button.setObjectName("undoForget")
+        self.undo_forget_button.hide()
+        self.undo_forget_button.clicked.connect(self._undo_forget)
         self.copy_button = QPushButton("Copy")
         self.regenerate_button = QPushButton("Regenerate")
         self._layout()
@@ -143,6 +149,7 @@ class MessageWidget(Bubble):
         box.addWidget(self.memories_list)
         box.addWidget(self.notice)
         actions = QHBoxLayout()
+        actions.addWidget(self.undo_forget_button)
         actions.addStretch(1)
         actions.addWidget(self.copy_button)
         actions.addWidget(self.regenerate_button)
@@ -196,10 +203,35 @@ class MessageWidget(Bubble):
         for verb, rows in (("added", changes.added), ("updated", changes.updated), ("deleted", changes.deleted)):
             if rows:
                 groups.append(f"{verb} " + ", ".join(memory_link(m, 60) for m in rows))
-        if not groups:
-            return
+        if not groups or (self.forget_batch is not None and changes.batch_id == self.forget_batch):
+            return  # the forget notice already says it
         self.notice.setText("<b>Memory updated:</b> " + "; ".join(groups))
         self.notice.show()
+
+    def show_forget_notice(self, changes: MemoryChanges) -> None:
+        """"Forgot 2 memories: … [Undo]" for a forget asked for in this chat; Undo emits
+        `undoForgetRequested(batch)`."""
+        rows = changes.deleted
+        if not rows or changes.batch_id is None:
+            return
+        self.forget_batch = changes.batch_id
+        n = len(rows)
+        self.notice.setText(f"<b>Forgot {n} memor{'y' if n == 1 else 'ies'}:</b> "
+                            + "; ".join(memory_link(m, 60) for m in rows))
+        self.notice.show()
+        self.undo_forget_button.setEnabled(True)
+        self.undo_forget_button.show()
+
+    def forget_undone(self, count: int) -> None:
+        """The forget was undone: say so, and no second undo."""
+        self.undo_forget_button.hide()
+        self.notice.setText(f"<b>Undone:</b> {count} memor{'y is' if count == 1 else 'ies are'} back.")
+        self.notice.show()
+
+    def _undo_forget(self) -> None:
+        if self.forget_batch is not None:
+            self.undo_forget_button.setEnabled(False)
+            self.undoForgetRequested.emit(self.forget_batch)
 
     def set_regenerate_visible(self, visible: bool) -> None:
         self.regenerate_button.setVisible(visible and self.role == "assistant")
@@ -289,7 +321,7 @@ class ChatView(QWidget):
     """The message list, the input, Send/Stop, and the temporary-chat banner.
 
     Signals: `sendRequested(text)`, `stopRequested()`, `regenerateRequested()`,
-    `memoryLinkActivated(memory_id)`, `welcomeDismissed()`.
+    `memoryLinkActivated(memory_id)`, `welcomeDismissed()`, `undoForgetRequested(batch_id)`.
     """
 
     sendRequested = Signal(str)
@@ -297,6 +329,7 @@ class ChatView(QWidget):
     regenerateRequested = Signal()
     memoryLinkActivated = Signal(int)
     welcomeDismissed = Signal()
+    undoForgetRequested = Signal(int)
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -422,6 +455,7 @@ class ChatView(QWidget):
     def _add(self, widget: MessageWidget) -> MessageWidget:
         widget.memoryLinkActivated.connect(self.memoryLinkActivated)
         widget.regenerateRequested.connect(self.regenerateRequested)
+        widget.undoForgetRequested.connect(self.undoForgetRequested)
         self.list_layout.insertWidget(self.list_layout.count() - 1, widget)
         self.messages.append(widget)
         return widget
@@ -451,6 +485,10 @@ class ChatView(QWidget):
         index = self.messages.index(user)
         follow = self.messages[index + 1:index + 2]
         return follow[0] if follow and follow[0].role == "assistant" else None
+
+    def forget_widget(self, batch_id: int) -> MessageWidget | None:
+        """The reply whose forget notice is for `batch_id`."""
+        return next((w for w in self.messages if w.forget_batch == batch_id), None)
 
     def last_assistant(self) -> MessageWidget | None:
         for widget in reversed(self.messages):

@@ -153,6 +153,7 @@ class MainWindow(QMainWindow):
         self.chat.sendRequested.connect(self.send)
         self.chat.stopRequested.connect(self.stop_reply)
         self.chat.regenerateRequested.connect(self.regenerate)
+        self.chat.undoForgetRequested.connect(self.undo_forget)
         self.chat.memoryLinkActivated.connect(self.show_memory)
         self.chat.welcomeDismissed.connect(self._welcome_done)
         self.conversations.selected.connect(self.open_conversation)
@@ -476,11 +477,32 @@ class MainWindow(QMainWindow):
                 user = self.chat.messages[-2]
                 if user.role == "user" and user.message_id is None:
                     user.message_id = reply.user_message_id
+            if widget is not None and reply.command == "forget" and reply.changes:
+                widget.show_forget_notice(reply.changes)  # with [Undo]
             self.chat.set_busy(False)
         else:
             self.chat.stop_stream()
         self.replyFinished.emit(reply)
         self.load_conversations()
+
+    def undo_forget(self, batch_id: int) -> None:
+        """[Undo] of a forget notice: `bank.undo(batch=...)` on the db worker, then the notice
+        says the memories are back (an error goes to the error dialog)."""
+        bank = self.bank
+
+        def done(changes: MemoryChanges) -> None:
+            widget = self.chat.forget_widget(batch_id)
+            if widget is not None:
+                widget.forget_undone(len(changes.added))
+            self.statusBar().showMessage(f"Undid the forget: {changes.summary()}.", 8000)
+
+        def failed(exc: BaseException) -> None:
+            widget = self.chat.forget_widget(batch_id)
+            if widget is not None:
+                widget.undo_forget_button.setEnabled(True)
+            self.report(exc)
+
+        self.runner.submit(lambda: bank.undo(batch=batch_id), name="undo forget", on_done=done, on_error=failed)
 
     def _reply_failed(self, exc: BaseException) -> None:
         self._reply_task = None

@@ -2,10 +2,10 @@
 
 `parse_command` recognises them (a question such as "remember when we met?" is not one);
 `remember` adds X, rewritten in the third person about the user (`third_person`), as a user
-memory unless the bank already holds it; `forget` soft-deletes the active memories that match
-X (cosine >= FORGET_MIN_COSINE, or >= FORGET_MIN_OVERLAP of X's content words; at most
-FORGET_MAX), which the memory history can undo. Both write through `bank.apply` with
-actor "user" and return the reply text and what changed. No model is involved.
+memory unless the bank already holds it; `forget` soft-deletes the user's active memories that
+match X in one batch (`core.assistant.forgetting`, which also finds forget requests in natural
+words), which one undo brings back. Both write with actor "user" and return the reply text and
+what changed. No model is involved.
 
 Threads: the caller's (the assistant's reply thread); the bank serialises its writes.
 """
@@ -18,14 +18,10 @@ import re
 from datetime import datetime
 
 from core.agents.prompts import format_time
-from core.types import Memory, MemoryChanges, MemoryOp
+from core.types import MemoryChanges, MemoryOp
 
 if TYPE_CHECKING:
     from core.memory.bank import MemoryBank
-
-FORGET_MAX = 5
-FORGET_MIN_COSINE = 0.75
-FORGET_MIN_OVERLAP = 0.6
 
 _REMEMBER = re.compile(r"^\s*(?:please\s+)?(?:remember|memori[sz]e)\s+(?:that\s+)?(?P<x>.+?)[\s.!]*$", re.I | re.S)
 _FORGET = re.compile(r"^\s*(?:please\s+)?forget\s+(?:that\s+|about\s+)?(?P<x>.+?)[\s.!]*$", re.I | re.S)
@@ -90,7 +86,8 @@ def third_person(text: str, name: str) -> str:
     return out
 
 
-def _words(text: str) -> set[str]:
+def words(text: str) -> set[str]:
+    """The content words of `text`, lower-cased, plural/possessive "s" dropped, stop words out."""
     return {w.removesuffix("'s").rstrip("s") or w for w in re.findall(r"[\w']+", text.lower())} - _STOP
 
 
@@ -106,26 +103,10 @@ def remember(bank: MemoryBank, arg: str, *, user_name: str, turn: str) -> tuple[
     return f"OK, I'll remember that: {fact}", changes
 
 
-def matching_memories(bank: MemoryBank, target: str) -> list[Memory]:
-    """The active memories a "forget" of `target` (already in the third person) means: among
-    the 10 nearest, those close enough in meaning or sharing enough of its words."""
-    vec = bank.embed([target])[0]
-    words = _words(target)
-    matches: list[Memory] = []
-    for hit in bank.search_by_vector(vec, k=10):
-        mem = hit.memory
-        overlap = len(words & _words(mem.text)) / len(words) if words else 0.0
-        if mem.status == "active" and (hit.score >= FORGET_MIN_COSINE or overlap >= FORGET_MIN_OVERLAP):
-            matches.append(mem)
-    return matches[:FORGET_MAX]
-
-
 def forget(bank: MemoryBank, arg: str, *, user_name: str, turn: str) -> tuple[str, MemoryChanges]:
-    """Soft-delete the memories matching `arg` (undoable); returns the reply text and the changes."""
-    matches = matching_memories(bank, third_person(arg, user_name))
-    if not matches:
-        return f"I couldn't find a memory about \u201c{arg}\u201d.", MemoryChanges()
-    ops = [MemoryOp("DELETE", memory_id=m.id, old_text=m.text) for m in matches]
-    changes = bank.apply(ops, actor="user", turn=turn)
-    listing = "\n".join(f"- {m.text}" for m in matches)
-    return f"Forgotten (undo is in the memory history):\n{listing}", changes
+    """Soft-delete (one batch, undoable) the user's memories that clearly match `arg`, or ask
+    which when unclear; returns the reply text and the changes (`forgetting.carry_out`)."""
+    from core.assistant.forgetting import ForgetRequest, carry_out, plan_forget
+
+    plan = plan_forget(bank, ForgetRequest("target", arg), user_name=user_name)
+    return carry_out(bank, plan, turn=turn)

@@ -14,6 +14,11 @@ sidecar JSON in the data dir (`ingest_state.json`, written atomically after ever
 re-run skips the done turns (`SidecarProgress`, the progress store of the one turn loop,
 `core.assistant.turns.run_turns`). A turn whose ops were applied just before a crash may be
 redone once; its facts are then duplicates and are skipped by the manager's duplicate check.
+
+Forgetting by asking: with `user` (the CLI's `--user NAME`, default the chat's user name), a
+turn whose speaker is that user and that asks to forget ("please forget everything about Rex")
+soft-deletes the clearly matching memories of that user (`core.assistant.forgetting`); the
+turns of every other speaker never delete anything this way, and without `user` no turn does.
 """
 
 from __future__ import annotations
@@ -173,12 +178,17 @@ class SidecarProgress:
 
 
 def ingest_turns(manager, turns: Sequence[IngestTurn], *, state: IngestState | None = None,
-                 key: str | None = None, file: str = "",
+                 key: str | None = None, file: str = "", user: str | None = None,
                  on_turn: Callable[[IngestTurn, MemoryChanges | None], None] | None = None) -> TurnsReport:
     """Run `manager.process_turn` over `turns` in order (`core.assistant.turns.run_turns`),
     skipping those an earlier run did (when `state`/`key` are given) and recording progress
     after every turn. A turn whose model output fails twice (ModelOutputError) is logged,
-    listed in `failed` and skipped; any other error stops the loop (progress so far is kept)."""
+    listed in `failed` and skipped; any other error stops the loop (progress so far is kept).
+    `user`: the user's name, whose own turns may ask to forget (module docstring)."""
+    if user:
+        from core.assistant.forgetting import ForgetAwareManager
+
+        manager = ForgetAwareManager(manager, manager.bank, user)
     progress = SidecarProgress(state, key, file) if state is not None and key else None
     return run_turns(manager, turns, progress=progress,
                      on_turn=(lambda o: on_turn(o.turn, o.changes)) if on_turn is not None else None)

@@ -30,8 +30,13 @@ reply is asked for directly (no memory list before it); "memories used" (`Reply.
 are the prompt's memories whose words the reply uses (`core.agents.answer.memories_used`).
 
 Explicit commands are handled without the manager (core.assistant.commands): "remember (that)
-X" adds X (in the third person) as a user memory; "forget (about) X" soft-deletes the matching
-memories (undo works).
+X" adds X (in the third person) as a user memory. A request to forget, in natural words
+(core.assistant.forgetting: "please forget what I said about my band", "don't remember that",
+"that's not true any more, I sold the car"), soft-deletes the clearly matching memories of the
+user in one batch (`Reply.changes.batch_id` undoes it) or asks which (the next message may
+answer "1 and 3", "all", "none"); it replaces the manager for that message, except for the
+rest of a mixed message, which the manager gets as usual. A superseding statement that matches
+no memory is an ordinary message.
 
 The models are `assistant.models`, a `core.llm.modelset.ModelSet` with the "answer" and
 "manager" roles, which the assistant uses but does not close (its owner does).
@@ -53,7 +58,9 @@ from typing import Callable
 from core.agents.answer import AnswerAgent
 from core.agents.manager import ManagerConfig, MemoryManager
 from core.agents.prompts import chat_system, chat_user_turn, format_time
-from core.assistant.commands import forget, parse_command, remember
+from core.assistant.commands import parse_command, remember
+from core.assistant.forgetting import (ForgetPlan, carry_out, delete_memories, detect_forget, manager_text,
+                                       parse_choice, plan_forget)
 from core.config import Settings
 from core.errors import Cancelled, ConflictError, DatabaseError, InvalidInputError
 from core.llm.modelset import ModelSet
@@ -76,6 +83,7 @@ class Reply:
     retrieved: list[Memory]
     cancelled: bool
     changes: MemoryChanges | None = None  # only for explicit remember/forget commands
+    command: str | None = None  # "remember" | "forget" for a reply that is a command's
 
 
 @dataclass(frozen=True)
@@ -206,7 +214,8 @@ class Assistant:
             if self._stopping:
                 return 0
             known = {j.message_id for j in self._queue}
-            new = [_QueuedTurn(p.text, p.speaker or self.user_name, p.said_at, p.turn, p.message_id)
+            new = [_QueuedTurn(manager_text(p.text) or p.text, p.speaker or self.user_name, p.said_at, p.turn,
+                               p.message_id)
                    for p in pending if p.message_id not in known]
             if new:
                 head = [self._queue.popleft()] if self._running is not None and self._queue else []
@@ -359,18 +368,37 @@ class Assistant:
         if not text or not text.strip():
             raise InvalidInputError("Type a message first.")
         command = parse_command(text)
+        if command is not None and command[0] == "forget":
+            command = None  # forget requests, strict or not, are `detect_forget`'s
         use_memory = not temporary and not self.settings.memory_paused
+        plan: ForgetPlan | None = None
+        choice: list[int] | None = None
+        if command is None:
+            request = detect_forget(text)
+            if request is not None and not use_memory and request.kind != "supersede":
+                command = ("forget", request.target or "")  # refused by `_command`
+            elif request is not None and use_memory:
+                plan = self._plan(conversation_id, request)
+            elif use_memory:
+                choice = self._answer_to_question(conversation_id, text)
+        manager_part = text if plan is None and choice is None else (plan.request.rest if plan else None)
         said_at = format_time(datetime.now())
         user_msg = self.bank.chats.add_message(conversation_id, "user", text,
                                                meta={"temporary": True} if temporary else None,
-                                               queue_for_manager=use_memory and command is None,
+                                               queue_for_manager=use_memory and command is None
+                                               and manager_part is not None,
                                                speaker=self.user_name, said_at=said_at)
-        if command is not None:
-            reply = self._command(conversation_id, user_msg, *command, temporary=temporary)
+        turn = str(TurnRef.chat(conversation_id, user_msg.id))
+        if command is not None or plan is not None or choice is not None:
+            if command is not None:
+                reply = self._command(conversation_id, user_msg, *command, temporary=temporary)
+            else:
+                if manager_part is not None:
+                    self._enqueue(_QueuedTurn(manager_part, self.user_name, said_at, turn, user_msg.id))
+                reply = self._forget(conversation_id, user_msg, plan, choice)
             if on_token is not None:
                 on_token(reply.text)
             return reply
-        turn = str(TurnRef.chat(conversation_id, user_msg.id))
         job = _QueuedTurn(text, self.user_name, said_at, turn, user_msg.id)
         return self._generate(conversation_id, user_msg, on_token, cancel, temporary=temporary,
                               job=job if use_memory else None)
@@ -455,12 +483,66 @@ class Assistant:
             text = "This is a temporary chat: I don't read or write memories here."
         elif self.settings.memory_paused:
             text = "Memory is paused, so I didn't change any memories."
-        elif name == "remember":
-            text, changes = remember(self.bank, arg, user_name=self.user_name, turn=turn)
         else:
-            text, changes = forget(self.bank, arg, user_name=self.user_name, turn=turn)
+            text, changes = remember(self.bank, arg, user_name=self.user_name, turn=turn)
         meta = {"command": name, "temporary": temporary,
                 "changes": {"added": [m.id for m in changes.added] if changes else [],
                             "deleted": [m.id for m in changes.deleted] if changes else []}}
         msg = self.bank.chats.add_message(conversation_id, "assistant", text, meta=meta)
-        return Reply(text, msg.id, user_msg.id, [], [], False, changes)
+        return Reply(text, msg.id, user_msg.id, [], [], False, changes, command=name)
+
+    # --- forgetting by asking -----------------------------------------------------------
+    def _plan(self, conversation_id: int, request) -> ForgetPlan | None:
+        """The plan for a forget request of this chat; None for a superseding statement that
+        matches no memory (an ordinary message then)."""
+        previous = None
+        if request.kind == "previous":
+            users = [m for m in self.bank.chats.messages(conversation_id, limit=HISTORY_MESSAGES) if m.role == "user"]
+            previous = users[-1] if users else None
+        plan = plan_forget(self.bank, request, user_name=self.user_name,
+                           previous_turn=str(TurnRef.chat(conversation_id, previous.id)) if previous else None)
+        plan.previous_message_id = previous.id if previous is not None else None
+        if request.kind == "supersede" and request.target is not None and not plan.clear:
+            return None
+        return plan
+
+    def _answer_to_question(self, conversation_id: int, text: str) -> list[int] | None:
+        """The memory ids `text` picks when the chat's last message asked "Which should I
+        forget?" and `text` answers it (`parse_choice`), else None."""
+        last = self.bank.chats.messages(conversation_id, limit=1)
+        ask = (last[0].meta or {}).get("ask") if last and last[0].role == "assistant" else None
+        if not ask:
+            return None
+        picks = parse_choice(text, len(ask))
+        return None if picks is None else [int(ask[i]) for i in picks]
+
+    def _forget(self, conversation_id: int, user_msg, plan: ForgetPlan | None, choice: list[int] | None) -> Reply:
+        """Carry out a forget plan or the answer to a question; store and return the reply."""
+        turn = str(TurnRef.chat(conversation_id, user_msg.id))
+        ask: list[int] = []
+        if plan is not None:
+            text, changes = carry_out(self.bank, plan, turn=turn)
+            ask = [m.id for m in plan.ask] if not plan.clear else []
+            previous = plan.previous_message_id
+            if plan.request.kind == "previous" and previous is not None and self.bank.chats.is_pending(previous):
+                try:  # not processed yet: the manager skips it now
+                    self.bank.chats.finish_pending(previous, "nothing")
+                    text = "OK, I won't remember your last message." if not changes else text
+                except ConflictError:
+                    pass  # the manager finished it meanwhile
+        else:
+            mems = []
+            for mid in choice or []:
+                try:
+                    mem = self.bank.get(mid)
+                except Exception:  # purged meanwhile
+                    continue
+                if mem.status == "active":
+                    mems.append(mem)
+            text, changes = delete_memories(self.bank, mems, turn=turn) if mems else (
+                "OK, I won't forget anything." if not choice else "Those memories are already gone.",
+                MemoryChanges())
+        meta = {"command": "forget", "temporary": False, "ask": ask, "batch": changes.batch_id,
+                "changes": {"added": [], "deleted": [m.id for m in changes.deleted]}}
+        msg = self.bank.chats.add_message(conversation_id, "assistant", text, meta=meta)
+        return Reply(text, msg.id, user_msg.id, [], [], False, changes, command="forget")
