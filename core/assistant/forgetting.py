@@ -354,12 +354,14 @@ class ForgetAwareManager:
         self.bank = bank
         self.user_name = user_name
         self.forgotten = 0
+        self.last_rejected: list = []  # the wrapped manager's, for this turn (core.assistant.turns counts them)
         self._previous: str | None = None  # the user's previous turn id
 
     def process_turn(self, text: str, *, speaker: str | None, time: str | None = None,
                      turn: str | None = None, source: str | None = None, **kw) -> MemoryChanges:
         own = speaker is not None and speaker.strip().casefold() == self.user_name.strip().casefold()
         request = detect_forget(text) if own else None
+        self.last_rejected = []
         if request is None:
             changes = self.manager.process_turn(text, speaker=speaker, time=time, turn=turn, source=source, **kw)
         else:
@@ -375,6 +377,8 @@ class ForgetAwareManager:
             if request.rest:
                 changes = changes.merge(self.manager.process_turn(request.rest, speaker=speaker, time=time,
                                                                   turn=turn, source=source, **kw))
+        if request is None or request.rest:
+            self.last_rejected = list(getattr(self.manager, "last_rejected", ()))
         if own:
             self._previous = turn
         return changes
