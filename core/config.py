@@ -50,6 +50,8 @@ class Settings:
                                                           "purged for good (at start-up); 0 = at the next start"})
     chat_memory_tokens: int = field(default=120, metadata={"help": "most prompt tokens of memories given with one "
                                                                    "chat message (each costs first-token time)"})
+    user_name: str = field(default="", metadata={"help": "the name memories are written about (\"Sam likes tea\"); "
+                                                      "empty = \"User\""})
     welcome_shown: bool = False
 
     def validate(self) -> None:
@@ -62,6 +64,10 @@ class Settings:
         budget = self.chat_memory_tokens
         if isinstance(budget, bool) or not isinstance(budget, int) or not 0 <= budget <= 4000:
             raise InvalidInputError("Chat memory tokens must be a whole number from 0 to 4000.")
+        name = self.user_name
+        if not isinstance(name, str) or len(name) > 60 or name != name.strip() or "\n" in name:
+            raise InvalidInputError("Your name must be one line of at most 60 characters, without "
+                                    "spaces at either end.")
         days = self.trash_days
         if isinstance(days, bool) or not isinstance(days, int) or not 0 <= days <= 3650:
             raise InvalidInputError("Days in the trash must be a whole number from 0 to 3650.")
@@ -98,6 +104,10 @@ class Settings:
         except (TypeError, InvalidInputError) as exc:
             log.warning("settings invalid (%s); using defaults", exc)
             return cls()
+
+    def speaker(self) -> str:
+        """The user's name as the memories and prompts use it ("User" until one is set)."""
+        return self.user_name or "User"
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
