@@ -9,7 +9,7 @@ import json
 import pytest
 from PySide6.QtCore import QRect
 from PySide6.QtGui import QGuiApplication
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QApplication, QDialogButtonBox
 
 from app.gui.first_run import FirstRunDialog, recommended_entry
 from app.gui.layout import first_size, layout_path
@@ -248,3 +248,22 @@ def test_usable_at_800x600(qtbot, make_window, manager_backend, memory_shown):
     bottom = chat_input.mapTo(window, chat_input.rect().bottomLeft()).y()
     assert bottom <= window.statusBar().geometry().top()
     assert window.chat.send_button.isVisible()
+
+
+def test_the_name_can_be_changed_in_settings(qtbot, make_window, answer_backend, manager_backend, data_home):
+    from app.gui.settings_dialog import SettingsDialog
+
+    window = make_window(answer_backend, manager_backend)
+    window.open_settings()
+    dialog = window.findChild(SettingsDialog)
+    assert dialog.user_name.text() == ""
+    dialog.user_name.setText(" Ana  Lúcia ")
+    dialog.findChild(QDialogButtonBox).button(QDialogButtonBox.StandardButton.Ok).click()
+    assert Settings.load(data_home / "settings.json").user_name == "Ana Lúcia"
+    assert window.assistant.user_name == "Ana Lúcia"
+
+
+def test_a_bad_name_in_the_settings_file_falls_back_to_the_defaults():
+    assert Settings.from_dict({"user_name": "x" * 61}).user_name == ""
+    assert Settings.from_dict({"user_name": 3}).speaker() == "User"
+    assert Settings.from_dict({"user_name": "Sam"}).speaker() == "Sam"
