@@ -53,6 +53,8 @@ class Settings:
     manager_extraction: str = field(default="auto", metadata={
         "help": "how the memory manager finds a turn's facts: free (the model writes them), extractive "
                 "(it chooses among the turn's own sentences) or auto (extractive under 1B parameters)"})
+    user_name: str = field(default="", metadata={"help": "the name memories are written about (\"Sam likes tea\"); "
+                                                      "empty = \"User\""})
     welcome_shown: bool = False
 
     def validate(self) -> None:
@@ -67,6 +69,10 @@ class Settings:
             raise InvalidInputError("Chat memory tokens must be a whole number from 0 to 4000.")
         if self.manager_extraction not in ("free", "extractive", "auto"):
             raise InvalidInputError("Manager extraction must be free, extractive or auto.")
+        name = self.user_name
+        if not isinstance(name, str) or len(name) > 60 or name != name.strip() or "\n" in name:
+            raise InvalidInputError("Your name must be one line of at most 60 characters, without "
+                                    "spaces at either end.")
         days = self.trash_days
         if isinstance(days, bool) or not isinstance(days, int) or not 0 <= days <= 3650:
             raise InvalidInputError("Days in the trash must be a whole number from 0 to 3650.")
@@ -103,6 +109,10 @@ class Settings:
         except (TypeError, InvalidInputError) as exc:
             log.warning("settings invalid (%s); using defaults", exc)
             return cls()
+
+    def speaker(self) -> str:
+        """The user's name as the memories and prompts use it ("User" until one is set)."""
+        return self.user_name or "User"
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -4,7 +4,8 @@ Runs the real window on a fresh data folder (unless $MEMORY_R1_HOME is set) with
 embedder and the embedded model, performs a short chat, and saves `window.grab()` images:
 the first run (welcome + model loading), a chat with a "memory updated" notice, a reply with
 its "memories used" list open, the memory panel's history dialog, the settings dialog, and the
-same chat in a dark palette. Meant for a desktop or `xvfb-run -a -s "-screen 0 1280x800x24"`.
+same chat in a dark palette; the first-run card and a chat in a window of 800x600
+(`take_first_run_and_small`). Meant for a desktop or `xvfb-run -a -s "-screen 0 1280x800x24"`.
 Main thread only; waits on signals with a timeout (never sleeps the event loop).
 """
 
@@ -100,6 +101,7 @@ def take(out_dir: Path) -> list[Path]:
         saved.append(path)
 
     shot("01-first-run-loading")
+    _skip_first_run(window)
     if window.assistant is None and _wait(window.assistantReady, 300) is None:
         raise SystemExit("the models did not load; see " + str(log_path))
     window.chat.welcome.button.click()
@@ -132,6 +134,61 @@ def take(out_dir: Path) -> list[Path]:
         app.processEvents()
     from app.gui.app import shutdown_window
 
+    shutdown_window(window)
+    bank.close()
+    return saved
+
+
+def _skip_first_run(window, name: str = "Sam"):
+    """The first-run card, if open: the name typed, then Skip (the embedded model stays)."""
+    from app.gui.first_run import FirstRunDialog
+
+    _settle()
+    card = window.findChild(FirstRunDialog)
+    if card is not None and card.isVisible():
+        card.name.setText(name)
+        card.skip_button.click()
+    return card
+
+
+def take_first_run_and_small(out_dir: Path) -> list[Path]:
+    """The first-run card (a fresh data folder), then a chat with the embedded model in a
+    window of 800x600."""
+    from app.gui.app import init_qt_app, make_assistant_factory, shutdown_window
+    from app.gui.first_run import FirstRunDialog
+    from app.gui.main_window import MainWindow
+    from core.config import Settings
+    from core.memory.bank import MemoryBank
+
+    app = init_qt_app()
+    home = Path(tempfile.mkdtemp(prefix="memory-r1-first-run-"))
+    bank = MemoryBank.open(home / "memory.sqlite3")
+    settings = Settings(max_tokens=80)
+    window = MainWindow(bank, settings, assistant_factory=make_assistant_factory(bank),
+                        settings_file=home / "settings.json")
+    window.show()
+    _settle(600)
+    saved = []
+    card = window.findChild(FirstRunDialog)
+    if card is not None:
+        card.name.setText("Sam")
+        _settle()
+        saved.append(out_dir / "08-first-run-card.png")
+        card.grab().save(str(saved[-1]))
+    _skip_first_run(window)
+    if window.assistant is None and _wait(window.assistantReady, 300) is None:
+        raise SystemExit("the models did not load")
+    window.chat.welcome.button.click()
+    window.resize(800, 600)
+    _say(window, "Hi! I live in Lisbon and I have a dog called Rex.")
+    _wait(window.memoryNotice, 240)
+    _say(window, "What is a good name for a second dog?")
+    _settle(600)
+    saved.append(out_dir / "09-window-800x600.png")
+    window.grab().save(str(saved[-1]))
+    window.close()
+    while window.isVisible():
+        app.processEvents()
     shutdown_window(window)
     bank.close()
     return saved
@@ -186,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
 
     limit_blas_threads()
     out = Path(argv[0] if argv else "screenshots")
-    for path in take(out) + take_demo(out):
+    for path in take(out) + take_demo(out) + take_first_run_and_small(out):
         print(path)
     return 0
 

@@ -69,7 +69,7 @@ def build_assistant(bank, models, settings: Settings):
     def build() -> None:
         lower_thread_priority(MANAGER_NICE)
         try:
-            out["assistant"] = Assistant(bank, models=models, settings=settings)
+            out["assistant"] = Assistant(bank, models=models, settings=settings, user_name=settings.speaker())
         except BaseException as exc:  # re-raised on the caller's thread
             out["error"] = exc
 

@@ -11,9 +11,12 @@ notice under that turn's reply.
 Construction is injectable (tests pass a bank on `HashEmbedder` and an `Assistant` on
 `FakeBackend`; `app.cli.gui_cmd.run_gui` wires the real ones):
 `MainWindow(bank, settings, assistant=..., assistant_factory=..., backend_loader=...,
-settings_file=..., log_path=...)`. With `assistant_factory(settings, progress) -> Assistant`
+settings_file=..., log_path=..., first_run=...)`. With `assistant_factory(settings, progress) -> Assistant`
 the models load in the background while the window is already usable (progress in the
-status bar). GUI thread only, except `_Bridge`'s emitters.
+status bar). `first_run` (default: the welcome was never shown) opens the first-run card
+(app/gui/first_run.py) once the window is up. The size, splitter and panel visibility are
+restored from `window.json` next to the settings file (app/gui/layout.py) and saved at close.
+GUI thread only, except `_Bridge`'s emitters.
 """
 
 from __future__ import annotations
@@ -25,8 +28,8 @@ from typing import Callable
 
 from PySide6.QtCore import QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QCloseEvent, QIcon
-from PySide6.QtWidgets import (QDialog, QLabel, QMainWindow, QProgressBar, QPushButton, QSplitter,
-                               QVBoxLayout)
+from PySide6.QtWidgets import (QDialog, QFrame, QLabel, QMainWindow, QProgressBar, QPushButton, QScrollArea,
+                               QSplitter, QVBoxLayout)
 
 from core.config import Settings, settings_path
 from core.paths import assets_dir, data_dir
@@ -35,6 +38,8 @@ from core.types import MemoryChanges, TurnRef
 from app.gui.chat_view import MAX_SHOWN_MESSAGES, ChatView
 from app.gui.conversation_list import ConversationPanel
 from app.gui.dialogs import report_error, show_user_error
+from app.gui.first_run import open_first_run
+from app.gui.layout import layout_path, restore_layout, save_layout
 from app.gui.memory_panel import MemoryPanel
 from app.gui.menus import build_menus
 from app.gui.models_control import ModelControl
@@ -76,7 +81,7 @@ class MainWindow(QMainWindow):
     def __init__(self, bank, settings: Settings, *, assistant=None,
                  assistant_factory: Callable | None = None, backend_loader: Callable | None = None,
                  settings_file: Path | None = None, log_path: Path | None = None,
-                 runner: TaskRunner | None = None, parent=None) -> None:
+                 runner: TaskRunner | None = None, first_run: bool | None = None, parent=None) -> None:
         super().__init__(parent)
         self.bank = bank
         self.settings = settings
@@ -100,6 +105,7 @@ class MainWindow(QMainWindow):
             self.setWindowIcon(QIcon(str(icon)))
         self._build()
         build_menus(self)
+        restore_layout(self, layout_path(self.settings_file))
         self._connect()
         self._bank_listener = lambda changes: self.bridge.emit_safely("bank_changed", changes)
         self.bank.add_listener(self._bank_listener)
@@ -111,19 +117,27 @@ class MainWindow(QMainWindow):
         self.memory.pause.setChecked(settings.memory_paused)
         self.load_conversations(select_latest=True)
         self.memory.refresh()
+        if first_run if first_run is not None else not settings.welcome_shown:
+            QTimer.singleShot(0, lambda: open_first_run(self))
 
     # --- construction -----------------------------------------------------------------------
     def _build(self) -> None:
         self.conversations = ConversationPanel()
         self.chat = ChatView()
         self.memory = MemoryPanel(self.bank, self.runner)
+        # the panel's button rows are ~520 px wide: narrower, it scrolls instead of squeezing the chat
+        self.memory_box = QScrollArea(widgetResizable=True, frameShape=QFrame.Shape.NoFrame)
+        self.memory_box.setObjectName("memoryBox")
+        self.memory_box.setWidget(self.memory)
+        self.memory_box.setMinimumWidth(220)
+        self.chat.setMinimumWidth(300)  # a bubble's own minimum (header, Copy, Regenerate) fits
         self.splitter = QSplitter(Qt.Orientation.Horizontal)
-        for widget in (self.conversations, self.chat, self.memory):
+        for widget in (self.conversations, self.chat, self.memory_box):
             self.splitter.addWidget(widget)
         self.splitter.setStretchFactor(1, 1)
-        self.splitter.setSizes([220, 620, 440])
+        self.splitter.setCollapsible(1, False)
+        self._panels = {"chats": self.conversations, "memory": self.memory_box}
         self.setCentralWidget(self.splitter)
-        self.resize(1280, 800)
         self.model_label = QLabel()
         self.progress = QProgressBar(maximumWidth=160, textVisible=False)
         self.progress.setRange(0, 0)  # indeterminate: llama.cpp reports no load fraction here
@@ -226,8 +240,10 @@ class MainWindow(QMainWindow):
         """Sampling and pause settings the pipeline reads per reply."""
         target = getattr(self.assistant, "settings", None)
         if target is not None and target is not self.settings:
-            for name in ("temperature", "max_tokens", "memory_paused", "use_shipped_adapters"):
+            for name in ("temperature", "max_tokens", "memory_paused", "use_shipped_adapters", "user_name"):
                 setattr(target, name, getattr(self.settings, name))
+        if self.assistant is not None:
+            self.assistant.user_name = self.settings.speaker()
 
     def save_settings(self) -> None:
         try:
@@ -308,6 +324,18 @@ class MainWindow(QMainWindow):
             self.save_settings()
         self.statusBar().showMessage("Memory paused: nothing new is remembered." if paused
                                      else "Memory on.", 6000)
+
+    # --- layout -------------------------------------------------------------------------------
+    def panel_shown(self, name: str) -> bool:
+        """Whether the "chats" list or the "memory" panel is shown (its View action's state)."""
+        return self.panel_actions[name].isChecked()
+
+    def set_panel_shown(self, name: str, shown: bool) -> None:
+        self.panel_actions[name].setChecked(shown)
+        self._panels[name].setVisible(shown)
+
+    def save_layout(self) -> None:
+        save_layout(self, layout_path(self.settings_file))
 
     def _welcome_done(self) -> None:
         self.settings.welcome_shown = True
@@ -533,11 +561,11 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(f"Memory updated: {changes.summary()}.", 8000)
 
     def show_memory(self, memory_id: int) -> None:
-        self.memory.show()
+        self.set_panel_shown("memory", True)
         self.memory.select_memory(memory_id)
 
     def focus_memory_search(self) -> None:
-        self.memory.show()
+        self.set_panel_shown("memory", True)
         self.memory.search.setFocus()
         self.memory.search.selectAll()
 
@@ -548,6 +576,7 @@ class MainWindow(QMainWindow):
         if getattr(self, "_force_close", False) or (self._drained and not self.runner.busy()):
             self._closing = True
             self.chat.stop_stream()
+            self.save_layout()
             self.bank.remove_listener(self._bank_listener)
             if getattr(self, "_local_server", None) is not None:
                 self._local_server.stop(drain_timeout=0)  # its queued turns stay pending for the next start

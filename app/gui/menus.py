@@ -1,7 +1,9 @@
 """The main window's menus and keyboard shortcuts (File, Edit, View, Help).
 
 `build_menus(window)` adds them to a `MainWindow` and keeps the actions other code enables or
-triggers as `window.new_action`, `window.settings_action` and `window.stop_action`. Main
+triggers as `window.new_action`, `window.settings_action`, `window.stop_action` and
+`window.panel_actions` ({"chats", "memory"}: the checkable View toggles, which call
+`window.set_panel_shown(name, shown)`). Main
 thread only.
 """
 
@@ -17,7 +19,8 @@ if TYPE_CHECKING:
     from app.gui.main_window import MainWindow
 
 SHORTCUTS = ("Ctrl+N  new chat\nCtrl+Shift+N  new temporary chat\nCtrl+F  search memories\n"
-             "Ctrl+Shift+F  search chats\nEsc  stop the reply\nCtrl+,  settings\n"
+             "Ctrl+Shift+F  search chats\nCtrl+Shift+L  show/hide the chat list\n"
+             "Ctrl+Shift+M  show/hide the memory panel\nEsc  stop the reply\nCtrl+,  settings\n"
              "Enter  send · Shift+Enter  new line")
 
 
@@ -50,10 +53,12 @@ def build_menus(window: MainWindow) -> None:
     add_action(window, edit, "Search chats", window.conversations.search.setFocus, "Ctrl+Shift+F")
     window.stop_action = add_action(window, edit, "Stop reply", window.stop_reply, "Esc")
     view = menu.addMenu("&View")
-    for name, widget in (("Chats", window.conversations), ("Memory panel", window.memory)):
-        toggle = QAction(name, window, checkable=True, checked=True)
-        toggle.toggled.connect(widget.setVisible)
-        view.addAction(toggle)
+    window.panel_actions = {}
+    for name, text, shortcut in (("chats", "Chat list", "Ctrl+Shift+L"), ("memory", "Memory panel", "Ctrl+Shift+M")):
+        toggle = add_action(window, view, text, lambda checked, n=name: window.set_panel_shown(n, checked), shortcut)
+        toggle.setCheckable(True)
+        toggle.setChecked(True)
+        window.panel_actions[name] = toggle
     help_menu = menu.addMenu("&Help")
     add_action(window, help_menu, "Keyboard shortcuts", lambda: show_shortcuts(window))
     add_action(window, help_menu, "Welcome", lambda: window.chat.show_welcome(True))

@@ -169,6 +169,9 @@ class SettingsDialog(QDialog):
         self.trash_days.setSpecialValueText("Until the next start")
         self.trash_days.setToolTip("Deleted chats are purged for good (with their messages) after this long")
         self.trash_days.setValue(settings.trash_days)
+        self.user_name = QLineEdit(settings.user_name, placeholderText="User", maxLength=60)
+        self.user_name.setObjectName("userName")
+        self.user_name.setToolTip("The name memories are written about (“Sam likes tea”)")
         self.error_label = QLabel()
         self.error_label.setObjectName("settingsError")
         self.error_label.setStyleSheet("color: #d04040")
@@ -185,7 +188,9 @@ class SettingsDialog(QDialog):
         form.addRow("Context size (tokens):", self.n_ctx)
         form.addRow("CPU threads:", self.threads)
         chats = QGroupBox("Chats")
-        QFormLayout(chats).addRow("Keep deleted chats:", self.trash_days)
+        chats_form = QFormLayout(chats)
+        chats_form.addRow("Your name:", self.user_name)
+        chats_form.addRow("Keep deleted chats:", self.trash_days)
         folder = QLabel(str(data_folder))
         folder.setObjectName("dataFolder")
         folder.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -219,6 +224,7 @@ class SettingsDialog(QDialog):
         new.temperature = round(self.temperature.value(), 2)
         new.max_tokens = self.max_tokens.value()
         new.trash_days = self.trash_days.value()
+        new.user_name = " ".join(self.user_name.text().split())
         return new
 
     def _ok(self) -> None:
