@@ -35,6 +35,7 @@ from core.types import MemoryChanges, TurnRef
 from app.gui.chat_view import MAX_SHOWN_MESSAGES, ChatView
 from app.gui.conversation_list import ConversationPanel
 from app.gui.dialogs import report_error, show_user_error
+from app.gui.memory_details import connect_sources
 from app.gui.memory_panel import MemoryPanel
 from app.gui.menus import build_menus
 from app.gui.models_control import ModelControl
@@ -171,6 +172,7 @@ class MainWindow(QMainWindow):
         self.memory.error.connect(self.report)
         self.memory.message.connect(lambda text: self.statusBar().showMessage(text, 8000))
         self.memory.pauseToggled.connect(self.set_memory_paused)
+        connect_sources(self)  # "Where it came from": a chat source opens its message
 
     # --- errors -----------------------------------------------------------------------------
     def report(self, exc: BaseException) -> None:
