@@ -5,7 +5,9 @@ embedder and the embedded model, performs a short chat, and saves `window.grab()
 the first run (welcome + model loading), a chat with a "memory updated" notice, a reply with
 its "memories used" list open, the memory panel's history dialog, the settings dialog, and the
 same chat in a dark palette; the first-run card and a chat in a window of 800x600
-(`take_first_run_and_small`). Meant for a desktop or `xvfb-run -a -s "-screen 0 1280x800x24"`.
+(`take_first_run_and_small`); `take_provenance` (`--provenance`: only those) a memory's "Where
+it came from" pane and the memory history with its "not saved" rows, after a chat turn and a few
+ingested turns. Meant for a desktop or `xvfb-run -a -s "-screen 0 1280x800x24"`.
 Main thread only; waits on signals with a timeout (never sleeps the event loop).
 """
 
@@ -194,6 +196,86 @@ def take_first_run_and_small(out_dir: Path) -> list[Path]:
     return saved
 
 
+PROVENANCE_TURNS = (("I moved from Lisbon to Berlin last week.", "9:12 am on 3 May, 2026"),
+                    ("Haha ok.", "9:13 am on 3 May, 2026"),
+                    ("Should I take my dog Rex to the vet?", "9:14 am on 3 May, 2026"),
+                    ("Where do I live?", "9:15 am on 3 May, 2026"),
+                    ("I started learning the guitar and my teacher is called Marta.", "6:40 pm on 9 May, 2026"))
+
+
+def take_provenance(out_dir: Path) -> list[Path]:
+    """The provenance shots with the embedded model on a fresh data folder. One chat turn (the
+    issue's "Hi! I'm Sam ...") and PROVENANCE_TURNS ingested as `notes.jsonl` by the real
+    Memory Manager in its default mode (for this model: extractive), then the memory with the
+    most source links (a chat one first) selected: 08. Then the same turns read again by the
+    free-form extractor (what a small model invents there, the grounding gate refuses) and the
+    memory history, every change, with its "not saved" rows: 09."""
+    from app.gui.app import init_qt_app, make_assistant_factory
+    from app.gui.history_view import HistoryDialog
+    from app.gui.main_window import MainWindow
+    from app.logs import setup_logging
+    from core.agents.manager import ManagerConfig, MemoryManager
+    from core.assistant.ingest import IngestTurn, ingest_turns
+    from core.config import Settings
+    from core.memory.bank import MemoryBank
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    home = Path(tempfile.mkdtemp(prefix="memory-r1-provenance-"))
+    os.environ["MEMORY_R1_HOME"] = str(home)
+    log_path = setup_logging(stderr=False)
+    app = init_qt_app()
+    hints = app.styleHints()
+    if hasattr(hints, "unsetColorScheme"):
+        hints.unsetColorScheme()
+    app.setPalette(app.style().standardPalette())
+    bank = MemoryBank.open()
+    settings = Settings(welcome_shown=True, max_tokens=120)
+    window = MainWindow(bank, settings, assistant_factory=make_assistant_factory(bank), log_path=log_path,
+                        settings_file=home / "settings.json")
+    window.resize(1280, 800)
+    window.show()
+    if window.assistant is None and _wait(window.assistantReady, 300) is None:
+        raise SystemExit("the models did not load; see " + str(log_path))
+    _say(window, "Hi! I'm Sam. I live in Lisbon and I have a dog called Rex.")
+    _wait(window.memoryNotice, 240)
+    turns = [IngestTurn("Sam", text, when, f"notes.jsonl:{i}") for i, (text, when) in enumerate(PROVENANCE_TURNS, 1)]
+    backend = window.assistant.models.manager  # the GUI's manager thread is idle: its turn is done
+    report = ingest_turns(MemoryManager(bank, backend, config=ManagerConfig()), turns)
+    print(f"default extraction: {len(report.changes.added)} added, {report.rejected} not saved", file=sys.stderr)
+    window.memory.refresh()
+    _settle(800)
+    links = bank.sources(m.id for m in bank.list(status=None))
+    saved: list[Path] = []
+    best = max(links, key=lambda i: (len(links[i]), any(s.kind == "chat" for s in links[i]), -i), default=None)
+    if best is not None:
+        window.memory.select_memory(best)
+        _settle(800)
+        path = out_dir / "10-memory-sources.png"
+        window.grab().save(str(path))
+        saved.append(path)
+    report = ingest_turns(MemoryManager(bank, backend, config=ManagerConfig(extraction="free")), turns)
+    print(f"free-form extraction: {len(report.changes.added)} added, {report.rejected} not saved", file=sys.stderr)
+    print("not saved:", [(e.turn, e.new_text, e.reason) for e in bank.rejected()], file=sys.stderr)
+    window.memory.show_history(every_change=True)
+    _settle(800)
+    dialogs = [d for d in window.memory.findChildren(HistoryDialog) if d.isVisible()]
+    if dialogs:
+        dialogs[0].resize(1100, 420)
+        _settle(300)
+        path = out_dir / "11-history-not-saved.png"
+        dialogs[0].grab().save(str(path))
+        saved.append(path)
+        dialogs[0].accept()
+    window.close()
+    while window.isVisible():
+        app.processEvents()
+    from app.gui.app import shutdown_window
+
+    shutdown_window(window)
+    bank.close()
+    return saved
+
+
 def take_demo(out_dir: Path) -> list[Path]:
     """One UI demo with a *scripted* answer model (core.fakes), so that a reply that selected
     memories can be shown: the 135M embedded model rarely lists any. Named as such."""
@@ -242,8 +324,11 @@ def main(argv: list[str] | None = None) -> int:
     from app.cli.gui_cmd import limit_blas_threads
 
     limit_blas_threads()
+    only_provenance = "--provenance" in argv
+    argv = [a for a in argv if a != "--provenance"]
     out = Path(argv[0] if argv else "screenshots")
-    for path in take(out) + take_demo(out) + take_first_run_and_small(out):
+    shots = [] if only_provenance else take(out) + take_demo(out) + take_first_run_and_small(out)
+    for path in shots + take_provenance(out):
         print(path)
     return 0
 

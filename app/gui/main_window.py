@@ -40,6 +40,7 @@ from app.gui.conversation_list import ConversationPanel
 from app.gui.dialogs import report_error, show_user_error
 from app.gui.first_run import open_first_run
 from app.gui.layout import layout_path, restore_layout, save_layout
+from app.gui.memory_details import connect_sources
 from app.gui.memory_panel import MemoryPanel
 from app.gui.menus import build_menus
 from app.gui.models_control import ModelControl
@@ -185,6 +186,7 @@ class MainWindow(QMainWindow):
         self.memory.error.connect(self.report)
         self.memory.message.connect(lambda text: self.statusBar().showMessage(text, 8000))
         self.memory.pauseToggled.connect(self.set_memory_paused)
+        connect_sources(self)  # "Where it came from": a chat source opens its message
 
     # --- errors -----------------------------------------------------------------------------
     def report(self, exc: BaseException) -> None:

@@ -1,5 +1,5 @@
 """Item models over the memory bank: `MemoryTableModel` (the memory panel) and
-`EventTableModel` (a memory's history).
+`EventTableModel` (a memory's history, or every recent change).
 
 Both hold plain value objects (`core.types.Memory` / `MemoryEvent`) fetched by a background
 task; they never call the bank themselves (the GUI thread never waits on the database).
@@ -18,6 +18,7 @@ from PySide6.QtCore import QModelIndex, Qt, Signal
 from PySide6.QtGui import QFont, QPalette
 from PySide6.QtWidgets import QApplication
 
+from core.memory.history import UNDOABLE as UNDOABLE_EVENTS
 from core.types import Memory, MemoryChanges, MemoryEvent
 
 from app.gui.rows_model import Index, RowsTableModel
@@ -114,6 +115,8 @@ class MemoryTableModel(RowsTableModel):
         parts = [mem.text, f"#{mem.id} · version {mem.version} · {mem.status}"]
         if mem.observed_at:
             parts.append(f"observed: {mem.observed_at}")
+        if mem.superseded_by is not None:
+            parts.append(f"superseded by #{mem.superseded_by} (Restore makes it active again)")
         parts.append(f"last change: {local_time(mem.updated_at or mem.created_at)}")
         if mem.source:
             parts.append(f"source: {mem.source}")
@@ -208,12 +211,38 @@ class MemoryTableModel(RowsTableModel):
         self.dataChanged.emit(self.index(row, 0), self.index(row, self.columnCount() - 1))
 
 
+def change_text(ev: MemoryEvent, superseded_by: int | None = None) -> str:
+    """The "Change" cell: the event, "not saved: <reason>" for a fact the gate refused,
+    "superseded by #N" when the newer memory is known, and "(undone)"."""
+    if ev.event == "REJECT":
+        return f"not saved: {ev.reason}" if ev.reason else "not saved"
+    text = ev.event
+    if ev.event == "SUPERSEDE":
+        text = f"superseded by #{superseded_by}" if superseded_by is not None else "superseded"
+    return text + (" (undone)" if ev.undone else "")
+
+
+def undoable(ev: MemoryEvent | None) -> bool:
+    """Whether "Undo this change" applies (REJECT, NOOP, UNDO, FORGET never do)."""
+    return ev is not None and ev.event in UNDOABLE_EVENTS and not ev.undone
+
+
 class EventTableModel(RowsTableModel):
-    """A memory's history (the `memory_events` rows), newest first."""
+    """Memory events (the `memory_events` rows), newest first: one memory's history, or with
+    `with_memory` every recent change (a "Memory" column). A REJECT row (a fact that was not
+    saved) is greyed and italic and cannot be undone."""
 
     COLUMNS = ("When", "Change", "By", "Before", "After", "Turn")
 
-    def set_events(self, events: Sequence[MemoryEvent]) -> None:
+    def __init__(self, rows=(), parent=None, *, with_memory: bool = False) -> None:
+        super().__init__(rows, parent)
+        self.with_memory = with_memory
+        self.COLUMNS = EventTableModel.COLUMNS + (("Memory",) if with_memory else ())
+        self._superseded_by: dict[int, int] = {}
+
+    def set_events(self, events: Sequence[MemoryEvent], superseded_by: dict[int, int] | None = None) -> None:
+        """`superseded_by`: memory id -> the newer memory, for the SUPERSEDE rows' text."""
+        self._superseded_by = dict(superseded_by or {})
         self.reset_rows(events)
 
     def event_at(self, row: int) -> MemoryEvent | None:
@@ -223,14 +252,26 @@ class EventTableModel(RowsTableModel):
         ev = self.value(index)
         if ev is None:
             return None
+        col = index.column()
         if role == Qt.ItemDataRole.DisplayRole:
-            values = (local_time(ev.at), ev.event + (" (undone)" if ev.undone else ""), ev.actor,
-                      ev.old_text or "", ev.new_text or "", ev.turn or "")
-            return values[index.column()] if 0 <= index.column() < len(values) else None
-        if role == Qt.ItemDataRole.ToolTipRole and index.column() in (3, 4):
-            return (ev.old_text if index.column() == 3 else ev.new_text) or None
-        if role == Qt.ItemDataRole.ForegroundRole and ev.undone:
+            newer = self._superseded_by.get(ev.memory_id) if ev.memory_id is not None else None
+            values = (local_time(ev.at), change_text(ev, newer), ev.actor,
+                      ev.old_text or "", ev.new_text or "", ev.turn or "",
+                      "" if ev.memory_id is None else f"#{ev.memory_id}")
+            return values[col] if 0 <= col < len(self.COLUMNS) else None
+        if role == Qt.ItemDataRole.ToolTipRole:
+            if ev.event == "REJECT":
+                return (f"Not saved: {ev.reason or 'refused by the grounding check'}\n“{ev.new_text or ''}”\n"
+                        "Recorded so that nothing vanishes silently; it was never a memory and cannot be undone.")
+            if col in (3, 4):
+                return (ev.old_text if col == 3 else ev.new_text) or None
+            return None
+        if role == Qt.ItemDataRole.ForegroundRole and (ev.undone or ev.event == "REJECT"):
             return _muted_brush()
+        if role == Qt.ItemDataRole.FontRole and ev.event == "REJECT":
+            font = QFont()
+            font.setItalic(True)
+            return font
         if role == MemoryRole:
             return ev
         return None

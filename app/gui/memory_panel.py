@@ -1,9 +1,11 @@
 """The memory panel: see, search and curate what the assistant remembers.
 
-A table (`MemoryTableModel`) with hybrid search, person/status filters, add, inline edit,
-delete (soft, with undo), restore, forget (permanent, confirmed), per-memory history,
-export/import and the "pause memory" switch. Every bank call runs in the runner's "db" lane;
-results come back on the GUI thread. Changes made elsewhere (the manager, the CLI in the same
+A table (`MemoryTableModel`) with hybrid search, person/status filters (active, deleted,
+superseded, all), add, inline edit, delete (soft, with undo), restore, forget (permanent,
+confirmed; optionally with the source text), per-memory and bank-wide history (with the facts
+that were not saved), "Where it came from" under the table (`SourcesView`: the selected
+memory's source links), export/import and the "pause memory" switch. Every bank call runs in
+the runner's "db" lane; results come back on the GUI thread. Changes made elsewhere (the manager, the CLI in the same
 process, an undo) arrive through `apply_changes` and redraw only the affected rows. Changes
 another process makes (`memory-r1 mcp`/`serve`, the CLI) are noticed by `external_poll`, a
 timer that checks `bank.data_version()` every EXTERNAL_POLL_MS and reloads the table when it moved.
@@ -25,20 +27,24 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDialog,
                                QFileDialog, QFormLayout, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
                                QPlainTextEdit, QPushButton, QTableView, QVBoxLayout, QWidget)
 
-from core.errors import ConflictError
+from core.errors import ConflictError, NotFoundError
 from core.agents.prompts import format_time
 from core.types import Memory, MemoryChanges
 
 from app.gui.dialogs import confirm
-from app.gui.memory_model import EventTableModel, MemoryTableModel
+from app.gui.history_view import HistoryDialog, fetch_history
+from app.gui.memory_details import PLACEHOLDER, SourcesView
+from app.gui.memory_model import MemoryTableModel
 from app.gui.tasks import TaskRunner
+
+__all__ = ["AddMemoryDialog", "HistoryDialog", "MemoryPanel", "observed_now"]
 
 log = logging.getLogger(__name__)
 
 LIST_LIMIT = 2000
 SEARCH_K = 100
 EXTERNAL_POLL_MS = 2000
-STATUSES = (("Active", "active"), ("Deleted", "deleted"), ("All", None))
+STATUSES = (("Active", "active"), ("Deleted", "deleted"), ("Superseded", "superseded"), ("All", None))
 
 
 def observed_now() -> str:
@@ -79,57 +85,18 @@ class AddMemoryDialog(QDialog):
             self.accept()
 
 
-class HistoryDialog(QDialog):
-    """One memory's events, newest first, with "Undo this change"."""
-
-    undoRequested = Signal(int)  # event id
-
-    def __init__(self, memory: Memory, parent=None) -> None:
-        super().__init__(parent)
-        self.setObjectName("historyDialog")
-        self.setWindowTitle(f"History of memory #{memory.id}")
-        self.resize(820, 320)
-        self.model = EventTableModel(parent=self)
-        self.view = QTableView()
-        self.view.setModel(self.model)
-        self.view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.view.setWordWrap(False)
-        self.view.verticalHeader().hide()
-        header = self.view.horizontalHeader()
-        for col in range(len(EventTableModel.COLUMNS)):
-            stretch = EventTableModel.COLUMNS[col] in ("Before", "After")
-            header.setSectionResizeMode(col, QHeaderView.ResizeMode.Stretch if stretch
-                                        else QHeaderView.ResizeMode.ResizeToContents)
-        self.undo_button = QPushButton("Undo this change")
-        self.undo_button.clicked.connect(self._undo)
-        close = QPushButton("Close")
-        close.clicked.connect(self.accept)
-        row = QHBoxLayout()
-        row.addWidget(self.undo_button)
-        row.addStretch(1)
-        row.addWidget(close)
-        box = QVBoxLayout(self)
-        box.addWidget(QLabel(f"“{memory.text}”", wordWrap=True))
-        box.addWidget(self.view, 1)
-        box.addLayout(row)
-
-    def _undo(self) -> None:
-        index = self.view.currentIndex()
-        event = self.model.event_at(index.row()) if index.isValid() else None
-        if event is not None and not event.undone:
-            self.undoRequested.emit(event.id)
-
-
 class MemoryPanel(QWidget):
     """Signals: `error(exc)` for the window to report, `message(text)` for the status bar,
-    `pauseToggled(bool)`, `loaded()` after each (re)load of the table."""
+    `pauseToggled(bool)`, `loaded()` after each (re)load of the table, `sourcesRemoved()` after
+    a forget that also removed what was said (a shown chat may quote it). `sources_view`
+    emits `chatMessageRequested(conversation, message)` for a chat source's link."""
 
     error = Signal(object)
     message = Signal(str)
     pauseToggled = Signal(bool)
     loaded = Signal()
     externalChange = Signal()  # another process committed to the bank (memories or chats)
+    sourcesRemoved = Signal()
 
     def __init__(self, bank, runner: TaskRunner, parent=None) -> None:
         super().__init__(parent)
@@ -137,6 +104,7 @@ class MemoryPanel(QWidget):
         self.runner = runner
         self.model = MemoryTableModel(self)
         self._generation = 0
+        self._details_generation = 0
         self._select_after_load: int | None = None
         self._undo_stack: list[tuple[str, int, frozenset[int]]] = []  # (what, batch id, memory ids) of actions here
         self._debounce = QTimer(self, singleShot=True, interval=250)
@@ -171,7 +139,7 @@ class MemoryPanel(QWidget):
         header.setSectionResizeMode(MemoryTableModel.TEXT, QHeaderView.ResizeMode.Stretch)
         # fixed, font-based widths: sizing to contents would measure every row on each change
         metrics = self.view.fontMetrics()
-        for col, sample in ((1, "Assistant"), (2, "28 Nov 2026"), (3, "28 Nov 23:59"), (4, "deleted")):
+        for col, sample in ((1, "Assistant"), (2, "28 Nov 2026"), (3, "28 Nov 23:59"), (4, "superseded")):
             header.setSectionResizeMode(col, QHeaderView.ResizeMode.Interactive)
             header.resizeSection(col, metrics.horizontalAdvance(sample) + 18)
         self.count_label = QLabel()
@@ -179,6 +147,9 @@ class MemoryPanel(QWidget):
                         ("Add…", "Delete", "Restore", "Forget…", "History…", "Undo", "Export…", "Import…")}
         self.buttons["Forget…"].setToolTip("Remove permanently, including from the history")
         self.buttons["Undo"].setToolTip("Undo the last change made here (or the latest change)")
+        self.buttons["History…"].setToolTip("The selected memory's history, or every recent change when none "
+                                            "is selected (with the facts that were not saved)")
+        self.sources_view = SourcesView()
         filters = QHBoxLayout()
         filters.addWidget(self.person)
         filters.addWidget(self.status)
@@ -195,7 +166,7 @@ class MemoryPanel(QWidget):
         title = QLabel("<b>Memory</b>")
         box = QVBoxLayout(self)
         box.setContentsMargins(4, 4, 4, 4)
-        for item in (title, self.search, filters, self.view, actions, files):
+        for item in (title, self.search, filters, self.view, self.sources_view, actions, files):
             (box.addLayout if isinstance(item, QHBoxLayout) else box.addWidget)(item)
         box.setStretchFactor(self.view, 1)
 
@@ -206,10 +177,11 @@ class MemoryPanel(QWidget):
         self.status.currentIndexChanged.connect(lambda _i: self.refresh())
         self.pause.toggled.connect(self.pauseToggled)
         self.model.editRequested.connect(self._edit)
-        self.view.selectionModel().selectionChanged.connect(lambda *_: self._update_buttons())
+        self.view.selectionModel().selectionChanged.connect(lambda *_: self._selection_changed())
+        self.sources_view.memoryRequested.connect(self.select_memory)
         self.view.doubleClicked.connect(self._double_clicked)
         handlers = {"Add…": self.ask_add, "Delete": self.delete_selected, "Restore": self.restore_selected,
-                    "Forget…": self.ask_forget, "History…": self.show_history, "Undo": lambda: self.undo(),
+                    "Forget…": self.ask_forget, "History…": lambda: self.show_history(), "Undo": lambda: self.undo(),
                     "Export…": self.ask_export, "Import…": self.ask_import}
         for name, handler in handlers.items():
             self.buttons[name].clicked.connect(handler)
@@ -302,6 +274,9 @@ class MemoryPanel(QWidget):
             self._set_speakers([self.person.itemData(i) for i in range(1, self.person.count())]
                                + [m.speaker for m in changes.added])
         self._update_buttons()
+        shown = self.sources_view.memory_id
+        if shown is not None and (shown in changes.forgotten or any(m.id == shown for m in changes.memories)):
+            self.show_sources()  # e.g. an UPDATE linked a new turn, or it was superseded
 
     def _recount(self) -> None:
         """Refresh "N memories" in the background (a count, not a reload)."""
@@ -348,7 +323,39 @@ class MemoryPanel(QWidget):
         self.buttons["Delete"].setEnabled(any(m.status == "active" for m in selected))
         self.buttons["Restore"].setEnabled(any(m.status != "active" for m in selected))
         self.buttons["Forget…"].setEnabled(bool(selected))
-        self.buttons["History…"].setEnabled(len(selected) == 1)
+        self.buttons["History…"].setEnabled(len(selected) <= 1)
+
+    def _selection_changed(self) -> None:
+        self._update_buttons()
+        self.show_sources()
+
+    # --- where it came from -----------------------------------------------------------------
+    def show_sources(self) -> None:
+        """Fill "Where it came from" for the one selected memory (links read in the background)."""
+        self._details_generation += 1
+        generation = self._details_generation
+        selected = self.selected_memories()
+        if len(selected) != 1:
+            self.sources_view.show_text(PLACEHOLDER if not selected else f"{len(selected)} memories selected.")
+            return
+        memory_id, bank = selected[0].id, self.bank
+
+        def fetch():  # db worker: the row as it is now, and its links
+            return bank.get(memory_id), bank.memory_sources(memory_id)
+
+        def done(result) -> None:
+            if generation == self._details_generation:
+                self.sources_view.show_sources(*result)
+
+        def failed(exc: BaseException) -> None:
+            if generation != self._details_generation:
+                return
+            if isinstance(exc, NotFoundError):
+                self.sources_view.show_text("This memory no longer exists.")
+            else:
+                self.error.emit(exc)
+
+        self.runner.submit(fetch, name="memory sources", on_done=done, on_error=failed)
 
     def _double_clicked(self, index) -> None:
         if index.column() != MemoryTableModel.TEXT:
@@ -418,25 +425,35 @@ class MemoryPanel(QWidget):
         self._update_buttons()
 
     def ask_forget(self) -> None:
+        """Confirm, then forget the selected memories; the dialog's checkbox (unchecked by
+        default) also removes the text they came from (`bank.forget(ids, sources=True)`)."""
         selected = self.selected_memories()
         if not selected:
             return
         ids = [m.id for m in selected]
         what = f"“{selected[0].text}”" if len(selected) == 1 else f"these {len(selected)} memories"
-        confirm(self, "Forget permanently",
-                f"Forget {what} permanently? It is removed from the memory and from its history; "
-                "this cannot be undone.", lambda: self.forget(ids), yes_text="Forget",
-                name="confirmForget", destructive=True)
+        also = QCheckBox("Also remove what was said (the source text)")
+        also.setObjectName("forgetSources")
+        also.setToolTip("The chat messages and ingested turns these memories came from are emptied too; "
+                        "other memories from the same turns then read “source deleted”.")
+        box = confirm(self, "Forget permanently",
+                      f"Forget {what} permanently? It is removed from the memory and from its history; "
+                      "this cannot be undone.", lambda: self.forget(ids, sources=also.isChecked()),
+                      yes_text="Forget", name="confirmForget", destructive=True)
+        box.setCheckBox(also)
 
-    def forget(self, ids: list[int]) -> None:
+    def forget(self, ids: list[int], *, sources: bool = False) -> None:
         def done(changes: MemoryChanges):
             gone = set(changes.forgotten)
             self.model.remove_ids(gone)
             self._undo_stack = [entry for entry in self._undo_stack if not entry[2] & gone]
-            self.message.emit(f"Forgot {len(gone)} memor{'y' if len(gone) == 1 else 'ies'} permanently.")
+            self.message.emit(f"Forgot {len(gone)} memor{'y' if len(gone) == 1 else 'ies'} permanently"
+                              + (", and what was said." if sources else "."))
             self.refresh()
+            if sources:
+                self.sourcesRemoved.emit()
 
-        self._do("forget", lambda: self.bank.forget(ids), done)
+        self._do("forget", lambda: self.bank.forget(ids, sources=sources), done)
 
     def undo(self, event_id: int | None = None) -> None:
         """Undo `event_id`, else this panel's last action (its whole batch: a multi-delete comes
@@ -454,19 +471,23 @@ class MemoryPanel(QWidget):
 
         self._do("undo", lambda: bank.undo(event_id, batch=batch), done)
 
-    def show_history(self) -> None:
-        selected = self.selected_memories()
-        if len(selected) != 1:
+    def show_history(self, every_change: bool = False) -> None:
+        """The one selected memory's history; with nothing selected (or `every_change`),
+        every recent change, the facts that were not saved included."""
+        selected = [] if every_change else self.selected_memories()
+        if len(selected) > 1:
             return
-        memory = selected[0]
+        memory = selected[0] if selected else None
         dialog = HistoryDialog(memory, self)
         dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         dialog.undoRequested.connect(lambda eid: (self.undo(eid), dialog.accept()))
-        def show(events):
-            if shiboken6.isValid(dialog):  # the user may have closed it already
-                dialog.model.set_events(sorted(events, key=lambda e: e.id, reverse=True))
+        bank = self.bank
 
-        self._do("history", lambda: self.bank.history(memory_id=memory.id, limit=500), show)
+        def show(result):
+            if shiboken6.isValid(dialog):  # the user may have closed it already
+                dialog.set_events(*result)
+
+        self._do("history", lambda: fetch_history(bank, memory), show)
         dialog.open()
 
     # --- export / import --------------------------------------------------------------------

@@ -51,6 +51,7 @@ def build_menus(window: MainWindow) -> None:
     edit = menu.addMenu("&Edit")
     add_action(window, edit, "Search memories", window.focus_memory_search, QKeySequence.StandardKey.Find)
     add_action(window, edit, "Search chats", window.conversations.search.setFocus, "Ctrl+Shift+F")
+    add_action(window, edit, "Memory history…", lambda: window.memory.show_history(every_change=True))
     window.stop_action = add_action(window, edit, "Stop reply", window.stop_reply, "Esc")
     view = menu.addMenu("&View")
     window.panel_actions = {}
