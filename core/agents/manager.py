@@ -34,7 +34,7 @@ import logging
 from dataclasses import dataclass
 from typing import AbstractSet, Mapping, Sequence, TypedDict
 
-from core.agents import prompts
+from core.agents import prompts, updates
 from core.agents.guards import RepetitionGuard, fact_key
 from core.errors import Cancelled, ModelOutputError, NotFoundError, UserError
 from core.memory.text import clean_fragment
@@ -63,6 +63,10 @@ class ManagerConfig:
     chunk_chars: int = 2000
     max_turn_chars: int = 16000
     extract_params: GenParams = EXTRACT_PARAMS
+    # core.agents.updates: facts the decision dropped are kept (`updates`), and an ADD that
+    # replaces an older memory supersedes it by the slot/retraction/correction rules (`supersede`)
+    updates: bool = True
+    supersede: bool = True
     decide_params: GenParams = DECIDE_PARAMS
 
 
@@ -344,13 +348,44 @@ class MemoryManager:
         for i in range(0, len(fresh), size):
             batch, batch_vecs = fresh[i:i + size], fresh_vecs[i:i + size]
             unrelated, to_decide, shown = self.split_batch(batch, batch_vecs, speaker=speaker, exclude=touched)
-            ops += [MemoryOp("ADD", text=f, **extra) for f in unrelated]
-            if not to_decide:
-                continue
-            decided = self.decide(to_decide, shown, speaker=speaker, observed_at=time, source=source, cancel=cancel)
+            adds = [MemoryOp("ADD", text=f, **extra) for f in unrelated]
+            decided = self.decide(to_decide, shown, speaker=speaker, observed_at=time, source=source,
+                                  cancel=cancel) if to_decide else []
+            # --- updates hook (core.agents.updates): dropped facts kept, replaced memories superseded
+            if self.config.updates:
+                decided = self._reconcile(adds + decided, to_decide, shown, text=text, speaker=speaker,
+                                          extra=extra, exclude=touched)
+                adds = []
             touched |= {op.memory_id for op in decided if op.memory_id is not None}
-            ops += decided
+            touched |= {op.supersedes for op in decided if op.supersedes is not None}
+            # --- end updates hook
+            ops += adds + decided
         return ops
+
+    def _reconcile(self, ops: list[MemoryOp], facts: Sequence[str], shown: Sequence[Memory], *, text: str,
+                   speaker: str | None, extra: _Provenance, exclude: AbstractSet[int]) -> list[MemoryOp]:
+        """`core.agents.updates.reconcile` over one batch's ops (the ADDs made without a call
+        and the decision's); a fact that could supersede by a slot or retraction also gets
+        the speaker's nearest active memories as candidates, whatever their score."""
+        wanting = [op.text for op in ops if op.event == "ADD" and updates.wants_candidates(op.text, speaker)]
+        wanting += [f for f in facts if updates.wants_candidates(f, speaker)]
+        candidates: list[Memory] = []
+        if self.config.supersede and wanting:
+            for vec in self.bank.embed(wanting):
+                candidates += [h.memory for h in self.bank.search_by_vector(vec, k=self.config.related_per_fact,
+                                                                          speaker=speaker)
+                               if h.memory.status == "active" and h.memory.id not in exclude]
+        done = updates.reconcile(ops, facts, shown, embed=self.bank.embed, speaker=speaker, provenance=dict(extra),
+                                 turn_text=text, candidates=candidates, ruled=self.config.supersede)
+        for fact in done.kept:
+            log_text("fact the decision dropped, kept", fact)
+        for new, old_id, rule in done.superseded:
+            log_text(f"supersedes #{old_id} ({rule})", new)
+        if done.kept or done.superseded or done.repeats:
+            log.info("updates: %d dropped facts kept, %d model ADDs were repeats, %d memories superseded (%s)",
+                     len(done.kept), len(done.repeats), len(done.superseded),
+                     ", ".join(f"#{o} by {r}" for _, o, r in done.superseded) or "none")
+        return done.ops
 
     def split_batch(self, facts: Sequence[str], vecs, *, speaker: str | None,
                     exclude: AbstractSet[int] = frozenset()) -> tuple[list[str], list[str], list[Memory]]:
