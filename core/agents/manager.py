@@ -332,6 +332,8 @@ class MemoryManager:
         fresh, fresh_vecs = [], []
         for fact, vec in zip(facts, vecs):
             dup = self.bank.find_duplicate(fact, speaker=speaker, threshold=self.config.duplicate_threshold, vec=vec)
+            if dup is not None and self.config.updates and not updates.same_fact(fact, dup.text, 1.0):
+                dup = None  # updates hook: a close cosine but another name, number or a negation
             if dup is not None:
                 log_text(f"turn {source} fact skipped as duplicate of #{dup.id}", fact)
                 ops.append(MemoryOp("NOOP", text=fact, memory_id=dup.id, **extra))

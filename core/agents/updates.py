@@ -91,11 +91,12 @@ _SLOTS: tuple[tuple[str, re.Pattern[str]], ...] = tuple((slot, re.compile(p, re.
     ("employer", _SUBJ + r" (?:now |currently |also )?works (?:at|for) (?P<v>.+)$"),
     ("employer", _SUBJ + r" (?:has |just |recently )?(?:got|started|has|took|landed|found) a (?:new )?job (?:at|with) (?P<v>.+)$"),
     ("employer", _SUBJ + r" is (?:now )?employed (?:at|by) (?P<v>.+)$"),
+    ("children", _SUBJ + r" (?:now |also )?has (?P<v>\w+) (?:kids|children)$"),
     ("favourite", _SUBJ + r"'s? (?:new |current |all-time )?(?:favou?rite|fave) (?P<a>[\w ]+?) is(?: now)? (?P<v>.+)$"),
 ))
 _RETRACTIONS: tuple[re.Pattern[str], ...] = tuple(re.compile(p, re.I) for p in (
-    _SUBJ + r" (?:no longer|does not|doesn't|do not|don't) (?P<o>.+)$",
     _SUBJ + r" (?:is|are) (?:no longer|not) (?P<o>.+)$",
+    _SUBJ + r" (?:no longer|does not|doesn't|do not|don't) (?P<o>.+)$",
     _SUBJ + r" (?:has |had |recently |just |finally )?(?:sold|gave away|gave up|quit|stopped|got rid of|"
             r"moved out of|moved away from) (?P<o>.+)$",
 ))
@@ -126,8 +127,22 @@ def _stem(word: str) -> str:
     return word
 
 
+_LEADING = re.compile(r"^(?:(?:actually|sorry|well|oh|so|and|but|yes|no|ok|okay|correction|also)\b[,:;!]?\s+"
+                      r"|[A-Z][\w'-]* (?:meant|means)(?: that)?\s+)+", re.I)
+_MONTH = r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\b"
+_TIME_TAIL = re.compile(
+    r",?\s+(?:(?:on|in|at|since|until|by|around|from|during|over) (?:\d|the (?:day|week|weekend|month|year)\b|"
+    + _MONTH + r"|early\b|late\b|mid\b)|the (?:day|week|weekend|month|year|night|morning|evening)s? (?:before|after|of)\b|"
+    r"last (?:week|weekend|month|year|night|\w+day)\b|yesterday\b|today\b|tonight\b|recently\b|any ?more\b|"
+    r"\w+ (?:days?|weeks?|months?|years?) (?:ago|before|after)\b|this (?:week|weekend|month|year|morning)\b|now\b).*$", re.I)
+
+
 def _clean(text: str) -> str:
-    return " ".join(text.strip().rstrip(".!?;").split())
+    """A fact without its end punctuation, a leading "Actually,"/"Sorry, Maria meant" and a
+    trailing time ("the week before 8 May 2023", "on 7 May 2023", "any more", "now")."""
+    text = " ".join(text.strip().rstrip(".!?;").split())
+    text = _LEADING.sub("", text)
+    return _TIME_TAIL.sub("", text).strip()
 
 
 def _subject(raw: str, speaker: str | None) -> str:
@@ -145,7 +160,7 @@ def _value(raw: str) -> str:
     for w in words:
         if out and (w in _VALUE_END or w.isdigit()):
             break
-        out.append(w)
+        out.append(_NUMBER_WORDS.get(w, w))
     return " ".join(out)
 
 
@@ -247,7 +262,7 @@ def retraction(text: str, speaker: str | None = None) -> tuple[str, frozenset[st
 def _one_span_swap(new: str, old: str) -> bool:
     """`new` is `old` with one span of 1-4 words swapped, the rest (>= 3 words, starting with
     the first) the same."""
-    a, b = _words(new), _words(old)
+    a, b = _words(_LEADING.sub("", new.strip())), _words(_LEADING.sub("", old.strip()))
     p = 0
     while p < min(len(a), len(b)) and a[p] == b[p]:
         p += 1
