@@ -377,7 +377,8 @@ class MemoryManager:
                 candidates += [h.memory for h in self.bank.search_by_vector(vec, k=self.config.related_per_fact,
                                                                           speaker=speaker)
                                if h.memory.status == "active" and h.memory.id not in exclude]
-        done = updates.reconcile(ops, facts, shown, embed=self.bank.embed, speaker=speaker, provenance=dict(extra),
+        provenance = {"speaker": extra["speaker"], "observed_at": extra["observed_at"], "source": extra["source"]}
+        done = updates.reconcile(ops, facts, shown, embed=self.bank.embed, speaker=speaker, provenance=provenance,
                                  turn_text=text, candidates=candidates, ruled=self.config.supersede)
         for fact in done.kept:
             log_text("fact the decision dropped, kept", fact)

@@ -10,8 +10,8 @@ The model proposes ops for the facts it was sent; `reconcile` then disposes, det
 3. **Supersession by time.** An ADD (the model's or a kept fact) that replaces an older active
    memory of the same speaker among the candidates (the shown memories and, for facts that
    name a slot, the speaker's nearest ones) gets `supersedes=<old id>`; the bank then marks the
-   old one superseded, linked to the new one. A memory the model itself UPDATEs or DELETEs is
-   left to the model's op. Three rules, each narrow on purpose:
+   old one superseded, linked to the new one (the model's NOOP on it is dropped). A memory
+   the model itself UPDATEs or DELETEs is left to the model's op. Three rules, each narrow on purpose:
    - *slot*: both texts fill the same single-valued slot of the same subject with different
      values: residence ("lives in", "moved (from A) to", "'s home is"), job title ("works
      as", "got a job as", "'s job is"), employer ("works at/for", "a new job at"),
@@ -78,6 +78,7 @@ _SELF = {"i", "the user", "user", "the speaker"}
 
 # (slot, pattern): the subject is group "s", the value group "v"; a favourite adds group "a".
 _SUBJ = r"^(?P<s>.+?)"
+_NEW_JOB = r" (?:has |just |recently )?(?:got|started|has|took|landed|found) a (?:new )?job"
 _SLOTS: tuple[tuple[str, re.Pattern[str]], ...] = tuple((slot, re.compile(p, re.I)) for slot, p in (
     ("residence", _SUBJ + r" (?:now |currently |still |also )?(?:lives|is living|resides|has lived|has been living|"
                   r"is based|is now based|settled) in (?P<v>.+)$"),
@@ -85,11 +86,11 @@ _SLOTS: tuple[tuple[str, re.Pattern[str]], ...] = tuple((slot, re.compile(p, re.
                   r"(?: back)?(?: from .+?)? to (?P<v>.+)$"),
     ("residence", _SUBJ + r"'s? (?:new |current )?home is(?: now)?(?: in)? (?P<v>.+)$"),
     ("job title", _SUBJ + r" (?:now |currently |also )?works as (?P<v>.+)$"),
-    ("job title", _SUBJ + r" (?:has |just |recently )?(?:got|started|has|took|landed|found) a (?:new )?job as (?P<v>.+)$"),
+    ("job title", _SUBJ + _NEW_JOB + r" as (?P<v>.+)$"),
     ("job title", _SUBJ + r"'s? (?:new |current )?(?:job|profession|occupation) is (?P<v>.+)$"),
     ("job title", _SUBJ + r" is (?:now )?(?:an? )?(?P<v>[\w-]+(?: [\w-]+)?) by profession$"),
     ("employer", _SUBJ + r" (?:now |currently |also )?works (?:at|for) (?P<v>.+)$"),
-    ("employer", _SUBJ + r" (?:has |just |recently )?(?:got|started|has|took|landed|found) a (?:new )?job (?:at|with) (?P<v>.+)$"),
+    ("employer", _SUBJ + _NEW_JOB + r" (?:at|with) (?P<v>.+)$"),
     ("employer", _SUBJ + r" is (?:now )?employed (?:at|by) (?P<v>.+)$"),
     ("children", _SUBJ + r" (?:now |also )?has (?P<v>\w+) (?:kids|children)$"),
     ("favourite", _SUBJ + r"'s? (?:new |current |all-time )?(?:favou?rite|fave) (?P<a>[\w ]+?) is(?: now)? (?P<v>.+)$"),
@@ -132,9 +133,10 @@ _LEADING = re.compile(r"^(?:(?:actually|sorry|well|oh|so|and|but|yes|no|ok|okay|
 _MONTH = r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\b"
 _TIME_TAIL = re.compile(
     r",?\s+(?:(?:on|in|at|since|until|by|around|from|during|over) (?:\d|the (?:day|week|weekend|month|year)\b|"
-    + _MONTH + r"|early\b|late\b|mid\b)|the (?:day|week|weekend|month|year|night|morning|evening)s? (?:before|after|of)\b|"
-    r"last (?:week|weekend|month|year|night|\w+day)\b|yesterday\b|today\b|tonight\b|recently\b|any ?more\b|"
-    r"\w+ (?:days?|weeks?|months?|years?) (?:ago|before|after)\b|this (?:week|weekend|month|year|morning)\b|now\b).*$", re.I)
+    + _MONTH + r"|early\b|late\b|mid\b)|"
+    r"the (?:day|week|weekend|month|year|night|morning|evening)s? (?:before|after|of)\b|"
+    r"last (?:week|weekend|month|year|night|\w+day)\b|(?:yesterday|today|tonight|recently|any ?more|now)$|"
+    r"\w+ (?:days?|weeks?|months?|years?) (?:ago|before|after)\b|this (?:week|weekend|month|year|morning)\b).*$", re.I)
 
 
 def _clean(text: str) -> str:
@@ -375,7 +377,8 @@ def reconcile(ops: Sequence[MemoryOp], facts: Sequence[str], shown: Sequence[Mem
 def _supersede(ops: list[MemoryOp], pool: list[Memory], *, speaker: str | None, turn_text: str,
                superseded: list[tuple[str, int, str]]) -> list[MemoryOp]:
     """3. Set `supersedes` on the ADDs that replace a memory of `pool` (the first ADD wins a
-    memory; a memory another op UPDATEs or DELETEs is left to that op)."""
+    memory; a memory another op UPDATEs or DELETEs is left to that op; the model's NOOPs on a
+    superseded memory are dropped)."""
     updated = {op.memory_id for op in ops if op.event in ("UPDATE", "DELETE")}
     taken = {op.supersedes for op in ops if op.supersedes is not None}
     out = list(ops)
@@ -391,7 +394,8 @@ def _supersede(ops: list[MemoryOp], pool: list[Memory], *, speaker: str | None, 
                 taken.add(mem.id)
                 superseded.append((op.text, mem.id, rule))
                 break
-    return out
+    replaced = {old_id for _, old_id, _ in superseded}  # the model's NONE on them was wrong
+    return [op for op in out if not (op.event == "NOOP" and op.memory_id in replaced)]
 
 
 def wants_candidates(fact: str, speaker: str | None = None) -> bool:

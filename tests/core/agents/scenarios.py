@@ -217,9 +217,9 @@ def run_scenario(scenario: Scenario, bank, manager_for, *, emulate: bool = True)
         planned: list = []
         plan = manager.plan_turn
 
-        def capture(*args, _plan=plan, **kw):
+        def capture(*args, _plan=plan, _planned=planned, **kw):
             ops = _plan(*args, **kw)
-            planned.extend(ops)
+            _planned.extend(ops)
             return ops
 
         manager.plan_turn = capture
