@@ -204,13 +204,15 @@ SCENARIOS: tuple[Scenario, ...] = (
 )
 
 
-def run_scenario(scenario: Scenario, bank, manager_for, *, emulate: bool = True) -> list[str]:
+def run_scenario(scenario: Scenario, bank, manager_for, *, emulate: bool = True,
+                 emulated: set[int] | None = None) -> list[str]:
     """Run each step through `manager_for(step).process_turn` on `bank` and check the bank
     after it; returns the failures ("step N: ...", [] when the scenario holds).
 
     `emulate`: an ADD's `supersedes` that the bank left active (a bank without supersede
-    support) is emulated by deleting the old memory and counting it as superseded."""
-    emulated: set[int] = set()
+    support) is emulated by deleting the old memory and counting it as superseded (its id
+    added to `emulated`, when given)."""
+    emulated = set() if emulated is None else emulated
     failures: list[str] = []
     for n, step in enumerate(scenario.steps, start=1):
         manager = manager_for(step)
