@@ -5,7 +5,9 @@ extract facts (schema-constrained) -> skip exact and near duplicates without a m
 retrieve the top 5 related memories per fact (merged) -> show them under small integer
 aliases -> constrained ADD/UPDATE/DELETE/NONE ops (the model's NONE is a NOOP op) -> validate
 the ids (the manager may only touch the memories it was SHOWN; anything else is dropped and
-logged) -> one `bank.apply` transaction (recorded in the event log) -> the `MemoryChanges`.
+logged) -> keep the facts the decision dropped and mark the memories a new fact replaces
+(`core.agents.updates`; `ManagerConfig.updates`, `.supersede`) -> one `bank.apply`
+transaction (recorded in the event log) -> the `MemoryChanges`.
 
 Threading: a manager is driven by one thread at a time (the pipeline's manager thread or the
 ingest loop); the backend is not thread-safe.
@@ -371,6 +373,8 @@ class MemoryManager:
         the speaker's nearest active memories as candidates, whatever their score."""
         wanting = [op.text for op in ops if op.event == "ADD" and updates.wants_candidates(op.text, speaker)]
         wanting += [f for f in facts if updates.wants_candidates(f, speaker)]
+        if not facts and not shown and not wanting:
+            return ops  # only ADDs of facts with no related memory and no slot: nothing to check
         candidates: list[Memory] = []
         if self.config.supersede and wanting:
             for vec in self.bank.embed(wanting):
