@@ -27,7 +27,8 @@ The model proposes ops for the facts it was sent; `reconcile` then disposes, det
    Maria's address). For those the Answer Agent's prompt already says "if memories
    contradict each other, trust the most recent one" (core.agents.prompts.ANSWER_SYSTEM).
 
-**Near-duplicate / carried** (one test for both): cosine of the bank's embedder >=
+**Near-duplicate** (`same_fact`; an ADD/UPDATE of the model also *carries* a fact when its
+text holds every word of the fact but its function words, `carries`): cosine of the bank's embedder >=
 `DUPLICATE_COSINE` AND every name and number of the fact occurs in the other text AND both or
 neither are negations. The cosine alone cannot tell "on 3 June" from "on 4 June" (0.93 with
 all-MiniLM-L6-v2) or "lives in Lisbon" from "no longer lives in Lisbon" (0.83); paraphrases of
@@ -206,6 +207,23 @@ def same_fact(fact: str, other: str, cosine: float, threshold: float = DUPLICATE
             and is_negation(fact) == is_negation(other))
 
 
+def carries(op_text: str, fact: str, cosine: float, threshold: float = DUPLICATE_COSINE) -> bool:
+    """Whether an ADD/UPDATE text of the model says `fact`: `same_fact`, or the text holds
+    every word of the fact but its function words (a merged UPDATE: "Ann also said: Rex
+    loves the beach (merged with an earlier memory)"), with the same negation.
+
+    >>> carries("Jo moved to Oslo in 2022 and likes it there", "Jo moved to Oslo in 2022.", 0.7)
+    True
+    >>> carries("Jo moved to Oslo", "Jo moved to Oslo in 2022.", 0.9)
+    False
+    """
+    if same_fact(fact, op_text, cosine, threshold):
+        return True
+    words = {_stem(w) for w in _words(fact) if w not in _STOP}
+    return (bool(words) and words <= {_stem(w) for w in _words(op_text)}
+            and is_negation(fact) == is_negation(op_text))
+
+
 def slot_of(text: str, speaker: str | None = None) -> Slot | None:
     """The single-valued slot a fact fills, or None (a negation fills none).
 
@@ -354,7 +372,7 @@ def reconcile(ops: Sequence[MemoryOp], facts: Sequence[str], shown: Sequence[Mem
     carriers = [ops[i].text for i in writes if ops[i].event in ("ADD", "UPDATE")]
     kept: list[str] = []
     for fact in facts:  # 2. no fact vanishes
-        if any(same_fact(fact, t, cos(fact, t), threshold) for t in carriers):
+        if any(carries(t, fact, cos(fact, t), threshold) for t in carriers):
             continue
         if any(same_fact(fact, m.text, cos(fact, m.text), threshold) for m in shown):
             continue
