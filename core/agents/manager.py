@@ -421,7 +421,8 @@ class MemoryManager:
         with the ops; when nothing is applied the caller clears it).
 
         If a shown memory vanished before the write (a user deleted it meanwhile), the ops on
-        it are dropped (logged) and the rest applied.
+        it are dropped (logged; an ADD that would supersede it is kept without the link) and
+        the rest applied.
         """
         if not text or not text.strip():
             return MemoryChanges()
@@ -434,6 +435,8 @@ class MemoryManager:
             return self.bank.apply(ops, actor=actor, turn=turn, done_message_id=done_message_id)
         except NotFoundError as exc:
             kept = [op for op in ops if op.memory_id is None or self._active(op.memory_id)]
+            kept = [dataclasses.replace(op, supersedes=None)  # updates: the fact stays, the link goes
+                    if op.supersedes is not None and not self._active(op.supersedes) else op for op in kept]
             log.warning("turn %s: %s; applying the %d ops whose memories still exist", turn, exc, len(kept))
             return self.bank.apply(kept, actor=actor, turn=turn,
                                    done_message_id=done_message_id) if kept else MemoryChanges()

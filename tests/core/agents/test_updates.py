@@ -198,3 +198,22 @@ def test_plan_turn_keeps_a_fact_the_duplicate_check_would_take_for_another(make_
     assert [(o.event, o.memory_id) for o in off] == [("NOOP", two.id)]  # today: taken for the old one
     ops = _plan(bank, ["Maria has three kids."])
     assert [(o.event, o.text, o.supersedes) for o in ops] == [("ADD", "Maria has three kids.", two.id)]
+
+
+def test_an_add_whose_superseded_memory_vanished_is_still_applied(make_bank, real_embedder):
+    """The bank refuses an op on a memory deleted meanwhile (here: the UPDATE of a memory
+    the user deleted); the retry keeps the kept ADD and drops its link to a gone memory."""
+    bank = make_bank(embedder=real_embedder)
+    lisbon = bank.add("Maria lives in Lisbon.", speaker="Maria").memory
+    manager = MemoryManager(bank, FakeBackend(default=router(facts=["Maria moved to Berlin."])))
+    plan = manager.plan_turn
+
+    def plan_then_delete(*args, **kw):
+        ops = plan(*args, **kw)
+        assert [o.supersedes for o in ops if o.event == "ADD"] == [lisbon.id]
+        bank.delete(lisbon.id)
+        return ops + [MemoryOp("UPDATE", text="Maria lived in Lisbon.", memory_id=lisbon.id)]
+
+    manager.plan_turn = plan_then_delete
+    changes = manager.process_turn("I moved to Berlin.", speaker="Maria", time=TIME)
+    assert [m.text for m in changes.added] == ["Maria moved to Berlin."]
