@@ -2,8 +2,9 @@
 
 The model proposes ops for the facts it was sent; `reconcile` then disposes, deterministically:
 
-1. **A model ADD that repeats a shown memory** (a near-duplicate, see below) becomes a NOOP
-   on that memory: the bank does not fill with paraphrases.
+1. **An ADD that repeats a shown memory** (a near-duplicate, see below) becomes a NOOP on
+   that memory, one that repeats an earlier ADD of the same batch a NOOP: the bank does not
+   fill with paraphrases.
 2. **No fact vanishes.** A fact the model dropped (it answered NONE, or no ADD/UPDATE carries
    it) that is not a near-duplicate of a shown memory is ADDed with the turn's provenance.
    The model's NOOP for that fact is dropped (it was wrong).
@@ -361,7 +362,8 @@ def reconcile(ops: Sequence[MemoryOp], facts: Sequence[str], shown: Sequence[Mem
         return float(vecs[index[a]] @ vecs[index[b]])
 
     repeats: list[str] = []
-    for i in writes:  # 1. a model ADD that repeats a shown memory
+    earlier: list[str] = []
+    for i in writes:  # 1. an ADD that repeats a shown memory, or an earlier ADD of this batch
         op = ops[i]
         if op.event != "ADD":
             continue
@@ -369,6 +371,11 @@ def reconcile(ops: Sequence[MemoryOp], facts: Sequence[str], shown: Sequence[Mem
         if same is not None:
             ops[i] = replace(op, event="NOOP", memory_id=same.id)
             repeats.append(op.text)
+        elif any(same_fact(op.text, t, cos(op.text, t), threshold) for t in earlier):
+            ops[i] = replace(op, event="NOOP")
+            repeats.append(op.text)
+        else:
+            earlier.append(op.text)
     carriers = [ops[i].text for i in writes if ops[i].event in ("ADD", "UPDATE")]
     kept: list[str] = []
     for fact in facts:  # 2. no fact vanishes

@@ -217,3 +217,13 @@ def test_an_add_whose_superseded_memory_vanished_is_still_applied(make_bank, rea
     manager.plan_turn = plan_then_delete
     changes = manager.process_turn("I moved to Berlin.", speaker="Maria", time=TIME)
     assert [m.text for m in changes.added] == ["Maria moved to Berlin."]
+
+
+def test_plan_turn_adds_one_of_two_paraphrases_in_one_turn(make_bank, real_embedder):
+    bank = make_bank(embedder=real_embedder)
+    ops = _plan(bank, ["Maria works as a nurse.", "Maria is a nurse by profession.", "Maria has a cat."])
+    assert [(o.event, o.text) for o in ops] == [
+        ("ADD", "Maria works as a nurse."), ("NOOP", "Maria is a nurse by profession."), ("ADD", "Maria has a cat.")]
+    off = _plan(bank, ["Maria works as a nurse.", "Maria is a nurse by profession."],
+                config=ManagerConfig(updates=False))
+    assert [o.event for o in off] == ["ADD", "ADD"]
