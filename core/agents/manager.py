@@ -6,8 +6,9 @@ becomes a REJECT op) -> skip exact and near duplicates without a model call ->
 retrieve the top 5 related memories per fact (merged) -> show them under small integer
 aliases -> constrained ADD/UPDATE/DELETE/NONE ops (the model's NONE is a NOOP op) -> validate
 the ids (the manager may only touch the memories it was SHOWN; anything else is dropped and
-logged) -> the gate again on the ADD/UPDATE texts -> one `bank.apply` transaction (recorded
-in the event log) -> the `MemoryChanges`.
+logged) -> the gate again on the ADD/UPDATE texts -> keep the facts the decision dropped and
+mark the memories a new fact replaces (`core.agents.updates`; `ManagerConfig.updates`,
+`.supersede`) -> one `bank.apply` transaction (recorded in the event log) -> the `MemoryChanges`.
 
 Threading: a manager is driven by one thread at a time (the pipeline's manager thread or the
 ingest loop); the backend is not thread-safe.
@@ -48,7 +49,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import AbstractSet, Mapping, Sequence, TypedDict
 
-from core.agents import extractive, prompts
+from core.agents import extractive, prompts, updates
 from core.agents.grounding import DEFAULT_CONFIG as GATE_DEFAULTS
 from core.agents.grounding import GateConfig, Source, Verdict, check_fact
 from core.agents.guards import RepetitionGuard, fact_key
@@ -111,6 +112,10 @@ class ManagerConfig:
     chunk_chars: int = 2000
     max_turn_chars: int = 16000
     extract_params: GenParams = EXTRACT_PARAMS
+    # core.agents.updates: facts the decision dropped are kept (`updates`), and an ADD that
+    # replaces an older memory supersedes it by the slot/retraction/correction rules (`supersede`)
+    updates: bool = True
+    supersede: bool = True
     decide_params: GenParams = DECIDE_PARAMS
     gate: bool = True  # the grounding gate (ours); False = the paper's path, nothing refused
     extraction: str = "auto"  # "free" | "extractive" | "auto" (module docstring)
@@ -489,6 +494,8 @@ class MemoryManager:
             return out
         for fact, vec in zip(out.facts, self.bank.embed(out.facts)):
             dup = self.bank.find_duplicate(fact, speaker=speaker, threshold=self.config.duplicate_threshold, vec=vec)
+            if dup is not None and self.config.updates and not updates.same_fact(fact, dup.text, 1.0):
+                dup = None  # updates hook: a close cosine but another name, number or a negation
             if dup is not None:
                 log_text(f"turn {source} fact skipped as duplicate of #{dup.id}", fact)
                 out.duplicates.append(MemoryOp("NOOP", text=fact, memory_id=dup.id, **extra))
@@ -513,13 +520,50 @@ class MemoryManager:
         for i in range(0, len(screened.fresh), size):
             batch, batch_vecs = screened.fresh[i:i + size], screened.fresh_vecs[i:i + size]
             unrelated, to_decide, shown = self.split_batch(batch, batch_vecs, speaker=speaker, exclude=touched)
-            ops += [MemoryOp("ADD", text=f, **extra) for f in unrelated]
-            if not to_decide:
-                continue
-            decided = self.decide(to_decide, shown, speaker=speaker, observed_at=time, source=source, cancel=cancel)
+            adds = [MemoryOp("ADD", text=f, **extra) for f in unrelated]
+            decided = self.decide(to_decide, shown, speaker=speaker, observed_at=time, source=source,
+                                  cancel=cancel) if to_decide else []
+            # the gate on the texts the model wrote, before the updates rules: a fact whose
+            # rewrite was refused is then one the decision dropped, and is kept as said
+            decided = self._gate_decided(decided, text, accepted, speaker=speaker, time=time)
+            # --- updates hook (core.agents.updates): dropped facts kept, replaced memories superseded
+            if self.config.updates:
+                decided = self._reconcile(adds + decided, to_decide, shown, text=text, speaker=speaker,
+                                          extra=extra, exclude=touched)
+                adds = []
             touched |= {op.memory_id for op in decided if op.memory_id is not None}
-            ops += self._gate_decided(decided, text, accepted, speaker=speaker, time=time)
+            touched |= {op.supersedes for op in decided if op.supersedes is not None}
+            # --- end updates hook
+            ops += adds + decided
         return ops
+
+    def _reconcile(self, ops: list[MemoryOp], facts: Sequence[str], shown: Sequence[Memory], *, text: str,
+                   speaker: str | None, extra: _Provenance, exclude: AbstractSet[int]) -> list[MemoryOp]:
+        """`core.agents.updates.reconcile` over one batch's ops (the ADDs made without a call
+        and the decision's); a fact that could supersede by a slot or retraction also gets
+        the speaker's nearest active memories as candidates, whatever their score."""
+        wanting = [op.text for op in ops if op.event == "ADD" and updates.wants_candidates(op.text, speaker)]
+        wanting += [f for f in facts if updates.wants_candidates(f, speaker)]
+        if not facts and not shown and not wanting:
+            return ops  # only ADDs of facts with no related memory and no slot: nothing to check
+        candidates: list[Memory] = []
+        if self.config.supersede and wanting:
+            for vec in self.bank.embed(wanting):
+                candidates += [h.memory for h in self.bank.search_by_vector(vec, k=self.config.related_per_fact,
+                                                                          speaker=speaker)
+                               if h.memory.status == "active" and h.memory.id not in exclude]
+        provenance = {"speaker": extra["speaker"], "observed_at": extra["observed_at"], "source": extra["source"]}
+        done = updates.reconcile(ops, facts, shown, embed=self.bank.embed, speaker=speaker, provenance=provenance,
+                                 turn_text=text, candidates=candidates, ruled=self.config.supersede)
+        for fact in done.kept:
+            log_text("fact the decision dropped, kept", fact)
+        for new, old_id, rule in done.superseded:
+            log_text(f"supersedes #{old_id} ({rule})", new)
+        if done.kept or done.superseded or done.repeats:
+            log.info("updates: %d dropped facts kept, %d model ADDs were repeats, %d memories superseded (%s)",
+                     len(done.kept), len(done.repeats), len(done.superseded),
+                     ", ".join(f"#{o} by {r}" for _, o, r in done.superseded) or "none")
+        return done.ops
 
     def split_batch(self, facts: Sequence[str], vecs, *, speaker: str | None,
                     exclude: AbstractSet[int] = frozenset()) -> tuple[list[str], list[str], list[Memory]]:
@@ -551,7 +595,8 @@ class MemoryManager:
         passed to the bank as REJECT ops and kept in `last_rejected`.
 
         If a shown memory vanished before the write (a user deleted it meanwhile), the ops on
-        it are dropped (logged) and the rest applied.
+        it are dropped (logged; an ADD that would supersede it is kept without the link) and
+        the rest applied.
         """
         self.last_rejected = []
         if not text or not text.strip():
@@ -569,6 +614,8 @@ class MemoryManager:
             return self._apply(ops, actor=actor, turn=turn, done_message_id=done_message_id, source=src)
         except NotFoundError as exc:
             kept = [op for op in ops if op.memory_id is None or self._active(op.memory_id)]
+            kept = [dataclasses.replace(op, supersedes=None)  # updates: the fact stays, the link goes
+                    if op.supersedes is not None and not self._active(op.supersedes) else op for op in kept]
             log.warning("turn %s: %s; applying the %d ops whose memories still exist", turn, exc, len(kept))
             return self._apply(kept, actor=actor, turn=turn, done_message_id=done_message_id, source=src)
 

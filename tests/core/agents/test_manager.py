@@ -156,9 +156,10 @@ def test_unknown_event_is_dropped_and_the_valid_ops_apply(bank, warnings):
                    facts("John plays tennis on Sundays", "John has a bike"),
                    ops({"id": "0", "text": "John plays tennis on Sundays", "event": "MERGE"},
                        {"id": "1", "text": "John has a bike", "event": "ADD"}))
-    assert [m.text for m in changes.added] == ["John has a bike"] and not changes.updated
-    assert "unknown event" in warnings.text
-    assert active_texts(bank) == ["John has a bike", "John plays tennis"]
+    # the fact of the dropped op is kept (core.agents.updates: no fact vanishes)
+    assert [m.text for m in changes.added] == ["John has a bike", "John plays tennis on Sundays"]
+    assert not changes.updated and "unknown event" in warnings.text
+    assert active_texts(bank) == ["John has a bike", "John plays tennis", "John plays tennis on Sundays"]
 
 
 def test_invented_id_is_dropped_and_logged(bank, warnings):
@@ -166,8 +167,9 @@ def test_invented_id_is_dropped_and_logged(bank, warnings):
     changes = turn(bank, "squash", facts("John plays squash"),
                    ops({"id": "17", "text": "John plays squash", "event": "UPDATE"},
                        {"id": "abc", "text": "", "event": "DELETE"}))
-    assert not changes
-    assert bank.get(tennis.id).text == "John plays tennis"
+    assert [m.text for m in changes.added] == ["John plays squash"]  # kept, not lost with the bad ops
+    assert not changes.updated and not changes.deleted
+    assert bank.get(tennis.id).text == "John plays tennis" and bank.get(tennis.id).status == "active"
     assert "was not shown" in warnings.text
 
 

@@ -176,9 +176,11 @@ def test_fuzzed_outputs_through_the_manager_change_the_bank_only_as_their_valid_
 
     backend = FakeBackend(default=reply, chunk=CHUNK)
     # every fact goes to the decision call with every memory shown; no token cap (the fake's
-    # word cut would rewrite the output under test); no grounding gate: the fuzzed texts are
-    # not said in the turn, and what is checked here is the parser's validation
-    config = ManagerConfig(decide_when_empty=True, related_min_score=-1.0, gate=False,
+    # word cut would rewrite the output under test); no grounding gate (the fuzzed texts are not
+    # said in the turn: the parser's validation is under test); `updates=False`: only the model's ops
+    # (a kept fact would make every later case a duplicate that skips the decision call;
+    # the kept-fact rules have their own tests, tests/core/agents/test_updates.py)
+    config = ManagerConfig(decide_when_empty=True, related_min_score=-1.0, updates=False, gate=False,
                            decide_params=GenParams(temperature=0.0, max_tokens=0))
     figures = {"cases": 0, "refused": 0, "ops": 0, "changes": 0, "unexplained": 0}
     bank = None
