@@ -21,6 +21,7 @@ import sys
 import threading
 
 from app.cli.options import add_command, add_model_options, check_model_files, model_spec
+from core.paths import CHAT_HISTORY_NAME
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -225,7 +226,7 @@ def _print_ingest(summary: dict, as_json: bool, already: bool = False) -> None:
 # --------------------------------------------------------------------------- chat
 
 HELP = "Commands: /memories  /forget ID  /help  /quit   (Ctrl-C stops a reply; Ctrl-D quits)"
-HISTORY_FILE = "chat_history"  # in the data dir: the lines typed at `you>`, owner-only (0600)
+HISTORY_FILE = CHAT_HISTORY_NAME  # in the data dir: the lines typed at `you>`, owner-only (0600)
 HISTORY_LENGTH = 1000
 
 
