@@ -216,8 +216,8 @@ def _print_ingest(summary: dict, as_json: bool, already: bool = False) -> None:
           + (f" ({summary['skipped']} done earlier)" if summary["skipped"] else "")
           + f"; memories: {summary['added']} added, {summary['updated']} updated, "
             f"{summary['deleted']} deleted, {summary['unchanged']} unchanged"
-          + (f"; {summary['rejected']} proposed facts not saved (not in what was said)" if summary["rejected"] else "")
-          + ".")
+          + f"; rejected {summary['rejected']} {'fact' if summary['rejected'] == 1 else 'facts'} "
+            "not supported by what was said (memory history shows them).")
     if summary["failed"]:
         print(f"warning: {len(summary['failed'])} turn(s) failed (model output unusable twice; see the log): "
               + ", ".join(summary["failed"][:10]), file=sys.stderr)
