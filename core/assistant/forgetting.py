@@ -354,14 +354,17 @@ class ForgetAwareManager:
         self.bank = bank
         self.user_name = user_name
         self.forgotten = 0
+        self.last_rejected: list = []  # the gate's refused facts of the last turn (as MemoryManager's)
         self._previous: str | None = None  # the user's previous turn id
 
     def process_turn(self, text: str, *, speaker: str | None, time: str | None = None,
                      turn: str | None = None, source: str | None = None, **kw) -> MemoryChanges:
         own = speaker is not None and speaker.strip().casefold() == self.user_name.strip().casefold()
         request = detect_forget(text) if own else None
+        self.last_rejected = []
         if request is None:
             changes = self.manager.process_turn(text, speaker=speaker, time=time, turn=turn, source=source, **kw)
+            self.last_rejected = list(getattr(self.manager, "last_rejected", ()))
         else:
             plan = plan_forget(self.bank, request, user_name=speaker or self.user_name,
                                previous_turn=self._previous)
@@ -375,6 +378,7 @@ class ForgetAwareManager:
             if request.rest:
                 changes = changes.merge(self.manager.process_turn(request.rest, speaker=speaker, time=time,
                                                                   turn=turn, source=source, **kw))
+                self.last_rejected = list(getattr(self.manager, "last_rejected", ()))
         if own:
             self._previous = turn
         return changes

@@ -23,10 +23,12 @@ def test_ingest_forget_only_by_the_user(loader, tmp_path, capsys):  # noqa: F811
         assert bank.get(rex.id).status == "active"
     g = write_jsonl(tmp_path / "b.jsonl", [{"speaker": "Sam", "text": "Please forget everything about Rex."}])
     assert main(["ingest", str(g), "--json"]) == 0  # the default user is "User": Sam may not delete
-    assert json.loads(capsys.readouterr().out)["deleted"] == 0
+    summary = json.loads(capsys.readouterr().out)
+    # the request goes to the manager, whose fact from it the grounding gate refuses (a request
+    # is not a statement): nothing is written, nothing deleted
+    assert summary["deleted"] == 0 and summary["added"] == 0 and summary["rejected"] == 1
     assert main(["ingest", str(g), "--json", "--user", "Sam", "--restart"]) == 0
-    # Rex's memory and the one the scripted manager wrote from the run without --user
-    assert json.loads(capsys.readouterr().out)["deleted"] == 2
+    assert json.loads(capsys.readouterr().out)["deleted"] == 1  # Rex's memory
     with open_bank() as bank:
         assert bank.get(rex.id).status == "deleted"
         assert not any("Rex" in m.text for m in bank.list(speaker="Sam"))  # Bob's own memories stay
