@@ -237,7 +237,7 @@ def _show_lines(shown: dict) -> list[str]:
     lines = [f"#{mem.id} {mem.text}"]
     status = mem.status + (f" (superseded by #{mem.superseded_by})" if mem.superseded_by else "")
     facts = [("speaker", mem.speaker), ("time", mem.observed_at), ("status", status), ("version", str(mem.version)),
-             ("created", mem.created_at), ("updated", mem.updated_at)]
+             ("created", mem.created_at), ("updated", mem.updated_at), ("origin", mem.source)]
     lines += [f"  {label}: {value}" for label, value in facts if value]
     lines.append("sources:" if shown["sources"] else "sources: none recorded")
     lines += [_source_line(s) for s in shown["sources"]]
