@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Callable, ContextManager, NamedTuple
 
 from core.errors import ConflictError, InvalidInputError, NotFoundError
-from core.textlog import erase_text_log
+from core.paths import CHAT_HISTORY_NAME
+from core.textlog import erase_lines, erase_text_log
 from core.types import TurnRef
 
 from core.memory.db import Connection, Transactor, checkpoint, inserted_id, now_iso
@@ -148,11 +149,19 @@ def _meta_json(meta: dict | None) -> str:
         raise InvalidInputError(f"Message metadata must be JSON-serialisable ({exc}).") from exc
 
 
-def _remove(conn: Connection, cid: int) -> None:
-    """Delete a conversation and its messages (their manager marks go with them: ON DELETE CASCADE)."""
+def _remove(conn: Connection, cid: int) -> list[str]:
+    """Delete a conversation and its messages (their manager marks go with them: ON DELETE CASCADE)
+    and the REJECT events of its turns (they quote facts refused from its text). Returns the
+    user messages' texts (for the terminal chat's history file)."""
     schema = _schema(cid)
+    said = [t for (t,) in conn.execute(f"SELECT content FROM {schema}.messages WHERE conversation_id = ? "
+                                       "AND role = 'user'", (cid,)) if t]
     conn.execute(f"DELETE FROM {schema}.messages WHERE conversation_id = ?", (cid,))
     conn.execute(f"DELETE FROM {schema}.conversations WHERE id = ?", (cid,))
+    prefix = f"{TurnRef.chat(cid)}/"
+    conn.execute("DELETE FROM main.memory_events WHERE event = 'REJECT' AND (turn = ? OR substr(turn, 1, ?) = ?)",
+                 (str(TurnRef.chat(cid)), len(prefix), prefix))
+    return said
 
 
 class ChatStore:
@@ -252,14 +261,17 @@ class ChatStore:
         """Permanently remove the conversation and its messages (the memories taken from it stay)."""
         with self._db(), self._tx() as conn:
             _CONVERSATIONS.get(conn, cid)
-            _remove(conn, cid)
-        self._leave_no_trace("chat purge")
+            said = _remove(conn, cid)
+        self._leave_no_trace("chat purge", said)
 
-    def _leave_no_trace(self, why: str) -> None:
-        """After a purge: the WAL's copies of the deleted (zeroed) pages and the text log go too."""
+    def _leave_no_trace(self, why: str, said: tuple[str, ...] | list[str] = ()) -> None:
+        """After a purge: the WAL's copies of the deleted (zeroed) pages, the text log and the
+        terminal chat history's lines of what was `said` go too."""
         with self._db() as conn:
             checkpoint(conn, why)
-        erase_text_log(Path(self._tx.path).parent / "logs")
+        folder = Path(self._tx.path).parent
+        erase_text_log(folder / "logs")
+        erase_lines(folder / CHAT_HISTORY_NAME, said)
 
     def purge_deleted(self, older_than_days: float = 0.0) -> int:
         """Permanently remove every conversation in the trash for more than `older_than_days`
@@ -269,10 +281,9 @@ class ChatStore:
         with self._db(), self._tx() as conn:
             ids = [int(r[0]) for s in ("main", SCRATCH) for r in conn.execute(
                 f"SELECT id FROM {s}.conversations WHERE deleted_at IS NOT NULL AND deleted_at <= ?", (cutoff_iso,))]
-            for cid in ids:
-                _remove(conn, cid)
+            said = [t for cid in ids for t in _remove(conn, cid)]
         if ids:
-            self._leave_no_trace("trash purge")
+            self._leave_no_trace("trash purge", said)
         return len(ids)
 
     def purge_temporary(self) -> int:

@@ -22,6 +22,10 @@ EMBEDDED_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 PRIVATE_DIR_MODE = 0o700
 PRIVATE_FILE_MODE = 0o600
 PRIVATE_UMASK = 0o077
+# The terminal chat's readline history (the lines typed at `you>`, app.cli.chat_cmd), in the
+# data dir. It holds what the user said, so forgetting a memory or purging a chat also removes
+# the lines of it that carry the forgotten text (core.textlog.erase_lines).
+CHAT_HISTORY_NAME = "chat_history"
 
 
 def data_dir(override: str | os.PathLike | None = None, *, create: bool = True) -> Path:

@@ -8,8 +8,11 @@ and is switched off, so its records go nowhere. When on, they go to `<data dir>/
 alone, and `erase_text_log` (called by `MemoryBank.forget` and by purging a chat) empties that
 file and deletes its rotated copies, so forgotten text does not survive there either.
 
+`erase_lines` removes, from a line-history file such as the terminal chat's readline history
+(`core.paths.CHAT_HISTORY_NAME`), the lines that carry forgotten text.
+
 Thread-safety: `log_text` is as thread-safe as `logging`; `erase_text_log` takes each
-handler's lock. Neither raises (a file that cannot be emptied is logged, without text).
+handler's lock. None of them raises (a file that cannot be emptied is logged, without text).
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ from __future__ import annotations
 import logging
 import logging.handlers
 import os
+import re
 from pathlib import Path
+from typing import Iterable
 
 TEXT_LOGGER = "memory_r1.text"
 TEXT_LOG_NAME = "text.log"
@@ -95,3 +100,55 @@ def _erase_one(target: Path) -> int:
     except OSError as exc:
         log.warning("the text log %s could not be emptied (%s)", target, exc.strerror or type(exc).__name__)
     return done
+
+
+_LIBEDIT_MAGIC = b"_HiStOrY_V2_"
+_OCTAL = re.compile(rb"\\([0-7]{3})")
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.split()).casefold()
+
+
+def _line_text(raw: bytes, libedit: bool) -> str:
+    if libedit:  # libedit writes each line vis-encoded (a space is \040)
+        raw = _OCTAL.sub(lambda m: bytes([int(m.group(1), 8) & 0xFF]), raw)
+    return _norm(raw.decode("utf-8", errors="replace"))
+
+
+MIN_CONTAINED_CHARS = 12
+
+
+def _carries(line: str, keys: set[str]) -> bool:
+    return bool(line) and any(line == k or (len(k) >= MIN_CONTAINED_CHARS and k in line) for k in keys)
+
+
+def erase_lines(path: str | os.PathLike, texts: Iterable[str]) -> int:
+    """Remove from the line-history file `path` (GNU readline's plain lines or libedit's
+    encoded ones) every line that is one of `texts` or, for a text of at least
+    `MIN_CONTAINED_CHARS` characters, contains it; compared case- and whitespace-insensitively
+    (empty texts are ignored; a short text must be the whole line, so "ok" does not remove
+    "I booked it"). The file is rewritten in place,
+    keeping its mode; a missing file is fine. A process that still holds the history in
+    memory (a chat open meanwhile) writes it back when it exits: the caller cannot prevent
+    that. Returns how many lines were removed; never raises (a failure is logged, no text)."""
+    keys = {k for k in (_norm(t) for t in texts if t) if k}
+    target = Path(path)
+    if not keys or not target.is_file():
+        return 0
+    try:
+        lines = target.read_bytes().split(b"\n")
+        libedit = bool(lines) and lines[0].rstrip(b"\r") == _LIBEDIT_MAGIC
+        kept = [raw for i, raw in enumerate(lines)
+                if (libedit and i == 0) or not _carries(_line_text(raw, libedit), keys)]
+        removed = len(lines) - len(kept)
+        if removed:
+            with open(target, "r+b") as out:  # in place: the file keeps its mode and owner
+                out.write(b"\n".join(kept))
+                out.truncate()
+                out.flush()
+                os.fsync(out.fileno())
+        return removed
+    except OSError as exc:
+        log.warning("the line history %s could not be cleaned (%s)", target, exc.strerror or type(exc).__name__)
+        return 0

@@ -21,6 +21,7 @@ import sys
 import threading
 
 from app.cli.options import add_command, add_model_options, check_model_files, model_spec
+from core.paths import CHAT_HISTORY_NAME
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -215,8 +216,8 @@ def _print_ingest(summary: dict, as_json: bool, already: bool = False) -> None:
           + (f" ({summary['skipped']} done earlier)" if summary["skipped"] else "")
           + f"; memories: {summary['added']} added, {summary['updated']} updated, "
             f"{summary['deleted']} deleted, {summary['unchanged']} unchanged"
-          + (f"; {summary['rejected']} proposed facts not saved (not in what was said)" if summary["rejected"] else "")
-          + ".")
+          + f"; rejected {summary['rejected']} {'fact' if summary['rejected'] == 1 else 'facts'} "
+            "not supported by what was said (memory history shows them).")
     if summary["failed"]:
         print(f"warning: {len(summary['failed'])} turn(s) failed (model output unusable twice; see the log): "
               + ", ".join(summary["failed"][:10]), file=sys.stderr)
@@ -225,7 +226,7 @@ def _print_ingest(summary: dict, as_json: bool, already: bool = False) -> None:
 # --------------------------------------------------------------------------- chat
 
 HELP = "Commands: /memories  /forget ID  /help  /quit   (Ctrl-C stops a reply; Ctrl-D quits)"
-HISTORY_FILE = "chat_history"  # in the data dir: the lines typed at `you>`, owner-only (0600)
+HISTORY_FILE = CHAT_HISTORY_NAME  # in the data dir: the lines typed at `you>`, owner-only (0600)
 HISTORY_LENGTH = 1000
 
 

@@ -1,8 +1,9 @@
 """`memory-r1 memory ...`: curate the memory bank from the command line.
 
     add TEXT [--speaker S] [--time T]    list [--status S|all] [--speaker S] [--limit N]
-    search QUERY [-k N] [--mode M]       edit ID TEXT   delete ID   restore ID   forget ID
-    history [ID]   undo [--event ID]     export FILE    import FILE    stats
+    search QUERY [-k N] [--mode M]       show ID   edit ID TEXT   delete ID   restore ID
+    forget ID... [--sources]             history [ID]   undo [--event ID]
+    export FILE    import FILE    stats
 
 Every command takes `--json` (one JSON document on stdout). Registration imports nothing
 heavy; the bank (and, only when a command embeds, the embedder) load inside the command.
@@ -16,6 +17,7 @@ import json
 from dataclasses import asdict
 
 from app.cli.options import add_command, positive
+from core.errors import UserError
 
 if TYPE_CHECKING:
     from core.memory.bank import MemoryBank
@@ -46,6 +48,8 @@ def register(subparsers) -> None:
     sp.add_argument("-k", type=int, default=10, help="how many results (default 10)")
     sp.add_argument("--mode", default="hybrid", choices=["vector", "keyword", "hybrid"])
     sp.add_argument("--speaker")
+    sp = cmd("show", cmd_show, "show a memory, where it came from and its history")
+    sp.add_argument("id", type=int)
     sp = cmd("edit", cmd_edit, "replace a memory's text")
     sp.add_argument("id", type=int)
     sp.add_argument("text")
@@ -54,8 +58,10 @@ def register(subparsers) -> None:
     sp.add_argument("id", type=int)
     sp = cmd("restore", cmd_restore, "restore a deleted memory")
     sp.add_argument("id", type=int)
-    sp = cmd("forget", cmd_forget, "permanently erase a memory and its history")
-    sp.add_argument("id", type=int)
+    sp = cmd("forget", cmd_forget, "permanently erase memories and their history")
+    sp.add_argument("ids", type=int, nargs="+", metavar="ID")
+    sp.add_argument("--sources", action="store_true",
+                    help="also remove the text of the turns they came from (chat messages, ingested turns)")
     sp = cmd("history", cmd_history, "show the change history (of one memory, or all)")
     sp.add_argument("id", type=int, nargs="?")
     sp.add_argument("--limit", type=positive, default=100, metavar="N")
@@ -174,15 +180,83 @@ def cmd_restore(args) -> int:
 
 
 def cmd_forget(args) -> int:
-    return _run(args, lambda bank: bank.forget(args.id),
-                lambda _changes: ({"forgotten": args.id}, [f"memory #{args.id} and its history were erased"]))
+    ids = list(dict.fromkeys(args.ids))
+    names = ", ".join(f"#{i}" for i in ids)
+    what = f"memory {names} and its history were" if len(ids) == 1 else f"memories {names} and their history were"
+    extra = "; the text of their sources was removed too" if args.sources else ""
+    return _run(args, lambda bank: bank.forget(ids, sources=args.sources),
+                lambda _changes: ({"forgotten": ids, "sources_removed": args.sources},
+                                  [f"{what} erased{extra}"]))
 
 
 def _event_line(e) -> str:
     what = f"#{e.memory_id}" if e.memory_id is not None else "-"
     text = e.new_text if e.new_text is not None else (e.old_text or "")
     flag = " (undone)" if e.undone else ""
+    if e.event == "REJECT":  # a fact the grounding gate refused: never a memory
+        turn = f" [{e.turn}]" if e.turn else ""
+        quoted = f" \"{_preview(text)}\"" if text else ""
+        return f"{e.id} {e.at} {e.actor} not saved: {e.reason or 'not supported by what was said'}{turn}{quoted}"
     return f"{e.id} {e.at} {e.actor} {e.event}{flag} {what} {_preview(text)}".rstrip()
+
+
+def _source_line(s) -> str:
+    """One provenance link: role, kind, ref, speaker and time, then the quote (or "source deleted")."""
+    head = " ".join(p for p in (s.role, s.kind, s.ref or "") if p)
+    who = ", ".join(p for p in (s.speaker, s.said_at) if p)
+    if s.kind == "user":
+        quote = "(your own edit)" if s.role == "edited" else "(added by you)"
+    elif s.text is None:
+        quote = "(source deleted)"
+    else:
+        quote = f"\"{_preview(s.text)}\""
+    return f"  {head}" + (f" ({who})" if who else "") + f": {quote}"
+
+
+def _show(bank: MemoryBank, memory_id: int) -> dict:
+    """The memory, its links and history, and the facts refused from the turns it came from
+    (REJECT events of those turns: they show what else was said and not saved)."""
+    mem = bank.get(memory_id)  # NotFoundError before anything else
+    links = bank.memory_sources(mem.id)
+    events = bank.history(mem.id, limit=1000)
+    turns = list(dict.fromkeys([s.ref for s in links if s.ref] + [e.turn for e in events if e.turn]))
+    seen = {e.id for e in events}
+    rejected = []
+    for turn in turns:
+        try:
+            found = bank.rejected(turn)
+        except UserError:  # a ref that is not a turn (e.g. an import file's name)
+            continue
+        rejected += [e for e in found if e.id not in seen]
+        seen.update(e.id for e in found)
+    return {"memory": mem, "sources": links, "history": events, "rejected": rejected}
+
+
+def _show_lines(shown: dict) -> list[str]:
+    mem = shown["memory"]
+    lines = [f"#{mem.id} {mem.text}"]
+    status = mem.status + (f" (superseded by #{mem.superseded_by})" if mem.superseded_by else "")
+    facts = [("speaker", mem.speaker), ("time", mem.observed_at), ("status", status), ("version", str(mem.version)),
+             ("created", mem.created_at), ("updated", mem.updated_at), ("origin", mem.source)]
+    lines += [f"  {label}: {value}" for label, value in facts if value]
+    lines.append("sources:" if shown["sources"] else "sources: none recorded")
+    lines += [_source_line(s) for s in shown["sources"]]
+    lines.append("history:")
+    lines += ["  " + _event_line(e) for e in shown["history"]]
+    if shown["rejected"]:
+        lines.append("not saved from the same turns:")
+        lines += ["  " + _event_line(e) for e in shown["rejected"]]
+    return lines
+
+
+def cmd_show(args) -> int:
+    def data(shown: dict) -> dict:
+        return {"memory": asdict(shown["memory"]),
+                "sources": [{**asdict(s), "deleted": s.deleted} for s in shown["sources"]],
+                "history": [asdict(e) for e in shown["history"]],
+                "rejected": [asdict(e) for e in shown["rejected"]]}
+
+    return _run(args, lambda bank: _show(bank, args.id), lambda shown: (data(shown), _show_lines(shown)))
 
 
 def cmd_history(args) -> int:
@@ -202,8 +276,10 @@ def cmd_export(args) -> int:
 
 def cmd_import(args) -> int:
     return _run(args, lambda bank: bank.import_jsonl(args.file),
-                lambda report: ({"imported": report.imported, "skipped": report.skipped},
-                                [f"imported {report.imported}, skipped {report.skipped} duplicates"]), embeds=True)
+                lambda report: ({"imported": report.imported, "skipped": report.skipped,
+                                 "without_sources": report.without_sources, "notes": report.notes},
+                                [f"imported {report.imported}, skipped {report.skipped} duplicates", *report.notes]),
+                embeds=True)
 
 
 STATS_LABELS = {"path": "database", "size_bytes": "size on disk", "schema_version": "schema version",

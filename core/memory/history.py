@@ -11,10 +11,12 @@ EDIT drops the source links it made; undoing a SUPERSEDE makes the older memory 
 Forget is the privacy exit: the row, its vector, its FTS entry, every event about it (and
 manager NOOP events quoting its text, compared case- and whitespace-insensitively) are deleted
 (the connection runs with `PRAGMA secure_delete` on), the WAL is checkpointed, and the
-optional text log (`core.textlog`) is emptied, so the text survives in no file of the data
-folder. One FORGET event (no text) remains so the history shows that something was forgotten.
-Its source links go too; with `sources=True` the text of those sources is removed as well
-(`core.memory.sources.remove_text`), in the same transaction.
+optional text log (`core.textlog`) is emptied and the lines of the terminal chat's history
+(`core.paths.CHAT_HISTORY_NAME`, in the bank's folder) carrying the text are removed, so the
+text survives in no file of the data folder. One FORGET event (no text) remains so the history
+shows that something was forgotten. Its source links go too; with `sources=True` the text of
+those sources is removed as well (`core.memory.sources.remove_text`), in the same transaction,
+and from the chat history file too.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ import logging
 from typing import TYPE_CHECKING
 
 from core.errors import ConflictError, InvalidInputError, NotFoundError
-from core.textlog import erase_text_log
+from core.paths import CHAT_HISTORY_NAME
+from core.textlog import erase_lines, erase_text_log
 from core.types import MemoryChanges, MemoryEvent, TurnRef
 
 from core.memory import sources as _sources
@@ -114,13 +117,15 @@ def _revert(batch: Batch, e: tuple, vec) -> None:
 def forget(bank: "MemoryBank", memory_ids: list[int], *, sources: bool = False) -> MemoryChanges:
     """See `MemoryBank.forget`: all of `memory_ids` in one transaction. NotFoundError for an
     unknown id (nothing is forgotten)."""
+    texts: set[str] = set()
     with bank.batch("user", None) as batch:
         linked: list[int] = []
         for mem in [batch.require(i) for i in memory_ids]:
-            linked += _erase(batch, mem)
+            linked += _erase(batch, mem, texts)
         if sources and linked:
+            texts.update(_source_texts(batch.conn, linked))
             _sources.remove_text(batch.conn, linked)
-    _leave_no_trace(bank, "forget")
+    _leave_no_trace(bank, "forget", texts)
     log.info("forgot %d memories (%s)%s", len(memory_ids), ", ".join(f"#{i}" for i in memory_ids),
              " and the text of their sources" if sources else "")
     return batch.changes
@@ -140,24 +145,38 @@ def rejected(conn, turn: TurnRef | None, limit: int) -> list[MemoryEvent]:
 def remove_source_text(bank: "MemoryBank", source_ids: list[int]) -> int:
     """See `MemoryBank.remove_source_text`."""
     with bank.batch("user", None) as batch:  # writes no event: removing a turn's text is not a memory change
+        texts = _source_texts(batch.conn, source_ids)
         removed = _sources.remove_text(batch.conn, source_ids)
-    _leave_no_trace(bank, "source text removal")
+    _leave_no_trace(bank, "source text removal", texts)
     return removed
 
 
-def _leave_no_trace(bank: "MemoryBank", why: str) -> None:
+def _source_texts(conn, source_ids: list[int]) -> list[str]:
+    """The text the given sources still hold (a turn's own, a chat message's content)."""
+    ids = [i for i in dict.fromkeys(source_ids) if isinstance(i, int) and not isinstance(i, bool)]
+    out: list[str] = []
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        out += [t for (t,) in conn.execute(
+            "SELECT coalesce(s.text, m.content) FROM sources s LEFT JOIN main.messages m ON m.id = s.message_id "
+            f"WHERE s.id IN ({','.join('?' * len(chunk))})", chunk) if t]
+    return out
+
+
+def _leave_no_trace(bank: "MemoryBank", why: str, texts: set[str] | list[str]) -> None:
     with bank.reader() as conn:
         checkpoint(conn, why)
     erase_text_log(bank.path.parent / "logs")
+    erase_lines(bank.path.parent / CHAT_HISTORY_NAME, texts)
 
 
 def _key(text: str) -> str:
     return " ".join(text.split()).casefold().rstrip(".!")
 
 
-def _erase(batch: Batch, mem) -> list[int]:
+def _erase(batch: Batch, mem, erased: set[str]) -> list[int]:
     """The row, its vector, its links and every event quoting its text; one FORGET event
-    remains. Returns the sources it was linked to."""
+    remains. Adds the texts erased to `erased`; returns the sources it was linked to."""
     texts = {mem.text}
     for old, new in batch.conn.execute("SELECT old_text, new_text FROM memory_events WHERE memory_id = ?",
                                        (mem.id,)):
@@ -172,4 +191,5 @@ def _erase(batch: Batch, mem) -> list[int]:
     linked = _sources.unlink_memory(batch.conn, mem.id)
     batch.remove(mem)
     batch.event(mem.id, "FORGET")
+    erased.update(texts)
     return linked

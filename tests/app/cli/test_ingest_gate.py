@@ -42,7 +42,8 @@ def test_ingest_counts_and_says_the_rejected_facts(loader, tmp_path, capsys):
         assert not any("Anna" in m.text for m in bank.list(status=None))
     g = write_jsonl(tmp_path / "more.jsonl", TURNS[:1])
     assert main(["ingest", str(g)]) == 0
-    assert "1 proposed facts not saved (not in what was said)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "; rejected 1 fact not supported by what was said (memory history shows them)." in out
 
 
 def test_ingest_extractive_mode_chooses_among_the_turns_sentences(loader, tmp_path, capsys):
@@ -54,3 +55,6 @@ def test_ingest_extractive_mode_chooses_among_the_turns_sentences(loader, tmp_pa
     assert calls and all("keep" in c["schema"]["properties"] for c in calls)
     with MemoryBank(db_path(), HashEmbedder()) as bank:
         assert sorted(m.text for m in bank.list()) == ["Ann adopted a cat named Tom.", "Bob moved to Oslo in 2022."]
+    g = write_jsonl(tmp_path / "more.jsonl", TURNS[2:3])
+    assert main(["ingest", str(g), "--manager-extraction", "extractive"]) == 0
+    assert "; rejected 0 facts not supported by what was said" in capsys.readouterr().out

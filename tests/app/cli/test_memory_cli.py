@@ -60,7 +60,7 @@ def test_history_undo_forget_stats(capsys):
     assert [e["event"] for e in events] == ["EDIT", "ADD"]
     undone = run_json(capsys, "undo")
     assert undone["updated"][0]["text"] == "secret thing" and undone["summary"] == "1 updated"
-    assert run_json(capsys, "forget", "1") == {"forgotten": 1}
+    assert run_json(capsys, "forget", "1") == {"forgotten": [1], "sources_removed": False}
     assert [e["event"] for e in run_json(capsys, "history")] == ["FORGET"]
     stats = run_json(capsys, "stats")
     assert stats["memories"]["active"] == 0 and stats["embedder"] == "hash-embedder"
@@ -96,7 +96,7 @@ def test_export_import(capsys, tmp_path):
     out = tmp_path / "mem.jsonl"
     assert run_json(capsys, "export", str(out)) == {"exported": 1, "file": str(out)}
     assert main(["--data-dir", str(tmp_path / "other"), "memory", "import", str(out), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out) == {"imported": 1, "skipped": 0}
+    assert json.loads(capsys.readouterr().out) == {"imported": 1, "skipped": 0, "without_sources": 0, "notes": []}
     assert main(["--data-dir", str(tmp_path / "other"), "memory", "list", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["text"] == "Caroline likes tea"
 

@@ -24,7 +24,7 @@ def test_export_writes_a_header_and_memories_with_history(bank, tmp_path):
     assert bank.export_jsonl(out) == 2
     header, first, second = _lines(out)
     assert header["type"] == "header" and header["format"] == "memory-r1-memories"
-    assert header["schema_version"] == 1 and header["embedder"] == "hash-embedder" and header["count"] == 2
+    assert header["schema_version"] == 2 and header["embedder"] == "hash-embedder" and header["count"] == 2
     assert first["text"] == "Caroline likes green tea" and first["speaker"] == "Caroline"
     assert first["observed_at"] == "8 May 2023" and first["version"] == 2
     assert [h["event"] for h in first["history"]] == ["ADD", "EDIT"]
