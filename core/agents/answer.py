@@ -4,9 +4,9 @@
 two speakers), asks the model to list the relevant ones and then answer after `**Answer:**`,
 and maps the listed lines back to memory ids. A missing or malformed selection is tolerated
 (answer returned, selection empty, logged). With `sources=True` (the default; our departure)
-each memory comes with a quote of the turn it came from (its provenance link,
-core/agents/evidence.py), memories and quotes sharing the same item budget; `sources=False`
-is the paper's prompt.
+the best memories come with a quote of the turn they came from (their provenance links,
+core/agents/evidence.py) in a fixed quote budget beside the paper's 30 + 30 memories;
+`sources=False` is the paper's prompt.
 
 `AnswerAgent.chat(...)` is the chat variant used by the pipeline: a natural reply grounded in
 the memories and the recent chat, asked for directly (no memory list, so the first visible
@@ -400,7 +400,8 @@ class AnswerAgent:
 
     def __init__(self, bank, backend: ChatBackend, *, k: int = 60, params: GenParams = ANSWER_PARAMS,
                  distill: bool = True, sources: bool = True,
-                 excerpt_chars: int = evidence.EXCERPT_CHARS) -> None:
+                 excerpt_chars: int = evidence.EXCERPT_CHARS, max_quotes: int = evidence.QUOTES_PER_SPEAKER,
+                 quote_chars: int = evidence.QUOTE_CHARS) -> None:
         self.bank = bank
         self.backend = backend
         self.k = k
@@ -408,6 +409,8 @@ class AnswerAgent:
         self.distill = distill
         self.sources = sources
         self.excerpt_chars = excerpt_chars
+        self.max_quotes = max_quotes
+        self.quote_chars = quote_chars
 
     # --- retrieval --------------------------------------------------------------------
     def _speakers(self) -> list[str]:
@@ -471,10 +474,10 @@ class AnswerAgent:
                      k: int | None = None) -> _Prompt:
         """The QA prompt with as many of `memories` (best first) as fit the context.
 
-        With `sources` (the default) each memory line carries an excerpt of its source turn
-        (core/agents/evidence.py: each turn quoted once) and the memories and quotes together
-        count against `k` items (k // 2 per speaker when there are two); without, or when no
-        memory has a source turn with text, the paper's prompt: the memory lines only."""
+        With `sources` (the default) the best memories' lines carry an excerpt of their source
+        turn (core/agents/evidence.py: each turn quoted once, a few per speaker within a
+        character budget) under the same memories; without, or when no memory has a source
+        turn with text, the paper's prompt: the memory lines only."""
         distill = self.distill if distill is None else distill
         question = question[: self._budget_chars(self.params.max_tokens) // 4]
         fixed = len(prompts.ANSWER_SYSTEM) + len(question) + 200
@@ -487,7 +490,8 @@ class AnswerAgent:
         fixed += len(prompts.ANSWER_SOURCES_NOTE)
         lay = evidence.layout(memories, links, k=k or self.k, speakers=speakers,
                               budget_chars=self._budget_chars(self.params.max_tokens) - fixed,
-                              excerpt_chars=self.excerpt_chars)
+                              excerpt_chars=self.excerpt_chars, max_quotes=self.max_quotes,
+                              quote_chars=self.quote_chars)
         if len(lay.used) < len(memories):
             log.info("answer prompt: %d of %d memories shown, %d source quotes, %d items", len(lay.used),
                      len(memories), len(lay.source_refs), lay.items)

@@ -9,10 +9,11 @@ rests on what was said, not only on the manager's paraphrase:
     - 8 May, 2023: Caroline is a transgender woman.
       (said #1, quoted above)
 
-`layout(...)` builds those lines per speaker under an item budget: every memory line and every
-distinct source excerpt is one item; a second memory from an already quoted turn points to it
-(no item, a few tokens). A source whose text is gone (its chat was deleted, the user removed
-it) is skipped; a memory without a usable source is shown alone.
+`layout(...)` builds those lines per speaker: the memories as the paper shows them (30 per
+speaker), then quotes of their turns, best first, within a quote budget (a few per speaker,
+a character total); a second memory from an already quoted turn points to it (a few tokens).
+A source whose text is gone (its chat was deleted, the user removed it) is skipped; a memory
+without a usable source is shown alone.
 
 Pure functions over `Memory` and `MemorySource` values: no bank, no model, any thread.
 """
@@ -26,6 +27,10 @@ from typing import Mapping, Sequence
 from core.types import Memory, MemorySource
 
 EXCERPT_CHARS = 200  # longest quote of a source turn, ellipses included
+# How many quotes go with the paper's 30 + 30 memories: chosen by prompt size on LoCoMo val
+# (the answer prompt stays within the rag baseline's; docs/results.md).
+QUOTES_PER_SPEAKER = 6
+QUOTE_CHARS = 2400  # all quotes of one prompt together, their line framing included
 EVIDENCE_ROLES = ("added", "updated", "repeated", "imported")  # links whose turn supports the memory
 ELLIPSIS = "..."
 
@@ -123,7 +128,7 @@ def source_line(number: int, quote: str | None, speaker: str | None = None) -> s
 class Layout:
     """What `layout` put in the prompt: memory lines by speaker (each line may carry its
     source line after a newline), the memories shown (best first), the refs of the source
-    turns quoted (in quote order), and the item count."""
+    turns quoted (in prompt order), and the item count (memories + quotes)."""
 
     groups: dict = field(default_factory=dict)
     used: list[Memory] = field(default_factory=list)
@@ -131,50 +136,83 @@ class Layout:
     items: int = 0
 
 
+def _by_rank(memories: Sequence[Memory]) -> list[Memory]:
+    """Best first across speakers: each speaker's first, then each speaker's second, ..."""
+    ranks: dict = {}
+    keyed: list[tuple[int, int, Memory]] = []
+    for m in memories:
+        r = ranks.get(m.speaker, 0)
+        ranks[m.speaker] = r + 1
+        keyed.append((r, len(keyed), m))
+    return [m for _, _, m in sorted(keyed, key=lambda t: (t[0], t[1]))]
+
+
 def layout(memories: Sequence[Memory], links: Mapping[int, Sequence[MemorySource]], *, k: int,
            speakers: Sequence[str | None] | None = None, budget_chars: int | None = None,
-           excerpt_chars: int = EXCERPT_CHARS) -> Layout:
-    """Memory lines with their source excerpts, best first, under the item budget `k`: k // 2
-    items per speaker when the memories have exactly two speakers, else k in all. A memory
-    costs one item, its source excerpt one more (the memory is shown alone when only one item
-    is left); a source already quoted costs none. `budget_chars` (optional) bounds the
-    characters of all lines: the first line that does not fit ends the layout."""
+           excerpt_chars: int = EXCERPT_CHARS, max_quotes: int = QUOTES_PER_SPEAKER,
+           quote_chars: int = QUOTE_CHARS) -> Layout:
+    """Memory lines, best first, then quotes of their source turns.
+
+    Memories: k // 2 per speaker when the memories have exactly two speakers, else k in all
+    (the paper's 30 + 30), in order; `budget_chars` (optional) bounds the characters of
+    every line, memories first: the first memory that does not fit ends the list.
+    Quotes: the shown memories' turns best first across speakers (`_by_rank`), at most
+    `max_quotes` per speaker (in all with one speaker), each at most `excerpt_chars`, all of
+    them at most `quote_chars` (and within `budget_chars`); a turn is quoted once, under the
+    first of its memories in the prompt (the excerpt centred on the words of all of them),
+    and the later ones point to it."""
     order = list(speakers) if speakers else list(dict.fromkeys(m.speaker for m in memories))
     present = list(dict.fromkeys(m.speaker for m in memories))
     per_speaker = len(present) == 2
     cap = max(1, k // 2) if per_speaker else max(1, k)
-    out = Layout(groups={s: [] for s in order})
     counts: dict = {}
-    quoted: dict[int, int] = {}  # source id -> its number
+    used: list[Memory] = []
     chars = 0
     for m in memories:
         key = m.speaker if per_speaker else None
-        have = counts.get(key, 0)
-        if have >= cap:
+        if counts.get(key, 0) >= cap:
             continue
-        line = m.prompt_line()
-        cost = 1
-        src = evidence_source(m, links.get(m.id, ()))
-        number = None
-        quote = None
-        if src is not None and src.source_id is not None:
-            sid = src.source_id
-            if sid in quoted:
-                number = quoted[sid]
-            elif have + 2 <= cap:
-                number, quote, cost = len(quoted) + 1, excerpt(src.text or "", m.text, excerpt_chars), 2
-            if number is not None:
-                who = src.speaker if src.speaker and m.speaker and src.speaker != m.speaker else None
-                line += "\n  " + source_line(number, quote, who)
-        if budget_chars is not None and chars + len(line) + 4 > budget_chars:
+        cost = len(m.prompt_line()) + 4
+        if budget_chars is not None and chars + cost > budget_chars:
             break
-        chars += len(line) + 4
-        counts[key] = have + cost
-        out.items += cost
+        chars += cost
+        counts[key] = counts.get(key, 0) + 1
+        used.append(m)
+    source_of = {m.id: evidence_source(m, links.get(m.id, ())) for m in used}
+    of_turn: dict[int, list[Memory]] = {}
+    for m in used:
+        src = source_of[m.id]
+        if src is not None and src.source_id is not None:
+            of_turn.setdefault(src.source_id, []).append(m)
+    quotes: dict[int, str] = {}  # source id -> excerpt
+    per: dict = {}
+    spent = 0
+    for m in _by_rank(used):
+        src = source_of[m.id]
+        key = m.speaker if per_speaker else None
+        if src is None or src.source_id is None or src.source_id in quotes or per.get(key, 0) >= max_quotes:
+            continue
+        quote = excerpt(src.text or "", " ".join(x.text for x in of_turn[src.source_id]), excerpt_chars)
+        cost = len(quote) + 20
+        if spent + cost > quote_chars or (budget_chars is not None and chars + cost > budget_chars):
+            continue
+        quotes[src.source_id] = quote
+        per[key] = per.get(key, 0) + 1
+        spent += cost
+        chars += cost
+    out = Layout(groups={s: [] for s in order}, used=used, items=len(used) + len(quotes))
+    numbers: dict[int, int] = {}
+    for m in used:
+        line = m.prompt_line()
+        src = source_of[m.id]
+        if src is not None and src.source_id in quotes:
+            sid = src.source_id
+            first = sid not in numbers
+            if first:
+                numbers[sid] = len(numbers) + 1
+                if src.ref:
+                    out.source_refs.append(src.ref)
+            who = src.speaker if src.speaker and m.speaker and src.speaker != m.speaker else None
+            line += "\n  " + source_line(numbers[sid], quotes[sid] if first else None, who)
         out.groups.setdefault(m.speaker, []).append(line)
-        out.used.append(m)
-        if quote is not None and src is not None and src.source_id is not None:
-            quoted[src.source_id] = number or 0
-            if src.ref:
-                out.source_refs.append(src.ref)
     return out

@@ -60,8 +60,8 @@ def test_each_memory_quotes_its_turn_once(bank):
     text = user_text(prompt)
     assert prompt.messages[0]["content"] != prompts.ANSWER_SYSTEM
     assert prompts.ANSWER_SOURCES_NOTE.strip() in prompt.messages[0]["content"]
-    quote = excerpt(LONG, "Ann adopted a beagle named Scout")
-    assert len(quote) <= EXCERPT_CHARS and "Scout" in quote and quote.startswith("...")
+    quote = excerpt(LONG, "Ann adopted a beagle named Scout Ann went to the market")  # both memories' words
+    assert len(quote) <= EXCERPT_CHARS and "Scout" in quote and "market" in quote and quote.startswith("...")
     assert text.count(quote) == 1, text
     assert f'- {WHEN}: Ann adopted a beagle named Scout\n  (said #1: "{quote}")' in text
     assert f"- {WHEN}: Ann went to the market\n  (said #1, quoted above)" in text
@@ -70,20 +70,38 @@ def test_each_memory_quotes_its_turn_once(bank):
     assert [m.id for m in prompt.used] == [a, b, c]
 
 
-def test_memories_and_quotes_share_the_budget_per_speaker(bank):
+def test_quotes_go_with_the_best_memories_within_their_budget(bank):
     ann = [add(bank, f"Ann visited city number {i}", "Ann", f"I visited city number {i} today.", f"a:{i}")
            for i in range(4)]
     bob = [add(bank, f"Bob read book number {i}", "Bob", f"I read book number {i}.", f"b:{i}") for i in range(2)]
-    prompt = AnswerAgent(bank, FakeBackend(), k=6).build_prompt("What?", memories(bank, *ann, *bob))
+    mems = memories(bank, *ann, *bob)
+    # the paper's k // 2 memories per speaker; then at most one quote per speaker, best first
+    prompt = AnswerAgent(bank, FakeBackend(), k=6, max_quotes=1).build_prompt("What?", mems)
     text = user_text(prompt)
-    # 3 items per speaker: Ann's first memory with its quote, her second memory alone
-    assert [m.id for m in prompt.used] == [ann[0], ann[1], bob[0], bob[1]]
+    assert [m.id for m in prompt.used] == [*ann[:3], *bob]
     assert "I visited city number 0 today." in text and "I visited city number 1 today." not in text
     assert "I read book number 0." in text and "I read book number 1." not in text
-    assert "city number 2" not in text and prompt.items == 6
-    # one speaker: k items in all
-    solo = AnswerAgent(bank, FakeBackend(), k=5).build_prompt("What?", memories(bank, *ann))
-    assert [m.id for m in solo.used] == ann[:3] and solo.items == 5
+    assert "city number 3" not in text and prompt.items == 7
+    assert prompt.source_refs == ["a:0", "b:0"]
+    # the quote budget in characters: the best memory of each speaker first (Ann's, Bob's, ...)
+    one = AnswerAgent(bank, FakeBackend(), k=6, quote_chars=100).build_prompt("What?", mems)
+    assert one.source_refs == ["a:0", "b:0"] and one.items == 7
+    two = AnswerAgent(bank, FakeBackend(), k=6, quote_chars=60).build_prompt("What?", mems)
+    assert two.source_refs == ["a:0"]
+    # one speaker: k memories in all
+    solo = AnswerAgent(bank, FakeBackend(), k=3).build_prompt("What?", memories(bank, *ann))
+    assert [m.id for m in solo.used] == ann[:3] and solo.items == 6
+
+
+def test_a_turn_is_quoted_under_its_first_memory_in_the_prompt(bank):
+    # Bob's memory ranks first across speakers, but Ann's memory of the same turn comes first
+    # in the prompt: the quote goes under Ann's, Bob's points up to it
+    a = add(bank, "Ann likes Oslo", "Ann", "We both love Oslo, Bob too.", "t:1")
+    b = add(bank, "Bob loves Oslo", "Bob", "We both love Oslo, Bob too.", "t:1")
+    text = user_text(AnswerAgent(bank, FakeBackend()).build_prompt("Who likes Oslo?", memories(bank, a, b)))
+    assert text.index('(said #1: "We both love Oslo, Bob too.")') < text.index("Bob loves Oslo")
+    assert "- Bob loves Oslo" not in text  # (the timestamped line)
+    assert f"{WHEN}: Bob loves Oslo\n  (Ann said #1, quoted above)" in text
 
 
 def test_a_removed_source_is_skipped_and_no_text_means_the_paper_prompt(bank):
