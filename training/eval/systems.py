@@ -224,7 +224,7 @@ class Answered:
     error: str | None = None
     shown: Sequence[Memory] | None = None  # the memories in the prompt (None: as retrieved)
     source_refs: Sequence[str] = ()  # refs of the source turns quoted in the prompt
-    linked_refs: Sequence[str] = ()  # refs of every source turn linked to a shown memory
+    linked_refs: Sequence[str] = ()  # refs of the turns that gave a shown memory its content
 
     def evidence_refs(self) -> list[str]:
         """The turn refs the prompt's memories stand for: each shown memory's `source` and
@@ -240,12 +240,19 @@ def _count(backend: ChatBackend, text: str) -> int:
         return 0
 
 
+# Links that gave a memory its content (evidence recall counts these): not "repeated" (a turn
+# the manager found already said, which may hold more than the memory) nor "superseded".
+CONTENT_ROLES = ("added", "updated", "imported")
+
+
 def linked_refs(bank, memories: Sequence[Memory]) -> list[str]:
-    """The refs of every source turn linked to `memories` (any role), in order, once each."""
+    """The refs of the source turns that gave `memories` their content (`CONTENT_ROLES`), in
+    order, once each."""
     if not memories:
         return []
     links = bank.sources([m.id for m in memories])
-    return list(dict.fromkeys(s.ref for m in memories for s in links.get(m.id, ()) if s.ref))
+    return list(dict.fromkeys(s.ref for m in memories for s in links.get(m.id, ())
+                              if s.ref and s.role in CONTENT_ROLES))
 
 
 def answer_with_agent(agent, question: str, speakers: Sequence[str], *, distill: bool) -> Answered:

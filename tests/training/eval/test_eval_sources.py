@@ -53,8 +53,12 @@ def test_evidence_recall_counts_linked_turns(bank):
     bank.apply([MemoryOp("UPDATE", memory_id=mid, text="Ann lives in Lisbon, near the sea", speaker="Ann")],
                turn="locomo:c/D2:4", source=SourceTurn("My flat in Lisbon is near the sea.", "Ann", T2,
                                                         ref="locomo:c/D2:4"))
+    bank.apply([MemoryOp("NOOP", memory_id=mid, text="Ann lives in Lisbon", speaker="Ann")], turn="locomo:c/D3:1",
+               source=SourceTurn("Lisbon, Lisbon, Lisbon.", "Ann", T2, ref="locomo:c/D3:1"))
+    assert any(s.role == "repeated" for s in bank.memory_sources(mid))
     agent = AnswerAgent(bank, FakeBackend(default="**Answer:** Lisbon"))
     ans = answer_with_agent(agent, "Where does Ann live?", ["Ann"], distill=True)
+    assert not covers(ans.evidence_refs(), ["D3:1"])  # a turn that only repeated the memory
     assert [m.id for m in ans.shown] == [mid]
     assert not covers([m.source for m in ans.retrieved], ["D2:4"])  # the memory's own source string
     assert covers(ans.evidence_refs(), ["D2:4"]) and covers(ans.evidence_refs(), ["D1:1"])
