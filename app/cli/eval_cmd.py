@@ -34,6 +34,9 @@ def register(sub) -> None:
                          "(several systems: one sub-folder each plus a comparison)")
     add_model_options(lp, title="models", default="the embedded SmolLM2-135M", n_ctx_default=4096, judge=True,
                       gate=True)
+    lp.add_argument("--no-sources", action="store_true",
+                    help="answer from the memories alone, without quotes of their source turns (the paper's "
+                         "answer prompt)")
     lp.add_argument("--out", metavar="DIR", help="output folder (default: <data dir>/eval/<data>-<options>[/<system>])")
     add_cache_option(lp)
     lp.add_argument("--fresh", action="store_true", help="discard earlier predictions in the output folder")
@@ -55,7 +58,7 @@ def _config(args):
         max_questions=args.max_questions, max_sessions=args.max_sessions, out=args.out,
         cache_dir=args.cache_dir, answer_model=model_spec(args, "answer"),
         manager_model=model_spec(args, "manager"), judge_model=args.judge_model,
-        manager_extraction=args.manager_extraction or "auto", gate=not args.no_gate,
+        manager_extraction=args.manager_extraction or "auto", gate=not args.no_gate, sources=not args.no_sources,
         fresh=args.fresh, progress=not args.no_progress)
 
 
@@ -68,8 +71,17 @@ def run_locomo_cmd(args) -> int:
     for system, summary in results.items():
         o = summary["overall"]
         judge = f"  judge {100 * o['judge']:.2f}" if o.get("judge") is not None else ""
+        ing = summary.get("ingestion") or {}
+        bank = ""
+        if ing.get("kind") == "memory":
+            audit = ing.get("audit") or {}
+            share = audit.get("unsupported_share")
+            bank = (f"  memories {ing['memories']}  rejected {ing.get('rejected', 0)}  unsupported "
+                    f"{'-' if share is None else f'{100 * share:.1f}%'}")
+        recall = summary.get("evidence_recall")
+        evidence = "" if recall is None else f"  evidence {100 * recall:.1f}%"
         print(f"{system:13s} n={o['n']:4d}  F1 {100 * o['f1']:6.2f}  BLEU-1 {100 * o['bleu1']:6.2f}  "
-              f"EM {100 * o['em']:6.2f}{judge}  -> {system_out(config, system)}")
+              f"EM {100 * o['em']:6.2f}{judge}{evidence}{bank}  -> {system_out(config, system)}")
     return 0
 
 

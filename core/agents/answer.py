@@ -3,7 +3,10 @@
 `AnswerAgent.answer(question)` retrieves up to 60 memories (30 per speaker when the bank has
 two speakers), asks the model to list the relevant ones and then answer after `**Answer:**`,
 and maps the listed lines back to memory ids. A missing or malformed selection is tolerated
-(answer returned, selection empty, logged).
+(answer returned, selection empty, logged). With `sources=True` (the default; our departure)
+the best memories come with a quote of the turn they came from (their provenance links,
+core/agents/evidence.py) in a fixed quote budget beside the paper's 30 + 30 memories;
+`sources=False` is the paper's prompt.
 
 `AnswerAgent.chat(...)` is the chat variant used by the pipeline: a natural reply grounded in
 the memories and the recent chat, asked for directly (no memory list, so the first visible
@@ -31,7 +34,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from core.agents import prompts
+from core.agents import evidence, prompts
 from core.agents.guards import AnswerGuard, ChatGuard, line_key, without_repeats
 from core.textlog import log_text
 from core.types import CancelToken, ChatBackend, GenParams, Memory, read_stream
@@ -56,12 +59,16 @@ class AnswerResult:
     latency_s: float = 0.0
     cancelled: bool = False
     selection_ok: bool = True  # False when the selection list was missing or unmatched
+    shown: list[Memory] = field(default_factory=list)  # the memories in the prompt, best first
+    source_refs: list[str] = field(default_factory=list)  # refs of the source turns quoted in it
 
 
 @dataclass
 class _Prompt:
     messages: list[dict]
     used: list[Memory] = field(default_factory=list)  # memories that fit in the prompt
+    source_refs: list[str] = field(default_factory=list)  # refs of the source turns quoted
+    items: int = 0  # memory lines + source quotes
 
 
 def match_selected(lines: Sequence[str], memories: Sequence[Memory]) -> list[Memory]:
@@ -392,12 +399,18 @@ class AnswerAgent:
     """Answers questions (and chat messages) from one `MemoryBank` with one chat backend."""
 
     def __init__(self, bank, backend: ChatBackend, *, k: int = 60, params: GenParams = ANSWER_PARAMS,
-                 distill: bool = True) -> None:
+                 distill: bool = True, sources: bool = True,
+                 excerpt_chars: int = evidence.EXCERPT_CHARS, max_quotes: int = evidence.QUOTES_PER_SPEAKER,
+                 quote_chars: int = evidence.QUOTE_CHARS) -> None:
         self.bank = bank
         self.backend = backend
         self.k = k
         self.params = params
         self.distill = distill
+        self.sources = sources
+        self.excerpt_chars = excerpt_chars
+        self.max_quotes = max_quotes
+        self.quote_chars = quote_chars
 
     # --- retrieval --------------------------------------------------------------------
     def _speakers(self) -> list[str]:
@@ -457,14 +470,33 @@ class AnswerAgent:
             total += cost
         return used
 
-    def build_prompt(self, question: str, memories: Sequence[Memory], *, distill: bool | None = None) -> _Prompt:
-        """The QA prompt with as many of `memories` (best first) as fit the context."""
+    def build_prompt(self, question: str, memories: Sequence[Memory], *, distill: bool | None = None,
+                     k: int | None = None) -> _Prompt:
+        """The QA prompt with as many of `memories` (best first) as fit the context.
+
+        With `sources` (the default) the best memories' lines carry an excerpt of their source
+        turn (core/agents/evidence.py: each turn quoted once, a few per speaker within a
+        character budget) under the same memories; without, or when no memory has a source
+        turn with text, the paper's prompt: the memory lines only."""
         distill = self.distill if distill is None else distill
         question = question[: self._budget_chars(self.params.max_tokens) // 4]
         fixed = len(prompts.ANSWER_SYSTEM) + len(question) + 200
-        used = self._fit(memories, fixed, self.params.max_tokens)
         speakers = [s for s in dict.fromkeys(m.speaker for m in memories)]
-        return _Prompt(prompts.answer_messages(question, self.group(used, speakers), distill=distill), used)
+        links = self.bank.sources([m.id for m in memories]) if self.sources and memories else {}
+        if not any(evidence.evidence_source(m, links.get(m.id, ())) for m in memories):
+            used = self._fit(memories, fixed, self.params.max_tokens)
+            return _Prompt(prompts.answer_messages(question, self.group(used, speakers), distill=distill), used,
+                           items=len(used))
+        fixed += len(prompts.ANSWER_SOURCES_NOTE)
+        lay = evidence.layout(memories, links, k=k or self.k, speakers=speakers,
+                              budget_chars=self._budget_chars(self.params.max_tokens) - fixed,
+                              excerpt_chars=self.excerpt_chars, max_quotes=self.max_quotes,
+                              quote_chars=self.quote_chars)
+        if len(lay.used) < len(memories):
+            log.info("answer prompt: %d of %d memories shown, %d source quotes, %d items", len(lay.used),
+                     len(memories), len(lay.source_refs), lay.items)
+        messages = prompts.answer_messages(question, lay.groups, distill=distill, sources=True)
+        return _Prompt(messages, lay.used, lay.source_refs, lay.items)
 
     # --- generation -------------------------------------------------------------------
     def _run(self, messages, params: GenParams, cancel: CancelToken | None,
@@ -492,9 +524,9 @@ class AnswerAgent:
         if not retrieved:
             log.info("no memories for a question of %d chars: answering that it does not know", len(question))
             return AnswerResult(NO_MEMORY_ANSWER, [], [], "", 0, time.perf_counter() - start)
-        prompt = self.build_prompt(question, retrieved, distill=distill)
+        prompt = self.build_prompt(question, retrieved, distill=distill, k=k)
         raw, _ = generate_answer(self.backend, prompt.messages, self.params,
-                                 max_lines=min(len(prompt.used) + 2, MAX_SELECTED_LINES),
+                                 max_lines=min(prompt.items + 2, MAX_SELECTED_LINES),
                                  force_marker=distill, cancel=cancel)
         parsed = prompts.parse_answer(raw)
         selected = match_selected(parsed.selected_lines, prompt.used) if distill else []
@@ -508,7 +540,8 @@ class AnswerAgent:
                      len(parsed.answer))
         answer = " ".join(parsed.answer.split())
         return AnswerResult(answer, selected, retrieved, raw, self._prompt_tokens(prompt.messages),
-                            time.perf_counter() - start, bool(cancel and cancel.cancelled), ok)
+                            time.perf_counter() - start, bool(cancel and cancel.cancelled), ok,
+                            list(prompt.used), list(prompt.source_refs))
 
     def chat(self, text: str, *, history: Sequence[tuple[str, str]] = (), memories: Sequence[Memory] = (),
              on_token: Callable[[str], None] | None = None, cancel: CancelToken | None = None,

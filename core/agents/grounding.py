@@ -236,7 +236,7 @@ def _missing_numbers(claims: _Claims, view: _View, dates: Dates) -> list[str]:
 
 
 def _missing_dates(claims: _Claims, view: _View, dates: Dates) -> list[str]:
-    names = {v: k for k, v in MONTHS.items() if len(k) > 3}
+    names = {v: k for k, v in MONTHS.items() if len(k) > 3 or k == "may"}  # "may" is a full name too
     missing = []
     for m in claims.months:
         if not (any(k in view.words for k, v in MONTHS.items() if v == m) or any(mm == m for _, mm in dates.months)):

@@ -365,13 +365,18 @@ def memory_block(memories_by_speaker: Mapping[str | None, Sequence[str]]) -> str
 
 
 def answer_messages(question: str, memories_by_speaker: Mapping[str | None, Sequence[str]],
-                    *, distill: bool = True) -> list[Message]:
+                    *, distill: bool = True, sources: bool = False) -> list[Message]:
     """The Answer Agent's prompt (method.md §1). `memories_by_speaker` maps a speaker (or None)
     to memory lines already formatted as `<timestamp>: <text>`.
 
     distill=False is the "no-distill" ablation: answer directly, no selection list.
+    sources=True (our departure): the lines may carry a quote of their source turn
+    (core/agents/evidence.py) and the system text says what the quotes are; sources=False is
+    the paper's prompt, unchanged.
     """
     system = ANSWER_SYSTEM if distill else ANSWER_SYSTEM_NO_DISTILL
+    if sources:
+        system = system.replace(_ANSWER_TIME_SENTENCE, _ANSWER_TIME_SENTENCE + ANSWER_SOURCES_NOTE, 1)
     tail = ("List the relevant memories, then give the answer after **Answer:** in less than 5-6 words."
             if distill else "Give the answer after **Answer:** in less than 5-6 words.")
     user = f"{memory_block(memories_by_speaker)}\n\nQuestion: {question.strip()}\n{tail}"
@@ -380,6 +385,14 @@ def answer_messages(question: str, memories_by_speaker: Mapping[str | None, Sequ
 
 ANSWER_SYSTEM_NO_DISTILL = ANSWER_SYSTEM.split("6. First list")[0] + (
     "6. Write \"**Answer:**\" and the answer in less than 5-6 words.\n\nFormat:\n**Answer:** <answer>")
+
+# The answer prompt with source quotes (AnswerAgent(sources=True)): one sentence more, after
+# the one on timestamps. Its version keys evaluation runs (training/eval/runner.py), not banks.
+ANSWER_SOURCES_VERSION = "answer-sources-1"
+_ANSWER_TIME_SENTENCE = "Each memory starts with the time of the conversation it comes from."
+ANSWER_SOURCES_NOTE = (" Under a memory, (said #n: \"...\") quotes what was said in that conversation, word "
+                       "for word: use it for details the memory leaves out; (said #n, quoted above) points to "
+                       "a quote given earlier.")
 
 
 def chat_system(user_name: str = "User", assistant_name: str = "Assistant") -> str:

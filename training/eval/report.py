@@ -80,10 +80,30 @@ def merge_ingestion(stats: Sequence[dict]) -> dict | None:
         "ops": ops,
         "failures": sum(int(s.get("failures", 0)) for s in stats),
         "rejected": sum(int(s.get("rejected") or 0) for s in stats),  # refused by the grounding gate
+        "audit": merge_audits([s["audit"] for s in stats if isinstance(s.get("audit"), dict)]),
         "cached": sum(1 for s in stats if s.get("cached")),
         "manager_turn_s": percentiles(turn_s),
         "kind": stats[0].get("kind", "memory"),
     }
+
+
+AUDIT_COUNTS = ("memories", "with_source_text", "no_source_text", "unsupported")
+
+
+def merge_audits(audits: Sequence[dict]) -> dict | None:
+    """Sum `training.eval.audit.audit_bank` results (None when there are none: banks built
+    before the audit).
+
+    >>> merge_audits([{"memories": 3, "with_source_text": 2, "no_source_text": 1, "unsupported": 1},
+    ...               {"memories": 2, "with_source_text": 2, "no_source_text": 0, "unsupported": 0}])
+    {'memories': 5, 'with_source_text': 4, 'no_source_text': 1, 'unsupported': 1, 'unsupported_share': 0.25}
+    """
+    if not audits:
+        return None
+    out = {k: sum(int(a.get(k) or 0) for a in audits) for k in AUDIT_COUNTS}
+    out["unsupported_share"] = round(out["unsupported"] / out["with_source_text"], 4) if out["with_source_text"] \
+        else None
+    return out
 
 
 def summarise(records: Sequence[dict], *, system: str, config: dict,
@@ -121,12 +141,21 @@ def _sec(block: dict | None) -> str:
     return f"{block['p50']:.3f} / {block['p95']:.3f}"
 
 
+def _audit_line(audit: dict | None) -> str:
+    if not audit:
+        return "- memories checked against their source turns: not measured"
+    return (f"- memories with a name or number absent from their source turns: {audit['unsupported']} of "
+            f"{audit['with_source_text']} ({_pct(audit['unsupported_share'])}%); memories without source text: "
+            f"{audit['no_source_text']}")
+
+
 def render_report(summary: dict, plots: Sequence[str] = ()) -> str:
     """report.md: scores per category (the data's and the papers' names), timings, plots."""
     cfg = summary.get("config", {})
     lines = [f"# LoCoMo evaluation: {summary['system']}", ""]
     for key in ("data", "samples", "max_sessions", "max_questions", "answer_model", "answer_adapter",
-                "manager_model", "manager_adapter", "judge_model", "prompt_version", "embedder"):
+                "manager_model", "manager_adapter", "manager_extraction", "gate", "sources", "judge_model",
+                "prompt_version", "embedder"):
         if cfg.get(key) is not None:
             lines.append(f"- {key}: `{cfg[key]}`")
     lines += ["", "Scores x100; overall is the plain mean over questions.", "",
@@ -148,6 +177,7 @@ def render_report(summary: dict, plots: Sequence[str] = ()) -> str:
                   f"- memories in the bank(s): {ing['memories']}",
                   "- operations: " + ", ".join(f"{k} {ops[k]}" for k in OP_NAMES),
                   f"- proposed facts rejected by the grounding gate: {ing.get('rejected', 0)}",
+                  _audit_line(ing.get("audit")),
                   f"- manager failures (unparseable output after the retry; turn skipped): {ing['failures']}"]
     elif ing:
         how = "from the cache" if ing.get("cached") else f"in {ing['seconds']:.1f} s"
@@ -168,8 +198,12 @@ def render_report(summary: dict, plots: Sequence[str] = ()) -> str:
               f"{(summary.get('completion_tokens') or {}).get('mean') or 0:.0f}.",
               f"Answer failures (counted as empty answers): {summary['answer_failures']}."]
     if summary.get("evidence_recall") is not None:
-        lines.append(f"Evidence recall (share of questions with a retrieved memory or turn that came from "
-                     f"one of its evidence turns): {_pct(summary['evidence_recall'])}.")
+        lines.append(f"Evidence recall (share of questions with a memory or turn in the prompt that came from "
+                     f"one of its evidence turns, by its source or its provenance links): "
+                     f"{_pct(summary['evidence_recall'])}.")
+    if summary.get("evidence_recall_plain") is not None:
+        lines.append(f"Evidence recall, earlier measure (any retrieved memory's own source string): "
+                     f"{_pct(summary['evidence_recall_plain'])}.")
     if plots:
         lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in plots]
     return "\n".join(lines) + "\n"
@@ -285,9 +319,22 @@ def run_labels(dirs: Sequence[str | Path], summaries: Sequence[dict]) -> list[st
     return [s if systems.count(s) == 1 else f"{s} ({Path(d).name})" for s, d in zip(systems, dirs)]
 
 
+def _opt(value) -> str:
+    return "-" if value is None else ("on" if value is True else "off" if value is False else str(value))
+
+
+def _unsupported(ing: dict) -> str:
+    audit = ing.get("audit")
+    if not audit:
+        return "-"
+    return f"{audit['unsupported']} ({_pct(audit['unsupported_share'])}%)"
+
+
 def comparison_table(summaries: Sequence[dict], labels: Sequence[str]) -> str:
     """A Markdown table, one column per run: scores x100, bank size, ops, timings."""
     rows: list[tuple[str, list[str]]] = [("questions", [str(s["n_questions"]) for s in summaries])]
+    rows += [(f"option {key}", [_opt(s.get("config", {}).get(key)) for s in summaries])
+             for key in ("manager_extraction", "gate", "sources")]
     for key, name in (("f1", "F1"), ("bleu1", "BLEU-1"), ("em", "EM"), ("judge", "judge")):
         rows.append((f"overall {name}", [_pct(s["overall"][key]) for s in summaries]))
     for c in SCORED_CATEGORIES:
@@ -306,6 +353,9 @@ def comparison_table(summaries: Sequence[dict], labels: Sequence[str]) -> str:
         ("ops ADD/UPD/DEL/NOOP", [ing(s, lambda i: "/".join(str(i["ops"][k]) for k in OP_NAMES))
                                   for s in summaries]),
         ("facts rejected", [ing(s, lambda i: str(i.get("rejected", 0))) for s in summaries]),
+        ("memories with unsupported name/number", [ing(s, _unsupported) for s in summaries]),
+        ("memories without source text", [ing(s, lambda i: str((i.get("audit") or {}).get("no_source_text", "-")))
+                                          for s in summaries]),
         ("manager s/turn p50/p95", [ing(s, lambda i: _sec(i["manager_turn_s"])) for s in summaries]),
         ("retrieval s p50/p95", [_sec(s["timings"]["retrieval_s"]) for s in summaries]),
         ("answer s p50/p95", [_sec(s["timings"]["answer_s"]) for s in summaries]),
@@ -313,6 +363,7 @@ def comparison_table(summaries: Sequence[dict], labels: Sequence[str]) -> str:
         ("generated tokens mean", [f"{(s.get('completion_tokens') or {}).get('mean') or 0:.0f}"
                                    for s in summaries]),
         ("evidence recall", [_pct(s.get("evidence_recall")) for s in summaries]),
+        ("evidence recall (earlier measure)", [_pct(s.get("evidence_recall_plain")) for s in summaries]),
     ]
     out = ["| | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
     out += [f"| {name} | " + " | ".join(vals) + " |" for name, vals in rows]

@@ -65,6 +65,7 @@ class EvalConfig:
     judge_model: str | None = None
     manager_extraction: str = "auto"  # core.agents.manager.ManagerConfig.extraction
     gate: bool = True  # the grounding gate (False: the paper's path)
+    sources: bool = True  # source-turn quotes in the answer prompt (False: the paper's prompt)
     k: int = 60
     fresh: bool = False
     progress: bool = True
@@ -160,8 +161,23 @@ def default_out(config: EvalConfig) -> Path:
         tag += f"-s{config.max_sessions}"
     if config.max_questions:
         tag += f"-q{config.max_questions}"
+    tag += option_tag(config)
     base = data_dir() / "eval" / tag
     return base / config.systems[0].name if len(config.systems) == 1 else base
+
+
+def option_tag(config: EvalConfig) -> str:
+    """The part of the default output folder's name that names the switched-off parts and a
+    chosen extraction mode ('' for the defaults), so runs with other options never share it.
+
+    >>> option_tag(EvalConfig(data="val.json")), option_tag(EvalConfig(data="val.json", gate=False, sources=False,
+    ...                                                                  manager_extraction="free"))
+    ('', '-nogate-free-nosources')
+    """
+    tag = "" if config.gate else "-nogate"
+    if config.manager_extraction != "auto":
+        tag += f"-{config.manager_extraction}"
+    return tag + ("" if config.sources else "-nosources")
 
 
 def system_out(config: EvalConfig, system: "System | str") -> Path:
@@ -180,6 +196,8 @@ def run_identity(config: EvalConfig, system: System, comps: Components, data_dig
              "max_sessions": config.max_sessions, "answer": comps.ids.get("answer"),
              "embedder": comps.ids.get("embedder"), "prompt_version": prompts.PROMPT_VERSION,
              "k": config.k, "n_ctx": config.answer_model.n_ctx}
+    if system.uses_manager:  # a bank of raw turns has no links: its prompt is the same either way
+        ident["answer_sources"] = prompts.ANSWER_SOURCES_VERSION if config.sources else False
     if system.uses_manager:
         ident["manager"] = comps.ids.get("manager")
         ident["manager_variant"] = config.manager_config().variant()
@@ -209,10 +227,22 @@ def prepare_out(out: Path, identity: dict, *, fresh: bool) -> list[dict]:
 
 # --- one system ----------------------------------------------------------------------------------
 
+def covers(refs, evidence) -> bool:
+    """Whether a turn ref ("locomo:conv-30/D1:3") of `refs` names one of the `evidence` dia_ids.
+
+    >>> covers(["locomo:conv-30/D1:3", "chat:1/2"], ["D1:3"]), covers(["locomo:conv-30/D1:30"], ["D1:3"])
+    (True, False)
+    """
+    wanted = set(evidence)
+    return any(str(r).rsplit("/", 1)[-1] in wanted for r in refs if r)
+
+
 def _record(sample: Sample, qa, system: System, ans: Answered) -> dict:
-    evidence = set(qa.evidence)
-    sources = [m.source for m in ans.retrieved if m.source]
-    hit = any(s.rsplit("/", 1)[-1] in evidence for s in sources) if ans.retrieved else None
+    refs = ans.evidence_refs()
+    hit = covers(refs, qa.evidence) if ans.retrieved else None
+    # the earlier measure, kept comparable: any retrieved memory's own `source` string
+    plain = covers((m.source for m in ans.retrieved), qa.evidence) if ans.retrieved else None
+    shown = ans.retrieved if ans.shown is None else ans.shown
     return {
         "sample_id": sample.sample_id, "qa_index": qa.index, "system": system.name,
         "question": qa.question, "gold": qa.answer, "prediction": ans.prediction,
@@ -221,6 +251,8 @@ def _record(sample: Sample, qa, system: System, ans: Answered) -> dict:
         **score_answer(ans.prediction, qa.answer), "judge": None,
         "selected_ids": [m.id for m in ans.selected], "retrieved_ids": [m.id for m in ans.retrieved],
         "selected_sources": [m.source for m in ans.selected], "evidence_retrieved": hit,
+        "evidence_retrieved_plain": plain, "shown_ids": [m.id for m in shown],
+        "shown_source_refs": list(ans.source_refs), "evidence_refs": refs,
         "context_turns": ans.context_turns,
         "retrieval_s": round(ans.retrieval_s, 5), "answer_s": round(ans.answer_s, 5),
         "latency_s": round(ans.retrieval_s + ans.answer_s, 5),
@@ -234,7 +266,8 @@ def _answer_one(system: System, sample: Sample, qa, handle: BankHandle | None, c
     backend = comps.backend("answer")
     try:
         return system.answer(sample, qa, handle.bank if handle is not None else None, backend, k=config.k,
-                             n_ctx=config.answer_model.n_ctx, max_sessions=config.max_sessions)
+                             n_ctx=config.answer_model.n_ctx, max_sessions=config.max_sessions,
+                             sources=config.sources)
     except (ModelOutputError, InvalidInputError) as exc:
         log.error("%s: question %s/%d failed: %s", system.name, sample.sample_id, qa.index, exc)
         return Answered("", getattr(exc, "raw", ""), error=str(exc)[:500])
@@ -292,6 +325,7 @@ def run_system(system: System, samples: Sequence[Sample], comps: Components, con
     summary = eval_report.summarise(records, system=system.name, config=_config_dict(config, system, comps),
                                     ingestion=ingestion)
     summary["evidence_recall"] = _evidence_recall(records)
+    summary["evidence_recall_plain"] = _evidence_recall(records, "evidence_retrieved_plain")
     turn_seconds = [t for st in ingestion if st.get("kind") == "memory" for t in st.get("turn_seconds", [])]
     eval_report.write_outputs(out, summary, records, turn_seconds)
     return summary
@@ -318,9 +352,11 @@ def _judge_missing(records: list[dict], comps: Components, out: Path) -> list[di
     return records
 
 
-def _evidence_recall(records: Sequence[dict]) -> float | None:
-    """Share of questions whose retrieved memories/turns came from an evidence turn."""
-    vals = [r["evidence_retrieved"] for r in records if r.get("evidence_retrieved") is not None]
+def _evidence_recall(records: Sequence[dict], key: str = "evidence_retrieved") -> float | None:
+    """Share of questions whose memories/turns in the prompt came from an evidence turn (their
+    `source` or a provenance link); `key="evidence_retrieved_plain"`: any retrieved memory's
+    `source` string, the measure of earlier runs."""
+    vals = [r[key] for r in records if r.get(key) is not None]
     return round(sum(vals) / len(vals), 4) if vals else None
 
 
@@ -334,6 +370,7 @@ def _config_dict(config: EvalConfig, system: System, comps: Components) -> dict:
         "manager_adapter": d["manager_model"]["adapter"] if system.uses_manager else None,
         "manager_extraction": config.manager_extraction if system.uses_manager else None,
         "gate": config.gate if system.uses_manager else None,
+        "sources": config.sources if system.uses_manager else None,
         "judge_model": comps.ids.get("judge"), "n_ctx": config.answer_model.n_ctx,
         "prompt_version": prompts.PROMPT_VERSION, "embedder": comps.ids.get("embedder"),
         "finished_at": time.strftime("%Y-%m-%d %H:%M:%S"),

@@ -44,6 +44,8 @@ from core.locomo import QA, Sample, Turn
 from core.textlog import log_text
 from core.types import OP_EVENTS, ChatBackend, GenParams, Memory, MemoryOp
 
+from training.eval.audit import audit_bank
+
 if TYPE_CHECKING:
     from core.memory.bank import MemoryBank
 
@@ -169,6 +171,7 @@ def _ingest_stats(records: Sequence[dict], bank: MemoryBank, *, cached: bool) ->
         "rejected": sum(int(r.get("rejected") or 0) for r in records),  # facts the grounding gate refused
         "failures": sum(1 for r in records if r.get("error")),
         "memories": bank.count(),
+        "audit": audit_bank(bank),  # memories with a name or number absent from their sources
         "cached": cached,
     }
 
@@ -219,6 +222,15 @@ class Answered:
     completion_tokens: int = 0
     context_turns: int | None = None  # full-context: turns that fit
     error: str | None = None
+    shown: Sequence[Memory] | None = None  # the memories in the prompt (None: as retrieved)
+    source_refs: Sequence[str] = ()  # refs of the source turns quoted in the prompt
+    linked_refs: Sequence[str] = ()  # refs of the turns that gave a shown memory its content
+
+    def evidence_refs(self) -> list[str]:
+        """The turn refs the prompt's memories stand for: each shown memory's `source` and
+        the refs of its provenance links."""
+        shown = self.retrieved if self.shown is None else self.shown
+        return list(dict.fromkeys([*(m.source for m in shown if m.source), *self.linked_refs]))
 
 
 def _count(backend: ChatBackend, text: str) -> int:
@@ -228,15 +240,33 @@ def _count(backend: ChatBackend, text: str) -> int:
         return 0
 
 
+# Links that gave a memory its content (evidence recall counts these): not "repeated" (a turn
+# the manager found already said, which may hold more than the memory) nor "superseded".
+CONTENT_ROLES = ("added", "updated", "imported")
+
+
+def linked_refs(bank, memories: Sequence[Memory]) -> list[str]:
+    """The refs of the source turns that gave `memories` their content (`CONTENT_ROLES`), in
+    order, once each."""
+    if not memories:
+        return []
+    links = bank.sources([m.id for m in memories])
+    return list(dict.fromkeys(s.ref for m in memories for s in links.get(m.id, ())
+                              if s.ref and s.role in CONTENT_ROLES))
+
+
 def answer_with_agent(agent, question: str, speakers: Sequence[str], *, distill: bool) -> Answered:
-    """Retrieve (timed) then answer (timed) with a `core.agents.answer.AnswerAgent`."""
+    """Retrieve (timed) then answer (timed) with a `core.agents.answer.AnswerAgent`; the
+    answer keeps the memories shown and their linked source refs (for evidence recall)."""
     start = time.perf_counter()
     retrieved = agent.retrieve(question, speakers=list(speakers))
     mid = time.perf_counter()
     res = agent.answer(question, memories=retrieved, distill=distill)
     end = time.perf_counter()
+    shown = list(res.shown) if res.retrieved else []
     return Answered(res.answer, res.raw, res.selected, res.retrieved, mid - start, end - mid,
-                    res.prompt_tokens, _count(agent.backend, res.raw))
+                    res.prompt_tokens, _count(agent.backend, res.raw), shown=shown,
+                    source_refs=list(res.source_refs), linked_refs=linked_refs(agent.bank, shown))
 
 
 def _prompt_tokens(backend: ChatBackend, messages) -> int:
@@ -305,8 +335,9 @@ class System:
         return self.bank == "memory"
 
     def answer(self, sample: Sample, qa: QA, bank, backend: ChatBackend, *, k: int, n_ctx: int,
-               max_sessions: int | None) -> Answered:
-        """Answer `qa` (`bank`: the open bank of `self.bank`, or None). Raises ModelOutputError or
+               max_sessions: int | None, sources: bool = True) -> Answered:
+        """Answer `qa` (`bank`: the open bank of `self.bank`, or None; `sources`: quote the
+        memories' source turns, `AnswerAgent(sources=)`). Raises ModelOutputError or
         InvalidInputError when the model's output is unusable."""
         raise NotImplementedError
 
@@ -322,10 +353,10 @@ class AgentSystem(System):
         self.name, self.bank, self.distill = name, bank, distill
 
     def answer(self, sample: Sample, qa: QA, bank: MemoryBank | None, backend: ChatBackend, *, k: int, n_ctx: int,
-               max_sessions: int | None) -> Answered:
+               max_sessions: int | None, sources: bool = True) -> Answered:
         from core.agents.answer import AnswerAgent
 
-        agent = AnswerAgent(bank, backend, k=k, distill=self.distill)
+        agent = AnswerAgent(bank, backend, k=k, distill=self.distill, sources=sources)
         return answer_with_agent(agent, qa.question, sample.speakers, distill=self.distill)
 
 
@@ -335,7 +366,7 @@ class FullContextSystem(System):
     name = "full-context"
 
     def answer(self, sample: Sample, qa: QA, bank: MemoryBank | None, backend: ChatBackend, *, k: int, n_ctx: int,
-               max_sessions: int | None) -> Answered:
+               max_sessions: int | None, sources: bool = True) -> Answered:
         return answer_full_context(sample.turns_upto(max_sessions), qa.question, backend,
                                    int(backend.n_ctx or n_ctx))
 

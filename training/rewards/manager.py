@@ -266,7 +266,8 @@ class FrozenAnswerer:
         """The greedy answer over `bank`; generated once per distinct prompt."""
         from core.agents.answer import AnswerAgent
 
-        agent = AnswerAgent(bank, self.backend, k=self.k, params=self.params)
+        # the paper's reward: the answer from the memories alone (no source quotes)
+        agent = AnswerAgent(bank, self.backend, k=self.k, params=self.params, sources=False)
         t0 = time.perf_counter()
         retrieved = agent.retrieve(question, speakers=list(speakers))
         prompt = agent.build_prompt(question, retrieved)
