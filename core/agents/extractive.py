@@ -481,6 +481,32 @@ def model_chooser(backend: ChatBackend, speaker: str, time=None, *, max_tokens: 
     return choose
 
 
+_FIRST_PERSON_WORD = re.compile(r"\b(?:I|I'm|I've|I'd|I'll|[Mm]y|[Mm]e|[Mm]ine|[Mm]yself)\b")
+_TAUTOLOGY = re.compile(r"\s*(\w[\w' -]*?)\s+(?:is|are)\s+\1\s*[.!]?\s*", re.IGNORECASE)
+
+
+def is_tautology(fact: str) -> bool:
+    """Whether a fact only says that someone is themselves ("Sam is Sam.", from "I'm Sam").
+
+    >>> is_tautology("Sam is Sam."), is_tautology("Sam is a nurse.")
+    (True, False)
+    """
+    return _TAUTOLOGY.fullmatch(fact) is not None
+
+
+def as_third_person(text: str, speaker: str | None) -> str:
+    """A model-written fact in the first person ("I live in Lisbon.") rewritten about
+    `speaker` like the extractive facts (`rewrite`, no date resolution); unchanged when it has
+    no first-person word or no speaker is known.
+
+    >>> as_third_person("I live in Lisbon.", "Sam"), as_third_person("Ann likes tea.", "Sam")
+    ('Sam lives in Lisbon.', 'Ann likes tea.')
+    """
+    if not speaker or not _FIRST_PERSON_WORD.search(text):
+        return text
+    return rewrite(text, speaker) or text
+
+
 def extract_facts(text: str, speaker: str, time, choose: Callable[[list[str]], list[int]]) -> list[str]:
     """The turn's facts: `candidates(text)` -> `choose` -> `rewrite`, in text order, unique.
 
@@ -499,6 +525,6 @@ def extract_facts(text: str, speaker: str, time, choose: Callable[[list[str]], l
     facts: list[str] = []
     for k in sorted(keep):
         fact = rewrite(cands[k], speaker, time)
-        if fact and fact not in facts:
+        if fact and fact not in facts and not is_tautology(fact):
             facts.append(fact)
     return facts

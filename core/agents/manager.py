@@ -370,8 +370,12 @@ class MemoryManager:
     def _write_facts(self, chunk: str, speaker: str | None, time: str | None, cancel) -> list[str]:
         """Free extraction: the model writes the facts (method.md §1)."""
         messages = prompts.extraction_messages(chunk, speaker, time)
-        return self._call_with_retry("fact extraction", messages, prompts.FACTS_SCHEMA,
-                                     self.config.extract_params, prompts.parse_facts, cancel)
+        facts = self._call_with_retry("fact extraction", messages, prompts.FACTS_SCHEMA,
+                                      self.config.extract_params, prompts.parse_facts, cancel)
+        # a small model sometimes copies the turn's first person ("I live in Lisbon."): the
+        # memory is written about the speaker, as the prompt asks
+        facts = [extractive.as_third_person(f, speaker)[:prompts.FACT_MAX_CHARS] for f in facts]
+        return [f for f in facts if not extractive.is_tautology(f)]
 
     def _choose_facts(self, chunk: str, speaker: str | None, time: str | None, cancel) -> list[str]:
         """Extractive: the model picks among the chunk's own statements (numbers under a schema
@@ -417,6 +421,8 @@ class MemoryManager:
         keys that already passed (an ADD copying an extracted fact is not checked twice)."""
         out = []
         for op in decided:
+            if op.event in ("ADD", "UPDATE") and op.speaker:
+                op = dataclasses.replace(op, text=extractive.as_third_person(op.text, op.speaker))
             if op.event == "ADD" and fact_key(op.text) not in accepted:
                 verdict = self.check(op.text, text, speaker=speaker, time=time)
             elif op.event == "UPDATE":

@@ -309,3 +309,18 @@ def test_prompt_examples_never_enter_the_bank_with_the_embedded_model(make_bank,
     leaked = [m.text for m in bank.list(status=None)
               if terms & {w.casefold() for w in re.findall(r"[A-Za-z]+", m.text)}]
     assert leaked == []
+
+
+def test_first_person_model_texts_are_written_about_the_speaker(make_bank):
+    """A free-form fact or a decision text in the first person is rewritten about the speaker
+    before the gate; "I'm Sam" never becomes the memory "Sam is Sam."."""
+    from core.agents import extractive
+    from core.agents.manager import ManagerConfig, MemoryManager
+    from core.fakes import FakeBackend, router
+
+    bank = make_bank()
+    backend = FakeBackend(default=router(facts=["I live in Lisbon.", "Sam is Sam."]))
+    manager = MemoryManager(bank, backend, config=ManagerConfig(extraction="free"))
+    changes = manager.process_turn("Hi, I'm Sam and I live in Lisbon.", speaker="Sam", turn="t:1")
+    assert [m.text for m in changes.added] == ["Sam lives in Lisbon."]
+    assert extractive.extract_facts("I'm Sam.", "Sam", None, extractive.keep_all) == []
