@@ -481,7 +481,7 @@ def model_chooser(backend: ChatBackend, speaker: str, time=None, *, max_tokens: 
     return choose
 
 
-_FIRST_PERSON_WORD = re.compile(r"\b(?:I|I'm|I've|I'd|I'll|[Mm]y|[Mm]e|[Mm]ine|[Mm]yself)\b")
+_FIRST_PERSON_START = re.compile(r"\s*(?:I|I'm|I've|I'd|I'll|My)\b")
 _TAUTOLOGY = re.compile(r"\s*(\w[\w' -]*?)\s+(?:is|are)\s+\1\s*[.!]?\s*", re.IGNORECASE)
 
 
@@ -495,14 +495,14 @@ def is_tautology(fact: str) -> bool:
 
 
 def as_third_person(text: str, speaker: str | None) -> str:
-    """A model-written fact in the first person ("I live in Lisbon.") rewritten about
-    `speaker` like the extractive facts (`rewrite`, no date resolution); unchanged when it has
-    no first-person word or no speaker is known.
+    """A model-written fact that starts in the first person ("I live in Lisbon.") rewritten
+    about `speaker` like the extractive facts (`rewrite`, no date resolution); unchanged when
+    it does not start so (quoted speech "Ann said: I ..." stays) or no speaker is known.
 
     >>> as_third_person("I live in Lisbon.", "Sam"), as_third_person("Ann likes tea.", "Sam")
     ('Sam lives in Lisbon.', 'Ann likes tea.')
     """
-    if not speaker or not _FIRST_PERSON_WORD.search(text):
+    if not speaker or not _FIRST_PERSON_START.match(text):
         return text
     return rewrite(text, speaker) or text
 
