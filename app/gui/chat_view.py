@@ -486,6 +486,22 @@ class ChatView(QWidget):
         follow = self.messages[index + 1:index + 2]
         return follow[0] if follow and follow[0].role == "assistant" else None
 
+    def forget_notice_texts(self, memory_ids: Iterable[int]) -> int:
+        """Forgotten memories leave the shown notices and "memories used" lists: each link to
+        one of `memory_ids` becomes "(forgotten)". Returns how many links were replaced."""
+        heads = [f'<a href="memory:{int(i)}">' for i in memory_ids]
+        replaced = 0
+        for label in (lab for w in self.messages for lab in (w.notice, w.memories_list)):
+            text = label.text()
+            for head in heads:
+                while (start := text.find(head)) >= 0:
+                    end = text.find("</a>", start)
+                    text = text[:start] + "<i>(forgotten)</i>" + text[end + 4 if end >= 0 else len(text):]
+                    replaced += 1
+            if text != label.text():
+                label.setText(text)
+        return replaced
+
     def forget_widget(self, batch_id: int) -> MessageWidget | None:
         """The reply whose forget notice is for `batch_id`."""
         return next((w for w in self.messages if w.forget_batch == batch_id), None)

@@ -543,8 +543,11 @@ class MainWindow(QMainWindow):
     # --- memory changes ---------------------------------------------------------------------
     def _on_bank_changed(self, changes: MemoryChanges) -> None:
         """Every committed memory change (GUI thread): the panel redraws its rows; a change
-        caused by a chat turn also gets a notice under that turn's reply (see `_place_notice`)."""
+        caused by a chat turn also gets a notice under that turn's reply (see `_place_notice`); a
+        forgotten memory's text is taken out of the notices and "memories used" lists shown."""
         self.memory.apply_changes(changes)
+        if changes.forgotten:  # their text leaves the chat's notices too
+            self.chat.forget_notice_texts(changes.forgotten)
         turn = changes.turn
         if changes and turn is not None and turn.is_chat:
             self._place_notice(changes, turn)

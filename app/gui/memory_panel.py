@@ -1,14 +1,17 @@
 """The memory panel: see, search and curate what the assistant remembers.
 
-A table (`MemoryTableModel`) with hybrid search, person/status filters (active, deleted,
-superseded, all), add, inline edit, delete (soft, with undo), restore, forget (permanent,
-confirmed; optionally with the source text), per-memory and bank-wide history (with the facts
-that were not saved), "Where it came from" under the table (`SourcesView`: the selected
-memory's source links), export/import and the "pause memory" switch. Every bank call runs in
-the runner's "db" lane; results come back on the GUI thread. Changes made elsewhere (the manager, the CLI in the same
-process, an undo) arrive through `apply_changes` and redraw only the affected rows. Changes
-another process makes (`memory-r1 mcp`/`serve`, the CLI) are noticed by `external_poll`, a
-timer that checks `bank.data_version()` every EXTERNAL_POLL_MS and reloads the table when it moved.
+A table (`MemoryTableModel`) with search (only the matches: by keyword, by text or over a
+similarity floor, see app/gui/memory_search.py; "No memory matches" when none), person/status
+filters (active, deleted, superseded, all), add, inline edit, delete (soft, with undo),
+restore, forget (permanent, confirmed; optionally with the source text), per-memory and
+bank-wide history (with the facts that were not saved), "Where it came from" under the table
+(`SourcesView`: the selected memory's source links), export/import and the "pause memory"
+switch. `undo_tracker` (app/gui/memory_undo.py) names and reverts the bank's latest change for
+the window's Edit > Undo. Every bank call runs in the runner's "db" lane; results come back on
+the GUI thread. Changes made elsewhere (the manager, the CLI in the same process, an undo)
+arrive through `apply_changes` and redraw only the affected rows. Changes another process
+makes (`memory-r1 mcp`/`serve`, the CLI) are noticed by `external_poll`, a timer that checks
+`bank.data_version()` every EXTERNAL_POLL_MS and reloads the table when it moved.
 
 Threads: everything here runs on the GUI thread except the small `_fetch`/`_do` closures,
 which run on the "db" worker and only call the bank.
@@ -35,6 +38,8 @@ from app.gui.dialogs import confirm
 from app.gui.history_view import HistoryDialog, fetch_history
 from app.gui.memory_details import PLACEHOLDER, SourcesView
 from app.gui.memory_model import MemoryTableModel
+from app.gui.memory_search import matching, search_floor
+from app.gui.memory_undo import MemoryUndo
 from app.gui.tasks import TaskRunner
 
 __all__ = ["AddMemoryDialog", "HistoryDialog", "MemoryPanel", "observed_now"]
@@ -103,6 +108,8 @@ class MemoryPanel(QWidget):
         self.bank = bank
         self.runner = runner
         self.model = MemoryTableModel(self)
+        self.vector_floor = search_floor(bank.embedder)  # None: search by keyword and text only
+        self.undo_tracker = MemoryUndo(bank, runner, self)
         self._generation = 0
         self._details_generation = 0
         self._select_after_load: int | None = None
@@ -143,6 +150,11 @@ class MemoryPanel(QWidget):
             header.setSectionResizeMode(col, QHeaderView.ResizeMode.Interactive)
             header.resizeSection(col, metrics.horizontalAdvance(sample) + 18)
         self.count_label = QLabel()
+        self.no_match = QLabel(wordWrap=True)
+        self.no_match.setObjectName("noMemoryMatches")
+        self.no_match.setTextFormat(Qt.TextFormat.PlainText)  # the query is shown as typed
+        self.no_match.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.no_match.hide()
         self.buttons = {name: QPushButton(name) for name in
                         ("Add…", "Delete", "Restore", "Forget…", "History…", "Undo", "Export…", "Import…")}
         self.buttons["Forget…"].setToolTip("Remove permanently, including from the history")
@@ -166,7 +178,7 @@ class MemoryPanel(QWidget):
         title = QLabel("<b>Memory</b>")
         box = QVBoxLayout(self)
         box.setContentsMargins(4, 4, 4, 4)
-        for item in (title, self.search, filters, self.view, self.sources_view, actions, files):
+        for item in (title, self.search, filters, self.no_match, self.view, self.sources_view, actions, files):
             (box.addLayout if isinstance(item, QHBoxLayout) else box.addWidget)(item)
         box.setStretchFactor(self.view, 1)
 
@@ -185,6 +197,8 @@ class MemoryPanel(QWidget):
                     "Export…": self.ask_export, "Import…": self.ask_import}
         for name, handler in handlers.items():
             self.buttons[name].clicked.connect(handler)
+        self.undo_tracker.error.connect(self.error)
+        self.undo_tracker.undone.connect(self.message)
         self._update_buttons()
 
     # --- loading ----------------------------------------------------------------------------
@@ -196,12 +210,12 @@ class MemoryPanel(QWidget):
         self._generation += 1
         generation = self._generation
         query, person, status = self.filters()
-        bank = self.bank
+        bank, floor = self.bank, self.vector_floor
 
         def fetch():  # db worker
             if query:
-                hits = bank.search(query, k=SEARCH_K, mode="hybrid", speaker=person, status=status)
-                rows, scores = [h.memory for h in hits], {h.memory.id: h.score for h in hits}
+                rows, scores = matching(bank, query, speaker=person, status=status, floor=floor, k=SEARCH_K,
+                                        limit=LIST_LIMIT)
             else:
                 rows, scores = bank.list(status=status, speaker=person, limit=LIST_LIMIT), {}
             return rows, scores, bank.speakers(), bank.count(status), bank.data_version()
@@ -241,7 +255,11 @@ class MemoryPanel(QWidget):
         self.model.set_rows(rows, scores)
         self._set_speakers(speakers)
         self.count_label.setText(_count_text(total, len(rows)))
+        query = self.filters()[0]
+        self.no_match.setText(f"No memory matches “{query}”." if query and not rows else "")
+        self.no_match.setVisible(bool(query) and not rows)
         self._update_buttons()
+        self.undo_tracker.check()
         if self._select_after_load is not None:
             memory_id, self._select_after_load = self._select_after_load, None
             self._select_row(memory_id)
@@ -274,6 +292,7 @@ class MemoryPanel(QWidget):
             self._set_speakers([self.person.itemData(i) for i in range(1, self.person.count())]
                                + [m.speaker for m in changes.added])
         self._update_buttons()
+        self.undo_tracker.note(changes)
         shown = self.sources_view.memory_id
         if shown is not None and (shown in changes.forgotten or any(m.id == shown for m in changes.memories)):
             self.show_sources()  # e.g. an UPDATE linked a new turn, or it was superseded
