@@ -1,12 +1,19 @@
 """The chat actions of a sent conversation, wired to the main window: edit a sent message and
 send it again (the later messages are replaced and what their turns wrote to memory is undone,
-with a notice), and page through a reply's versions. GUI thread only; the work runs on the
+with a notice), page through a reply's versions, set a chat's own system prompt, export a chat
+(Markdown or JSON). GUI thread only; the work runs on the
 window's task runner (model lane for the reply, db lane for a version switch).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QFileDialog, QInputDialog
+
+from core.chat_export import export_chat
 
 if TYPE_CHECKING:
     from app.gui.main_window import MainWindow
@@ -15,6 +22,8 @@ if TYPE_CHECKING:
 def connect_chat_actions(window: "MainWindow") -> None:
     window.chat.editRequested.connect(lambda mid, text: edit_message(window, mid, text))
     window.chat.versionRequested.connect(lambda mid, index: select_version(window, mid, index))
+    window.conversations.systemPromptRequested.connect(lambda cid: ask_system_prompt(window, cid))
+    window.conversations.exportRequested.connect(lambda cid, fmt: ask_export(window, cid, fmt))
 
 
 def edit_message(window: "MainWindow", message_id: int, text: str) -> None:
@@ -47,4 +56,53 @@ def select_version(window: "MainWindow", message_id: int, index: int) -> None:
             widget.set_meta(msg.meta)
 
     window.runner.submit(chats.select_version, message_id, index, name="reply version", on_done=done,
+                         on_error=window.report)
+
+
+def ask_system_prompt(window: "MainWindow", conversation_id: int) -> QInputDialog:
+    """The chat's own system prompt in a (non-modal) dialog; empty = the default in Settings."""
+    chats = window.bank.chats
+    dialog = QInputDialog(window)
+    dialog.setObjectName("chatSystemPrompt")
+    dialog.setWindowTitle("Chat system prompt")
+    dialog.setLabelText("Instructions for this chat (empty: the default in Settings).\n"
+                        "The memory instructions always stay.")
+    dialog.setOption(QInputDialog.InputDialogOption.UsePlainTextEditForTextInput)
+    dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+    dialog.textValueSelected.connect(lambda text: window.runner.submit(
+        chats.set_system_prompt, conversation_id, text, name="chat system prompt",
+        on_done=lambda _r: window.statusBar().showMessage("Chat system prompt saved.", 5000),
+        on_error=window.report))
+
+    def shown(text) -> None:
+        dialog.setTextValue(text or "")
+        dialog.open()
+
+    window.runner.submit(chats.system_prompt, conversation_id, name="read system prompt", on_done=shown,
+                         on_error=window.report)
+    return dialog
+
+
+def ask_export(window: "MainWindow", conversation_id: int, fmt: str) -> QFileDialog:
+    """Choose where to save the chat, then `export_to`."""
+    suffix = ".md" if fmt == "markdown" else ".json"
+    row = window.conversations.model.row_of(conversation_id)
+    title = window.conversations.model.conversation_at(row).title if row is not None else "chat"
+    name = "".join(c if c.isalnum() or c in " -_" else "_" for c in title).strip() or "chat"
+    dialog = QFileDialog(window, "Export chat", str(Path.home() / f"{name}{suffix}"),
+                         "Markdown (*.md)" if fmt == "markdown" else "JSON (*.json)")
+    dialog.setObjectName("exportChat")
+    dialog.setAcceptMode(QFileDialog.AcceptMode.AcceptSave)
+    dialog.setDefaultSuffix(suffix[1:])
+    dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+    dialog.fileSelected.connect(lambda path: export_to(window, conversation_id, Path(path), fmt))
+    dialog.open()
+    return dialog
+
+
+def export_to(window: "MainWindow", conversation_id: int, path: Path, fmt: str | None = None) -> None:
+    """Write the chat to `path` on the db worker; the status bar says where (errors: dialog)."""
+    chats = window.bank.chats
+    window.runner.submit(export_chat, chats, conversation_id, path, fmt, name="export chat",
+                         on_done=lambda p: window.statusBar().showMessage(f"Chat exported to {p}.", 8000),
                          on_error=window.report)

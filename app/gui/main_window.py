@@ -244,7 +244,8 @@ class MainWindow(QMainWindow):
         """Sampling and pause settings the pipeline reads per reply."""
         target = getattr(self.assistant, "settings", None)
         if target is not None and target is not self.settings:
-            for name in ("temperature", "max_tokens", "memory_paused", "use_shipped_adapters", "user_name"):
+            for name in ("temperature", "max_tokens", "memory_paused", "use_shipped_adapters", "user_name",
+                         "top_p", "system_prompt"):
                 setattr(target, name, getattr(self.settings, name))
         if self.assistant is not None:
             self.assistant.user_name = self.settings.speaker()

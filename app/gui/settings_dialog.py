@@ -1,4 +1,4 @@
-"""The settings dialog: models, adapters, sampling, context, threads; days deleted chats stay
+"""The settings dialog: models, adapters, sampling, context, threads; the default system prompt; days deleted chats stay
 in the trash; the data folder; "Use your memory in other apps".
 
 It only edits a copy of `Settings`; `applied(Settings)` hands the validated copy to the main
@@ -157,6 +157,14 @@ class SettingsDialog(QDialog):
         self.shipped.setChecked(settings.use_shipped_adapters)
         self.temperature = QDoubleSpinBox(minimum=0.0, maximum=2.0, singleStep=0.05, decimals=2)
         self.temperature.setValue(settings.temperature)
+        self.top_p = QDoubleSpinBox(minimum=0.01, maximum=1.0, singleStep=0.05, decimals=2)
+        self.top_p.setObjectName("topP")
+        self.top_p.setValue(settings.top_p)
+        self.system_prompt = QPlainTextEdit(settings.system_prompt)
+        self.system_prompt.setObjectName("systemPrompt")
+        self.system_prompt.setPlaceholderText("e.g. “Answer in French.” (a chat can set its own: right-click it)")
+        self.system_prompt.setToolTip("Added to every chat's instructions; the memory instructions stay")
+        self.system_prompt.setMaximumHeight(80)
         self.max_tokens = QSpinBox(minimum=1, maximum=32768, singleStep=64)
         self.max_tokens.setValue(settings.max_tokens)
         self.n_ctx = QSpinBox(minimum=256, maximum=131072, singleStep=512)
@@ -184,12 +192,14 @@ class SettingsDialog(QDialog):
         general = QGroupBox("Generation")
         form = QFormLayout(general)
         form.addRow("Temperature:", self.temperature)
+        form.addRow("Top-p:", self.top_p)
         form.addRow("Max reply tokens:", self.max_tokens)
         form.addRow("Context size (tokens):", self.n_ctx)
         form.addRow("CPU threads:", self.threads)
         chats = QGroupBox("Chats")
         chats_form = QFormLayout(chats)
         chats_form.addRow("Your name:", self.user_name)
+        chats_form.addRow("System prompt:", self.system_prompt)
         chats_form.addRow("Keep deleted chats:", self.trash_days)
         folder = QLabel(str(data_folder))
         folder.setObjectName("dataFolder")
@@ -223,6 +233,8 @@ class SettingsDialog(QDialog):
         new.use_shipped_adapters = self.shipped.isChecked()
         new.temperature = round(self.temperature.value(), 2)
         new.max_tokens = self.max_tokens.value()
+        new.top_p = round(self.top_p.value(), 2)
+        new.system_prompt = self.system_prompt.toPlainText().strip()
         new.trash_days = self.trash_days.value()
         new.user_name = " ".join(self.user_name.text().split())
         return new
