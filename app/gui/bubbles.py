@@ -16,6 +16,8 @@ from PySide6.QtWidgets import (QFrame, QHBoxLayout, QLabel, QPlainTextEdit, QPus
 
 from core.types import Memory, MemoryChanges
 
+from app.gui.code_blocks import COPY_SCHEME, decorate_code
+
 _MD = (QTextDocument.MarkdownFeature.MarkdownDialectGitHub | QTextDocument.MarkdownFeature.MarkdownNoHTML)
 
 
@@ -55,6 +57,7 @@ class MessageText(QTextBrowser):
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self.setOpenLinks(False)
+        self.code_blocks: list[str] = []  # the code of each "Copy code" link ("copy:<n>")
         self.anchorClicked.connect(self._open_link)
         self.viewport().setAutoFillBackground(False)
         self.document().setDocumentMargin(2)
@@ -69,9 +72,13 @@ class MessageText(QTextBrowser):
     def sizeHint(self) -> QSize:  # noqa: N802 - Qt naming
         return QSize(200, self.height())
 
-    @staticmethod
-    def _open_link(url: QUrl) -> None:
-        if url.scheme() in ("http", "https", "mailto"):
+    def _open_link(self, url: QUrl) -> None:
+        if url.scheme() == COPY_SCHEME:
+            try:
+                QGuiApplication.clipboard().setText(self.code_blocks[int(url.path())])
+            except (ValueError, IndexError):
+                pass
+        elif url.scheme() in ("http", "https", "mailto"):
             QDesktopServices.openUrl(url)
 
 
@@ -208,8 +215,10 @@ class MessageWidget(Bubble):
         self.raw_text = text
         if self.role == "assistant":
             self.body.document().setMarkdown(text, _MD)
+            self.body.code_blocks = decorate_code(self.body.document())
         else:
             self.body.setPlainText(text)
+            self.body.code_blocks = []
 
     def set_streaming(self, streaming: bool) -> None:
         self.copy_button.setEnabled(not streaming)
