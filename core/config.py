@@ -58,6 +58,8 @@ class Settings:
     system_prompt: str = field(default="", metadata={"help": "added to every chat's system message (a chat may "
                                                             "set its own); the memory instructions stay"})
     top_p: float = field(default=0.95, metadata={"help": "chat reply nucleus sampling (1 = off)"})
+    theme: str = field(default="system", metadata={"help": "system, light or dark"})
+    font_size: int = field(default=0, metadata={"help": "font size in points; 0 = the system's"})
     welcome_shown: bool = False
 
     def validate(self) -> None:
@@ -76,6 +78,11 @@ class Settings:
             raise InvalidInputError("Top-p must be above 0 and at most 1.")
         if not isinstance(self.system_prompt, str) or len(self.system_prompt) > 4000:
             raise InvalidInputError("The system prompt must be text of at most 4000 characters.")
+        if self.theme not in ("system", "light", "dark"):
+            raise InvalidInputError("The theme must be system, light or dark.")
+        size = self.font_size
+        if isinstance(size, bool) or not isinstance(size, int) or not (size == 0 or 6 <= size <= 36):
+            raise InvalidInputError("The font size must be 0 (the system's) or from 6 to 36 points.")
         name = self.user_name
         if not isinstance(name, str) or len(name) > 60 or name != name.strip() or "\n" in name:
             raise InvalidInputError("Your name must be one line of at most 60 characters, without "

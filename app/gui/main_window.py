@@ -35,6 +35,7 @@ from core.config import Settings, settings_path
 from core.paths import assets_dir, data_dir
 from core.types import MemoryChanges, TurnRef
 
+from app.gui.appearance import apply_appearance
 from app.gui.chat_actions import connect_chat_actions
 from app.gui.chat_view import MAX_SHOWN_MESSAGES, ChatView
 from app.gui.conversation_list import ConversationPanel
@@ -109,6 +110,7 @@ class MainWindow(QMainWindow):
         build_menus(self)
         restore_layout(self, layout_path(self.settings_file))
         self._connect()
+        apply_appearance(settings.theme, settings.font_size)
         self._bank_listener = lambda changes: self.bridge.emit_safely("bank_changed", changes)
         self.bank.add_listener(self._bank_listener)
         if assistant is not None:
@@ -249,6 +251,7 @@ class MainWindow(QMainWindow):
                 setattr(target, name, getattr(self.settings, name))
         if self.assistant is not None:
             self.assistant.user_name = self.settings.speaker()
+        apply_appearance(self.settings.theme, self.settings.font_size)
 
     def save_settings(self) -> None:
         try:

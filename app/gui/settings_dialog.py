@@ -1,5 +1,6 @@
-"""The settings dialog: models, adapters, sampling, context, threads; the default system prompt; days deleted chats stay
-in the trash; the data folder; "Use your memory in other apps".
+"""The settings dialog: models, adapters, sampling, context, threads; the default system
+prompt; theme and font size; days deleted chats stay in the trash; the data folder; "Use your
+memory in other apps".
 
 It only edits a copy of `Settings`; `applied(Settings)` hands the validated copy to the main
 window, which persists it and (re)loads models in the background (a model that fails to load
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from PySide6.QtCore import Qt, QUrl, Signal
 from PySide6.QtGui import QDesktopServices, QFontDatabase, QGuiApplication
-from PySide6.QtWidgets import (QCheckBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFileDialog,
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFileDialog,
                                QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QPlainTextEdit,
                                QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
@@ -165,6 +166,15 @@ class SettingsDialog(QDialog):
         self.system_prompt.setPlaceholderText("e.g. “Answer in French.” (a chat can set its own: right-click it)")
         self.system_prompt.setToolTip("Added to every chat's instructions; the memory instructions stay")
         self.system_prompt.setMaximumHeight(80)
+        self.theme = QComboBox()
+        self.theme.setObjectName("theme")
+        for label, value in (("Follow the system", "system"), ("Light", "light"), ("Dark", "dark")):
+            self.theme.addItem(label, value)
+        self.theme.setCurrentIndex(max(0, self.theme.findData(settings.theme)))
+        self.font_size = QSpinBox(minimum=0, maximum=36, suffix=" pt")
+        self.font_size.setObjectName("fontSize")
+        self.font_size.setSpecialValueText("System")
+        self.font_size.setValue(settings.font_size)
         self.max_tokens = QSpinBox(minimum=1, maximum=32768, singleStep=64)
         self.max_tokens.setValue(settings.max_tokens)
         self.n_ctx = QSpinBox(minimum=256, maximum=131072, singleStep=512)
@@ -200,6 +210,8 @@ class SettingsDialog(QDialog):
         chats_form = QFormLayout(chats)
         chats_form.addRow("Your name:", self.user_name)
         chats_form.addRow("System prompt:", self.system_prompt)
+        chats_form.addRow("Theme:", self.theme)
+        chats_form.addRow("Font size:", self.font_size)
         chats_form.addRow("Keep deleted chats:", self.trash_days)
         folder = QLabel(str(data_folder))
         folder.setObjectName("dataFolder")
@@ -235,6 +247,8 @@ class SettingsDialog(QDialog):
         new.max_tokens = self.max_tokens.value()
         new.top_p = round(self.top_p.value(), 2)
         new.system_prompt = self.system_prompt.toPlainText().strip()
+        new.theme = str(self.theme.currentData())
+        new.font_size = self.font_size.value() if self.font_size.value() >= 6 else 0
         new.trash_days = self.trash_days.value()
         new.user_name = " ".join(self.user_name.text().split())
         return new
