@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from PySide6.QtCore import Qt
+from PySide6.QtGui import QAction
 from PySide6.QtWidgets import QFileDialog, QInputDialog
 
 from core.chat_export import export_chat
@@ -24,6 +25,22 @@ def connect_chat_actions(window: "MainWindow") -> None:
     window.chat.versionRequested.connect(lambda mid, index: select_version(window, mid, index))
     window.conversations.systemPromptRequested.connect(lambda cid: ask_system_prompt(window, cid))
     window.conversations.exportRequested.connect(lambda cid, fmt: ask_export(window, cid, fmt))
+    _add_file_menu_exports(window)
+
+
+def _add_file_menu_exports(window: "MainWindow") -> None:
+    """File > "Export chat as Markdown…" / "…JSON…" (the shown chat), above "Export memories…"."""
+    file_menu = next((a.menu() for a in window.menuBar().actions() if a.text() == "&File"), None)
+    if file_menu is None:
+        return
+    before = next((a for a in file_menu.actions() if a.text() == "Export memories…"), None)
+    window.export_chat_actions = {}
+    for fmt, text in (("markdown", "Export chat as Markdown…"), ("json", "Export chat as JSON…")):
+        action = QAction(text, window)
+        action.triggered.connect(lambda _checked=False, f=fmt: window.current_conversation is not None
+                                 and ask_export(window, window.current_conversation.id, f))
+        file_menu.insertAction(before, action) if before is not None else file_menu.addAction(action)
+        window.export_chat_actions[fmt] = action
 
 
 def edit_message(window: "MainWindow", message_id: int, text: str) -> None:

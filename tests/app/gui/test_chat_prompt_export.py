@@ -77,10 +77,12 @@ def test_export_a_chat_from_the_list_menu(qtbot, make_window, answer_backend, ma
     data = json.loads(target.read_text(encoding="utf-8"))
     assert [m["content"] for m in data["messages"]] == ["Hi there", "Hello! I am **fine**, thanks for asking."]
     qtbot.waitUntil(lambda: "Chat exported to" in window.statusBar().currentMessage())
+    # File > Export chat as Markdown… exports the shown chat
     md = tmp_path / "chat.md"
-    _action(window, cid, "Export as Markdown…")  # exists
-    from app.gui.chat_actions import export_to
-
-    export_to(window, cid, md)
+    window.export_chat_actions["markdown"].trigger()
+    qtbot.waitUntil(lambda: bool(_shown(window, QFileDialog, "exportChat")))
+    dialog = _shown(window, QFileDialog, "exportChat")[0]
+    dialog.fileSelected.emit(str(md))
+    dialog.reject()
     qtbot.waitUntil(md.exists)
     assert "## You\n\nHi there" in md.read_text(encoding="utf-8")
