@@ -41,18 +41,13 @@ no memory is an ordinary message.
 The models are `assistant.models`, a `core.llm.modelset.ModelSet` with the "answer" and
 "manager" roles, which the assistant uses but does not close (its owner does).
 
-Editing a sent message (`edit_and_resend`) removes it and every later message, undoes the
-memory batches those turns wrote (the event log's `turn` refs; `Reply.undone` says what was
-reverted) and sends the new text as a new message, which the manager reads like any other.
-Regenerating (`regenerate`) adds a version to the last reply (the earlier ones stay in its meta,
-`ChatStore.select_version` pages through them) and changes no memory: the manager reads only
-the user's message, which stays. A reply the user stopped is kept as stopped text; the user's
-message was queued for the manager before the reply began, and the reply is never given to it.
-
-The system prompt: the chat's own (`ChatStore.system_prompt`), else `settings.system_prompt`,
-is added to the fixed system text (`chat_system(..., extra=...)`): the memory instructions stay.
-Each reply's meta records the model (`model`), the time to its first token (`ttft_s`), its
-length in tokens (`tokens`) and speed (`tokens_per_s`).
+`edit_and_resend` removes a sent message and every later one, undoes the memory batches their
+turns wrote (`Reply.undone`) and sends the new text as a new message. `regenerate` adds a
+version to the last reply (`ChatStore.select_version` pages through them) and changes no
+memory: the manager reads only the user's message. A stopped reply is kept as such; its user
+message was queued for the manager before the reply began, and no reply is ever given to it.
+The chat's own system prompt, else `settings.system_prompt`, follows the fixed system text
+(the memory instructions stay). A reply's meta records `model`, `ttft_s`, `tokens`, `tokens_per_s`.
 
 Departure (our choice): only the user's messages are given to the manager. The assistant's
 replies are grounded in injected memories, and extracting from them would store those
@@ -73,10 +68,11 @@ from core.agents.answer import AnswerAgent
 from core.agents.manager import ManagerConfig, MemoryManager
 from core.agents.prompts import chat_system, chat_user_turn, format_time
 from core.assistant.commands import parse_command, remember
+from core.assistant.editing import change_count, reply_stats, undo_turns
 from core.assistant.forgetting import (ForgetPlan, carry_out, delete_memories, detect_forget, manager_text,
                                        parse_choice, plan_forget)
 from core.config import Settings
-from core.errors import Cancelled, ConflictError, DatabaseError, InvalidInputError, NotFoundError
+from core.errors import Cancelled, ConflictError, DatabaseError, InvalidInputError
 from core.llm.modelset import ModelSet
 from core.types import CancelToken, ChatBackend, GenParams, Memory, MemoryChanges, TurnRef
 
@@ -104,8 +100,7 @@ class Reply:
     @property
     def undone_count(self) -> int:
         """How many memory changes the edit undid."""
-        ch = self.undone
-        return 0 if ch is None else len(ch.added) + len(ch.updated) + len(ch.deleted)
+        return change_count(self.undone)
 
 
 @dataclass(frozen=True)
@@ -445,17 +440,7 @@ class Assistant:
             self._queue = deque(j for j in self._queue if j is head or j.message_id not in gone)
             if head is not None and self._running is not None and head.message_id in gone:
                 self._running.cancel()
-        undone = MemoryChanges()
-        turns = [str(TurnRef.chat(conversation_id, m.id)) for m in removed if m.role == "user"]
-        for batch in self.bank.chats.turn_batches(turns):
-            try:
-                ch = self.bank.undo(batch=batch)
-            except (NotFoundError, ConflictError) as exc:  # undone meanwhile, or changed since
-                log.info("batch %d of a replaced turn not undone: %s", batch, exc)
-                continue
-            undone.added.extend(ch.added)
-            undone.updated.extend(ch.updated)
-            undone.deleted.extend(ch.deleted)
+        undone = undo_turns(self.bank, conversation_id, removed)
         reply = self.reply(conversation_id, text, on_token=on_token, cancel=cancel, temporary=temporary)
         reply.undone = undone
         return reply
@@ -519,7 +504,7 @@ class Assistant:
         meta = {"selected": [m.id for m in result.selected], "retrieved": [m.id for m in retrieved],
                 "shown": [m.id for m in shown], "now": now,
                 "earlier": bool(history_memories) and not shown, "cancelled": result.cancelled, "temporary": temporary}
-        meta.update(self._stats(result.answer, started, first[0] if first else None, ended))
+        meta.update(reply_stats(self.models.answer, result.answer, started, first[0] if first else None, ended))
         if replace is not None:
             stored = self.bank.chats.add_version(replace.id, result.answer, meta)
         else:
@@ -528,20 +513,6 @@ class Assistant:
             self._prewarm(conversation_id, stored.id, history, extra)
         return Reply(result.answer, stored.id, user_msg.id, result.selected, retrieved, result.cancelled,
                      meta=stored.meta)
-
-    def _stats(self, text: str, started: float, first: float | None, ended: float) -> dict:
-        """The reply's model, time to first token and speed (tokens after the first token)."""
-        backend = self.models.answer
-        try:
-            tokens = int(backend.count_tokens(text)) if text else 0
-        except Exception:  # informative only
-            tokens = 0
-        out: dict = {"model": str(getattr(backend, "name", "") or ""), "tokens": tokens}
-        if first is not None:
-            out["ttft_s"] = round(first - started, 3)
-            if tokens > 1 and ended > first:
-                out["tokens_per_s"] = round((tokens - 1) / (ended - first), 1)
-        return out
 
     def _prewarm(self, conversation_id: int, message_id: int, history: list[tuple[str, str]],
                  extra: str = "") -> None:
