@@ -15,6 +15,11 @@ message pending in the transaction that stores it (never for a temporary chat);
 `pending_turns()` lists what the manager has not finished, oldest first; `finish_pending`
 clears a mark (the bank's `apply(done_message_id=...)` does it in the turn's own transaction).
 
+Editing: `remove_from` drops a message and every later one (edit and resend), `turn_batches`
+names the memory batches those turns wrote (for undo); a regenerated reply keeps its earlier
+versions (`add_version`, `select_version`); a chat's own system prompt is its "system"
+message (`system_prompt`, `set_system_prompt`).
+
 Thread-safety: every method takes the bank's lock, so any thread may call. Errors:
 NotFoundError for an unknown id, InvalidInputError for a bad role or title, ConflictError for
 clearing a mark that is not pending, DatabaseError subclasses as for the bank.
@@ -381,3 +386,87 @@ class ChatStore:
                                "WHERE message_id = ? AND done_at IS NULL", (now_iso(), outcome, mid))
             if cur.rowcount != 1:
                 raise ConflictError(f"Message #{mid} is not waiting for the memory manager.")
+
+    # --- editing, reply versions, the chat's own system prompt ---------------------------------
+    def remove_from(self, cid: int, mid: int) -> list[ChatMessage]:
+        """Delete message `mid` of conversation `cid` and every later message of it, in one
+        transaction (their manager marks go with them, so a turn not processed yet is never
+        written); returns the removed messages, oldest first. The chat's system prompt (a
+        "system" message) stays. NotFoundError when `mid` is not a message of `cid`."""
+        schema = _schema(cid)
+        with self._db(), self._tx() as conn:
+            msg = _MESSAGES.get(conn, mid)
+            if msg.conversation_id != cid:
+                raise NotFoundError(f"There is no message #{mid} in conversation #{cid}.")
+            rows = [_msg(r) for r in conn.execute(
+                f"SELECT {_MSG_COLS} FROM {schema}.messages WHERE conversation_id = ? AND id >= ? "
+                "AND role != 'system' ORDER BY id", (cid, mid))]
+            conn.execute(f"DELETE FROM {schema}.messages WHERE conversation_id = ? AND id >= ? AND role != 'system'",
+                         (cid, mid))
+            conn.execute(f"UPDATE {schema}.conversations SET updated_at = ? WHERE id = ?", (now_iso(), cid))
+            return rows
+
+    def turn_batches(self, turns: list[str]) -> list[int]:
+        """The memory batches (newest first) with changes not yet undone that the chat turns
+        `turns` ("chat:<conversation>/<message>") wrote: what undoing those turns reverts."""
+        refs = [str(t) for t in turns]
+        if not refs:
+            return []
+        marks = ",".join("?" * len(refs))
+        with self._db() as conn:
+            rows = conn.execute(f"SELECT DISTINCT batch FROM main.memory_events WHERE turn IN ({marks}) "
+                                "AND undone = 0 AND origin IS NULL AND event NOT IN ('UNDO', 'NOOP', 'REJECT', "
+                                "'FORGET') ORDER BY batch DESC", refs).fetchall()
+        return [int(r[0]) for r in rows]
+
+    def add_version(self, mid: int, content: str, meta: dict | None = None) -> ChatMessage:
+        """A new version of a reply (regenerate): the message shows `content`/`meta` from now
+        on and keeps every earlier version in `meta["versions"]` (`[{"content", "meta"}]`,
+        oldest first; `meta["version"]` is the index shown)."""
+        old = self.get_message(mid)
+        versions = _versions_of(old)
+        versions.append({"content": _clean_content(content), "meta": _plain_meta(meta)})
+        return self._show_version(mid, versions, len(versions) - 1)
+
+    def select_version(self, mid: int, index: int) -> ChatMessage:
+        """Show version `index` (0-based) of a reply: the history the model reads next is the
+        version the user sees. InvalidInputError for an index out of range."""
+        versions = _versions_of(self.get_message(mid))
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(versions):
+            raise InvalidInputError(f"Message #{mid} has no version {index!r} (it has {len(versions)}).")
+        return self._show_version(mid, versions, index)
+
+    def _show_version(self, mid: int, versions: list[dict], index: int) -> ChatMessage:
+        shown = versions[index]
+        return self.update_message(mid, shown["content"], meta={**shown["meta"], "versions": versions,
+                                                                "version": index})
+
+    def system_prompt(self, cid: int) -> str | None:
+        """The chat's own system prompt (its "system" message), or None (the default applies)."""
+        rows = [m for m in self.messages(cid) if m.role == "system"]
+        return rows[-1].content if rows and rows[-1].content.strip() else None
+
+    def set_system_prompt(self, cid: int, text: str | None) -> None:
+        """Set (or, with None or blank text, clear) the chat's own system prompt."""
+        text = _clean_content(text or "").strip()
+        rows = [m for m in self.messages(cid) if m.role == "system"]
+        if rows:
+            self.update_message(rows[-1].id, text)
+        elif text:
+            self.add_message(cid, "system", text)
+
+
+def _plain_meta(meta: dict | None) -> dict:
+    out = dict(meta or {})
+    out.pop("versions", None)
+    out.pop("version", None)
+    _meta_json(out)
+    return out
+
+
+def _versions_of(msg: ChatMessage) -> list[dict]:
+    """A reply's versions, oldest first (one: the message itself, for one never regenerated)."""
+    versions = (msg.meta or {}).get("versions")
+    if isinstance(versions, list) and versions and all(isinstance(v, dict) and "content" in v for v in versions):
+        return [{"content": str(v["content"]), "meta": dict(v.get("meta") or {})} for v in versions]
+    return [{"content": msg.content, "meta": _plain_meta(msg.meta)}]

@@ -55,6 +55,11 @@ class Settings:
                 "(it chooses among the turn's own sentences) or auto (extractive under 1B parameters)"})
     user_name: str = field(default="", metadata={"help": "the name memories are written about (\"Sam likes tea\"); "
                                                       "empty = \"User\""})
+    system_prompt: str = field(default="", metadata={"help": "added to every chat's system message (a chat may "
+                                                            "set its own); the memory instructions stay"})
+    top_p: float = field(default=0.95, metadata={"help": "chat reply nucleus sampling (1 = off)"})
+    theme: str = field(default="system", metadata={"help": "system, light or dark"})
+    font_size: int = field(default=0, metadata={"help": "font size in points; 0 = the system's"})
     welcome_shown: bool = False
 
     def validate(self) -> None:
@@ -69,6 +74,15 @@ class Settings:
             raise InvalidInputError("Chat memory tokens must be a whole number from 0 to 4000.")
         if self.manager_extraction not in ("free", "extractive", "auto"):
             raise InvalidInputError("Manager extraction must be free, extractive or auto.")
+        if isinstance(self.top_p, bool) or not isinstance(self.top_p, (int, float)) or not 0.0 < self.top_p <= 1.0:
+            raise InvalidInputError("Top-p must be above 0 and at most 1.")
+        if not isinstance(self.system_prompt, str) or len(self.system_prompt) > 4000:
+            raise InvalidInputError("The system prompt must be text of at most 4000 characters.")
+        if self.theme not in ("system", "light", "dark"):
+            raise InvalidInputError("The theme must be system, light or dark.")
+        size = self.font_size
+        if isinstance(size, bool) or not isinstance(size, int) or not (size == 0 or 6 <= size <= 36):
+            raise InvalidInputError("The font size must be 0 (the system's) or from 6 to 36 points.")
         name = self.user_name
         if not isinstance(name, str) or len(name) > 60 or name != name.strip() or "\n" in name:
             raise InvalidInputError("Your name must be one line of at most 60 characters, without "
@@ -109,6 +123,12 @@ class Settings:
         except (TypeError, InvalidInputError) as exc:
             log.warning("settings invalid (%s); using defaults", exc)
             return cls()
+
+    def gen_params(self):
+        """The chat reply's sampling settings as `GenParams`."""
+        from core.types import GenParams
+
+        return GenParams(temperature=float(self.temperature), top_p=float(self.top_p), max_tokens=int(self.max_tokens))
 
     def speaker(self) -> str:
         """The user's name as the memories and prompts use it ("User" until one is set)."""

@@ -11,250 +11,22 @@ ever fetched. GUI thread only.
 
 from __future__ import annotations
 
-import html
 from typing import Iterable, Sequence
 
-from PySide6.QtCore import QEvent, QRectF, QSize, Qt, QTimer, QUrl, Signal
-from PySide6.QtGui import (QDesktopServices, QGuiApplication, QKeyEvent, QPainter, QPalette, QPen, QTextCursor,
-                           QTextDocument)
-from PySide6.QtWidgets import (QFrame, QHBoxLayout, QLabel, QPlainTextEdit, QPushButton,
-                               QScrollArea, QSizePolicy, QTextBrowser, QToolButton, QVBoxLayout, QWidget)
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QKeyEvent, QPalette
+from PySide6.QtWidgets import (QHBoxLayout, QLabel, QPlainTextEdit, QPushButton, QScrollArea, QSizePolicy,
+                               QVBoxLayout, QWidget)
 
-from core.types import Memory, MemoryChanges
+from core.types import Memory
 
+from app.gui.bubbles import Bubble, MessageWidget, memory_link, reply_stats
 from app.gui.tasks import TokenBuffer
+
+__all__ = ["Bubble", "ChatInput", "ChatView", "MessageWidget", "WelcomeCard", "memory_link", "reply_stats"]
 
 FLUSH_MS = 50
 MAX_SHOWN_MESSAGES = 200
-_MD = (QTextDocument.MarkdownFeature.MarkdownDialectGitHub | QTextDocument.MarkdownFeature.MarkdownNoHTML)
-
-
-def memory_link(mem: Memory, limit: int = 90) -> str:
-    text = mem.text if len(mem.text) <= limit else mem.text[: limit - 1] + "…"
-    return f'<a href="memory:{mem.id}">{html.escape(text)}</a>'
-
-
-class Bubble(QFrame):
-    """A rounded panel painted from the *current* palette at every paint, so a switch between
-    light and dark mode applies at once (style-sheet palette() colours are resolved only once).
-    `fill`: the palette role of the background; `border`: the role of the outline."""
-
-    RADIUS = 10
-
-    def __init__(self, fill: QPalette.ColorRole, border: QPalette.ColorRole = QPalette.ColorRole.Mid,
-                 parent=None) -> None:
-        super().__init__(parent)
-        self._fill, self._border = fill, border
-
-    def paintEvent(self, _event) -> None:  # noqa: N802 - Qt naming
-        painter = QPainter(self)
-        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
-        palette = self.palette()
-        painter.setPen(QPen(palette.color(self._border), 1))
-        painter.setBrush(palette.color(self._fill))
-        painter.drawRoundedRect(QRectF(self.rect()).adjusted(0.5, 0.5, -0.5, -0.5), self.RADIUS, self.RADIUS)
-
-
-class MessageText(QTextBrowser):
-    """A read-only, selectable text block whose height follows its content (no scrollbar)."""
-
-    def __init__(self, parent=None) -> None:
-        super().__init__(parent)
-        self.setFrameShape(QFrame.Shape.NoFrame)
-        self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
-        self.setOpenLinks(False)
-        self.anchorClicked.connect(self._open_link)
-        self.viewport().setAutoFillBackground(False)
-        self.document().setDocumentMargin(2)
-        self.document().documentLayout().documentSizeChanged.connect(self._fit)
-        self._fit()
-
-    def _fit(self, *_args) -> None:
-        height = int(self.document().size().height()) + 2 * self.frameWidth() + 2
-        if height != self.height():
-            self.setFixedHeight(max(height, 20))
-
-    def sizeHint(self) -> QSize:  # noqa: N802 - Qt naming
-        return QSize(200, self.height())
-
-    @staticmethod
-    def _open_link(url: QUrl) -> None:
-        if url.scheme() in ("http", "https", "mailto"):
-            QDesktopServices.openUrl(url)
-
-
-class MessageWidget(Bubble):
-    """One chat message. Assistant messages carry "memories used", actions and notices."""
-
-    memoryLinkActivated = Signal(int)
-    regenerateRequested = Signal()
-    undoForgetRequested = Signal(int)  # the forget's batch id
-
-    def __init__(self, role: str, text: str = "", *, message_id: int | None = None,
-                 streaming: bool = False, parent=None) -> None:
-        super().__init__(QPalette.ColorRole.AlternateBase if role == "user" else QPalette.ColorRole.Base,
-                         parent=parent)
-        self.role = role
-        self.message_id = message_id
-        self.raw_text = text
-        self.setObjectName("userMessage" if role == "user" else "assistantMessage")
-        self.header = QLabel("You" if role == "user" else "Assistant")
-        font = self.header.font()
-        font.setBold(True)
-        self.header.setFont(font)
-        self.body = MessageText(self)
-        self.memories_button = QToolButton(self, checkable=True)
-        self.memories_button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
-        self.memories_button.setArrowType(Qt.ArrowType.RightArrow)
-        self.memories_button.setAutoRaise(True)
-        self.memories_list = self._link_label("memoriesUsed")
-        self.notice = self._link_label("memoryNotice")
-        self.forget_batch: int | None = None  # the batch of the forget this reply's notice shows
-        self.undo_forget_button = QPushButton("Undo")
-        self.undo_forget_button.setObjectName("undoForget")
-        self.undo_forget_button.hide()
-        self.undo_forget_button.clicked.connect(self._undo_forget)
-        self.copy_button = QPushButton("Copy")
-        self.regenerate_button = QPushButton("Regenerate")
-        self._layout()
-        self.memories_button.toggled.connect(self._toggle_memories)
-        self.copy_button.clicked.connect(self.copy)
-        self.regenerate_button.clicked.connect(self.regenerateRequested)
-        self.set_memories_used(None)
-        self.set_regenerate_visible(False)
-        self.set_streaming(streaming)
-        if text:
-            self.set_final_text(text)
-
-    def _link_label(self, name: str) -> QLabel:
-        label = QLabel(self)
-        label.setObjectName(name)
-        label.setWordWrap(True)
-        label.setTextFormat(Qt.TextFormat.RichText)
-        label.setTextInteractionFlags(Qt.TextInteractionFlag.TextBrowserInteraction)
-        label.setOpenExternalLinks(False)
-        label.linkActivated.connect(self._on_link)
-        label.hide()
-        return label
-
-    def _layout(self) -> None:
-        box = QVBoxLayout(self)
-        box.setContentsMargins(8, 6, 8, 6)
-        box.setSpacing(2)
-        box.addWidget(self.header)
-        box.addWidget(self.body)
-        box.addWidget(self.memories_button)
-        box.addWidget(self.memories_list)
-        box.addWidget(self.notice)
-        actions = QHBoxLayout()
-        actions.addWidget(self.undo_forget_button)
-        actions.addStretch(1)
-        actions.addWidget(self.copy_button)
-        actions.addWidget(self.regenerate_button)
-        box.addLayout(actions)
-        if self.role == "user":
-            self.copy_button.hide()
-
-    # --- content ----------------------------------------------------------------------------
-    def append_stream(self, piece: str) -> None:
-        """Insert streamed text at the end as plain text (incremental layout)."""
-        if not piece:
-            return
-        self.raw_text += piece
-        cursor = QTextCursor(self.body.document())
-        cursor.movePosition(QTextCursor.MoveOperation.End)
-        cursor.insertText(piece)
-
-    def set_final_text(self, text: str) -> None:
-        """The complete message: user text as plain text, assistant text rendered as Markdown."""
-        self.raw_text = text
-        if self.role == "assistant":
-            self.body.document().setMarkdown(text, _MD)
-        else:
-            self.body.setPlainText(text)
-
-    def set_streaming(self, streaming: bool) -> None:
-        self.copy_button.setEnabled(not streaming)
-        if streaming:
-            self.header.setText("Assistant · writing…")
-        elif self.role == "assistant":
-            self.header.setText("Assistant")
-
-    def mark_stopped(self) -> None:
-        self.header.setText("Assistant · stopped")
-
-    def set_memories_used(self, memories: Sequence[Memory] | None) -> None:
-        """The answer agent's selection for this reply; hidden when there is none."""
-        memories = list(memories or [])
-        self.memories_button.setVisible(bool(memories) and self.role == "assistant")
-        self.memories_button.setText(f"Memories used ({len(memories)})")
-        self.memories_list.setText("<br>".join("• " + memory_link(m) for m in memories))
-        self._toggle_memories(self.memories_button.isChecked())
-
-    def _toggle_memories(self, shown: bool) -> None:
-        self.memories_button.setArrowType(Qt.ArrowType.DownArrow if shown else Qt.ArrowType.RightArrow)
-        self.memories_list.setVisible(shown and self.memories_button.isVisible())
-
-    def show_notice(self, changes: MemoryChanges) -> None:
-        """"Memory updated: added …, updated …, deleted …" — each item links to the memory."""
-        groups = []
-        for verb, rows in (("added", changes.added), ("updated", changes.updated), ("deleted", changes.deleted)):
-            if rows:
-                groups.append(f"{verb} " + ", ".join(memory_link(m, 60) for m in rows))
-        if not groups or (self.forget_batch is not None and changes.batch_id == self.forget_batch):
-            return  # the forget notice already says it
-        self.notice.setText("<b>Memory updated:</b> " + "; ".join(groups))
-        self.notice.show()
-
-    def show_forget_notice(self, changes: MemoryChanges) -> None:
-        """"Forgot 2 memories: … [Undo]" for a forget asked for in this chat; Undo emits
-        `undoForgetRequested(batch)`."""
-        rows = changes.deleted
-        if not rows or changes.batch_id is None:
-            return
-        self.forget_batch = changes.batch_id
-        n = len(rows)
-        self.notice.setText(f"<b>Forgot {n} memor{'y' if n == 1 else 'ies'}:</b> "
-                            + "; ".join(memory_link(m, 60) for m in rows))
-        self.notice.show()
-        self.undo_forget_button.setEnabled(True)
-        self.undo_forget_button.show()
-
-    def forget_undone(self, count: int) -> None:
-        """The forget was undone: say so, and no second undo."""
-        self.undo_forget_button.hide()
-        self.notice.setText(f"<b>Undone:</b> {count} memor{'y is' if count == 1 else 'ies are'} back.")
-        self.notice.show()
-
-    def _undo_forget(self) -> None:
-        if self.forget_batch is not None:
-            self.undo_forget_button.setEnabled(False)
-            self.undoForgetRequested.emit(self.forget_batch)
-
-    def set_regenerate_visible(self, visible: bool) -> None:
-        self.regenerate_button.setVisible(visible and self.role == "assistant")
-
-    def copy(self) -> None:
-        QGuiApplication.clipboard().setText(self.raw_text)
-
-    def changeEvent(self, event) -> None:  # noqa: N802 - Qt naming
-        """Light/dark switch: rich-text link colours are fixed when the text is set; set it again."""
-        if event.type() == QEvent.Type.PaletteChange:
-            for label in (self.memories_list, self.notice):
-                if label.text():
-                    text = label.text()
-                    label.clear()
-                    label.setText(text)
-        super().changeEvent(event)
-
-    def _on_link(self, link: str) -> None:
-        if link.startswith("memory:"):
-            try:
-                self.memoryLinkActivated.emit(int(link.split(":", 1)[1]))
-            except ValueError:
-                pass
 
 
 class ChatInput(QPlainTextEdit):
@@ -321,9 +93,12 @@ class ChatView(QWidget):
     """The message list, the input, Send/Stop, and the temporary-chat banner.
 
     Signals: `sendRequested(text)`, `stopRequested()`, `regenerateRequested()`,
-    `memoryLinkActivated(memory_id)`, `welcomeDismissed()`, `undoForgetRequested(batch_id)`.
+    `memoryLinkActivated(memory_id)`, `welcomeDismissed()`, `undoForgetRequested(batch_id)`,
+    `editRequested(message_id, text)`, `versionRequested(message_id, index)`.
     """
 
+    editRequested = Signal(int, str)
+    versionRequested = Signal(int, int)
     sendRequested = Signal(str)
     stopRequested = Signal()
     regenerateRequested = Signal()
@@ -443,7 +218,7 @@ class ChatView(QWidget):
         for msg in list(messages)[-MAX_SHOWN_MESSAGES:]:
             if msg.role not in ("user", "assistant"):
                 continue
-            widget = self._add(MessageWidget(msg.role, msg.content, message_id=msg.id))
+            widget = self._add(MessageWidget(msg.role, msg.content, message_id=msg.id, meta=msg.meta))
             widget.set_memories_used(memories.get(msg.id))
         self._update_regenerate(False)
         self._stick_to_bottom = True
@@ -456,6 +231,8 @@ class ChatView(QWidget):
         widget.memoryLinkActivated.connect(self.memoryLinkActivated)
         widget.regenerateRequested.connect(self.regenerateRequested)
         widget.undoForgetRequested.connect(self.undoForgetRequested)
+        widget.editRequested.connect(self.editRequested)
+        widget.versionRequested.connect(self.versionRequested)
         self.list_layout.insertWidget(self.list_layout.count() - 1, widget)
         self.messages.append(widget)
         return widget
@@ -466,6 +243,17 @@ class ChatView(QWidget):
             widget = self.messages.pop()
             self.list_layout.removeWidget(widget)
             widget.deleteLater()
+
+    def remove_from(self, message_id: int) -> None:
+        """Drop the bubble of message `message_id` and every later one (edit and resend)."""
+        widget = self.message_widget(message_id)
+        if widget is None:
+            return
+        index = self.messages.index(widget)
+        for w in self.messages[index:]:
+            self.list_layout.removeWidget(w)
+            w.deleteLater()
+        del self.messages[index:]
 
     def message_widget(self, message_id: int) -> MessageWidget | None:
         for widget in self.messages:
@@ -516,6 +304,9 @@ class ChatView(QWidget):
         last = self.messages[-1] if self.messages else None
         for widget in self.messages:
             widget.set_regenerate_visible(not busy and widget is last and widget.role == "assistant")
+            widget.set_editable(not busy and widget.message_id is not None)
+            widget.prev_button.setEnabled(not busy and widget.version > 0)
+            widget.next_button.setEnabled(not busy and widget.version < widget.versions - 1)
 
     # --- streaming --------------------------------------------------------------------------
     def start_stream(self, buffer: TokenBuffer) -> MessageWidget:
@@ -532,7 +323,7 @@ class ChatView(QWidget):
             self.streaming.append_stream(self._buffer.take())
 
     def finish_stream(self, text: str, *, message_id: int | None, memories: Sequence[Memory] = (),
-                      cancelled: bool = False) -> MessageWidget | None:
+                      cancelled: bool = False, meta: dict | None = None) -> MessageWidget | None:
         """Render the complete reply (Markdown) and its "memories used"."""
         widget = self.streaming
         self.stop_stream()
@@ -542,6 +333,7 @@ class ChatView(QWidget):
         widget.set_streaming(False)
         widget.set_final_text(text)
         widget.set_memories_used(memories)
+        widget.set_meta(meta)
         if cancelled:
             widget.mark_stopped()
         return widget

@@ -55,7 +55,9 @@ class ConversationPanel(QWidget):
     Signals: `selected(id)`, `newRequested()`, `renameRequested(id, title)`,
     `deleteRequested(id)` (after the user confirmed), `searchChanged(text)` (debounced),
     `trashToggled(shown)` (the list should now show the trash, or the chats again),
-    `restoreRequested(id)`, `purgeRequested(id)` (from the trash, after the user confirmed).
+    `restoreRequested(id)`, `purgeRequested(id)` (from the trash, after the user confirmed),
+    `systemPromptRequested(id)` (edit the chat's own system prompt), `exportRequested(id, fmt)`
+    ("markdown" | "json").
     In the trash, choosing a chat selects it for "Restore"/"Delete forever" without opening it.
     """
 
@@ -67,6 +69,8 @@ class ConversationPanel(QWidget):
     trashToggled = Signal(bool)
     restoreRequested = Signal(int)
     purgeRequested = Signal(int)
+    systemPromptRequested = Signal(int)
+    exportRequested = Signal(int, str)
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -175,17 +179,31 @@ class ConversationPanel(QWidget):
         conv = self.model.conversation_at(index.row()) if index.isValid() else None
         if conv is None:
             return
+        self.context_menu(conv).popup(self.view.viewport().mapToGlobal(pos))
+
+    def context_menu(self, conv) -> QMenu:
+        """The menu of one chat (in the trash: restore / delete forever)."""
         menu = QMenu(self)
         if self.in_trash():
             first, second = QAction("Restore", menu), QAction("Delete forever…", menu)
             first.triggered.connect(lambda: self.restoreRequested.emit(conv.id))
             second.triggered.connect(lambda: self.ask_purge(conv.id))
-        else:
-            first, second = QAction("Rename…", menu), QAction("Delete…", menu)
-            first.triggered.connect(lambda: self.ask_rename(conv.id))
-            second.triggered.connect(lambda: self.ask_delete(conv.id))
-        menu.addActions([first, second])
-        menu.popup(self.view.viewport().mapToGlobal(pos))
+            menu.addActions([first, second])
+            return menu
+        first, second = QAction("Rename…", menu), QAction("Delete…", menu)
+        first.triggered.connect(lambda: self.ask_rename(conv.id))
+        second.triggered.connect(lambda: self.ask_delete(conv.id))
+        system = QAction("System prompt…", menu)
+        system.triggered.connect(lambda: self.systemPromptRequested.emit(conv.id))
+        md, js = QAction("Export as Markdown…", menu), QAction("Export as JSON…", menu)
+        md.triggered.connect(lambda: self.exportRequested.emit(conv.id, "markdown"))
+        js.triggered.connect(lambda: self.exportRequested.emit(conv.id, "json"))
+        menu.addActions([first, system])
+        menu.addSeparator()
+        menu.addActions([md, js])
+        menu.addSeparator()
+        menu.addAction(second)
+        return menu
 
     def ask_rename(self, conversation_id: int) -> None:
         row = self.model.row_of(conversation_id)

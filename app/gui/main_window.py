@@ -35,6 +35,8 @@ from core.config import Settings, settings_path
 from core.paths import assets_dir, data_dir
 from core.types import MemoryChanges, TurnRef
 
+from app.gui.appearance import apply_appearance
+from app.gui.chat_actions import connect_chat_actions
 from app.gui.chat_view import MAX_SHOWN_MESSAGES, ChatView
 from app.gui.conversation_list import ConversationPanel
 from app.gui.dialogs import report_error, show_user_error
@@ -108,6 +110,7 @@ class MainWindow(QMainWindow):
         build_menus(self)
         restore_layout(self, layout_path(self.settings_file))
         self._connect()
+        apply_appearance(settings.theme, settings.font_size)
         self._bank_listener = lambda changes: self.bridge.emit_safely("bank_changed", changes)
         self.bank.add_listener(self._bank_listener)
         if assistant is not None:
@@ -187,6 +190,7 @@ class MainWindow(QMainWindow):
         self.memory.message.connect(lambda text: self.statusBar().showMessage(text, 8000))
         self.memory.pauseToggled.connect(self.set_memory_paused)
         connect_sources(self)  # "Where it came from": a chat source opens its message
+        connect_chat_actions(self)  # edit and resend, reply versions
 
     # --- errors -----------------------------------------------------------------------------
     def report(self, exc: BaseException) -> None:
@@ -242,10 +246,12 @@ class MainWindow(QMainWindow):
         """Sampling and pause settings the pipeline reads per reply."""
         target = getattr(self.assistant, "settings", None)
         if target is not None and target is not self.settings:
-            for name in ("temperature", "max_tokens", "memory_paused", "use_shipped_adapters", "user_name"):
+            for name in ("temperature", "max_tokens", "memory_paused", "use_shipped_adapters", "user_name",
+                         "top_p", "system_prompt"):
                 setattr(target, name, getattr(self.settings, name))
         if self.assistant is not None:
             self.assistant.user_name = self.settings.speaker()
+        apply_appearance(self.settings.theme, self.settings.font_size)
 
     def save_settings(self) -> None:
         try:
@@ -472,16 +478,19 @@ class MainWindow(QMainWindow):
             return
         cid = self.current_conversation.id
         assistant = self.assistant
-        buffer = TokenBuffer()
         self.chat.remove_last_assistant()
+        self.begin_reply(lambda cancel, buffer: (None, cid, assistant.regenerate(cid, on_token=buffer.append,
+                                                                                  cancel=cancel)), "regenerate")
+
+    def begin_reply(self, run: Callable, name: str) -> None:
+        """Stream `run(cancel, buffer) -> (conversation or None, conversation id, Reply)` (model
+        lane) into a new reply bubble; the result goes where a sent message's reply goes."""
+        buffer = TokenBuffer()
         self.chat.start_stream(buffer)
         self.chat.set_busy(True)
-
-        def run(cancel):
-            return None, cid, assistant.regenerate(cid, on_token=buffer.append, cancel=cancel)
-
-        self._reply_task = self.runner.submit(run, name="regenerate", lane="model", pass_cancel=True,
-                                              on_done=self._reply_done, on_error=self._reply_failed)
+        self._reply_task = self.runner.submit(lambda cancel: run(cancel, buffer), name=name, lane="model",
+                                              pass_cancel=True, on_done=self._reply_done,
+                                              on_error=self._reply_failed)
 
     def stop_reply(self) -> None:
         """Esc / Stop: the worker stops within one token; the partial reply is kept."""
@@ -500,7 +509,7 @@ class MainWindow(QMainWindow):
             self.current_conversation = conv
         if self.current_conversation is not None and self.current_conversation.id == cid:
             widget = self.chat.finish_stream(reply.text, message_id=reply.message_id,
-                                             memories=reply.selected, cancelled=reply.cancelled)
+                                             memories=reply.selected, cancelled=reply.cancelled, meta=reply.meta)
             if widget is None:
                 self._show_conversation(self.current_conversation)
             if widget is not None and len(self.chat.messages) >= 2:
@@ -509,6 +518,8 @@ class MainWindow(QMainWindow):
                     user.message_id = reply.user_message_id
             if widget is not None and reply.command == "forget" and reply.changes:
                 widget.show_forget_notice(reply.changes)  # with [Undo]
+            if widget is not None and reply.undone_count:
+                self.statusBar().showMessage(widget.show_undone_notice(reply.undone_count), 8000)
             self.chat.set_busy(False)
         else:
             self.chat.stop_stream()

@@ -1,5 +1,6 @@
-"""The settings dialog: models, adapters, sampling, context, threads; days deleted chats stay
-in the trash; the data folder; "Use your memory in other apps".
+"""The settings dialog: models, adapters, sampling, context, threads; the default system
+prompt; theme and font size; days deleted chats stay in the trash; the data folder; "Use your
+memory in other apps".
 
 It only edits a copy of `Settings`; `applied(Settings)` hands the validated copy to the main
 window, which persists it and (re)loads models in the background (a model that fails to load
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from PySide6.QtCore import Qt, QUrl, Signal
 from PySide6.QtGui import QDesktopServices, QFontDatabase, QGuiApplication
-from PySide6.QtWidgets import (QCheckBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFileDialog,
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFileDialog,
                                QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QPlainTextEdit,
                                QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
@@ -157,6 +158,23 @@ class SettingsDialog(QDialog):
         self.shipped.setChecked(settings.use_shipped_adapters)
         self.temperature = QDoubleSpinBox(minimum=0.0, maximum=2.0, singleStep=0.05, decimals=2)
         self.temperature.setValue(settings.temperature)
+        self.top_p = QDoubleSpinBox(minimum=0.01, maximum=1.0, singleStep=0.05, decimals=2)
+        self.top_p.setObjectName("topP")
+        self.top_p.setValue(settings.top_p)
+        self.system_prompt = QPlainTextEdit(settings.system_prompt)
+        self.system_prompt.setObjectName("systemPrompt")
+        self.system_prompt.setPlaceholderText("e.g. “Answer in French.” (a chat can set its own: right-click it)")
+        self.system_prompt.setToolTip("Added to every chat's instructions; the memory instructions stay")
+        self.system_prompt.setMaximumHeight(80)
+        self.theme = QComboBox()
+        self.theme.setObjectName("theme")
+        for label, value in (("Follow the system", "system"), ("Light", "light"), ("Dark", "dark")):
+            self.theme.addItem(label, value)
+        self.theme.setCurrentIndex(max(0, self.theme.findData(settings.theme)))
+        self.font_size = QSpinBox(minimum=0, maximum=36, suffix=" pt")
+        self.font_size.setObjectName("fontSize")
+        self.font_size.setSpecialValueText("System")
+        self.font_size.setValue(settings.font_size)
         self.max_tokens = QSpinBox(minimum=1, maximum=32768, singleStep=64)
         self.max_tokens.setValue(settings.max_tokens)
         self.n_ctx = QSpinBox(minimum=256, maximum=131072, singleStep=512)
@@ -184,12 +202,16 @@ class SettingsDialog(QDialog):
         general = QGroupBox("Generation")
         form = QFormLayout(general)
         form.addRow("Temperature:", self.temperature)
+        form.addRow("Top-p:", self.top_p)
         form.addRow("Max reply tokens:", self.max_tokens)
         form.addRow("Context size (tokens):", self.n_ctx)
         form.addRow("CPU threads:", self.threads)
         chats = QGroupBox("Chats")
         chats_form = QFormLayout(chats)
         chats_form.addRow("Your name:", self.user_name)
+        chats_form.addRow("System prompt:", self.system_prompt)
+        chats_form.addRow("Theme:", self.theme)
+        chats_form.addRow("Font size:", self.font_size)
         chats_form.addRow("Keep deleted chats:", self.trash_days)
         folder = QLabel(str(data_folder))
         folder.setObjectName("dataFolder")
@@ -223,6 +245,10 @@ class SettingsDialog(QDialog):
         new.use_shipped_adapters = self.shipped.isChecked()
         new.temperature = round(self.temperature.value(), 2)
         new.max_tokens = self.max_tokens.value()
+        new.top_p = round(self.top_p.value(), 2)
+        new.system_prompt = self.system_prompt.toPlainText().strip()
+        new.theme = str(self.theme.currentData())
+        new.font_size = self.font_size.value() if self.font_size.value() >= 6 else 0
         new.trash_days = self.trash_days.value()
         new.user_name = " ".join(self.user_name.text().split())
         return new

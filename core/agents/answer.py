@@ -547,14 +547,14 @@ class AnswerAgent:
              on_token: Callable[[str], None] | None = None, cancel: CancelToken | None = None,
              params: GenParams | None = None, user_name: str = "User", assistant_name: str = "Assistant",
              now: str | None = None, memory_off: bool = False,
-             history_memories: Sequence[Memory] = ()) -> AnswerResult:
+             history_memories: Sequence[Memory] = (), system: str = "") -> AnswerResult:
         """A streamed chat reply grounded in `memories` (already retrieved and chosen, in the
         order they are shown) and `history` (`(role, content)` oldest first, used verbatim;
         `history_memories` are the memories its user turns show). The message, the history
         (oldest dropped first) and the memories (last dropped first) are cut to fit the
         context. `on_token` gets only the visible reply (`ReplyFilter`), in the calling thread;
         `selected` is `memories_used(reply, ...)` over the memories in the prompt. On cancel the
-        partial reply is returned with cancelled=True."""
+        partial reply is returned with cancelled=True. `system`: the user's own system prompt."""
         start = time.perf_counter()
         params = params or GenParams(temperature=0.7, max_tokens=512)
         budget = self._budget_chars(params.max_tokens)
@@ -563,11 +563,11 @@ class AnswerAgent:
         while history and sum(len(c) for _, c in history) > budget // 3:
             history.pop(0)  # oldest first
         hist_chars = sum(len(c) for _, c in history)
-        fixed = len(prompts.chat_system(user_name, assistant_name)) + len(text) + hist_chars + 200
+        fixed = len(prompts.chat_system(user_name, assistant_name, extra=system)) + len(text) + hist_chars + 200
         used = self._fit(memories, fixed, params.max_tokens)
         messages = prompts.chat_messages(text, self.group(used), history, user_name=user_name,
                                          assistant_name=assistant_name, now=now, memory_off=memory_off,
-                                         earlier=bool(history_memories) and not used)
+                                         earlier=bool(history_memories) and not used, system=system)
         shown = [*history_memories, *used]
         flt = ReplyFilter(on_token, memory_lines=[m.prompt_line() for m in shown], assistant_name=assistant_name)
         guard = ChatGuard()

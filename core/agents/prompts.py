@@ -395,8 +395,12 @@ ANSWER_SOURCES_NOTE = (" Under a memory, (said #n: \"...\") quotes what was said
                        "a quote given earlier.")
 
 
-def chat_system(user_name: str = "User", assistant_name: str = "Assistant") -> str:
-    return CHAT_SYSTEM_TEMPLATE.format(user=user_name, assistant=assistant_name)
+def chat_system(user_name: str = "User", assistant_name: str = "Assistant", *, extra: str = "") -> str:
+    """The chat's system text; the user's own system prompt (`extra`) comes after the fixed
+    memory instructions, which always stay."""
+    base = CHAT_SYSTEM_TEMPLATE.format(user=user_name, assistant=assistant_name)
+    extra = (extra or "").strip()
+    return f"{base}\n\n{extra}" if extra else base
 
 
 def chat_user_turn(text: str, memories_by_speaker: Mapping[str | None, Sequence[str]], *,
@@ -427,12 +431,13 @@ def chat_user_turn(text: str, memories_by_speaker: Mapping[str | None, Sequence[
 def chat_messages(text: str, memories_by_speaker: Mapping[str | None, Sequence[str]],
                   history: Iterable[tuple[str, str]] = (), *, user_name: str = "User",
                   assistant_name: str = "Assistant", now: str | None = None,
-                  memory_off: bool = False, earlier: bool = False) -> list[Message]:
+                  memory_off: bool = False, earlier: bool = False, system: str = "") -> list[Message]:
     """The chat prompt: fixed system text, then the recent chat (`(role, content)` pairs,
     oldest first, used verbatim: the caller renders earlier user turns with `chat_user_turn`
     so they stay byte-identical and their KV is reused), then the new turn (`chat_user_turn`).
-    The reply is asked for directly: no memory list, no marker."""
-    msgs: list[Message] = [{"role": "system", "content": chat_system(user_name, assistant_name)}]
+    The reply is asked for directly: no memory list, no marker. `system`: the user's own
+    system prompt, added to the fixed system text."""
+    msgs: list[Message] = [{"role": "system", "content": chat_system(user_name, assistant_name, extra=system)}]
     for role, content in history:
         if role in ("user", "assistant") and content:
             msgs.append({"role": role, "content": content})

@@ -41,6 +41,14 @@ no memory is an ordinary message.
 The models are `assistant.models`, a `core.llm.modelset.ModelSet` with the "answer" and
 "manager" roles, which the assistant uses but does not close (its owner does).
 
+`edit_and_resend` removes a sent message and every later one, undoes the memory batches their
+turns wrote (`Reply.undone`) and sends the new text as a new message. `regenerate` adds a
+version to the last reply (`ChatStore.select_version` pages through them) and changes no
+memory: the manager reads only the user's message. A stopped reply is kept as such; its user
+message was queued for the manager before the reply began, and no reply is ever given to it.
+The chat's own system prompt, else `settings.system_prompt`, follows the fixed system text
+(the memory instructions stay). A reply's meta records `model`, `ttft_s`, `tokens`, `tokens_per_s`.
+
 Departure (our choice): only the user's messages are given to the manager. The assistant's
 replies are grounded in injected memories, and extracting from them would store those
 memories again (a known Mem0 failure), so they are not treated as a speaker's turn.
@@ -50,6 +58,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass
 from datetime import datetime
@@ -59,6 +68,7 @@ from core.agents.answer import AnswerAgent
 from core.agents.manager import ManagerConfig, MemoryManager
 from core.agents.prompts import chat_system, chat_user_turn, format_time
 from core.assistant.commands import parse_command, remember
+from core.assistant.editing import change_count, reply_stats, undo_turns
 from core.assistant.forgetting import (ForgetPlan, carry_out, delete_memories, detect_forget, manager_text,
                                        parse_choice, plan_forget)
 from core.config import Settings
@@ -84,6 +94,13 @@ class Reply:
     cancelled: bool
     changes: MemoryChanges | None = None  # only for explicit remember/forget commands
     command: str | None = None  # "remember" | "forget" for a reply that is a command's
+    undone: MemoryChanges | None = None  # edit and resend: what the replaced turns' undo reverted
+    meta: dict | None = None  # the stored reply's meta (model, ttft_s, tokens_per_s, versions...)
+
+    @property
+    def undone_count(self) -> int:
+        """How many memory changes the edit undid."""
+        return change_count(self.undone)
 
 
 @dataclass(frozen=True)
@@ -403,10 +420,36 @@ class Assistant:
         return self._generate(conversation_id, user_msg, on_token, cancel, temporary=temporary,
                               job=job if use_memory else None)
 
+    def edit_and_resend(self, conversation_id: int, message_id: int, text: str, *,
+                        on_token: Callable[[str], None] | None = None, cancel: CancelToken | None = None,
+                        temporary: bool = False) -> Reply:
+        """Replace the sent user message `message_id` with `text`: it and every later message
+        are removed (their turns still queued for the manager are dropped), the memory batches
+        their turns wrote are undone (newest first; `Reply.undone`), then `text` is sent as a
+        new message (`reply`). Raises InvalidInputError for an empty text or a message that is
+        not the user's, NotFoundError for an unknown message."""
+        if not text or not text.strip():
+            raise InvalidInputError("Type a message first.")
+        msg = self.bank.chats.get_message(message_id)
+        if msg.role != "user" or msg.conversation_id != conversation_id:
+            raise InvalidInputError("Only a message you sent in this chat can be edited.")
+        removed = self.bank.chats.remove_from(conversation_id, message_id)
+        gone = {m.id for m in removed}
+        with self._cond:  # drop their queued turns; a running one finds its mark gone and writes nothing
+            head = self._queue[0] if self._running is not None and self._queue else None
+            self._queue = deque(j for j in self._queue if j is head or j.message_id not in gone)
+            if head is not None and self._running is not None and head.message_id in gone:
+                self._running.cancel()
+        undone = undo_turns(self.bank, conversation_id, removed)
+        reply = self.reply(conversation_id, text, on_token=on_token, cancel=cancel, temporary=temporary)
+        reply.undone = undone
+        return reply
+
     def regenerate(self, conversation_id: int, *, on_token: Callable[[str], None] | None = None,
                    cancel: CancelToken | None = None) -> Reply:
-        """Redo the reply to the last user message (replacing the last reply). The turn is not
-        given to the manager again. Raises InvalidInputError when there is no user message."""
+        """A new version of the reply to the last user message (the earlier versions stay in
+        its meta). No memory changes: the turn is not given to the manager again, and the
+        manager never reads replies. Raises InvalidInputError when there is no user message."""
         msgs = self.bank.chats.messages(conversation_id)
         users = [m for m in msgs if m.role == "user"]
         if not users:
@@ -424,9 +467,23 @@ class Assistant:
         seconds), and small models get confused by unrelated memories."""
         return float(self.bank.embedder.chat_min_score)
 
+    def system_extra(self, conversation_id: int) -> str:
+        """The user's system prompt for this chat: its own, else the default in Settings."""
+        own = self.bank.chats.system_prompt(conversation_id)
+        return (own if own is not None else str(self.settings.system_prompt or "")).strip()
+
     def _generate(self, conversation_id, user_msg, on_token, cancel, *, temporary: bool, job: _QueuedTurn | None,
                   replace=None) -> Reply:
         agent = self._agent()
+        extra = self.system_extra(conversation_id)
+        first: list[float] = []
+
+        def token(piece: str) -> None:
+            if not first and piece:
+                first.append(time.perf_counter())
+            if on_token is not None:
+                on_token(piece)
+
         self._begin_reply()
         try:
             if job is not None:
@@ -434,27 +491,31 @@ class Assistant:
             history, history_memories = self._history(conversation_id, user_msg.id)
             retrieved = [] if temporary else agent.retrieve(user_msg.content, min_score=self._chat_floor())
             shown = self._budget(retrieved, {m.id for m in history_memories})
-            params = GenParams(temperature=self.settings.temperature, max_tokens=self.settings.max_tokens)
+            params = self.settings.gen_params()
             now = format_time(datetime.now())
-            result = agent.chat(user_msg.content, history=history, memories=shown, on_token=on_token,
+            started = time.perf_counter()
+            result = agent.chat(user_msg.content, history=history, memories=shown, on_token=token,
                                 cancel=cancel, params=params, user_name=self.user_name,
                                 assistant_name=self.assistant_name, now=now, memory_off=temporary,
-                                history_memories=history_memories)
+                                history_memories=history_memories, system=extra)
+            ended = time.perf_counter()
         finally:
             self._end_reply()
         meta = {"selected": [m.id for m in result.selected], "retrieved": [m.id for m in retrieved],
                 "shown": [m.id for m in shown], "now": now,
                 "earlier": bool(history_memories) and not shown, "cancelled": result.cancelled, "temporary": temporary}
+        meta.update(reply_stats(self.models.answer, result.answer, started, first[0] if first else None, ended))
         if replace is not None:
-            self.bank.chats.update_message(replace.id, content=result.answer, meta=meta)
-            message_id = replace.id
+            stored = self.bank.chats.add_version(replace.id, result.answer, meta)
         else:
-            message_id = self.bank.chats.add_message(conversation_id, "assistant", result.answer, meta=meta).id
+            stored = self.bank.chats.add_message(conversation_id, "assistant", result.answer, meta=meta)
         if not result.cancelled:
-            self._prewarm(conversation_id, message_id, history)
-        return Reply(result.answer, message_id, user_msg.id, result.selected, retrieved, result.cancelled)
+            self._prewarm(conversation_id, stored.id, history, extra)
+        return Reply(result.answer, stored.id, user_msg.id, result.selected, retrieved, result.cancelled,
+                     meta=stored.meta)
 
-    def _prewarm(self, conversation_id: int, message_id: int, history: list[tuple[str, str]]) -> None:
+    def _prewarm(self, conversation_id: int, message_id: int, history: list[tuple[str, str]],
+                 extra: str = "") -> None:
         """When the next turn's history will not start with this turn's (the window moved a
         step, or a shown memory is gone), evaluate the next prompt's system + history now, in
         a background thread, so the next reply re-evaluates only its own turn. The backend's
@@ -463,7 +524,7 @@ class Assistant:
         if nxt[:len(history)] == history:
             return
         backend = self.models.answer
-        msgs = [{"role": "system", "content": chat_system(self.user_name, self.assistant_name)},
+        msgs = [{"role": "system", "content": chat_system(self.user_name, self.assistant_name, extra=extra)},
                 *({"role": r, "content": c} for r, c in nxt)]
 
         def warm() -> None:
