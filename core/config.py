@@ -58,6 +58,8 @@ class Settings:
     system_prompt: str = field(default="", metadata={"help": "added to every chat's system message (a chat may "
                                                             "set its own); the memory instructions stay"})
     top_p: float = field(default=0.95, metadata={"help": "chat reply nucleus sampling (1 = off)"})
+    top_k: int = field(default=40, metadata={"help": "chat reply: sample among the k likeliest tokens (0 = off)"})
+    repeat_penalty: float = field(default=1.0, metadata={"help": "chat reply: penalty on repeated tokens (1 = off)"})
     theme: str = field(default="system", metadata={"help": "system, light or dark"})
     font_size: int = field(default=0, metadata={"help": "font size in points; 0 = the system's"})
     welcome_shown: bool = False
@@ -76,6 +78,11 @@ class Settings:
             raise InvalidInputError("Manager extraction must be free, extractive or auto.")
         if isinstance(self.top_p, bool) or not isinstance(self.top_p, (int, float)) or not 0.0 < self.top_p <= 1.0:
             raise InvalidInputError("Top-p must be above 0 and at most 1.")
+        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or not 0 <= self.top_k <= 1000:
+            raise InvalidInputError("Top-k must be a whole number from 0 (off) to 1000.")
+        penalty = self.repeat_penalty
+        if isinstance(penalty, bool) or not isinstance(penalty, (int, float)) or not 0.5 <= penalty <= 2.0:
+            raise InvalidInputError("The repeat penalty must be between 0.5 and 2 (1 = off).")
         if not isinstance(self.system_prompt, str) or len(self.system_prompt) > 4000:
             raise InvalidInputError("The system prompt must be text of at most 4000 characters.")
         if self.theme not in ("system", "light", "dark"):
@@ -128,7 +135,8 @@ class Settings:
         """The chat reply's sampling settings as `GenParams`."""
         from core.types import GenParams
 
-        return GenParams(temperature=float(self.temperature), top_p=float(self.top_p), max_tokens=int(self.max_tokens))
+        return GenParams(temperature=float(self.temperature), top_p=float(self.top_p), max_tokens=int(self.max_tokens),
+                         top_k=int(self.top_k), repeat_penalty=float(self.repeat_penalty))
 
     def speaker(self) -> str:
         """The user's name as the memories and prompts use it ("User" until one is set)."""

@@ -237,6 +237,8 @@ class GenParams:
     max_tokens: int = 512
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    top_k: int = 40  # 0 = off
+    repeat_penalty: float = 1.0  # 1 = off
 
 
 class CancelToken:

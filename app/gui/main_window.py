@@ -247,7 +247,7 @@ class MainWindow(QMainWindow):
         target = getattr(self.assistant, "settings", None)
         if target is not None and target is not self.settings:
             for name in ("temperature", "max_tokens", "memory_paused", "use_shipped_adapters", "user_name",
-                         "top_p", "system_prompt"):
+                         "top_p", "top_k", "repeat_penalty", "system_prompt"):
                 setattr(target, name, getattr(self.settings, name))
         if self.assistant is not None:
             self.assistant.user_name = self.settings.speaker()

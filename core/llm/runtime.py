@@ -420,8 +420,8 @@ class LlamaBackend:
         llm.set_seed(params.seed if params.seed is not None else self._rng.randrange(2**31))
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         stops = _StopScanner(params.stop)
-        gen = llm.generate(tokens, top_k=40, top_p=params.top_p, min_p=0.05,
-                           temp=params.temperature, repeat_penalty=1.0, grammar=grammar)
+        gen = llm.generate(tokens, top_k=params.top_k, top_p=params.top_p, min_p=0.05,
+                           temp=params.temperature, repeat_penalty=params.repeat_penalty, grammar=grammar)
         produced = 0
         try:
             while True:

@@ -32,15 +32,17 @@ def test_settings_dialog_persists_and_applies(qtbot, make_window, answer_backend
     assert dialog.findChild(type(dialog.error_label), "dataFolder").text() == str(data_home)
     dialog.temperature.setValue(0.25)
     dialog.max_tokens.setValue(300)
+    dialog.top_k.setValue(12)
+    dialog.repeat_penalty.setValue(1.1)
     dialog._ok()
     saved = Settings.load(data_home / "settings.json")
-    assert (saved.temperature, saved.max_tokens) == (0.25, 300)
+    assert (saved.temperature, saved.max_tokens, saved.top_k, saved.repeat_penalty) == (0.25, 300, 12, 1.1)
     assert (window.assistant.settings.temperature, window.assistant.settings.max_tokens) == (0.25, 300)
     with qtbot.waitSignal(window.replyFinished, timeout=10_000):
         window.chat.input.setPlainText("hello")
         window.chat.submit()
     params = answer_backend.calls[-1]["params"]
-    assert (params.temperature, params.max_tokens) == (0.25, 300)
+    assert (params.temperature, params.max_tokens, params.top_k, params.repeat_penalty) == (0.25, 300, 12, 1.1)
     # reopening shows the saved values
     again = _open_settings(window)
     assert (again.temperature.value(), again.max_tokens.value()) == (0.25, 300)
