@@ -7,7 +7,8 @@ its "memories used" list open, the memory panel's history dialog, the settings d
 same chat in a dark palette; the first-run card and a chat in a window of 800x600
 (`take_first_run_and_small`); `take_provenance` (`--provenance`: only those) a memory's "Where
 it came from" pane and the memory history with its "not saved" rows, after a chat turn and a few
-ingested turns. Meant for a desktop or `xvfb-run -a -s "-screen 0 1280x800x24"`.
+ingested turns; `take_chat_basics` (`--chat-basics`: only that) a regenerated reply's pager and
+statistics beside the memory search. Meant for a desktop or `xvfb-run -a -s "-screen 0 1280x800x24"`.
 Main thread only; waits on signals with a timeout (never sleeps the event loop).
 """
 
@@ -319,16 +320,66 @@ def take_demo(out_dir: Path) -> list[Path]:
     return [path]
 
 
+def take_chat_basics(out_dir: Path) -> list[Path]:
+    """With the embedded model: a reply regenerated once (the "< 2/2 >" pager and the reply's
+    model, tokens/s and first-token line under it) and the memory panel's search narrowed to
+    "Lisbon": 12."""
+    from app.gui.app import init_qt_app, make_assistant_factory, shutdown_window
+    from app.gui.layout import splitter_sizes
+    from app.gui.main_window import MainWindow
+    from core.config import Settings
+    from core.memory.bank import MemoryBank
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    app = init_qt_app()
+    hints = app.styleHints()
+    if hasattr(hints, "unsetColorScheme"):
+        hints.unsetColorScheme()
+    app.setPalette(app.style().standardPalette())
+    home = Path(tempfile.mkdtemp(prefix="memory-r1-chat-basics-"))
+    bank = MemoryBank.open(home / "memory.sqlite3")
+    settings = Settings(welcome_shown=True, max_tokens=80, user_name="Sam")
+    window = MainWindow(bank, settings, assistant_factory=make_assistant_factory(bank),
+                        settings_file=home / "settings.json")
+    window.resize(1280, 800)
+    window.splitter.setSizes(splitter_sizes(1280))
+    window.show()
+    if window.assistant is None and _wait(window.assistantReady, 300) is None:
+        raise SystemExit("the models did not load")
+    _say(window, "Hi! I'm Sam. I live in Lisbon and I have a dog called Rex.")
+    _wait(window.memoryNotice, 240)
+    _say(window, "Where could I walk Rex on Sunday?")
+    window.regenerate()
+    _wait(window.replyFinished, 300)
+    window.memory.search.setText("Lisbon")
+    _settle(1200)
+    path = out_dir / "12-reply-versions-and-memory-search.png"
+    window.grab().save(str(path))
+    window.close()
+    while window.isVisible():
+        app.processEvents()
+    shutdown_window(window)
+    bank.close()
+    return [path]
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     from app.cli.gui_cmd import limit_blas_threads
 
     limit_blas_threads()
     only_provenance = "--provenance" in argv
-    argv = [a for a in argv if a != "--provenance"]
+    only_chat = "--chat-basics" in argv
+    argv = [a for a in argv if a not in ("--provenance", "--chat-basics")]
     out = Path(argv[0] if argv else "screenshots")
-    shots = [] if only_provenance else take(out) + take_demo(out) + take_first_run_and_small(out)
-    for path in shots + take_provenance(out):
+    if only_chat:
+        shots = take_chat_basics(out)
+    elif only_provenance:
+        shots = take_provenance(out)
+    else:
+        shots = (take(out) + take_demo(out) + take_first_run_and_small(out) + take_provenance(out)
+                 + take_chat_basics(out))
+    for path in shots:
         print(path)
     return 0
 
