@@ -46,6 +46,28 @@ def _say(window, text: str, timeout_s: float = 300) -> object:
     return got[0] if got else None
 
 
+def _light(app) -> None:
+    """Back to the platform's light palette (after a dark shot, or a dark system theme)."""
+    hints = app.styleHints()
+    if hasattr(hints, "unsetColorScheme"):
+        hints.unsetColorScheme()
+    app.setPalette(app.style().standardPalette())
+
+
+def _close(app, window, bank, assistant=None) -> None:
+    """Close the window, wait until it is gone, stop its models (or `assistant`), close the bank."""
+    from app.gui.app import shutdown_window
+
+    window.close()
+    while window.isVisible():
+        app.processEvents()
+    if assistant is not None:
+        assistant.close()
+    else:
+        shutdown_window(window)
+    bank.close()
+
+
 def _dark_palette():
     from PySide6.QtGui import QColor, QPalette
 
@@ -132,13 +154,7 @@ def take(out_dir: Path) -> list[Path]:
         dialogs[0].reject()
     _go_dark(app)
     shot("06-dark")
-    window.close()
-    while window.isVisible():
-        app.processEvents()
-    from app.gui.app import shutdown_window
-
-    shutdown_window(window)
-    bank.close()
+    _close(app, window, bank)
     return saved
 
 
@@ -157,7 +173,7 @@ def _skip_first_run(window, name: str = "Sam"):
 def take_first_run_and_small(out_dir: Path) -> list[Path]:
     """The first-run card (a fresh data folder), then a chat with the embedded model in a
     window of 800x600."""
-    from app.gui.app import init_qt_app, make_assistant_factory, shutdown_window
+    from app.gui.app import init_qt_app, make_assistant_factory
     from app.gui.first_run import FirstRunDialog
     from app.gui.main_window import MainWindow
     from core.config import Settings
@@ -189,11 +205,7 @@ def take_first_run_and_small(out_dir: Path) -> list[Path]:
     _settle(600)
     saved.append(out_dir / "09-window-800x600.png")
     window.grab().save(str(saved[-1]))
-    window.close()
-    while window.isVisible():
-        app.processEvents()
-    shutdown_window(window)
-    bank.close()
+    _close(app, window, bank)
     return saved
 
 
@@ -225,10 +237,7 @@ def take_provenance(out_dir: Path) -> list[Path]:
     os.environ["MEMORY_R1_HOME"] = str(home)
     log_path = setup_logging(stderr=False)
     app = init_qt_app()
-    hints = app.styleHints()
-    if hasattr(hints, "unsetColorScheme"):
-        hints.unsetColorScheme()
-    app.setPalette(app.style().standardPalette())
+    _light(app)
     bank = MemoryBank.open()
     settings = Settings(welcome_shown=True, max_tokens=120)
     window = MainWindow(bank, settings, assistant_factory=make_assistant_factory(bank), log_path=log_path,
@@ -267,13 +276,7 @@ def take_provenance(out_dir: Path) -> list[Path]:
         dialogs[0].grab().save(str(path))
         saved.append(path)
         dialogs[0].accept()
-    window.close()
-    while window.isVisible():
-        app.processEvents()
-    from app.gui.app import shutdown_window
-
-    shutdown_window(window)
-    bank.close()
+    _close(app, window, bank)
     return saved
 
 
@@ -289,10 +292,7 @@ def take_demo(out_dir: Path) -> list[Path]:
     from core.assistant.pipeline import Assistant
 
     app = init_qt_app()
-    hints = app.styleHints()
-    if hasattr(hints, "unsetColorScheme"):
-        hints.unsetColorScheme()
-    app.setPalette(app.style().standardPalette())  # back to light after take()'s dark shot
+    _light(app)
     home = Path(tempfile.mkdtemp(prefix="memory-r1-demo-"))
     bank = MemoryBank(home / "memory.sqlite3", default_embedder())
     for text, who, when in (("Sam has a dog named Rex", "User", "9:12 am on 3 May, 2026"),
@@ -312,11 +312,7 @@ def take_demo(out_dir: Path) -> list[Path]:
     _settle(600)
     path = out_dir / "07-ui-demo-scripted-model-memories-used.png"
     window.grab().save(str(path))
-    window.close()
-    while window.isVisible():
-        app.processEvents()
-    assistant.close()
-    bank.close()
+    _close(app, window, bank, assistant)
     return [path]
 
 
@@ -324,7 +320,7 @@ def take_chat_basics(out_dir: Path) -> list[Path]:
     """With the embedded model: a reply regenerated once (the "< 2/2 >" pager and the reply's
     model, tokens/s and first-token line under it) and the memory panel's search narrowed to
     "Lisbon": 12."""
-    from app.gui.app import init_qt_app, make_assistant_factory, shutdown_window
+    from app.gui.app import init_qt_app, make_assistant_factory
     from app.gui.layout import splitter_sizes
     from app.gui.main_window import MainWindow
     from core.config import Settings
@@ -332,10 +328,7 @@ def take_chat_basics(out_dir: Path) -> list[Path]:
 
     out_dir.mkdir(parents=True, exist_ok=True)
     app = init_qt_app()
-    hints = app.styleHints()
-    if hasattr(hints, "unsetColorScheme"):
-        hints.unsetColorScheme()
-    app.setPalette(app.style().standardPalette())
+    _light(app)
     home = Path(tempfile.mkdtemp(prefix="memory-r1-chat-basics-"))
     bank = MemoryBank.open(home / "memory.sqlite3")
     settings = Settings(welcome_shown=True, max_tokens=80, user_name="Sam")
@@ -355,11 +348,7 @@ def take_chat_basics(out_dir: Path) -> list[Path]:
     _settle(1200)
     path = out_dir / "12-reply-versions-and-memory-search.png"
     window.grab().save(str(path))
-    window.close()
-    while window.isVisible():
-        app.processEvents()
-    shutdown_window(window)
-    bank.close()
+    _close(app, window, bank)
     return [path]
 
 
