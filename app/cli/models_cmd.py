@@ -1,4 +1,4 @@
-"""`memory-r1 models list|download|import|remove|use`: the model manager on the command line.
+"""`memory-r1 models list|download|import|remove|use|optimize`: the model manager on the command line.
 
 Registration imports nothing heavy; the core model manager is imported inside the commands.
 With --json each command prints one JSON document on stdout; progress goes to stderr.
@@ -6,6 +6,7 @@ With --json each command prints one JSON document on stdout; progress goes to st
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -42,6 +43,14 @@ def register(subparsers) -> None:
     use.add_argument("model", help="model id (see `models list`)")
     use.add_argument("--role", choices=["answer", "manager", "both"], default="both")
     use.add_argument("--adapter", help="LoRA adapter .gguf trained on this model")
+
+    opt = _command(sub, "optimize", cmd_optimize,
+                   "derive the embedded model's faster Q4_0 copy (once; the setting fast_embedded_model uses it)")
+    opt.add_argument("--quant", choices=["Q4_0", "Q8_0"], default="Q4_0", help="format of the copy (default Q4_0)")
+    opt.add_argument("--force", action="store_true", help="derive it again even when a sound copy exists")
+    opt.add_argument("--threads", type=int, default=1, help="threads llama.cpp quantises with (default 1)")
+    opt.add_argument("--use", action=argparse.BooleanOptionalAction, default=None,
+                     help="also turn the setting fast_embedded_model on (--no-use: off)")
 
 
 def _command(sub, name: str, func, help: str):
@@ -246,3 +255,34 @@ def cmd_use(args) -> int:
     return _done(args, {"model": record.id, "roles": roles, "adapter": args.adapter},
                  f"{' and '.join(roles).capitalize()} now use{'s' if len(roles) == 1 else ''} "
                  f"{record.name}" + (f" with adapter {args.adapter}" if args.adapter else "") + ".")
+
+
+def cmd_optimize(args) -> int:
+    from core.paths import embedded_gguf
+    from core.llm import variant
+
+    if args.threads < 1:
+        raise InvalidInputError("--threads must be at least 1.")
+    shipped = embedded_gguf()
+    target = variant.variant_path(shipped, args.quant)
+    reason = variant.check_variant(target, shipped)
+    derived = args.force or reason is not None
+    if derived:
+        if not args.json:
+            print(f"Deriving {target.name} from {shipped.name} ({reason or 'forced'})...", file=sys.stderr)
+        record = variant.derive_variant(shipped, args.quant, threads=args.threads)
+    else:
+        record = variant.read_record(target)
+        assert record is not None  # check_variant accepted it
+    settings = _settings()
+    if args.use is not None and settings.fast_embedded_model != args.use:
+        from core.config import settings_path
+
+        settings.fast_embedded_model = args.use
+        settings.save(settings_path())
+    used = settings.fast_embedded_model and args.quant == variant.FAST_QUANT
+    state = ("the embedded model uses it (fast_embedded_model is on)" if used else
+             "not used: add --use to turn the setting fast_embedded_model on")
+    what = (f"Derived {target} in {record.seconds:.1f} s" if derived else f"{target} is already derived")
+    return _done(args, record.to_dict() | {"derived": derived, "used": used},
+                 f"{what} ({record.size_bytes / 2**20:.1f} MiB, sha256 {record.sha256[:12]}); {state}.")

@@ -7,6 +7,9 @@ names the other role is skipped. An adapter is used only when its meta says `kin
 merged export is a whole model, not an adapter) and `roles.check_adapter` accepts it for the
 role's base model: the embedded SmolLM2 when the spec has no path.
 
+With `Settings.fast_embedded_model` on, `effective_spec` then points a spec without a path at
+the embedded model's derived Q4_0 variant (`core.llm.variant`), falling back to the shipped file.
+
 Precedence: an adapter the user chose always wins; the setting off means no shipped adapter.
 The base model's sha256 comes from the catalog (same file name and size) or the model store's
 record: a model file is never hashed here, so an unknown file gets no sha256 and only a
@@ -136,11 +139,35 @@ def with_shipped_adapter(spec: ModelSpec, role: str, enabled: bool = True) -> Mo
     return out
 
 
+def with_embedded_variant(spec: ModelSpec, enabled: bool) -> ModelSpec:
+    """A copy of `spec` whose path is the embedded model's faster derived variant
+    (`core.llm.variant.resolve_embedded`) when `enabled` and the spec names no model of its own
+    (the embedded one); a missing or damaged variant leaves the path empty (the shipped file)
+    and is re-derived in the background. Never raises: no embedded model means no change."""
+    out = dataclasses.replace(spec)
+    if not enabled or spec.path:
+        return out
+    from core.llm.variant import resolve_embedded
+    from core.paths import embedded_gguf
+
+    try:
+        path = resolve_embedded(True)
+        if path != embedded_gguf():
+            out.path = str(path)
+    except UserError as exc:
+        log.info("no embedded model variant (%s)", exc)
+    return out
+
+
 def effective_spec(settings: Settings, role: str) -> ModelSpec:
     """The ModelSpec to load for `role` ("answer" or "manager"): a copy of the settings' spec
     with the shipped adapter filled in as `with_shipped_adapter` decides, when
-    `settings.use_shipped_adapters` is on. Settings are not changed."""
-    return with_shipped_adapter(role_spec(settings, role), role, settings.use_shipped_adapters)
+    `settings.use_shipped_adapters` is on, then the embedded model's derived variant as
+    `with_embedded_variant` decides, when `settings.fast_embedded_model` is on (the adapter is
+    matched against the shipped file: a LoRA applies to either format). Settings are not
+    changed."""
+    spec = with_shipped_adapter(role_spec(settings, role), role, settings.use_shipped_adapters)
+    return with_embedded_variant(spec, settings.fast_embedded_model)
 
 
 def is_shipped(adapter: str | os.PathLike | None) -> bool:
