@@ -3,11 +3,10 @@ SmolLM2-135M-Instruct Q4_1 against Q4_0 (and Q8_0) variants derived from it by
 `core.llm.variant.derive_variant` (llama.cpp re-quantisation, one thread).
 
 Per format: file size, derivation seconds, load seconds (Llama() with the runtime's n_batch),
-prompt evaluation of a ~1,300-token chat prompt (60 memory lines, as the LoCoMo Answer Agent
-sees them) in tokens per wall second and per CPU second (best of --repeats on an emptied KV
-cache), first-token latency (the same prompt on an emptied cache until the first streamed
-token), and a few greedy replies compared with the shipped format's (same text or not, and the
-length of the common prefix in characters).
+prompt evaluation of a ~1,300-token chat prompt (44 memory lines) in tokens per wall second and
+per CPU second (best of --repeats on an emptied KV cache), first-token latency (the same prompt
+on an emptied cache until the first streamed token), and a few greedy replies compared with the
+shipped format's (same text or not, and the length of the common prefix in characters).
 
     python benchmarks/model_format.py --threads 1 --out /tmp/work/q40 [--formats Q4_0,Q8_0] [--json]
 
@@ -26,6 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import finish  # noqa: E402
+from core.llm.native import import_llama_cpp  # noqa: E402
 from core.llm.runtime import N_BATCH  # noqa: E402
 from core.llm.variant import derive_variant  # noqa: E402
 from core.paths import embedded_gguf  # noqa: E402
@@ -57,7 +57,7 @@ def chat_prompt(llm, question: str, memories: str) -> list[int]:
 
 
 def load(path: Path, threads: int, n_ctx: int):
-    from llama_cpp import Llama
+    Llama = import_llama_cpp().Llama
 
     t0 = time.perf_counter()
     llm = Llama(model_path=str(path), n_ctx=n_ctx, n_batch=N_BATCH, n_threads=threads,
@@ -87,7 +87,7 @@ def first_token(llm, tokens: list[int]) -> float:
 
 
 def greedy(llm, tokens: list[int], max_tokens: int) -> str:
-    llm.reset()
+    """Greedy reply; the memories' KV from the previous prompt is reused (same prefix)."""
     out = llm.create_completion(tokens, max_tokens=max_tokens, temperature=0.0, top_k=1, seed=0)
     return out["choices"][0]["text"]
 
@@ -107,7 +107,7 @@ def main() -> int:
     ap.add_argument("--formats", default="Q4_0,Q8_0", help="variants to derive beside the shipped Q4_1")
     ap.add_argument("--out", default=None, help="folder the variants are written to (kept)")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--memories", type=int, default=60)
+    ap.add_argument("--memories", type=int, default=44, help="memory lines (44: a ~1,300-token prompt)")
     ap.add_argument("--max-tokens", type=int, default=32, help="greedy reply length")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()

@@ -123,8 +123,11 @@ def quantize_gguf(src: str | os.PathLike, dst: str | os.PathLike, quant: str, *,
                   threads: int | None = None, allow_requantize: bool = False) -> None:
     """llama.cpp's `llama_model_quantize`: `src` GGUF -> `dst` with file type `quant` (Q4_0,
     Q4_1, Q8_0). `allow_requantize` lets a quantised source be quantised again. Writes `dst`
-    directly: callers wanting atomicity pass a temp path. ModelLoadError when llama.cpp fails."""
-    import llama_cpp
+    directly: callers wanting atomicity pass a temp path. ModelLoadError when llama.cpp fails.
+    llama.cpp's per-tensor lines go to the app's native log (DEBUG), not to stderr."""
+    from core.llm.native import import_llama_cpp
+
+    llama_cpp = import_llama_cpp()
 
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = FILE_TYPES[_check_quant(quant)]
