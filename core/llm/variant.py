@@ -157,7 +157,8 @@ def _remove_stale_temps(dest: Path) -> None:
 
 
 def derive_variant(source: str | os.PathLike | None = None, quant: str = FAST_QUANT, *,
-                   dest: str | os.PathLike | None = None, threads: int | None = 1) -> VariantRecord:
+                   dest: str | os.PathLike | None = None, threads: int | None = 1,
+                   force: bool = True) -> VariantRecord:
     """Quantise `source` (default: the shipped embedded model) to `quant` at `dest` (default
     `variant_path(source, quant)`), atomically, and write its record. Returns the record.
 
@@ -165,6 +166,8 @@ def derive_variant(source: str | os.PathLike | None = None, quant: str = FAST_QU
     a `quant` model; the record is written after it (a crash in between leaves a variant
     without a record, which `check_variant` rejects). ModelLoadError for a source that is
     not a sound GGUF or that llama.cpp cannot quantise; DiskFullError when the disk is full.
+    With `force` False a sound variant found once the folder lock is held (another process
+    derived it meanwhile) is kept and its record returned.
     """
     from core.llm.gguf_info import validate_gguf
     from core.paths import embedded_gguf
@@ -175,6 +178,10 @@ def derive_variant(source: str | os.PathLike | None = None, quant: str = FAST_QU
     target = Path(dest) if dest is not None else variant_path(src, quant)
     target.parent.mkdir(parents=True, exist_ok=True)
     with folder_lock(target.parent):
+        if not force and check_variant(target, src) is None:
+            kept = read_record(target)
+            if kept is not None:
+                return kept
         _remove_stale_temps(target)
         src_sha = cached_sha256(src)
         started = time.perf_counter()
@@ -257,7 +264,7 @@ def derive_in_background(source: str | os.PathLike | None = None, quant: str = F
 
     def run() -> None:
         try:
-            derive_variant(source, quant, threads=threads)
+            derive_variant(source, quant, threads=threads, force=False)
         except (UserError, OSError) as exc:
             log.warning("the %s variant of the embedded model was not derived (%s)", quant, exc)
         except Exception:  # noqa: BLE001 - a background job must not die silently

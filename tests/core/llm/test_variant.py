@@ -190,3 +190,12 @@ def test_the_real_embedded_model_is_requantised_to_a_loadable_q4_0(data_home):
         assert backend.count_tokens("hello there") > 0
     finally:
         backend.close()
+
+
+def test_a_background_derivation_keeps_a_copy_another_process_just_made(fake_shipped):
+    src, calls = fake_shipped
+    variant.derive_variant()
+    thread = variant.derive_in_background(src)
+    assert thread is not None
+    thread.join(10)
+    assert len(calls) == 1 and variant.check_variant(variant.variant_path(src), src) is None
