@@ -109,6 +109,7 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--memories", type=int, default=44, help="memory lines (44: a ~1,300-token prompt)")
     ap.add_argument("--max-tokens", type=int, default=32, help="greedy reply length")
+    ap.add_argument("--greedy-only", action="store_true", help="only compare greedy replies (no timings)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
@@ -128,10 +129,12 @@ def main() -> int:
     for label, (path, derive_s) in files.items():
         llm, load_s = load(path, args.threads, n_ctx=2048)
         tokens = chat_prompt(llm, QUESTIONS[0], memories)
+        replies[label] = [greedy(llm, chat_prompt(llm, q, memories), args.max_tokens) for q in QUESTIONS]
+        if args.greedy_only:
+            continue
         first_token(llm, tokens[:64])  # warm the code paths once
         wall, cpu = prompt_eval(llm, tokens, args.repeats)
         ttft = first_token(llm, tokens)
-        replies[label] = [greedy(llm, chat_prompt(llm, q, memories), args.max_tokens) for q in QUESTIONS]
         results[label] = {"path": str(path), "size_mib": round(path.stat().st_size / 2**20, 1),
                           "derive_s": derive_s, "load_s": round(load_s, 3), "prompt_tokens": len(tokens),
                           "prompt_tok_per_s": round(len(tokens) / wall, 1),
@@ -149,7 +152,7 @@ def main() -> int:
             continue
         same = sum(a == b for a, b in zip(base, texts))
         prefixes = [common_prefix(a, b) for a, b in zip(base, texts)]
-        results[label]["greedy_same"] = f"{same}/{len(texts)}"
+        results.setdefault(label, {})["greedy_same"] = f"{same}/{len(texts)}"
         results[label]["greedy_common_prefix_chars"] = prefixes
         print(f"greedy replies {label} vs Q4_1: {same}/{len(texts)} identical; common prefix chars {prefixes}")
     for i, q in enumerate(QUESTIONS):
