@@ -5,17 +5,19 @@ Manager) supplies its trainer rows, reward functions and a validator; this modul
 
 1. `start(config, out_dir, ...)`: sets torch's CPU thread count deliberately
    (`TrainConfig.threads`; oversubscribed cores make a step 10-40x slower), picks bf16 on a CUDA
-   GPU and float32 on the CPU, loads the base model unless one is given and, with `init_adapter`, a PEFT LoRA folder (a supervised warm start, `train sft`, or an
-   earlier GRPO run) as the TRAINABLE adapter, after `check_init_adapter` has matched its meta
-   (base model, role, PROMPT_VERSION) against this run;
+   GPU and float32 on the CPU, loads the base model unless one is given and, with
+   `init_adapter`, a PEFT LoRA folder (a supervised warm start, `train sft`, or an earlier GRPO
+   run) as the TRAINABLE adapter, after `check_init_adapter` has matched its meta (base model,
+   role, PROMPT_VERSION) against this run;
 2. `train(run, setup, rows, reward_funcs, weights)`: runs GRPO (group-normalised advantages, a
-   KL penalty of weight beta) with a `Run` attached as a TRL callback. The KL reference is the run's STARTING policy. From a fresh LoRA (zero-initialised B) that is
-   the base, computed with the adapter disabled. From a warm start TRL (>= 1.x, `GRPOTrainer`
-   given a PeftModel and beta != 0) adds a frozen copy of the loaded adapter named "ref" and
-   computes the reference log-probs through it, so the penalty pulls towards the SFT start,
-   not the untrained base: GRPO refines the warm start instead of being pulled back from it
-   (with the paper's beta 0.001 the pull is weak either way). Only the "default" adapter is
-   trained, kept (`lora_state`) and saved;
+   KL penalty of weight beta) with a `Run` attached as a TRL callback. The KL reference is the
+   run's STARTING policy. From a fresh LoRA (zero-initialised B) that is the base, computed
+   with the adapter disabled. From a warm start TRL (>= 1.x, `GRPOTrainer` given a PeftModel
+   and beta != 0) adds a frozen copy of the loaded adapter named "ref" and computes the
+   reference log-probs through it, so the penalty pulls towards the SFT start, not the
+   untrained base: GRPO refines the warm start instead of being pulled back from it (with the
+   paper's beta 0.001 the pull is weak either way). Only the "default" adapter is trained,
+   kept (`lora_state`) and saved;
 3. every `eval_every` steps (and before the first and after the last) `Run.evaluate` scores the
    adapter with the trainer's validator (its "f1" picks the best adapter, kept in `<out>/best`),
    timed apart from training: `time_budget_s` counts training time only;
