@@ -70,7 +70,10 @@ def answer_script(messages, schema):
 def answerer(hash_embedder):
     from training.rewards.manager import FrozenAnswerer
 
-    return FrozenAnswerer(FakeBackend(default=answer_script), hash_embedder, k=60, max_tokens=64)
+    # the paper's prompt (memories only): these tests are about what the decision puts in the
+    # bank; with the app's prompt (sources, the default) a memory the decision links to the turn
+    # (a NONE naming it: "repeated") may carry the turn's quote (tests/training/grpo/test_warm_start.py)
+    return FrozenAnswerer(FakeBackend(default=answer_script), hash_embedder, k=60, max_tokens=64, sources=False)
 
 
 def decision(*items) -> str:
@@ -216,8 +219,8 @@ def test_lenient_reward_scores_the_complete_valid_items_of_a_broken_output(state
 
     s3 = states[0]["D1:3"]  # one shown memory (alias "0"), one new fact (id "1")
     fact = s3.decision_facts[0]
-    strict = FrozenAnswerer(FakeBackend(default=answer_script), hash_embedder)
-    lenient = FrozenAnswerer(FakeBackend(default=answer_script), hash_embedder, lenient=True)
+    strict = FrozenAnswerer(FakeBackend(default=answer_script), hash_embedder, sources=False)
+    lenient = FrozenAnswerer(FakeBackend(default=answer_script), hash_embedder, lenient=True, sources=False)
     add = json.dumps({"id": "1", "text": fact, "event": "ADD"})
     cut_off = '{"memory": [' + add + ', {"id": "0", "text": "Ann adopted a dog named Rex. She loves'
     bad_neighbour = "{'memory': [" + add + ', {"id": "5", "text": "x", "event": "DELETE"}]}'
