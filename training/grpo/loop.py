@@ -525,7 +525,9 @@ def check_init_adapter(path: str | os.PathLike, *, role: str, base_info: dict) -
     folder = Path(path)
     theirs_role = meta.get("role") or "answer"
     if theirs_role != role:
-        raise InvalidInputError(f"--init-adapter {folder}: a {theirs_role} adapter cannot start `train {role}`")
+        article = "an" if str(theirs_role)[:1].lower() in "aeiou" else "a"
+        raise InvalidInputError(f"--init-adapter {folder}: {article} {theirs_role} adapter cannot start "
+                                f"`train {role}`")
     version = meta.get("prompt_version") or meta.get("PROMPT_VERSION")
     if version != PROMPT_VERSION:
         raise InvalidInputError(f"--init-adapter {folder}: trained on prompts {version or '(not recorded)'}, "

@@ -229,8 +229,13 @@ def train_manager(config: ManagerTrainConfig, train_states: Sequence[ManagerStat
         weights.append(1.0)
     log.info("manager GRPO: %d training states (of %d), %d validation, %d threads, %s", len(train_rows),
              len(train_states), len(val_rows), setup.threads, "GPU" if setup.on_gpu else "CPU")
-    meta = {"role": "manager", "prompt_version": prompts.PROMPT_VERSION,
-            "reward": loop.reward_description(funcs, weights), "base": setup.base_meta,
+    reward = loop.reward_description(funcs, weights)
+    if answerer.f1_weight:  # manager_em adds the answerer's token F1 itself
+        reward["formula"] = reward["formula"].replace(
+            "manager_em", f"(manager_em + {answerer.f1_weight:g} x the answerer's F1)", 1)
+        reward["paper"] = False
+    reward["answer_f1_weight"] = float(answerer.f1_weight)
+    meta = {"role": "manager", "prompt_version": prompts.PROMPT_VERSION, "reward": reward, "base": setup.base_meta,
             "train_config": config.to_dict(),
             "train_states": len(train_rows), "val_states": len(val_rows),
             "answerer": {"name": getattr(answerer.backend, "name", "?"), "adapter": answer_adapter,
