@@ -76,6 +76,10 @@ class TrainConfig:
         "longest sampled completion in tokens. Paper: 2048."))
     retrieve_k: int = field(default=60, metadata=_h(
         "memories retrieved per question (paper: 60 = 30 per speaker)."))
+    answer_sources: bool = field(default=True, metadata=_h(
+        "answer prompts with quotes of the memories' source turns, the app's default prompt "
+        "(core/agents/evidence.py; examples without source texts fall back to the paper's, "
+        "logged); false = the paper's layout. The manager's frozen answerer follows it too."))
 
     # --- reward ------------------------------------------------------------------------------
     reward_f1_weight: float = field(default=0.0, metadata=_h(

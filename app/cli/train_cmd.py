@@ -3,7 +3,8 @@
 Registration imports nothing heavy: torch, transformers, trl, peft and llama_cpp are imported
 inside the command functions (training is never loaded by chatting).
 
-    memory-r1 train answer --data FILE --base embedded|PATH --out DIR [--max-steps N] [--config FILE]
+    memory-r1 train answer --data FILE --base embedded|PATH --out DIR [--init-adapter DIR]
+                          [--max-steps N] [--config FILE]
     memory-r1 train data --data FILE --out FILE.jsonl
     memory-r1 export --adapter DIR --out FILE.gguf [--lora | --merge --quant Q4_K_M]
 
@@ -50,6 +51,10 @@ def register(sub) -> None:
                                      "(validation time not counted)")
     ap.add_argument("--eval-questions", type=positive, metavar="N",
                     help="validation questions per evaluation (default: the config's; 0 there = all)")
+    ap.add_argument("--init-adapter", metavar="DIR",
+                    help="start from this PEFT LoRA adapter folder (e.g. `train sft`'s <out>/best), trained "
+                         "further; its meta must name this base, the answer role and the current prompts. "
+                         "The KL reference is this start (TRL keeps a frozen copy of it)")
     add_threads_option(ap, "torch CPU threads")
     _data_args(ap)
 
@@ -113,6 +118,10 @@ def run_train_answer(args) -> int:
     config = TrainConfig.from_file(args.config) if args.config else TrainConfig()
     config = config.with_overrides(max_steps=args.max_steps, threads=args.threads, retrieve_k=args.k,
                                    eval_max_questions=args.eval_questions)
+    if args.init_adapter:  # a bad warm-start folder is said before any data or model loads
+        from training.grpo.loop import adapter_meta
+
+        adapter_meta(args.init_adapter)
     out = Path(args.out)
     data_dir = out / "data"
     train = _examples(args.data, args, config.retrieve_k, data_dir)
@@ -121,14 +130,19 @@ def run_train_answer(args) -> int:
     from training.grpo.answer import train_answer_agent
 
     result = train_answer_agent(config, train, val, out_dir=out, base=args.base, progress=not args.no_progress,
-                                time_budget_s=time_budget_s(args))
+                                time_budget_s=time_budget_s(args), init_adapter=args.init_adapter)
     b, best = result.baseline, result.best
 
     def fmt(s):
         return "n/a" if not s or s.get("f1") is None else f"F1 {100 * s['f1']:.2f} (step {s.get('step')})"
 
+    from training.grpo.loop import describe_signal
+
     print(f"trained {result.steps} steps in {result.seconds / 60:.1f} min; validation before: {fmt(b)}, "
           f"best: {fmt(best)}")
+    if args.init_adapter:
+        print(f"warm start: {args.init_adapter}")
+    print(describe_signal(result.summary))
     print(f"adapters: {result.best_dir} (best), {result.final_dir} (final); logs: {out / 'log.csv'}, "
           f"{out / 'curve.png'}")
     print(f"export: memory-r1 export --adapter {result.best_dir} --out {out / 'answer-lora.gguf'}")

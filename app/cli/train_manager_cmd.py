@@ -4,7 +4,7 @@
 nothing heavy: torch, trl, peft and llama_cpp load inside the command functions.
 
     memory-r1 train manager --data FILE --base embedded|PATH --out DIR [--answer-adapter PATH]
-                            [--max-steps N] [--config FILE]
+                            [--init-adapter DIR] [--max-steps N] [--config FILE]
     memory-r1 train manager-states --data FILE --out DIR [--max-states N]
 
 `--data` is a LoCoMo JSON (the states are built with the current manager, cached) or a states
@@ -52,6 +52,10 @@ def register_manager(tsub) -> None:
     mp.add_argument("--answer-adapter", metavar="PATH",
                     help="GGUF LoRA adapter of a trained Answer Agent for the frozen answerer "
                          "(default: the untrained embedded model, as in the paper's first stage)")
+    mp.add_argument("--init-adapter", metavar="DIR",
+                    help="start from this PEFT LoRA adapter folder (e.g. `train sft --role manager`'s "
+                         "<out>/best), trained further; its meta must name this base, the manager role and "
+                         "the current prompts. The KL reference is this start (TRL keeps a frozen copy of it)")
     mp.add_argument("--eval-states", type=positive, metavar="N",
                     help="validation states per evaluation (default: the config's; 0 there = all)")
     mp.add_argument("--states-cache", metavar="DIR", help="where states are built (default: <out>/states)")
@@ -95,6 +99,10 @@ def run_train_manager(args) -> int:
 
     config = config_from(args.config, max_steps=args.max_steps, threads=args.threads,
                          eval_max_questions=args.eval_states)
+    if args.init_adapter:  # a bad warm-start folder is said before any data or model loads
+        from training.grpo.loop import adapter_meta
+
+        adapter_meta(args.init_adapter)
     out = Path(args.out)
     cache = Path(args.states_cache) if args.states_cache else out / "states"
     train, _ = _states(args.data, args, cache)
@@ -103,7 +111,8 @@ def run_train_manager(args) -> int:
     from training.grpo.manager import train_manager
 
     result = train_manager(config, train, val, out_dir=out, base=args.base, answer_adapter=args.answer_adapter,
-                           progress=not args.no_progress, time_budget_s=time_budget_s(args))
+                           progress=not args.no_progress, time_budget_s=time_budget_s(args),
+                           init_adapter=args.init_adapter)
 
     def fmt(s):
         if not s or s.get("f1") is None:
@@ -113,7 +122,12 @@ def run_train_manager(args) -> int:
 
     print(f"trained {result.steps} steps in {result.seconds / 60:.1f} min; validation before: "
           f"{fmt(result.baseline)}; best: {fmt(result.best)}")
+    from training.grpo.loop import describe_signal
+
     print(f"reward: {json.dumps(result.reward_stats)}")
+    if args.init_adapter:
+        print(f"warm start: {args.init_adapter}")
+    print(describe_signal(result.summary))
     has_best = (result.best_dir / "adapter_config.json").is_file()
     chosen = result.best_dir if has_best else result.final_dir
     print(f"adapters: {f'{result.best_dir} (best), ' if has_best else ''}{result.final_dir} (final); "

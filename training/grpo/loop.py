@@ -5,14 +5,28 @@ Manager) supplies its trainer rows, reward functions and a validator; this modul
 
 1. `start(config, out_dir, ...)`: sets torch's CPU thread count deliberately
    (`TrainConfig.threads`; oversubscribed cores make a step 10-40x slower), picks bf16 on a CUDA
-   GPU and float32 on the CPU, loads the base model unless one is given;
-2. `train(run, setup, rows, reward_funcs, weights)`: runs GRPO (group-normalised advantages, KL
-   to the frozen base = the adapter disabled) with a `Run` attached as a TRL callback;
+   GPU and float32 on the CPU, loads the base model unless one is given and, with
+   `init_adapter`, a PEFT LoRA folder (a supervised warm start, `train sft`, or an earlier GRPO
+   run) as the TRAINABLE adapter, after `check_init_adapter` has matched its meta (base model,
+   role, PROMPT_VERSION) against this run;
+2. `train(run, setup, rows, reward_funcs, weights)`: runs GRPO (group-normalised advantages, a
+   KL penalty of weight beta) with a `Run` attached as a TRL callback. The KL reference is the
+   run's STARTING policy. From a fresh LoRA (zero-initialised B) that is the base, computed
+   with the adapter disabled. From a warm start TRL (>= 1.x, `GRPOTrainer` given a PeftModel
+   and beta != 0) adds a frozen copy of the loaded adapter named "ref" and computes the
+   reference log-probs through it, so the penalty pulls towards the SFT start, not the
+   untrained base: GRPO refines the warm start instead of being pulled back from it (with the
+   paper's beta 0.001 the pull is weak either way). Only the "default" adapter is trained,
+   kept (`lora_state`) and saved;
 3. every `eval_every` steps (and before the first and after the last) `Run.evaluate` scores the
    adapter with the trainer's validator (its "f1" picks the best adapter, kept in `<out>/best`),
    timed apart from training: `time_budget_s` counts training time only;
 4. per-step logs in `<out>/log.csv` and `<out>/log.json`; `finish` saves `<out>/final`, refreshes
-   best/'s metadata, and writes `<out>/curve.png` and `<out>/summary.json`.
+   best/'s metadata, and writes `<out>/curve.png` (reward, the share of tied groups, lengths) and
+   `<out>/summary.json`, whose "signal" (`signal_summary`) says how much of the run had no
+   gradient: TRL's `frac_reward_zero_std` (groups whose rewards all tie) averaged over steps,
+   the share of steps where every group tied, and the reward's mean/first/last; "reward" names
+   the reward functions and weights used.
 
 Hooks a trainer overrides on `Run` (or passes in): `validator` / `score(model)` (the validation
 scores: a dict with at least "f1" and "n"), `eval_record(step, scores)` (the log row of one
@@ -39,6 +53,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from core.errors import InvalidInputError
 from core.fileio import atomic_path, atomic_write_text
 
 from training.config import TrainConfig
@@ -62,6 +77,7 @@ class TrainResult:
     records: list[dict] = field(default_factory=list)
     lora_before: dict = field(default_factory=dict)  # LoRA tensors at step 0 (for checks)
     model: Any = None  # the trained PeftModel
+    summary: dict = field(default_factory=dict)  # what summary.json holds
 
 
 # --------------------------------------------------------------------------- runtime
@@ -165,7 +181,8 @@ def write_logs(records: list[dict], out_dir: Path) -> None:
 
 
 def plot_curve(records: list[dict], png: Path, title: str = "Answer Agent GRPO training") -> Path | None:
-    """Reward (and its 10-step moving mean), validation F1 and completion length per step."""
+    """Reward (and its 10-step moving mean) and validation F1; the share of groups whose rewards
+    all tie (`frac_reward_zero_std`: no gradient from them); completion length; per step."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -175,7 +192,7 @@ def plot_curve(records: list[dict], png: Path, title: str = "Answer Agent GRPO t
     evals = [r for r in records if r.get("val_f1") is not None]
     if not steps and not evals:
         return None
-    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(8, 6.5), sharex=True)
+    fig, (ax1, ax3, ax2) = plt.subplots(3, 1, figsize=(8, 8.5), sharex=True)
     if steps:
         xs = [r["step"] for r in steps]
         ys = [r["reward"] for r in steps]
@@ -186,6 +203,8 @@ def plot_curve(records: list[dict], png: Path, title: str = "Answer Agent GRPO t
         win = max(1, min(10, len(ys)))
         ma = [sum(ys[max(0, i - win + 1):i + 1]) / len(ys[max(0, i - win + 1):i + 1]) for i in range(len(ys))]
         ax1.plot(xs, ma, "-", label=f"reward, {win}-step moving mean")
+        zs = [_num(r.get("frac_reward_zero_std")) for r in steps]
+        ax3.plot(xs, zs, ".-", color="tab:red", label="share of groups with all rewards tied (no gradient)")
         ax2.plot(xs, [r.get("completion_length") for r in steps], "-", color="gray",
                  label="completion length (tokens)")
     if evals:
@@ -193,6 +212,10 @@ def plot_curve(records: list[dict], png: Path, title: str = "Answer Agent GRPO t
     ax1.set_ylabel("score")
     ax1.legend(loc="best", fontsize=8)
     ax1.grid(alpha=0.3)
+    ax3.set_ylabel("frac_reward_zero_std")
+    ax3.set_ylim(-0.05, 1.05)
+    ax3.legend(loc="best", fontsize=8)
+    ax3.grid(alpha=0.3)
     ax2.set_xlabel("optimizer step")
     ax2.set_ylabel("tokens")
     ax2.legend(loc="best", fontsize=8)
@@ -204,12 +227,70 @@ def plot_curve(records: list[dict], png: Path, title: str = "Answer Agent GRPO t
     return png
 
 
+def _num(value) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def signal_summary(records: Sequence[dict]) -> dict:
+    """How much of a run could learn: over the optimizer steps' records, the mean of TRL's
+    `frac_reward_zero_std` (the share of a step's groups whose rewards all tie, which give no
+    gradient), the share of steps where EVERY group tied (a step that changes nothing but
+    through the KL term), and the reward's mean, first and last.
+
+    >>> s = signal_summary([{"reward": 0.0, "frac_reward_zero_std": 1.0}, {"val_f1": 0.1},
+    ...                     {"reward": 0.5, "frac_reward_zero_std": 0.5}])
+    >>> s["steps"], s["frac_reward_zero_std_mean"], s["steps_all_tied"], s["reward_first"], s["reward_last"]
+    (2, 0.75, 0.5, 0.0, 0.5)
+    """
+    steps = [r for r in records if r.get("reward") is not None]
+    rewards = [_num(r["reward"]) for r in steps]
+    zero = [z for z in (_num(r.get("frac_reward_zero_std")) for r in steps) if not math.isnan(z)]
+    return {"steps": len(steps),
+            "frac_reward_zero_std_mean": round(sum(zero) / len(zero), 4) if zero else None,
+            "steps_all_tied": round(sum(1 for z in zero if z >= 1.0 - 1e-9) / len(zero), 4) if zero else None,
+            "reward_mean": round(sum(rewards) / len(rewards), 4) if rewards else None,
+            "reward_first": round(rewards[0], 4) if rewards else None,
+            "reward_last": round(rewards[-1], 4) if rewards else None}
+
+
+def reward_description(funcs: Sequence[Callable], weights: Sequence[float]) -> dict:
+    """What summary.json says of the reward: the functions, their weights, and a formula.
+
+    >>> from training.rewards.answer import em_reward, f1_reward
+    >>> reward_description([em_reward, f1_reward], [1.0, 0.5])["formula"]
+    '1 x em_reward + 0.5 x f1_reward'
+    """
+    names = [getattr(f, "__name__", type(f).__name__) for f in funcs]
+    return {"functions": names, "weights": [float(w) for w in weights],
+            "formula": " + ".join(f"{float(w):g} x {n}" for n, w in zip(names, weights)),
+            "paper": names == ["em_reward"] or names == ["manager_em"]}
+
+
+def describe_signal(summary: dict) -> str:
+    """The closing line about the run's signal (printed by the CLI)."""
+    sig = summary.get("signal") or {}
+    reward = (summary.get("reward") or {}).get("formula", "?")
+
+    def f(v, pct=False):
+        return "n/a" if v is None else (f"{100 * v:.0f}%" if pct else f"{v:.4f}")
+
+    return (f"reward {reward}: mean {f(sig.get('reward_mean'))}, first {f(sig.get('reward_first'))}, "
+            f"last {f(sig.get('reward_last'))}; tied groups (no gradient) "
+            f"{f(sig.get('frac_reward_zero_std_mean'), True)} on average, "
+            f"all groups tied in {f(sig.get('steps_all_tied'), True)} of {sig.get('steps', 0)} steps")
+
+
 # --------------------------------------------------------------------------- the run and its callback
 
 
 def lora_state(model) -> dict:
-    """Copies (float32, CPU) of the LoRA tensors of `model`."""
-    return {k: v.detach().float().cpu().clone() for k, v in model.named_parameters() if "lora_" in k}
+    """Copies (float32, CPU) of the LoRA tensors of `model` (TRL's frozen "ref" copy of a
+    warm-start adapter left out)."""
+    return {k: v.detach().float().cpu().clone() for k, v in model.named_parameters()
+            if "lora_" in k and ".ref." not in k}
 
 
 def public_scores(scores: dict) -> dict:
@@ -363,11 +444,106 @@ class Run:
 
     def save(self, model, path: Path, step: int, scores: dict | None) -> None:
         # save_embedding_layers=False: we never train embeddings, and "auto" asks the Hub about the base
-        model.save_pretrained(str(path), save_embedding_layers=False)
+        # selected_adapters: the trained adapter only, not TRL's frozen "ref" copy of a warm start
+        model.save_pretrained(str(path), save_embedding_layers=False, selected_adapters=["default"])
         meta = dict(self.meta, step=step,
                     validation={"baseline": public_scores(self.baseline), "this": public_scores(scores or {}),
                                 "best": public_scores(self.best)})
         atomic_write_text(path / "memory_r1_train.json", json.dumps(meta, indent=2, default=str))
+
+
+# --------------------------------------------------------------------------- warm start
+
+
+ADAPTER_META_FILES = ("meta.json", "memory_r1_train.json")  # `train sft`'s, then this loop's own
+ADAPTER_WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
+
+
+def adapter_meta(path: str | os.PathLike) -> tuple[dict, Path]:
+    """(meta, its file) of a PEFT adapter folder: `meta.json` (the SFT trainer's) or
+    `memory_r1_train.json` (this loop's). InvalidInputError when the folder is no adapter or
+    has no readable meta."""
+    folder = Path(path)
+    if not folder.is_dir():
+        raise InvalidInputError(f"--init-adapter {folder}: no such folder (give a PEFT adapter folder, "
+                                "e.g. <train out>/best)")
+    if not (folder / "adapter_config.json").is_file():
+        raise InvalidInputError(f"--init-adapter {folder}: not a PEFT adapter folder (no adapter_config.json)")
+    for name in ADAPTER_META_FILES:
+        f = folder / name
+        if f.is_file():
+            try:
+                meta = json.loads(f.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                raise InvalidInputError(f"--init-adapter {f}: unreadable meta ({exc})") from None
+            if not isinstance(meta, dict):
+                raise InvalidInputError(f"--init-adapter {f}: the meta is not a JSON object")
+            return meta, f
+    raise InvalidInputError(f"--init-adapter {folder}: no {' or '.join(ADAPTER_META_FILES)}, so its base model, "
+                            "role and prompt version cannot be checked")
+
+
+def adapter_digest(folder: Path) -> str:
+    """sha256 of the adapter's weights file."""
+    from core.fileio import sha256_file
+
+    for name in ADAPTER_WEIGHT_FILES:
+        if (folder / name).is_file():
+            return sha256_file(folder / name)
+    raise InvalidInputError(f"--init-adapter {folder}: no {' or '.join(ADAPTER_WEIGHT_FILES)}")
+
+
+def _base_mismatch(theirs, ours: dict) -> str | None:
+    """Why the adapter's recorded base is not this run's base (None when they agree). A
+    sha256 on both sides decides; else the paths (and kinds) must be equal."""
+    if isinstance(theirs, str):
+        theirs = {"path": theirs}
+    if not isinstance(theirs, dict) or not (theirs.get("sha256") or theirs.get("path")):
+        return "the adapter's meta records no base model"
+    if theirs.get("sha256") and ours.get("sha256"):
+        if theirs["sha256"] != ours["sha256"]:
+            return f"base sha256 {str(theirs['sha256'])[:12]}... is not this run's {str(ours['sha256'])[:12]}..."
+        return None
+    if theirs.get("kind") and ours.get("kind") and theirs["kind"] != ours["kind"]:
+        return f"base kind {theirs['kind']!r} is not this run's {ours['kind']!r}"
+    if theirs.get("path") and ours.get("path") and str(theirs["path"]) != str(ours["path"]):
+        return f"base {theirs['path']} is not this run's {ours['path']}"
+    return None
+
+
+def check_init_adapter(path: str | os.PathLike, *, role: str, base_info: dict) -> dict:
+    """Check a warm-start adapter against this run; returns what the run records of it
+    ({"path", "sha256", "meta_file", "role", "prompt_version", "base"}).
+
+    Refused (InvalidInputError, nothing loaded): no adapter folder or meta; another role (a
+    meta without "role" is an answer adapter, as `memory-r1 export` reads it); a
+    "prompt_version" other than `core.agents.prompts.PROMPT_VERSION` (or none: the prompts it
+    learnt cannot be known); a base model other than this run's (`_base_mismatch`)."""
+    from core.agents.prompts import PROMPT_VERSION
+
+    meta, meta_file = adapter_meta(path)
+    folder = Path(path)
+    theirs_role = meta.get("role") or "answer"
+    if theirs_role != role:
+        article = "an" if str(theirs_role)[:1].lower() in "aeiou" else "a"
+        raise InvalidInputError(f"--init-adapter {folder}: {article} {theirs_role} adapter cannot start "
+                                f"`train {role}`")
+    version = meta.get("prompt_version") or meta.get("PROMPT_VERSION")
+    if version != PROMPT_VERSION:
+        raise InvalidInputError(f"--init-adapter {folder}: trained on prompts {version or '(not recorded)'}, "
+                                f"the app's are {PROMPT_VERSION}; retrain it on the current prompts")
+    why = _base_mismatch(meta.get("base"), base_info or {})
+    if why:
+        raise InvalidInputError(f"--init-adapter {folder}: {why}; give --base the model it was trained on")
+    return {"path": str(folder.resolve()), "sha256": adapter_digest(folder), "meta_file": meta_file.name,
+            "role": theirs_role, "prompt_version": version, "base": meta.get("base")}
+
+
+def load_init_adapter(model, path: str | os.PathLike):
+    """`model` with the adapter at `path` loaded TRAINABLE (PeftModel, is_trainable=True)."""
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(model, str(path), is_trainable=True)
 
 
 # --------------------------------------------------------------------------- entry points
@@ -418,11 +594,15 @@ class Setup:
     on_gpu: bool
     use_bf16: bool
     num_processes: int
+    init_adapter: dict | None = None  # `check_init_adapter`'s record of the warm start, if any
 
     def meta(self) -> dict:
-        """The runtime part of the metadata sidecar."""
-        return {"device": "cuda" if self.on_gpu else "cpu", "num_processes": self.num_processes,
-                "threads": self.threads}
+        """The runtime part of the metadata sidecar (and the warm start, when there is one)."""
+        out: dict = {"device": "cuda" if self.on_gpu else "cpu", "num_processes": self.num_processes,
+                     "threads": self.threads}
+        if self.init_adapter is not None:
+            out["init_adapter"] = self.init_adapter
+        return out
 
 
 def base_meta(spec) -> dict:
@@ -434,9 +614,12 @@ def base_meta(spec) -> dict:
 
 
 def start(config: TrainConfig, out_dir: Path, *, base: str | os.PathLike = "embedded", model=None,
-          tokenizer=None, base_info: dict | None = None) -> Setup:
+          tokenizer=None, base_info: dict | None = None, init_adapter: str | os.PathLike | None = None,
+          role: str = "answer") -> Setup:
     """Validate `config`, create `out_dir`, set the threads and the TRL patch, load `base`
-    unless `model`/`tokenizer` are given (tests pass a tiny model)."""
+    unless `model`/`tokenizer` are given (tests pass a tiny model); with `init_adapter`, check
+    it (`check_init_adapter`, for `role`) and load it as the trainable adapter: the config's
+    LoRA settings are then the adapter's own, not `lora_*`."""
     import torch
     from accelerate import PartialState
 
@@ -450,8 +633,17 @@ def start(config: TrainConfig, out_dir: Path, *, base: str | os.PathLike = "embe
     if model is None:
         from training.models import load_base
 
+        if init_adapter is not None:
+            adapter_meta(init_adapter)  # a bad folder is said before the base loads
         model, tokenizer, spec = load_base(base, bf16=config.bf16)
         base_info = base_info or base_meta(spec)
+    warm = None
+    if init_adapter is not None:
+        warm = check_init_adapter(init_adapter, role=role, base_info=base_info or {})
+        use_bf16 = model.dtype == torch.bfloat16
+        model = load_init_adapter(model, init_adapter)
+        log.info("warm start from %s (sha256 %s...)", warm["path"], warm["sha256"][:12])
+        return Setup(model, tokenizer, base_info or {}, threads, on_gpu, use_bf16, state.num_processes, warm)
     return Setup(model, tokenizer, base_info or {}, threads, on_gpu, model.dtype == torch.bfloat16,
                  state.num_processes)
 
@@ -464,19 +656,23 @@ def train(run: Run, setup: Setup, train_rows: list[dict], reward_funcs: Sequence
 
     args = grpo_args(run.config, run.out_dir, num_processes=setup.num_processes, use_bf16=setup.use_bf16,
                      on_gpu=setup.on_gpu, reward_weights=list(weights), progress=run.progress)
+    # a warm start is already a PeftModel with its trainable adapter: no second LoRA on top
+    peft_config = None if setup.init_adapter is not None else lora_config(run.config)
     trainer = GRPOTrainer(model=setup.model, reward_funcs=list(reward_funcs), args=args,
                           train_dataset=Dataset.from_list(train_rows), processing_class=setup.tokenizer,
-                          peft_config=lora_config(run.config), callbacks=[make_callback(run)])
+                          peft_config=peft_config, callbacks=[make_callback(run)])
     run.trainer = trainer
     t0 = time.perf_counter()
     trainer.train()
     return time.perf_counter() - t0
 
 
-def finish(run: Run, seconds: float, *, title: str, extra_meta: dict | None = None) -> None:
+def finish(run: Run, seconds: float, *, title: str, extra_meta: dict | None = None) -> dict:
     """Save final/, refresh best/'s metadata (`seconds` and `extra_meta`), write the logs, the
-    curve and summary.json (main process; the others wait)."""
+    curve and summary.json (main process; the others wait). Returns the summary (with its
+    "signal", `signal_summary`), which is also logged (`describe_signal`)."""
     trainer, out = run.trainer, run.out_dir
+    summary: dict = {}
     if trainer.accelerator.is_main_process:
         extra = dict(seconds=round(seconds, 1), **(extra_meta or {}))
         run.meta.update(extra)
@@ -489,9 +685,13 @@ def finish(run: Run, seconds: float, *, title: str, extra_meta: dict | None = No
         write_logs(run.records, out)
         plot_curve(run.records, out / "curve.png", title)
         summary = {"baseline": public_scores(run.baseline), "best": public_scores(run.best),
-                   "steps": trainer.state.global_step, "seconds": round(seconds, 1), **run.meta}
+                   "steps": trainer.state.global_step, "seconds": round(seconds, 1),
+                   "seconds_per_step": round(run.training_seconds() / max(1, trainer.state.global_step), 2),
+                   "signal": signal_summary(run.records), **run.meta}
         atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, default=str))
+        log.info("%s", describe_signal(summary))
     trainer.accelerator.wait_for_everyone()
+    return summary
 
 
 def steps_per_epoch(n_examples: int, config: TrainConfig) -> int:

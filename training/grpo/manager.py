@@ -13,7 +13,8 @@ reward, and the validator (`ManagerRun`'s hooks).
    app decodes with a JSON-schema grammar; the paper's reward gives 0 to unparseable output,
    so the policy has to learn the format too);
 3. reward = `training.rewards.manager` with a frozen Answer Agent running in-process through
-   llama.cpp (the embedded model, or `answer_adapter`, a GGUF LoRA of a trained answerer);
+   llama.cpp (the embedded model, or `answer_adapter`, a GGUF LoRA of a trained answerer), in
+   the app's answer prompt (source quotes; `answer_sources` false: the paper's);
 4. validation (every `eval_every` steps, before the first and after the last): greedy decisions
    on the validation states, scored by the same frozen answerer; "f1" (what picks the best
    adapter) is the answerer's mean token F1 over the banks the decisions produce, "em" the
@@ -183,7 +184,8 @@ class ManagerTrainResult(loop.TrainResult):
 def _answerer_for(config: ManagerTrainConfig, answer_adapter, embedder) -> FrozenAnswerer:
     return FrozenAnswerer.load(adapter=answer_adapter, n_ctx=config.answer_n_ctx, threads=config.cpu_threads(),
                                embedder=embedder, k=config.retrieve_k, max_tokens=config.answer_max_tokens,
-                               f1_weight=config.reward_f1_weight, lenient=config.lenient_parse)
+                               f1_weight=config.reward_f1_weight, lenient=config.lenient_parse,
+                               sources=config.answer_sources)
 
 
 def train_manager(config: ManagerTrainConfig, train_states: Sequence[ManagerState],
@@ -191,15 +193,20 @@ def train_manager(config: ManagerTrainConfig, train_states: Sequence[ManagerStat
                   base: str | os.PathLike = "embedded", answerer: FrozenAnswerer | None = None,
                   answer_adapter: str | None = None, embedder=None, model=None, tokenizer=None,
                   base_meta: dict | None = None, extra_reward_funcs: Sequence[Callable] = (),
-                  progress: bool = True, time_budget_s: float | None = None) -> ManagerTrainResult:
+                  progress: bool = True, time_budget_s: float | None = None,
+                  init_adapter: str | os.PathLike | None = None) -> ManagerTrainResult:
     """Train a LoRA adapter for the Memory Manager with GRPO; see the module docstring.
 
     `answerer` overrides loading the frozen answerer (tests pass one over a FakeBackend);
     `model`/`tokenizer` override loading `base` (tests pass a tiny model); `extra_reward_funcs`
-    are added with weight 1 (tests use one with spread on random text).
+    are added with weight 1 (tests use one with spread on random text); `init_adapter`: a PEFT
+    adapter folder of a manager to start from (`loop.start`: checked, loaded trainable).
     """
+    from core.agents import prompts
+
     out = Path(out_dir)
-    setup = loop.start(config, out, base=base, model=model, tokenizer=tokenizer, base_info=base_meta)
+    setup = loop.start(config, out, base=base, model=model, tokenizer=tokenizer, base_info=base_meta,
+                       init_adapter=init_adapter, role="manager")
     tokenizer = setup.tokenizer
     train = select_states(train_states, config.states)
     val = select_states(val_states, config.states)
@@ -222,23 +229,31 @@ def train_manager(config: ManagerTrainConfig, train_states: Sequence[ManagerStat
         weights.append(1.0)
     log.info("manager GRPO: %d training states (of %d), %d validation, %d threads, %s", len(train_rows),
              len(train_states), len(val_rows), setup.threads, "GPU" if setup.on_gpu else "CPU")
-    meta = {"role": "manager", "base": setup.base_meta, "train_config": config.to_dict(),
+    reward = loop.reward_description(funcs, weights)
+    if answerer.f1_weight:  # manager_em adds the answerer's token F1 itself
+        reward["formula"] = reward["formula"].replace(
+            "manager_em", f"(manager_em + {answerer.f1_weight:g} x the answerer's F1)", 1)
+        reward["paper"] = False
+    reward["answer_f1_weight"] = float(answerer.f1_weight)
+    meta = {"role": "manager", "prompt_version": prompts.PROMPT_VERSION, "reward": reward, "base": setup.base_meta,
+            "train_config": config.to_dict(),
             "train_states": len(train_rows), "val_states": len(val_rows),
             "answerer": {"name": getattr(answerer.backend, "name", "?"), "adapter": answer_adapter,
-                         "k": answerer.k, "max_tokens": answerer.params.max_tokens}, **setup.meta()}
+                         "k": answerer.k, "max_tokens": answerer.params.max_tokens,
+                         "sources": getattr(answerer, "sources", False)}, **setup.meta()}
     run = ManagerRun(config, out, val_rows, tokenizer, meta, progress=progress, time_budget_s=time_budget_s,
                      states=by_id, answerer=answerer)
     try:
         seconds = loop.train(run, setup, train_rows, funcs, weights)
-        loop.finish(run, seconds, title="Memory Manager GRPO training",
-                    extra_meta={"reward_stats": _reward_stats(answerer)})
+        summary = loop.finish(run, seconds, title="Memory Manager GRPO training",
+                              extra_meta={"reward_stats": _reward_stats(answerer)})
     finally:
         if owned:
             answerer.close()
     trainer = run.trainer
     return ManagerTrainResult(out, out / "best", out / "final", loop.public_scores(run.baseline),
                               loop.public_scores(run.best), trainer.state.global_step, seconds, run.records,
-                              run.lora_before, trainer.model, reward_stats=_reward_stats(answerer))
+                              run.lora_before, trainer.model, summary, reward_stats=_reward_stats(answerer))
 
 
 def _reward_stats(answerer: FrozenAnswerer) -> dict:

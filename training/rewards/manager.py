@@ -12,7 +12,12 @@ applying the sampled operations to a copy of the state's memory bank.
    in-memory copy of the snapshot (`snapshot_bank`: rebuilt from stored vectors, no
    re-embedding of the snapshot; the state is never modified);
 3. let the frozen Answer Agent (`core.agents.answer.AnswerAgent`, 30 memories per speaker, greedy,
-   `max_tokens` short) answer each linked question over that copy;
+   `max_tokens` short) answer each linked question over that copy, in the app's prompt: with
+   `sources` (default) the memories' source turns are quoted under them, as the app does. The
+   ops of the state's turn link to its text (`ManagerState.turn_text`), as the app's ingest
+   links them; snapshot memories carry a quote only when the state's snapshot rows hold their
+   turn's text (`snapshot[i]["source_text"]`, read with .get(); states built before that field
+   give those memories no quote). `sources=False`: the paper's prompt, memories only;
 4. reward = mean exact match (training.eval.metrics normalisation, as the answer agent's reward),
    plus `f1_weight` x mean token F1 when asked (paper: EM only, weight 0).
 
@@ -37,7 +42,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from core.agents import prompts
 from core.errors import ModelOutputError
-from core.types import OP_EVENTS, ChatBackend, Embedder, GenParams, Memory, MemoryOp
+from core.types import OP_EVENTS, ChatBackend, Embedder, GenParams, Memory, MemoryOp, SourceTurn
 
 from training.data.manager import CachingEmbedder, ManagerState
 from training.eval.metrics import exact_match, f1_score
@@ -150,16 +155,32 @@ def ops_key(ops: Sequence[MemoryOp]) -> str:
 # --------------------------------------------------------------------------- the bank copy
 
 
-def snapshot_bank(state: ManagerState, embedder):
+def snapshot_bank(state: ManagerState, embedder, *, sources: bool = False):
     """(bank, alias_map): a fresh in-memory `MemoryBank` holding the state's snapshot (vectors
-    reused), and the shown aliases mapped to the copy's memories. The caller closes the bank."""
+    reused), and the shown aliases mapped to the copy's memories. With `sources`, snapshot rows
+    that hold their turn's text (`source_text`) are linked to it ("added"), one source per
+    turn. The caller closes the bank."""
     from core.memory import MemoryBank
 
     bank = MemoryBank(":memory:", embedder)
     try:
         ops = [MemoryOp("ADD", text=m["text"], speaker=m.get("speaker"), observed_at=m.get("observed_at"),
                         source=m.get("source")) for m in state.snapshot]
-        added = bank.apply(ops, actor="import", vectors=state.snapshot_vectors()).added if ops else []
+        vectors = state.snapshot_vectors()
+        groups: dict = {}  # one apply per source turn (its text kept once), the rest together
+        for i, m in enumerate(state.snapshot):
+            key = (m.get("source"), m.get("source_text")) if sources and m.get("source_text") else None
+            groups.setdefault(key, []).append(i)
+        added_at: dict[int, Memory] = {}
+        for key, idx in groups.items():
+            turn = None
+            if key is not None:
+                first = state.snapshot[idx[0]]
+                turn = SourceTurn(str(key[1]), speaker=first.get("speaker"), said_at=first.get("observed_at"),
+                                  ref=key[0])
+            made = bank.apply([ops[i] for i in idx], actor="import", vectors=vectors[idx], source=turn).added
+            added_at.update(zip(idx, made))
+        added = [added_at[i] for i in range(len(ops))]
         copy_of = {m["id"]: new for m, new in zip(state.snapshot, added)}
         alias_map = {str(i): copy_of[mid] for i, mid in enumerate(state.shown_ids)}
     except BaseException:
@@ -222,17 +243,19 @@ class FrozenAnswerer:
     the embedder the states were built with (wrapped in a `CachingEmbedder`). `k`: memories per
     question (30 per speaker). `params`: greedy with a short `max_tokens`. `lenient`: score the
     valid complete items of a broken output instead of 0 (`salvage_completion`; ours).
+    `sources`: the app's answer prompt with source quotes (default) or the paper's (False).
     """
 
     def __init__(self, backend: ChatBackend, embedder: Embedder, *, k: int = 60,
                  max_tokens: int = REWARD_ANSWER_TOKENS, f1_weight: float = 0.0, lenient: bool = False,
-                 max_cache: int = 50_000) -> None:
+                 max_cache: int = 50_000, sources: bool = True) -> None:
         self.backend = backend
         self.embedder = embedder if isinstance(embedder, CachingEmbedder) else CachingEmbedder(embedder)
         self.k = k
         self.params = GenParams(temperature=0.0, max_tokens=max_tokens)
         self.f1_weight = f1_weight
         self.lenient = lenient
+        self.sources = sources
         self.max_cache = max_cache
         self._answers: collections.OrderedDict[str, str] = collections.OrderedDict()
         self._results: collections.OrderedDict[str, RewardDetail] = collections.OrderedDict()
@@ -266,8 +289,8 @@ class FrozenAnswerer:
         """The greedy answer over `bank`; generated once per distinct prompt."""
         from core.agents.answer import AnswerAgent
 
-        # the paper's reward: the answer from the memories alone (no source quotes)
-        agent = AnswerAgent(bank, self.backend, k=self.k, params=self.params, sources=False)
+        # the app's answer prompt (source quotes unless `sources` is off: the paper's)
+        agent = AnswerAgent(bank, self.backend, k=self.k, params=self.params, sources=self.sources)
         t0 = time.perf_counter()
         retrieved = agent.retrieve(question, speakers=list(speakers))
         prompt = agent.build_prompt(question, retrieved)
@@ -302,7 +325,7 @@ class FrozenAnswerer:
             self.stats["result_cache_hits"] += 1
             return RewardDetail(hit.reward, True, hit.reason, dict(_counts(ops)), list(hit.answers),
                                 list(hit.em), list(hit.f1), time.perf_counter() - t0, True)
-        bank, alias_map = snapshot_bank(state, self.embedder)
+        bank, alias_map = snapshot_bank(state, self.embedder, sources=self.sources)
         try:
             detail = self._score_ops(bank, completion_ops(completion, state, alias_map), state)
         finally:
@@ -315,7 +338,9 @@ class FrozenAnswerer:
         auto = [MemoryOp("ADD", text=f, speaker=state.speaker, observed_at=state.time, source=state.source)
                 for f in state.auto_added]  # what the app adds at this turn whatever the decision
         if ops or auto:
-            bank.apply(auto + ops, actor="manager", turn=state.source)
+            turn = (SourceTurn(state.turn_text, speaker=state.speaker, said_at=state.time, ref=state.source)
+                    if self.sources and state.turn_text else None)
+            bank.apply(auto + ops, actor="manager", turn=state.source, source=turn)
         answers, ems, f1s = [], [], []
         for q in state.questions:
             a = self.answer(bank, q["question"], state.speakers)

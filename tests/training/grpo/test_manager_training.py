@@ -70,7 +70,10 @@ def answer_script(messages, schema):
 def answerer(hash_embedder):
     from training.rewards.manager import FrozenAnswerer
 
-    return FrozenAnswerer(FakeBackend(default=answer_script), hash_embedder, k=60, max_tokens=64)
+    # the paper's prompt (memories only): these tests are about what the decision puts in the
+    # bank; with the app's prompt (sources, the default) a memory the decision links to the turn
+    # (a NONE naming it: "repeated") may carry the turn's quote (tests/training/grpo/test_warm_start.py)
+    return FrozenAnswerer(FakeBackend(default=answer_script), hash_embedder, k=60, max_tokens=64, sources=False)
 
 
 def decision(*items) -> str:
@@ -216,8 +219,8 @@ def test_lenient_reward_scores_the_complete_valid_items_of_a_broken_output(state
 
     s3 = states[0]["D1:3"]  # one shown memory (alias "0"), one new fact (id "1")
     fact = s3.decision_facts[0]
-    strict = FrozenAnswerer(FakeBackend(default=answer_script), hash_embedder)
-    lenient = FrozenAnswerer(FakeBackend(default=answer_script), hash_embedder, lenient=True)
+    strict = FrozenAnswerer(FakeBackend(default=answer_script), hash_embedder, sources=False)
+    lenient = FrozenAnswerer(FakeBackend(default=answer_script), hash_embedder, lenient=True, sources=False)
     add = json.dumps({"id": "1", "text": fact, "event": "ADD"})
     cut_off = '{"memory": [' + add + ', {"id": "0", "text": "Ann adopted a dog named Rex. She loves'
     bad_neighbour = "{'memory': [" + add + ', {"id": "5", "text": "x", "event": "DELETE"}]}'
@@ -310,6 +313,45 @@ def test_grpo_trains_the_manager_lora_on_the_app_prompt(states, answerer, tmp_pa
         assert meta["role"] == "manager" and meta["train_states"] == 2 and meta["val_states"] == 1
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 2 and summary["baseline"]["n"] == 1 and "samples" in summary["reward_stats"]
+    assert summary["signal"]["steps"] == 2 and summary["reward"]["functions"] == ["manager_em", "vowel_reward"]
+    assert summary["prompt_version"] == prompts.PROMPT_VERSION and "init_adapter" not in summary
+
+
+@pytest.mark.slow
+def test_manager_grpo_starts_from_a_manager_adapter_and_refuses_an_answer_one(states, answerer, tmp_path):
+    pytest.importorskip("trl")
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from safetensors.torch import load_file
+
+    from core.errors import InvalidInputError
+    from training.grpo.manager import ManagerTrainConfig, train_manager
+    from training.models import tiny_llama
+
+    lora = get_peft_model(tiny_llama(layers=2, hidden=64, seed=0)[0],
+                          LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj"], init_lora_weights=False,
+                                     task_type="CAUSAL_LM"))
+    folder = tmp_path / "sft"
+    lora.save_pretrained(str(folder), save_embedding_layers=False)
+    base = {"kind": "test", "path": "tiny"}
+    meta = {"role": "manager", "prompt_version": prompts.PROMPT_VERSION, "base": base}
+    (folder / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
+    model, tok = tiny_llama(layers=2, hidden=64, seed=0)
+    config = ManagerTrainConfig(num_generations=2, prompts_per_step=1, max_steps=1, max_completion_length=8,
+                                max_prompt_length=1500, eval_every=0, threads=1, seed=3)
+    result = train_manager(config, list(states[0].values()), [], out_dir=tmp_path / "run", answerer=answerer,
+                           model=model, tokenizer=tok, base_meta=base, extra_reward_funcs=[vowel_reward],
+                           progress=False, init_adapter=folder)
+    saved = load_file(str(folder / "adapter_model.safetensors"))
+    key = next(k for k in saved if "lora_B" in k)
+    assert torch.equal(result.lora_before[key.replace(".weight", ".default.weight")], saved[key])
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["init_adapter"]["role"] == "manager" and summary["signal"]["steps"] == 1
+    (folder / "meta.json").write_text(json.dumps(dict(meta, role="answer")), encoding="utf-8")
+    with pytest.raises(InvalidInputError, match="an answer adapter cannot start `train manager`"):
+        train_manager(config, list(states[0].values()), [], out_dir=tmp_path / "r2", answerer=answerer,
+                      model=tiny_llama(layers=2, hidden=64, seed=0)[0], tokenizer=tok, base_meta=base,
+                      init_adapter=folder, progress=False)
 
 
 class _FakeModel:
