@@ -101,13 +101,16 @@ def run_locomo_cmd(args) -> int:
                     f"{'-' if share is None else f'{100 * share:.1f}%'}")
             ex = ing.get("extraction")
             if ex:
-                pr = (lambda x: "-" if x is None else f"{100 * x:.1f}%")
-                bank += f"  kept facts P {pr(ex['precision'])} R {pr(ex['recall'])}"
+                bank += f"  kept facts P {_pct(ex['precision'], 1)} R {_pct(ex['recall'], 1)}"
         recall = summary.get("evidence_recall")
         evidence = "" if recall is None else f"  evidence {100 * recall:.1f}%"
         print(f"{system:13s} n={o['n']:4d}  F1 {100 * o['f1']:6.2f}  BLEU-1 {100 * o['bleu1']:6.2f}  "
               f"EM {100 * o['em']:6.2f}{judge}{evidence}{bank}  -> {system_out(config, system)}")
     return 0
+
+
+def _pct(x, digits: int = 2) -> str:
+    return "-" if x is None else f"{100 * x:.{digits}f}%"
 
 
 def run_extraction_cmd(args) -> int:
@@ -146,9 +149,8 @@ def run_extraction_cmd(args) -> int:
         s = result.get(name)
         if s is None:
             continue
-        pct = (lambda x: "-" if x is None else f"{100 * x:.2f}%")
-        print(f"{label:9s} P {pct(s['precision']):>7s} ({s['correct']}/{s['proposed']})  R {pct(s['recall']):>7s} "
-              f"({s['recalled']}/{s['gold']})  F1 {pct(s['f1']):>7s}  {s['seconds']:.1f} s"
+        print(f"{label:9s} P {_pct(s['precision']):>7s} ({s['correct']}/{s['proposed']})  R {_pct(s['recall']):>7s} "
+              f"({s['recalled']}/{s['gold']})  F1 {_pct(s['f1']):>7s}  {s['seconds']:.1f} s"
               + (f"  failures {s['failures']}" if s["failures"] else ""))
     if args.out:
         atomic_write_json(args.out, {**result, "load_s": round(load_s, 3), "data": str(args.data)})

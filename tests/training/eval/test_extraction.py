@@ -12,7 +12,7 @@ import pytest
 from core.fakes import FakeBackend, HashEmbedder, router
 from tests.training.locomo_fixtures import T1, T2, locomo_sample, with_observation, write_locomo
 from training.data.gold_facts import load_gold
-from training.eval.extraction import keep_all_backend, merge_scores, run_extraction, score_turns, written_score
+from training.eval.extraction import merge_scores, run_extraction, score_turns, written_score
 
 SAMPLE = with_observation(locomo_sample("conv-x", [
     (T1, [{"speaker": "Ann", "dia_id": "D1:1", "text": "Hi Bob! I adopted a dog named Rex yesterday. I love rain."},
