@@ -64,3 +64,10 @@ def add_every_fact(messages, schema) -> str:
     items = [{"id": m["id"], "text": m["text"], "event": "NONE"} for m in shown]
     items += [{"id": str(len(shown) + i), "text": f, "event": "ADD"} for i, f in enumerate(facts)]
     return json.dumps({"memory": items})
+
+
+def with_observation(sample: dict, observation: dict[int, dict[str, list]]) -> dict:
+    """`sample` with LoCoMo's gold facts: {session: {speaker: [[fact, dia_id(s)], ...]}} ->
+    "observation": {"session_N_observation": ...} (dia_ids as the data writes them: one id, a
+    list, or "D2:1, D1:3")."""
+    return {**sample, "observation": {f"session_{n}_observation": facts for n, facts in observation.items()}}

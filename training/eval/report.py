@@ -67,6 +67,8 @@ def score_block(records: Sequence[dict]) -> dict:
 
 def merge_ingestion(stats: Sequence[dict]) -> dict | None:
     """Sum the per-conversation ingestion stats (None when the system has no memory manager)."""
+    from training.eval.extraction import merge_scores
+
     stats = [s for s in stats if s]
     if not stats:
         return None
@@ -81,6 +83,8 @@ def merge_ingestion(stats: Sequence[dict]) -> dict | None:
         "failures": sum(int(s.get("failures", 0)) for s in stats),
         "rejected": sum(int(s.get("rejected") or 0) for s in stats),  # refused by the grounding gate
         "audit": merge_audits([s["audit"] for s in stats if isinstance(s.get("audit"), dict)]),
+        # what the banks kept per turn against LoCoMo's gold facts (training.eval.extraction)
+        "extraction": merge_scores([s["extraction"] for s in stats if isinstance(s.get("extraction"), dict)]),
         "cached": sum(1 for s in stats if s.get("cached")),
         "manager_turn_s": percentiles(turn_s),
         "kind": stats[0].get("kind", "memory"),
@@ -149,6 +153,21 @@ def _audit_line(audit: dict | None) -> str:
             f"{audit['no_source_text']}")
 
 
+def extraction_pr(score: dict | None) -> str:
+    """"P 41.2% R 30.0%" of a `training.eval.extraction` score, "-" without one."""
+    if not score:
+        return "-"
+    return f"P {_pct(score.get('precision'))}% R {_pct(score.get('recall'))}%"
+
+
+def _extraction_line(score: dict | None) -> str:
+    if not score:
+        return "- facts kept per turn against the gold facts: not measured (no gold facts)"
+    return (f"- facts kept per turn against LoCoMo's gold facts ({score['match']}): precision "
+            f"{_pct(score['precision'])}% ({score['correct']} of {score['proposed']}), recall {_pct(score['recall'])}% "
+            f"({score['recalled']} of {score['gold']} over {score['turns_with_gold']} turns with gold facts)")
+
+
 def render_report(summary: dict, plots: Sequence[str] = ()) -> str:
     """report.md: scores per category (the data's and the papers' names), timings, plots."""
     cfg = summary.get("config", {})
@@ -178,6 +197,7 @@ def render_report(summary: dict, plots: Sequence[str] = ()) -> str:
                   "- operations: " + ", ".join(f"{k} {ops[k]}" for k in OP_NAMES),
                   f"- proposed facts rejected by the grounding gate: {ing.get('rejected', 0)}",
                   _audit_line(ing.get("audit")),
+                  _extraction_line(ing.get("extraction")),
                   f"- manager failures (unparseable output after the retry; turn skipped): {ing['failures']}"]
     elif ing:
         how = "from the cache" if ing.get("cached") else f"in {ing['seconds']:.1f} s"
@@ -354,6 +374,7 @@ def comparison_table(summaries: Sequence[dict], labels: Sequence[str]) -> str:
                                   for s in summaries]),
         ("facts rejected", [ing(s, lambda i: str(i.get("rejected", 0))) for s in summaries]),
         ("memories with unsupported name/number", [ing(s, _unsupported) for s in summaries]),
+        ("kept facts vs gold P/R", [ing(s, lambda i: extraction_pr(i.get("extraction"))) for s in summaries]),
         ("memories without source text", [ing(s, lambda i: str((i.get("audit") or {}).get("no_source_text", "-")))
                                           for s in summaries]),
         ("manager s/turn p50/p95", [ing(s, lambda i: _sec(i["manager_turn_s"])) for s in summaries]),

@@ -37,6 +37,8 @@ from core.llm.modelset import ModelSet
 from core.locomo import CATEGORY_NAMES, PAPER_CATEGORY_NAMES, Sample, load_locomo
 from core.types import ChatBackend, Embedder
 
+from training.data.gold_facts import load_gold
+from training.eval import extraction
 from training.eval import report as eval_report
 from training.eval.systems import (ALL_SYSTEMS, Answered, BankHandle, System, bank_key, build_turn_bank,
                                    ingest_memory_bank, judge_answer, selected_questions, system_named)
@@ -300,12 +302,18 @@ def run_system(system: System, samples: Sequence[Sample], comps: Components, con
         raise InvalidInputError("No question to evaluate (check --samples and --max-sessions).")
     wanted = {(s.sample_id, q.index) for s, q in plan}
     ingestion: list[dict] = []
+    gold: dict[str, dict[str, list[str]]] | None = None
     bar = _question_bar(len(plan), len(have & wanted), system.name, config.progress)
     for sample in dict.fromkeys(s for s, _ in plan):
         todo = [q for s, q in plan if s is sample and (s.sample_id, q.index) not in have]
         handle = _bank_for(system, sample, comps, config, cache)
         try:
             if handle is not None:
+                if handle.stats.get("kind") == "memory":
+                    gold = _gold(config, gold)
+                    if gold.get(sample.sample_id):  # a file without `observation` has nothing to score
+                        handle.stats = {**handle.stats, "extraction": extraction.written_score(
+                            handle.bank, sample, gold[sample.sample_id], max_sessions=config.max_sessions)}
                 ingestion.append(handle.stats)
             for qa in todo:
                 record = _record(sample, qa, system, _answer_one(system, sample, qa, handle, comps, config))
@@ -329,6 +337,13 @@ def run_system(system: System, samples: Sequence[Sample], comps: Components, con
     turn_seconds = [t for st in ingestion if st.get("kind") == "memory" for t in st.get("turn_seconds", [])]
     eval_report.write_outputs(out, summary, records, turn_seconds)
     return summary
+
+
+def _gold(config: EvalConfig, loaded: dict | None) -> dict[str, dict[str, list[str]]]:
+    """sample id -> dia_id -> gold facts of the data file (read once per system)."""
+    if loaded is not None:
+        return loaded
+    return {s.sample_id: g for s, g in load_gold(config.data)}
 
 
 def _question_bar(total: int, initial: int, system: str, enabled: bool):
