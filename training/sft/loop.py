@@ -318,7 +318,7 @@ def _schedule(step: int, config: SFTConfig) -> float:
 def train_sft(config: SFTConfig, pairs: Sequence[dict], out_dir, *, val_pairs: Sequence[dict] | None = None,
               model=None, tokenizer=None, progress: bool = False) -> dict:
     """Train a LoRA adapter on `pairs` (see the module docstring); returns summary.json's dict
-    (with "lora_before" and "model" added for callers that check the weights). `model` and
+    (with "lora_before", "model" and "tokenizer" added for callers that check the weights). `model` and
     `tokenizer` override loading `config.base` (tests pass a tiny model)."""
     import torch
     from peft import get_peft_model
@@ -364,8 +364,10 @@ def train_sft(config: SFTConfig, pairs: Sequence[dict], out_dir, *, val_pairs: S
     model.to(device)
     if config.gradient_checkpointing:
         # transformers 5 renamed gradient_checkpointing_enable (the old name warns)
-        enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
-        enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(model, "activation_checkpointing_enable"):
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:  # pragma: no cover - transformers 4
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     model.config.use_cache = False
     model.train()
@@ -483,4 +485,4 @@ def train_sft(config: SFTConfig, pairs: Sequence[dict], out_dir, *, val_pairs: S
         "seconds_per_example": round(train_s / seen, 3) if seen else None,
     }
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, default=str))
-    return dict(summary, lora_before=lora_before, model=model)
+    return dict(summary, lora_before=lora_before, model=model, tokenizer=tokenizer)
