@@ -69,12 +69,11 @@ def _manager_pairs(path: str, args) -> tuple[list[dict], dict]:
     except ImportError:
         raise InvalidInputError("--role manager is not available yet: training/data/sft_manager.py "
                                 "(the manager's SFT pairs) is not installed") from None
-    made = sft_manager.build_pairs(path, samples=None, max_sessions=args.max_sessions,
-                                   progress=not args.no_progress)
-    if isinstance(made, tuple):
-        pairs, counts = made
-        return list(pairs), dict(counts if isinstance(counts, dict) else getattr(counts, "__dict__", {}))
-    return list(made), {}
+    from app.cli.options import samples_of
+
+    stats: dict = {}
+    pairs = sft_manager.build_pairs(path, samples=samples_of(args), max_sessions=args.max_sessions, stats=stats)
+    return list(pairs), stats
 
 
 def run_train_sft(args) -> int:

@@ -71,7 +71,7 @@ def sources_prompt(bank: MemoryBank, question: str, memories, *, k: int, n_ctx: 
 
     from training.eval.systems import CONTENT_ROLES
 
-    agent = AnswerAgent(bank, ContextOnly(n_ctx), k=k, distill=True, sources=True)
+    agent = AnswerAgent(bank, ContextOnly(n_ctx), k=k, distill=True, sources=True)  # type: ignore[arg-type]
     prompt = agent.build_prompt(question, memories, distill=True)
     links = bank.sources([m.id for m in prompt.used]) if prompt.used else {}
     # per memory, the refs `training.eval.systems.linked_refs` gives for the prompt as a whole

@@ -98,7 +98,9 @@ class SFTConfig:
     gradient_checkpointing: bool = field(default=True, metadata=_h(
         "recompute activations in the backward pass (less memory for ~3k-token prompts)."))
 
-    cpu_threads = TrainConfig.cpu_threads  # the same thread rule as the GRPO trainers
+    def cpu_threads(self) -> int:
+        """The thread count to give torch: the GRPO trainers' rule (`TrainConfig.cpu_threads`)."""
+        return TrainConfig(threads=self.threads).cpu_threads()
 
     def validate(self) -> None:
         if self.role not in ROLES:
@@ -213,7 +215,8 @@ def encode_pair(tokenizer, pair: dict, config: SFTConfig) -> tuple[Encoded | Non
 
 
 def encode_all(tokenizer, pairs: Sequence[dict], config: SFTConfig) -> tuple[list[Encoded], dict]:
-    out, counts = [], {"pairs": len(pairs), "prompt_too_long": 0, "completion_cut": 0}
+    out: list[Encoded] = []
+    counts: dict[str, float] = {"pairs": len(pairs), "prompt_too_long": 0, "completion_cut": 0}
     for p in pairs:
         enc, note = encode_pair(tokenizer, p, config)
         if note:

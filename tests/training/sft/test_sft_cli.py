@@ -117,3 +117,36 @@ def test_answer_role_feeds_the_pairs_and_options_to_the_loop(tmp_path, monkeypat
     assert "3 training pairs" in out and "validation loss 2.0 -> best 1.5" in out and "memory-r1 export" in out
     counts = json.loads((tmp_path / "o" / "data" / "pair_counts.json").read_text())
     assert counts["train"]["with_evidence"] == 5 and counts["val"]["pairs"] == 1
+
+
+def test_manager_role_takes_its_pairs_from_sft_manager(tmp_path, monkeypatch, capsys):
+    import types
+
+    from training.sft import loop
+
+    data = tmp_path / "train.json"
+    data.write_text("[]")
+    calls = []
+
+    def build_pairs(path, *, samples=None, max_sessions=None, stats=None):
+        calls.append((path, samples, max_sessions))
+        stats["pairs"] = 2
+        return [{"id": f"t{i}", "messages": [{"role": "user", "content": "turn"}], "completion": "{}"}
+                for i in range(2)]
+
+    monkeypatch.setitem(sys.modules, "training.data.sft_manager", types.SimpleNamespace(build_pairs=build_pairs))
+    seen = {}
+
+    def fake_train(config, pairs, out_dir, *, val_pairs=None, **_):
+        seen.update(role=config.role, pairs=pairs, val=val_pairs)
+        return {"steps": 1, "examples_seen": 2, "stop": "done", "first_loss": 1.0, "last_loss": 0.5,
+                "seconds": {"train": 1.0}, "seconds_per_example": 0.5, "best_dir": None,
+                "final_dir": str(Path(out_dir) / "final"), "validation": {"baseline": None, "best": None}}
+
+    monkeypatch.setattr(loop, "train_sft", fake_train)
+    args = _parser().parse_args(["train", "sft", "--role", "manager", "--data", str(data), "--no-val",
+                                 "--out", str(tmp_path / "o"), "--max-sessions", "2", "--samples", "conv-26"])
+    assert args.func(args) == 0
+    assert calls == [(str(data), ("conv-26",), 2)]
+    assert seen["role"] == "manager" and len(seen["pairs"]) == 2 and seen["val"] == []
+    assert "manager-sft-lora.gguf" in capsys.readouterr().out

@@ -17,7 +17,8 @@ pytestmark = pytest.mark.slow
 
 PAIRS = [{"id": f"p{i}", "messages": [
     {"role": "system", "content": "Answer from the memories."},
-    {"role": "user", "content": f"Memories for Ann:\n- 8 May, 2023: Ann has a {pet}.\n\nQuestion: What pet does Ann have?"}],
+    {"role": "user",
+     "content": f"Memories for Ann:\n- 8 May, 2023: Ann has a {pet}.\n\nQuestion: What pet does Ann have?"}],
     "completion": f"**Memories selected as relevant:**\n- 8 May, 2023: Ann has a {pet}.\n**Answer:** a {pet}"}
     for i, pet in enumerate(("cat", "dog", "parrot", "hamster"))]
 
@@ -49,7 +50,8 @@ def test_loss_falls_and_the_lora_changes_on_the_real_base(tmp_path):
         meta = json.loads((out / folder / "memory_r1_train.json").read_text())
         assert (meta["role"], meta["prompt_version"], meta["answer_sources_version"]) == \
             ("answer", PROMPT_VERSION, ANSWER_SOURCES_VERSION)
-        assert meta["base"]["sha256"] and meta["data"]["train_digest"] and (out / folder / "adapter_config.json").is_file()
+        assert meta["base"]["sha256"] and meta["data"]["train_digest"]
+        assert (out / folder / "adapter_config.json").is_file()
     rows = list(csv.DictReader((out / "log.csv").open()))
     assert [r["step"] for r in rows if r["loss"]] == ["1", "2", "3", "4", "5", "6"]
     assert [r["step"] for r in rows if r["val_loss"]] == ["0", "2", "4", "6"]
