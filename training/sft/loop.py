@@ -251,9 +251,15 @@ def token_loss(model, batch: Sequence[Encoded], pad_id: int, device):
     import torch.nn.functional as F
 
     ids, mask, labels = collate(batch, pad_id, device)
-    logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+    width = ids.shape[1]
+    # the LM head (a 49k-word vocabulary) only where a completion token is predicted: the last
+    # `keep` positions cover every row's completion (right padding), not its prompt
+    keep = width - min(e.prompt_len for e in batch) + 1
+    logits = model(input_ids=ids, attention_mask=mask, use_cache=False, logits_to_keep=keep).logits
+    if logits.shape[1] != keep:  # pragma: no cover - a model without logits_to_keep
+        logits = logits[:, width - keep:, :]
     shift_logits = logits[:, :-1, :].float()
-    shift_labels = labels[:, 1:]
+    shift_labels = labels[:, width - keep + 1:]
     keep = shift_labels != -100
     n = int(keep.sum())
     loss = F.cross_entropy(shift_logits[keep], shift_labels[keep], reduction="sum")

@@ -185,3 +185,24 @@ def test_sft_config_checks_its_settings(tmp_path):
     (tmp_path / "c.json").write_text("[1]")
     with pytest.raises(InvalidInputError, match="JSON object"):
         SFTConfig.from_file(tmp_path / "c.json")
+
+
+def test_the_loss_scores_only_completion_positions_and_matches_full_logits():
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    import torch.nn.functional as F
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from training.sft.loop import Encoded, collate, token_loss
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                         num_attention_heads=2, num_key_value_heads=1, pad_token_id=0))
+    a = Encoded(list(range(10, 30)), [-100] * 15 + list(range(25, 30)), 15)
+    b = Encoded(list(range(40, 52)), [-100] * 6 + list(range(46, 52)), 6)
+    loss, n = token_loss(model, [a, b], 0, "cpu")
+    ids, mask, labels = collate([a, b], 0, "cpu")
+    logits = model(input_ids=ids, attention_mask=mask).logits
+    ref = F.cross_entropy(logits[:, :-1].reshape(-1, 64), labels[:, 1:].reshape(-1), ignore_index=-100,
+                          reduction="sum")
+    assert n == 5 + 6 and abs(float(loss) - float(ref)) < 1e-4  # every completion token, the first included
