@@ -6,6 +6,7 @@ inside the command functions (training is never loaded by chatting).
     memory-r1 train answer --data FILE --base embedded|PATH --out DIR [--init-adapter DIR]
                           [--max-steps N] [--config FILE]
     memory-r1 train data --data FILE --out FILE.jsonl
+    memory-r1 train sft --role answer|manager --data FILE --out DIR   (app/cli/train_sft_cmd.py)
     memory-r1 export --adapter DIR --out FILE.gguf [--lora | --merge --quant Q4_K_M]
 
 Several GPUs: `accelerate launch --config_file training/accelerate/multi_gpu.yaml
@@ -21,7 +22,7 @@ from app.cli.options import (check_model_files, add_cache_option, add_command, a
                              add_training_options, positive, samples_of, time_budget_s, validation_path)
 
 
-def _data_args(p) -> None:
+def data_args(p) -> None:
     p.add_argument("--bank", choices=("memory", "turns"), default="memory",
                    help="memories from the Memory Manager's bank (default, as the paper) or the raw "
                         "dialogue turns (a quick CPU shortcut: no manager model is run)")
@@ -56,14 +57,14 @@ def register(sub) -> None:
                          "further; its meta must name this base, the answer role and the current prompts. "
                          "The KL reference is this start (TRL keeps a frozen copy of it)")
     add_threads_option(ap, "torch CPU threads")
-    _data_args(ap)
+    data_args(ap)
 
     dp = add_command(tsub, run_train_data, "data", help="build the Answer Agent's training examples (JSONL)",
                          description="Build the memory banks (cached) and write one answer-prompt "
                                      "example per question of categories 1-4.")
     add_data_option(dp)
     dp.add_argument("--out", required=True, metavar="FILE", help="examples .jsonl to write")
-    _data_args(dp)
+    data_args(dp)
 
     ep = add_command(sub, run_export,
         "export", help="export a trained adapter to GGUF for llama.cpp",
@@ -81,12 +82,15 @@ def register(sub) -> None:
                     help="base model (default: the one recorded by the trainer)")
     ep.add_argument("--dtype", choices=("f32", "f16"), default="f32", help="adapter tensor type (default f32)")
     ep.add_argument("--threads", type=positive, metavar="N", help="quantisation threads")
-    from app.cli import train_manager_cmd
+    from app.cli import train_manager_cmd, train_sft_cmd
 
     train_manager_cmd.register_manager(tsub)  # `train manager`, `train manager-states`
+    train_sft_cmd.register_sft(tsub)  # `train sft`
 
 
-def _examples(path: str, args, k: int, cache_folder: Path | None):
+def answer_examples(path: str, args, k: int, cache_folder: Path | None):
+    """The Answer Agent's examples of `path` (a LoCoMo JSON, built and cached in
+    `cache_folder`, or an examples .jsonl) with the command line's bank options."""
     from core.config import ModelSpec
     from training.data.answer import examples_from
 
@@ -102,7 +106,7 @@ def _examples(path: str, args, k: int, cache_folder: Path | None):
                          manager_model=ModelSpec(path=args.manager_model), progress=not args.no_progress)
 
 
-def _offline() -> None:
+def offline() -> None:
     """Training and export never use the network (set before transformers/peft are imported)."""
     import os
 
@@ -111,7 +115,7 @@ def _offline() -> None:
 
 
 def run_train_answer(args) -> int:
-    _offline()
+    offline()
     check_model_files(args)  # a bad --manager-model is said before anything loads
     from training.config import TrainConfig
 
@@ -124,9 +128,9 @@ def run_train_answer(args) -> int:
         adapter_meta(args.init_adapter)
     out = Path(args.out)
     data_dir = out / "data"
-    train = _examples(args.data, args, config.retrieve_k, data_dir)
+    train = answer_examples(args.data, args, config.retrieve_k, data_dir)
     val_path = validation_path(args)
-    val = _examples(str(val_path), args, config.retrieve_k, data_dir) if val_path else []
+    val = answer_examples(str(val_path), args, config.retrieve_k, data_dir) if val_path else []
     from training.grpo.answer import train_answer_agent
 
     result = train_answer_agent(config, train, val, out_dir=out, base=args.base, progress=not args.no_progress,
@@ -150,13 +154,13 @@ def run_train_answer(args) -> int:
 
 
 def run_train_data(args) -> int:
-    _offline()
+    offline()
     check_model_files(args)
     from training.data.answer import save_examples
     from training.config import TrainConfig
 
     k = args.k or TrainConfig().retrieve_k
-    examples = _examples(args.data, args, k, None)
+    examples = answer_examples(args.data, args, k, None)
     path = save_examples(examples, args.out)
     with_evidence = sum(1 for e in examples if e.get("evidence_retrieved"))
     mean_mem = sum(len(e["memories"]) for e in examples) / max(1, len(examples))
@@ -166,7 +170,7 @@ def run_train_data(args) -> int:
 
 
 def run_export(args) -> int:
-    _offline()
+    offline()
     from training.export.gguf import export_lora, export_merged, meta_path
 
     if args.merge:

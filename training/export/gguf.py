@@ -307,6 +307,10 @@ def write_meta(out: Path, adapter: Adapter, base_path: Path, *, kind: str, extra
         "training_config": adapter.train_meta.get("train_config"),
         "validation": adapter.train_meta.get("validation"),
         "trained_base": adapter.train_meta.get("base"),
+        # the prompt the adapter was trained on (SFT adapters record it; GRPO ones may not)
+        "method": adapter.train_meta.get("method"),
+        "prompt_version": adapter.train_meta.get("prompt_version"),
+        "answer_sources_version": adapter.train_meta.get("answer_sources_version"),
         "git_revision": git_revision(),
         **(extra or {}),
     }
