@@ -92,6 +92,9 @@ class SFTConfig:
         "stop after this many validations without a lower loss; 0 = never stop early."))
     time_budget_s: float | None = field(default=None, metadata=_h(
         "stop after this many seconds of training (validation excluded); None = no limit."))
+    max_val_pairs: int = field(default=0, metadata=_h(
+        "validate on at most N pairs, evenly spaced over the validation set (the same ones every time; "
+        "0 = all): a CPU run's validation cost."))
     seed: int = field(default=42, metadata=_h("seed for the data order and the LoRA init."))
     threads: int | None = field(default=None, metadata=_h("torch CPU threads; None = the physical cores."))
     bf16: bool | None = field(default=None, metadata=_h("bf16 weights/compute; None = on a CUDA GPU only."))
@@ -324,6 +327,18 @@ def _schedule(step: int, config: SFTConfig) -> float:
     return config.learning_rate
 
 
+def subset_evenly(items: list, n: int) -> list:
+    """At most `n` of `items` (0 = all), evenly spaced and in order: the same subset every run.
+
+    >>> subset_evenly(list(range(10)), 3), subset_evenly([1, 2], 0), subset_evenly([1, 2], 5)
+    ([0, 3, 6], [1, 2], [1, 2])
+    """
+    if n <= 0 or len(items) <= n:
+        return items
+    step = len(items) / n
+    return [items[int(i * step)] for i in range(n)]
+
+
 def train_sft(config: SFTConfig, pairs: Sequence[dict], out_dir, *, val_pairs: Sequence[dict] | None = None,
               model=None, tokenizer=None, progress: bool = False) -> dict:
     """Train a LoRA adapter on `pairs` (see the module docstring); returns summary.json's dict
@@ -339,7 +354,7 @@ def train_sft(config: SFTConfig, pairs: Sequence[dict], out_dir, *, val_pairs: S
     t_start = time.perf_counter()
     config.validate()
     check_pairs(pairs)
-    val_pairs = list(val_pairs or [])
+    val_pairs = subset_evenly(list(val_pairs or []), config.max_val_pairs)
     check_pairs(val_pairs, "validation")
     if not pairs:
         raise InvalidInputError("no training pairs")
