@@ -58,7 +58,11 @@ MAX_SEQ_KEY = "memory_r1.embedder.max_seq_length"
 SOURCE_KEY = "memory_r1.embedder.source_sha256"
 PHANTOM = "\u2581"  # llama.cpp's word-start marker in a WPM vocabulary
 SMALL_BATCH = 8  # texts; up to this many run on one thread, outside COMPUTE_LOCK
-MAX_BATCH_TOKENS = 512  # tokens per llama_decode (all sequences together); = n_ctx_train: no overflow warning
+CONTEXT_TOKENS = 512  # the context and batch capacity (= n_ctx_train: no overflow warning; >= max_seq_length)
+# texts are grouped into one llama_decode up to this many tokens (one longer text goes alone):
+# attention over a batch is computed across all of its tokens (masked per sequence), so big
+# groups cost more than they save (measured: 512 twice the CPU time per text of 16-128)
+GROUP_TOKENS = 64
 # files of the sentence-transformers folder the conversion reads (weights found separately)
 SOURCE_FILES = ("config.json", "vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                 "sentence_bert_config.json", "modules.json", "1_Pooling/config.json")
@@ -497,8 +501,8 @@ class LlamaEmbedder:
         NATIVE_LOG.take_recent()
         try:
             self._llm = Llama(model_path=str(self.path), embedding=True,
-                              pooling_type=lc.LLAMA_POOLING_TYPE_MEAN, n_ctx=MAX_BATCH_TOKENS,
-                              n_batch=MAX_BATCH_TOKENS, n_ubatch=MAX_BATCH_TOKENS, n_threads=1,
+                              pooling_type=lc.LLAMA_POOLING_TYPE_MEAN, n_ctx=CONTEXT_TOKENS,
+                              n_batch=CONTEXT_TOKENS, n_ubatch=CONTEXT_TOKENS, n_threads=1,
                               n_threads_batch=self._threads, n_gpu_layers=0, verbose=False,
                               # accents are stripped by bert_normalize (see there)
                               kv_overrides={"tokenizer.ggml.normalizer.strip_accents": False})
@@ -556,7 +560,7 @@ class LlamaEmbedder:
             used = 0
             for i, text in enumerate(texts):
                 ids = self.tokenize(text)
-                if pending and (used + len(ids) > MAX_BATCH_TOKENS or len(pending) >= self._n_seq_max):
+                if pending and (used + len(ids) > GROUP_TOKENS or len(pending) >= self._n_seq_max):
                     self._decode(pending, out, locked=not small)
                     pending, used = [], 0
                 pending.append((i, ids))
