@@ -152,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
         q = "What did Gina say about her dance studio?"
         result["torch_query_ms"] = round(query_latency(torch_emb, q) * 1000, 2)
         result["gguf_query_ms"] = round(query_latency(gguf_emb, q) * 1000, 2)
-        print(f"one query: torch {result['torch_query_ms']:.1f} ms, GGUF {result['gguf_query_ms']:.1f} ms (median of 30)")
+        print(f"one query: torch {result['torch_query_ms']:.1f} ms, GGUF {result['gguf_query_ms']:.1f} ms "
+              "(median of 30)")
 
         ks = (60, 10)
         start = time.perf_counter()

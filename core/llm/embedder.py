@@ -188,8 +188,10 @@ def read_source(folder: str | os.PathLike) -> SourceModel:
     fast = _json(root / "tokenizer.json")  # what sentence-transformers' fast tokenizer runs
     control |= {int(t["id"]) for t in fast.get("added_tokens", []) if t.get("special") and int(t["id"]) < len(vocab)}
     normalizer = fast.get("normalizer") or {}
-    lowercase = bool(normalizer["lowercase"]) if normalizer.get("type") == "BertNormalizer" and "lowercase" in normalizer \
-        else bool(tok_cfg.get("do_lower_case", True))
+    if normalizer.get("type") == "BertNormalizer" and "lowercase" in normalizer:
+        lowercase = bool(normalizer["lowercase"])
+    else:
+        lowercase = bool(tok_cfg.get("do_lower_case", True))
     st_cfg = _json(root / "sentence_bert_config.json")
     max_seq = int(st_cfg.get("max_seq_length") or config.get("max_position_embeddings", 512))
     files = [root / f for f in SOURCE_FILES if (root / f).is_file()] + [weights]

@@ -96,7 +96,7 @@ def reference_embedding(ids: list[int], w: dict[str, np.ndarray]) -> np.ndarray:
     for i in range(LAYERS):
         p = f"encoder.layer.{i}."
 
-        def lin(v, name):
+        def lin(v, name, p=p):
             return v @ w[p + name + ".weight"].T + w[p + name + ".bias"]
 
         q, k, v = (lin(x, f"attention.self.{n}").reshape(len(ids), HEADS, d).transpose(1, 0, 2)
