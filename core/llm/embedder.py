@@ -156,7 +156,8 @@ def read_source(folder: str | os.PathLike) -> SourceModel:
     if not weights.is_file():
         raise ModelLoadError(f"{root}: model.safetensors is missing")
     modules = _json(root / "modules.json")
-    kinds = [str(m.get("type", "")).rsplit(".", 1)[-1] for m in modules] if isinstance(modules, list) else []
+    kinds: list[str] = ([str(m.get("type", "")).rsplit(".", 1)[-1] for m in modules]
+                        if isinstance(modules, list) else [])
     if kinds and kinds[:2] != ["Transformer", "Pooling"]:
         raise ModelLoadError(f"{root}: unexpected sentence-transformers modules {kinds}")
     pooling = _json(root / "1_Pooling" / "config.json")
@@ -331,14 +332,15 @@ def convert(source_dir: str | os.PathLike, out: str | os.PathLike) -> dict:
         _write_gguf(src, tmp, digest)
     import gguf  # already imported by the writer
 
-    record = {
+    gguf_sha = sha256_of(out)
+    record: dict[str, Any] = {
         "converter_version": CONVERTER_VERSION,
         "source_folder": str(src.folder),
         "source_sha256": digest,
         "source_files": checksums,
         "source_fingerprints": source_fingerprints(src),
         "gguf": out.name,
-        "gguf_sha256": sha256_of(out),
+        "gguf_sha256": gguf_sha,
         "gguf_fingerprint": _cheap(out),
         "gguf_bytes": out.stat().st_size,
         "gguf_package": getattr(gguf, "__version__", None) or _dist_version("gguf"),
@@ -346,7 +348,7 @@ def convert(source_dir: str | os.PathLike, out: str | os.PathLike) -> dict:
     }
     atomic_write_json(record_path(out), record)
     log.info("converted the embedder to %s (%d bytes, %.1f s, sha256 %s)", out, record["gguf_bytes"],
-             time.perf_counter() - start, record["gguf_sha256"][:16])
+             time.perf_counter() - start, gguf_sha[:16])
     return record
 
 
@@ -600,7 +602,8 @@ class LlamaEmbedder:
 
     def close(self) -> None:
         with self._lock:
-            llm, self._llm = getattr(self, "_llm", None), None
+            llm = getattr(self, "_llm", None)
+            self._llm = None  # type: ignore[assignment]  # closed: any later call fails loudly
             if llm is not None:
                 llm.close()
 
