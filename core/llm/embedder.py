@@ -422,7 +422,7 @@ def _is_cjk(ch: str) -> bool:
 
 
 def bert_normalize(text: str, *, lowercase: bool = True) -> str:
-    """The text as Hugging Face's BertNormalizer (clean_text, strip accents, lowercase) leaves
+    r"""The text as Hugging Face's BertNormalizer (clean_text, strip accents, lowercase) leaves
     it, with every word longer than MAX_WORD_CHARS replaced by " [UNK] ".
 
     llama.cpp's own WPM normaliser differs on a few scripts (its NFD keeps one code point per
