@@ -56,8 +56,9 @@ def _manager_script(facts_per_turn: int, work_s: float):
 
 
 class _StackSampler:
-    """--trace: every 5 ms, if the GUI thread's last tick is over 30 ms old, record where its
-    Python stack is (the innermost frames), to name what the GUI thread was busy with."""
+    """--trace: every 5 ms, if the GUI thread's last tick is over 30 ms old, record where each
+    thread's Python stack is (the innermost frames): what the GUI thread was busy with, and
+    which worker was running Python (holding the GIL) meanwhile."""
 
     def __init__(self, since_tick_ms) -> None:
         import collections
@@ -70,15 +71,22 @@ class _StackSampler:
         self._thread.start()
 
     def _run(self) -> None:
+        import threading
         import traceback
 
+        me = threading.get_ident()
+        names = {}
         while not self._stop.wait(0.005):
             if self._since() > 30:
-                frame = sys._current_frames().get(self._gui)
-                if frame is not None:
+                for ident, frame in sys._current_frames().items():
+                    if ident == me:
+                        continue
+                    if ident not in names:
+                        names = {t.ident: t.name for t in threading.enumerate()}
                     stack = traceback.extract_stack(frame)[-3:]
-                    self._seen[" <- ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}"
-                                           for f in reversed(stack))] += 1
+                    where = " <- ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in reversed(stack))
+                    who = "GUI thread" if ident == self._gui else f"thread {names.get(ident, ident)}"
+                    self._seen[f"{who}: {where}"] += 1
 
     def stop(self) -> None:
         self._stop.set()
@@ -103,10 +111,12 @@ def build(args, home: Path):
                     for i in range(start, min(args.memories, start + 500))], actor="import")
     settings = Settings(welcome_shown=True, max_tokens=32768)
     if args.real_model:
+        from core.config import ModelSpec
         from core.llm.runtime import load_backend
 
         settings.max_tokens = args.words
-        answer, manager = load_backend(None), load_backend(None)
+        spec = ModelSpec(n_threads=args.threads)
+        answer, manager = load_backend(spec), load_backend(spec)
     else:
         text = "\n\n".join(
             f"Paragraph {p}: " + " ".join(f"**word{p}_{i}**" if i % 17 == 0 else f"word{p}_{i}" for i in range(60))
@@ -146,12 +156,19 @@ def measure(args) -> dict:
     def mark(what: str) -> None:
         marks.append((clock.nsecsElapsed() / 1e6, what))
 
+    sched = [_schedstat()]  # the GUI thread's (ran ms, waited for a CPU ms) at the last tick
+    causes: list[tuple[float, float, float]] = []  # per stall: lateness, ran, waited for a CPU
+
     def tick():
         now = clock.nsecsElapsed() / 1e6
+        stat = _schedstat()
         gaps.append(now - last[0])
         if now - last[0] - TICK_MS > 20:
             stalls.append((now - last[0] - TICK_MS, last[0]))
+            if stat is not None and sched[0] is not None:
+                causes.append((now - last[0] - TICK_MS, stat[0] - sched[0][0], stat[1] - sched[0][1]))
         last[0] = now
+        sched[0] = stat
 
     timer.timeout.connect(tick)
     sampler = _StackSampler(lambda: clock.nsecsElapsed() / 1e6 - last[0]) if args.trace else None
@@ -224,8 +241,24 @@ def measure(args) -> dict:
         "target_ms": TARGET_MS,
         "platform": app.platformName(),
         "worst": named,
+        # where the worst stalls' time went (Linux schedstat of the GUI thread over the gap):
+        # "ran" = on a CPU (our own GUI work), "cpu_wait" = runnable but the OS ran others (a busy
+        # machine), the rest = blocked (waiting for the GIL or a lock held by a worker)
+        "worst_causes": [{"stall_ms": round(ms, 1), "ran_ms": round(ran, 1), "cpu_wait_ms": round(wait, 1),
+                          "blocked_ms": round(max(0.0, ms + TICK_MS - ran - wait), 1)}
+                         for ms, ran, wait in sorted(causes, reverse=True)[:5]],
         "gui_thread_during_stalls": sampler.top() if sampler is not None else [],
     }
+
+
+def _schedstat() -> tuple[float, float] | None:
+    """The calling thread's CPU time and run-queue wait so far, in ms (Linux), else None."""
+    try:
+        with open("/proc/thread-self/schedstat") as f:
+            ran, waited = f.read().split()[:2]
+        return int(ran) / 1e6, int(waited) / 1e6
+    except (OSError, ValueError):
+        return None
 
 
 def bank_count(home: Path) -> int:
@@ -245,6 +278,7 @@ def main() -> int:
     parser.add_argument("--memories", type=int, default=2000, help="memories in the bank beforehand")
     parser.add_argument("--baseline-s", type=float, default=3.0, help="idle measurement before the chat")
     parser.add_argument("--real-model", action="store_true", help="the embedded GGUF for both roles")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads per real model (--real-model)")
     parser.add_argument("--real-embedder", action="store_true", help="all-MiniLM-L6-v2 instead of HashEmbedder")
     parser.add_argument("--trace", action="store_true", help="name where the GUI thread was during stalls")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
@@ -261,8 +295,11 @@ def main() -> int:
           f"memories now: {result['memories']}; platform: {result['platform']}")
     for line in result["worst"]:
         print("  stall:", line)
+    for c in result["worst_causes"]:
+        print(f"  stall {c['stall_ms']} ms: GUI thread on a CPU {c['ran_ms']} ms, waiting for a CPU "
+              f"{c['cpu_wait_ms']} ms, blocked (GIL/lock) {c['blocked_ms']} ms")
     for where, count in result["gui_thread_during_stalls"]:
-        print(f"  GUI thread was in ({count} samples): {where}")
+        print(f"  during stalls ({count} samples): {where}")
     return finish(result, args.json)
 
 

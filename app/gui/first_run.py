@@ -19,15 +19,17 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from PySide6.QtCore import QObject, Qt, Signal, Slot
 from PySide6.QtWidgets import (QDialog, QHBoxLayout, QLabel, QLineEdit, QProgressBar, QPushButton,
                                QVBoxLayout)
 
-from core.catalog.catalog import CatalogEntry
 from core.config import Settings
 from core.types import CancelToken
+
+if TYPE_CHECKING:  # core.catalog pulls in urllib/http (the downloads): not on the start-up path
+    from core.catalog.catalog import CatalogEntry
 
 SIDE_MODEL_SHARE = 0.5  # the offered model may use at most this share of total RAM (the rest: the OS, apps)
 CPU_MAX_NEED = 4 << 30  # bigger models (7B, 8B) answer slower than reading speed on a laptop CPU

@@ -14,9 +14,10 @@ Construction is injectable (tests pass a bank on `HashEmbedder` and an `Assistan
 settings_file=..., log_path=..., first_run=...)`. With `assistant_factory(settings, progress) -> Assistant`
 the models load in the background, started once the window is on screen (`showEvent`), while
 the window is already usable (which phase is running: the status bar, the input's placeholder,
-the first-run card through `loadStatusChanged`). `first_run` (default: the welcome was never shown) opens the first-run card
-(app/gui/first_run.py) once the window is up. The size, splitter and panel visibility are
-restored from `window.json` next to the settings file (app/gui/layout.py) and saved at close.
+the first-run card through `loadStatusChanged`). `first_run` (default: the welcome was never
+shown) opens the first-run card (app/gui/first_run.py) once the window is up. The size,
+splitter and panel visibility are restored from `window.json` next to the settings file
+(app/gui/layout.py) and saved at close.
 GUI thread only, except `_Bridge`'s emitters.
 """
 

@@ -28,8 +28,23 @@ END_PHASES = ("input_enabled", "load_failed")
 _IMPORTED_AT = time.time()
 
 
+def _proc_start_time() -> float:
+    """Linux: the process's start from /proc (no psutil import on the start-up path)."""
+    with open("/proc/self/stat", "rb") as f:
+        fields = f.read().rsplit(b")", 1)[1].split()
+    started_ticks = int(fields[19])  # field 22 (starttime), counted from after "(comm)"
+    with open("/proc/stat", "rb") as f:
+        btime = next(int(line.split()[1]) for line in f if line.startswith(b"btime"))
+    return btime + started_ticks / os.sysconf("SC_CLK_TCK")
+
+
 def process_start_time() -> float:
     """The process's creation time (epoch seconds), or this module's import time."""
+    if sys.platform.startswith("linux"):
+        try:
+            return _proc_start_time()
+        except (OSError, ValueError, IndexError, StopIteration):
+            pass
     try:
         import psutil
 
