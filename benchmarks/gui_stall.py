@@ -157,18 +157,32 @@ def measure(args) -> dict:
         marks.append((clock.nsecsElapsed() / 1e6, what))
 
     sched = [_schedstat()]  # the GUI thread's (ran ms, waited for a CPU ms) at the last tick
-    causes: list[tuple[float, float, float]] = []  # per stall: lateness, ran, waited for a CPU
+    threads = [_threads_cpu()] if args.trace else [{}]  # every thread's CPU ms at the last tick (--trace)
+    majflt = [_major_faults()]
+    causes: list[tuple[float, float, float, str]] = []  # per stall: lateness, ran, waited, busiest threads
 
     def tick():
         now = clock.nsecsElapsed() / 1e6
         stat = _schedstat()
+        cpu = _threads_cpu() if args.trace else {}
+        faults = _major_faults()
         gaps.append(now - last[0])
         if now - last[0] - TICK_MS > 20:
             stalls.append((now - last[0] - TICK_MS, last[0]))
             if stat is not None and sched[0] is not None:
-                causes.append((now - last[0] - TICK_MS, stat[0] - sched[0][0], stat[1] - sched[0][1]))
+                before = threads[0]
+                busy = sorted(((cpu[t][0] - before[t][0], t) for t in cpu if t in before), reverse=True)[:3]
+                waiting = sorted(((cpu[t][1] - before[t][1], t) for t in cpu if t in before), reverse=True)[:3]
+                on_cpu = ", ".join(f"{t} {ms:.0f} ms" for ms, t in busy if ms >= 1)
+                on_cpu += "; waiting for a CPU meanwhile: " + ", ".join(
+                    f"{t} {ms:.0f} ms" for ms, t in waiting if ms >= 5)
+                if faults > majflt[0]:
+                    on_cpu += f"; GUI thread major page faults: {faults - majflt[0]}"
+                causes.append((now - last[0] - TICK_MS, stat[0] - sched[0][0], stat[1] - sched[0][1], on_cpu))
         last[0] = now
         sched[0] = stat
+        threads[0] = cpu
+        majflt[0] = faults
 
     timer.timeout.connect(tick)
     sampler = _StackSampler(lambda: clock.nsecsElapsed() / 1e6 - last[0]) if args.trace else None
@@ -215,6 +229,7 @@ def measure(args) -> dict:
     if state["notices"] < args.turns:
         end.exec()
     timer.stop()
+    names = _thread_names()
     if sampler is not None:
         sampler.stop()
     window.close()
@@ -245,8 +260,9 @@ def measure(args) -> dict:
         # "ran" = on a CPU (our own GUI work), "cpu_wait" = runnable but the OS ran others (a busy
         # machine), the rest = blocked (waiting for the GIL or a lock held by a worker)
         "worst_causes": [{"stall_ms": round(ms, 1), "ran_ms": round(ran, 1), "cpu_wait_ms": round(wait, 1),
-                          "blocked_ms": round(max(0.0, ms + TICK_MS - ran - wait), 1)}
-                         for ms, ran, wait in sorted(causes, reverse=True)[:5]],
+                          "blocked_ms": round(max(0.0, ms + TICK_MS - ran - wait), 1),
+                          "other_threads": _named(busy, names)}
+                         for ms, ran, wait, busy in sorted(causes, reverse=True)[:5]],
         "gui_thread_during_stalls": sampler.top() if sampler is not None else [],
     }
 
@@ -259,6 +275,54 @@ def _schedstat() -> tuple[float, float] | None:
         return int(ran) / 1e6, int(waited) / 1e6
     except (OSError, ValueError):
         return None
+
+
+def _major_faults() -> int:
+    """The calling thread's major page faults so far (waits for the disk; Linux), else 0."""
+    try:
+        with open("/proc/thread-self/stat", "rb") as f:
+            return int(f.read().rsplit(b")", 1)[1].split()[9])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _threads_cpu() -> dict[int, tuple[float, float]]:
+    """(CPU ms, run-queue wait ms) so far of every thread of this process, by native id
+    (Linux; else empty)."""
+    out = {}
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/self/task/{tid}/schedstat") as f:
+                ran, waited = f.read().split()[:2]
+            out[int(tid)] = (int(ran) / 1e6, int(waited) / 1e6)
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def _thread_names() -> dict[str, str]:
+    """Native thread id (as text) -> the Python thread's name, else the OS's (comm)."""
+    import threading
+
+    names = {str(t.native_id): t.name for t in threading.enumerate() if t.native_id is not None}
+    for tid in _threads_cpu():
+        if str(tid) not in names:
+            try:
+                with open(f"/proc/self/task/{tid}/comm") as f:
+                    names[str(tid)] = f.read().strip()
+            except OSError:
+                pass
+    return names
+
+
+def _named(text: str, names: dict[str, str]) -> str:
+    import re
+
+    return re.sub(r"\b(\d{3,})\b(?= \d+ ms)", lambda m: names.get(m.group(1), m.group(1)), text)
 
 
 def bank_count(home: Path) -> int:
@@ -297,7 +361,8 @@ def main() -> int:
         print("  stall:", line)
     for c in result["worst_causes"]:
         print(f"  stall {c['stall_ms']} ms: GUI thread on a CPU {c['ran_ms']} ms, waiting for a CPU "
-              f"{c['cpu_wait_ms']} ms, blocked (GIL/lock) {c['blocked_ms']} ms")
+              f"{c['cpu_wait_ms']} ms, blocked (GIL/lock) {c['blocked_ms']} ms"
+              + (f"; on a CPU meanwhile: {c['other_threads']}" if c["other_threads"] else ""))
     for where, count in result["gui_thread_during_stalls"]:
         print(f"  during stalls ({count} samples): {where}")
     return finish(result, args.json)
