@@ -230,6 +230,13 @@ def measure(args) -> dict:
         end.exec()
     timer.stop()
     names = _thread_names()
+    measured = sorted(max(0.0, g - TICK_MS) for g in gaps[1:])
+    if measured:  # before closing: the manager may take long to stop on a busy machine
+        print(f"measured: longest stall {measured[-1]:.1f} ms, p99 {measured[int(0.99 * (len(measured) - 1))]:.1f} ms "
+              f"over {len(measured)} ticks; closing…", flush=True)
+        for ms, ran, wait, busy in sorted(causes, reverse=True)[:5]:
+            print(f"  stall {ms:.1f} ms: GUI thread on a CPU {ran:.1f} ms, waiting for a CPU {wait:.1f} ms, "
+                  f"blocked {max(0.0, ms + TICK_MS - ran - wait):.1f} ms; {_named(busy, names)}", flush=True)
     if sampler is not None:
         sampler.stop()
     window.close()
