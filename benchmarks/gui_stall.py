@@ -56,8 +56,9 @@ def _manager_script(facts_per_turn: int, work_s: float):
 
 
 class _StackSampler:
-    """--trace: every 5 ms, if the GUI thread's last tick is over 30 ms old, record where its
-    Python stack is (the innermost frames), to name what the GUI thread was busy with."""
+    """--trace: every 5 ms, if the GUI thread's last tick is over 30 ms old, record where each
+    thread's Python stack is (the innermost frames): what the GUI thread was busy with, and
+    which worker was running Python (holding the GIL) meanwhile."""
 
     def __init__(self, since_tick_ms) -> None:
         import collections
@@ -70,15 +71,22 @@ class _StackSampler:
         self._thread.start()
 
     def _run(self) -> None:
+        import threading
         import traceback
 
+        me = threading.get_ident()
+        names = {}
         while not self._stop.wait(0.005):
             if self._since() > 30:
-                frame = sys._current_frames().get(self._gui)
-                if frame is not None:
+                for ident, frame in sys._current_frames().items():
+                    if ident == me:
+                        continue
+                    if ident not in names:
+                        names = {t.ident: t.name for t in threading.enumerate()}
                     stack = traceback.extract_stack(frame)[-3:]
-                    self._seen[" <- ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}"
-                                           for f in reversed(stack))] += 1
+                    where = " <- ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in reversed(stack))
+                    who = "GUI thread" if ident == self._gui else f"thread {names.get(ident, ident)}"
+                    self._seen[f"{who}: {where}"] += 1
 
     def stop(self) -> None:
         self._stop.set()
@@ -103,10 +111,12 @@ def build(args, home: Path):
                     for i in range(start, min(args.memories, start + 500))], actor="import")
     settings = Settings(welcome_shown=True, max_tokens=32768)
     if args.real_model:
+        from core.config import ModelSpec
         from core.llm.runtime import load_backend
 
         settings.max_tokens = args.words
-        answer, manager = load_backend(None), load_backend(None)
+        spec = ModelSpec(n_threads=args.threads)
+        answer, manager = load_backend(spec), load_backend(spec)
     else:
         text = "\n\n".join(
             f"Paragraph {p}: " + " ".join(f"**word{p}_{i}**" if i % 17 == 0 else f"word{p}_{i}" for i in range(60))
@@ -146,12 +156,33 @@ def measure(args) -> dict:
     def mark(what: str) -> None:
         marks.append((clock.nsecsElapsed() / 1e6, what))
 
+    sched = [_schedstat()]  # the GUI thread's (ran ms, waited for a CPU ms) at the last tick
+    threads = [_threads_cpu()] if args.trace else [{}]  # every thread's CPU ms at the last tick (--trace)
+    majflt = [_major_faults()]
+    causes: list[tuple[float, float, float, str]] = []  # per stall: lateness, ran, waited, busiest threads
+
     def tick():
         now = clock.nsecsElapsed() / 1e6
+        stat = _schedstat()
+        cpu = _threads_cpu() if args.trace else {}
+        faults = _major_faults()
         gaps.append(now - last[0])
         if now - last[0] - TICK_MS > 20:
             stalls.append((now - last[0] - TICK_MS, last[0]))
+            if stat is not None and sched[0] is not None:
+                before = threads[0]
+                busy = sorted(((cpu[t][0] - before[t][0], t) for t in cpu if t in before), reverse=True)[:3]
+                waiting = sorted(((cpu[t][1] - before[t][1], t) for t in cpu if t in before), reverse=True)[:3]
+                on_cpu = ", ".join(f"{t} {ms:.0f} ms" for ms, t in busy if ms >= 1)
+                on_cpu += "; waiting for a CPU meanwhile: " + ", ".join(
+                    f"{t} {ms:.0f} ms" for ms, t in waiting if ms >= 5)
+                if faults > majflt[0]:
+                    on_cpu += f"; GUI thread major page faults: {faults - majflt[0]}"
+                causes.append((now - last[0] - TICK_MS, stat[0] - sched[0][0], stat[1] - sched[0][1], on_cpu))
         last[0] = now
+        sched[0] = stat
+        threads[0] = cpu
+        majflt[0] = faults
 
     timer.timeout.connect(tick)
     sampler = _StackSampler(lambda: clock.nsecsElapsed() / 1e6 - last[0]) if args.trace else None
@@ -198,6 +229,14 @@ def measure(args) -> dict:
     if state["notices"] < args.turns:
         end.exec()
     timer.stop()
+    names = _thread_names()
+    measured = sorted(max(0.0, g - TICK_MS) for g in gaps[1:])
+    if measured:  # before closing: the manager may take long to stop on a busy machine
+        print(f"measured: longest stall {measured[-1]:.1f} ms, p99 {measured[int(0.99 * (len(measured) - 1))]:.1f} ms "
+              f"over {len(measured)} ticks; closing…", flush=True)
+        for ms, ran, wait, busy in sorted(causes, reverse=True)[:5]:
+            print(f"  stall {ms:.1f} ms: GUI thread on a CPU {ran:.1f} ms, waiting for a CPU {wait:.1f} ms, "
+                  f"blocked {max(0.0, ms + TICK_MS - ran - wait):.1f} ms; {_named(busy, names)}", flush=True)
     if sampler is not None:
         sampler.stop()
     window.close()
@@ -224,8 +263,73 @@ def measure(args) -> dict:
         "target_ms": TARGET_MS,
         "platform": app.platformName(),
         "worst": named,
+        # where the worst stalls' time went (Linux schedstat of the GUI thread over the gap):
+        # "ran" = on a CPU (our own GUI work), "cpu_wait" = runnable but the OS ran others (a busy
+        # machine), the rest = blocked (waiting for the GIL or a lock held by a worker)
+        "worst_causes": [{"stall_ms": round(ms, 1), "ran_ms": round(ran, 1), "cpu_wait_ms": round(wait, 1),
+                          "blocked_ms": round(max(0.0, ms + TICK_MS - ran - wait), 1),
+                          "other_threads": _named(busy, names)}
+                         for ms, ran, wait, busy in sorted(causes, reverse=True)[:5]],
         "gui_thread_during_stalls": sampler.top() if sampler is not None else [],
     }
+
+
+def _schedstat() -> tuple[float, float] | None:
+    """The calling thread's CPU time and run-queue wait so far, in ms (Linux), else None."""
+    try:
+        with open("/proc/thread-self/schedstat") as f:
+            ran, waited = f.read().split()[:2]
+        return int(ran) / 1e6, int(waited) / 1e6
+    except (OSError, ValueError):
+        return None
+
+
+def _major_faults() -> int:
+    """The calling thread's major page faults so far (waits for the disk; Linux), else 0."""
+    try:
+        with open("/proc/thread-self/stat", "rb") as f:
+            return int(f.read().rsplit(b")", 1)[1].split()[9])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _threads_cpu() -> dict[int, tuple[float, float]]:
+    """(CPU ms, run-queue wait ms) so far of every thread of this process, by native id
+    (Linux; else empty)."""
+    out = {}
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/self/task/{tid}/schedstat") as f:
+                ran, waited = f.read().split()[:2]
+            out[int(tid)] = (int(ran) / 1e6, int(waited) / 1e6)
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def _thread_names() -> dict[str, str]:
+    """Native thread id (as text) -> the Python thread's name, else the OS's (comm)."""
+    import threading
+
+    names = {str(t.native_id): t.name for t in threading.enumerate() if t.native_id is not None}
+    for tid in _threads_cpu():
+        if str(tid) not in names:
+            try:
+                with open(f"/proc/self/task/{tid}/comm") as f:
+                    names[str(tid)] = f.read().strip()
+            except OSError:
+                pass
+    return names
+
+
+def _named(text: str, names: dict[str, str]) -> str:
+    import re
+
+    return re.sub(r"\b(\d{3,})\b(?= \d+ ms)", lambda m: names.get(m.group(1), m.group(1)), text)
 
 
 def bank_count(home: Path) -> int:
@@ -245,6 +349,7 @@ def main() -> int:
     parser.add_argument("--memories", type=int, default=2000, help="memories in the bank beforehand")
     parser.add_argument("--baseline-s", type=float, default=3.0, help="idle measurement before the chat")
     parser.add_argument("--real-model", action="store_true", help="the embedded GGUF for both roles")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads per real model (--real-model)")
     parser.add_argument("--real-embedder", action="store_true", help="all-MiniLM-L6-v2 instead of HashEmbedder")
     parser.add_argument("--trace", action="store_true", help="name where the GUI thread was during stalls")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
@@ -261,8 +366,12 @@ def main() -> int:
           f"memories now: {result['memories']}; platform: {result['platform']}")
     for line in result["worst"]:
         print("  stall:", line)
+    for c in result["worst_causes"]:
+        print(f"  stall {c['stall_ms']} ms: GUI thread on a CPU {c['ran_ms']} ms, waiting for a CPU "
+              f"{c['cpu_wait_ms']} ms, blocked (GIL/lock) {c['blocked_ms']} ms"
+              + (f"; on a CPU meanwhile: {c['other_threads']}" if c["other_threads"] else ""))
     for where, count in result["gui_thread_during_stalls"]:
-        print(f"  GUI thread was in ({count} samples): {where}")
+        print(f"  during stalls ({count} samples): {where}")
     return finish(result, args.json)
 
 

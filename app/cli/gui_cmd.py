@@ -54,6 +54,11 @@ def register(subparsers) -> None:
     parser = add_command(subparsers, run_gui, "gui", help="open the desktop app (the default when no command is given)")
     # hidden: drive the real app once (chat, reply, exit) for packaging/smoke_check.py
     parser.add_argument("--smoke-test", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--timings", nargs="?", const="-", default=None, metavar="FILE",
+                        help="time each start-up phase (imports, window shown, each model and the embedder "
+                             "loaded, input enabled): printed on stderr, or written to FILE as JSON")
+    # hidden: close the window as soon as it is usable (benchmarks/startup.py)
+    parser.add_argument("--exit-when-ready", action="store_true", help=argparse.SUPPRESS)
 
 
 def display_available(environ=None, platform: str | None = None) -> bool:
@@ -164,10 +169,11 @@ def run_gui(args) -> int:
         return NO_DISPLAY_EXIT
     limit_blas_threads()
     verbose = bool(getattr(args, "verbose", False))
+    timings = getattr(args, "timings", None)
     if getattr(args, "smoke_test", False):
         from app.devtools.smoke import run_smoke
 
-        return run_smoke(verbose=verbose)
+        return run_smoke(verbose=verbose, timings=timings)
     from app.gui.app import run
 
-    return run(verbose=verbose)
+    return run(verbose=verbose, timings=timings, exit_when_ready=bool(getattr(args, "exit_when_ready", False)))

@@ -8,7 +8,8 @@ lines `SMOKE {json}` with `t_s` = seconds since the process was created (psutil)
 (packaging/smoke_check.py) can time start-up from outside the process too:
 
     window_shown  the main window is on screen (event loop running)
-    ready         the models are loaded and the input is enabled (a usable window)
+    ready         the models are loaded and the input is enabled (a usable window); `phases` =
+                  the start-up phases so far (app/gui/timings.py, seconds since the process start)
     reply         the first reply arrived; `rss_mb` = resident memory at that moment
     done          the event loop ended; `ok` says whether the check passed
 
@@ -37,7 +38,8 @@ def emit(event: str, **fields) -> None:
     print("SMOKE " + json.dumps({"event": event, "t_s": _since_start(), **fields}), flush=True)
 
 
-def run_smoke(message: str = SMOKE_MESSAGE, timeout_s: float = 600.0, verbose: bool = False) -> int:
+def run_smoke(message: str = SMOKE_MESSAGE, timeout_s: float = 600.0, verbose: bool = False,
+              timings: str | None = None) -> int:
     """Run the app once as described in the module docstring; returns the exit code."""
     import psutil
     from PySide6.QtCore import QTimer
@@ -68,7 +70,9 @@ def run_smoke(message: str = SMOKE_MESSAGE, timeout_s: float = 600.0, verbose: b
         if state["sent"]:
             return
         state["sent"] = True
-        emit("ready", input_enabled=window.chat.input.isEnabled())
+        from app.gui.timings import RECORDER
+
+        emit("ready", input_enabled=window.chat.input.isEnabled(), phases=RECORDER.phases())
         window.new_chat()
         window.send(message)
 
@@ -98,7 +102,7 @@ def run_smoke(message: str = SMOKE_MESSAGE, timeout_s: float = 600.0, verbose: b
     watchdog = QTimer(qapp, singleShot=True, interval=int(timeout_s * 1000))
     watchdog.timeout.connect(timeout)
     watchdog.start()
-    code = gui_app.run(verbose=verbose)
+    code = gui_app.run(verbose=verbose, timings=timings)
     watchdog.stop()
     poll.stop()
     window, reply = state["window"], state["reply"]

@@ -3,7 +3,8 @@
 `FirstRunDialog(settings, offer=..., download=...)` asks for the name memories are written
 about ("Sam likes tea", not "User likes tea"), says plainly that the embedded model is a small
 one for trying the app out, and offers the catalog model that fits this machine
-(`recommended_entry`) with one button. The download runs on its own thread through
+(`recommended_entry`) with one button; while the models load behind it, a line says which
+phase is running (`set_loading`, from the window's load progress). The download runs on its own thread through
 `download(progress, cancel) -> ModelRecord` (the app passes `ModelStore.download`, which
 verifies the file and resumes a partial one; tests pass a fake); Pause keeps the partial file
 for a later resume (here or in Models…). Everything is optional: "Skip" (or Esc) keeps the
@@ -18,15 +19,17 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from PySide6.QtCore import QObject, Qt, Signal
+from PySide6.QtCore import QObject, Qt, Signal, Slot
 from PySide6.QtWidgets import (QDialog, QHBoxLayout, QLabel, QLineEdit, QProgressBar, QPushButton,
                                QVBoxLayout)
 
-from core.catalog.catalog import CatalogEntry
 from core.config import Settings
 from core.types import CancelToken
+
+if TYPE_CHECKING:  # core.catalog pulls in urllib/http (the downloads): not on the start-up path
+    from core.catalog.catalog import CatalogEntry
 
 SIDE_MODEL_SHARE = 0.5  # the offered model may use at most this share of total RAM (the rest: the OS, apps)
 CPU_MAX_NEED = 4 << 30  # bigger models (7B, 8B) answer slower than reading speed on a laptop CPU
@@ -105,6 +108,9 @@ class FirstRunDialog(QDialog):
         self.progress.hide()
         self.status = QLabel(wordWrap=True)
         self.status.setObjectName("firstRunStatus")
+        self.loading = QLabel(wordWrap=True)  # the start-up load, phase by phase (`set_loading`)
+        self.loading.setObjectName("firstRunLoading")
+        self.loading.hide()
         if self.offer is not None and self._download is not None:
             entry, fit = self.offer
             from core.llm.gguf_info import human_size
@@ -126,7 +132,7 @@ class FirstRunDialog(QDialog):
         self.skip_button.clicked.connect(lambda: self._close(skip=True))
         self.start_button.clicked.connect(lambda: self._close(skip=False))
         box = QVBoxLayout(self)
-        for widget in (intro, ask, self.name, small):
+        for widget in (intro, ask, self.name, small, self.loading):
             box.addWidget(widget)
         row = QHBoxLayout()
         row.addWidget(self.offer_button)
@@ -141,6 +147,25 @@ class FirstRunDialog(QDialog):
         buttons.addWidget(self.start_button)
         box.addLayout(buttons)
         self.setMinimumWidth(420)
+
+    # --- the models loading meanwhile -----------------------------------------------------------
+    @Slot(str)
+    def set_loading(self, text: str) -> None:
+        """The start-up load's line ("Loading the models… answer model: done · …"); other
+        progress lines (a fallback notice) are for the status bar."""
+        if text.startswith("Loading"):
+            self.loading.setText(text)
+            self.loading.show()
+
+    @Slot()
+    def models_ready(self) -> None:
+        self.loading.setText("The models are loaded: you can start chatting.")
+        self.loading.show()
+
+    @Slot(object)
+    def models_failed(self, exc: BaseException) -> None:
+        self.loading.setText(f"The models could not be loaded: {exc}")
+        self.loading.show()
 
     # --- download -----------------------------------------------------------------------------
     def downloading(self) -> bool:
@@ -233,6 +258,13 @@ def open_first_run(window, *, store=None, machine: tuple[int, int] | None = None
 
     dialog = FirstRunDialog(window.settings, offer=offer, download=download, parent=window)
     dialog.done.connect(lambda result: finish_first_run(window, result))
+    if window.assistant is not None:
+        dialog.models_ready()
+    else:  # the models are loading in the background: the card says which phase is running
+        dialog.set_loading(getattr(window, "load_status", "") or "Loading the models…")
+        window.loadStatusChanged.connect(dialog.set_loading)  # lines the window has taken in
+        window.assistantReady.connect(dialog.models_ready)
+        window.models.loadFailed.connect(dialog.models_failed)
     dialog.open()
     return dialog
 

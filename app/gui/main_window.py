@@ -12,10 +12,12 @@ Construction is injectable (tests pass a bank on `HashEmbedder` and an `Assistan
 `FakeBackend`; `app.cli.gui_cmd.run_gui` wires the real ones):
 `MainWindow(bank, settings, assistant=..., assistant_factory=..., backend_loader=...,
 settings_file=..., log_path=..., first_run=...)`. With `assistant_factory(settings, progress) -> Assistant`
-the models load in the background while the window is already usable (progress in the
-status bar). `first_run` (default: the welcome was never shown) opens the first-run card
-(app/gui/first_run.py) once the window is up. The size, splitter and panel visibility are
-restored from `window.json` next to the settings file (app/gui/layout.py) and saved at close.
+the models load in the background, started once the window is on screen (`showEvent`), while
+the window is already usable (which phase is running: the status bar, the input's placeholder,
+the first-run card through `loadStatusChanged`). `first_run` (default: the welcome was never
+shown) opens the first-run card (app/gui/first_run.py) once the window is up. The size,
+splitter and panel visibility are restored from `window.json` next to the settings file
+(app/gui/layout.py) and saved at close.
 GUI thread only, except `_Bridge`'s emitters.
 """
 
@@ -35,6 +37,7 @@ from core.config import Settings, settings_path
 from core.paths import assets_dir, data_dir
 from core.types import MemoryChanges, TurnRef
 
+from app.gui import timings
 from app.gui.appearance import apply_appearance
 from app.gui.chat_actions import connect_chat_actions
 from app.gui.chat_view import MAX_SHOWN_MESSAGES, ChatView
@@ -80,6 +83,7 @@ class MainWindow(QMainWindow):
     memoryNotice = Signal(object, object)
     conversationsLoaded = Signal()
     conversationShown = Signal(int)
+    loadStatusChanged = Signal(str)  # `load_status`: the start-up load's phase line (the first-run card)
 
     def __init__(self, bank, settings: Settings, *, assistant=None,
                  assistant_factory: Callable | None = None, backend_loader: Callable | None = None,
@@ -101,6 +105,8 @@ class MainWindow(QMainWindow):
         self._reply_task: Task | None = None
         self._closing = False
         self._drained = False
+        self._deferred_load: Settings | None = None
+        self.load_status = ""  # what the model load is doing now (the first-run card shows it too)
         self.errors: list[BaseException] = []  # every error reported, for tests and the log
         self.setWindowTitle("Memory-R1")
         icon = assets_dir() / "icons" / "memory-r1.svg"
@@ -115,14 +121,28 @@ class MainWindow(QMainWindow):
         self.bank.add_listener(self._bank_listener)
         if assistant is not None:
             self._set_assistant(assistant)
-        elif assistant_factory is not None:
-            self.models.load(assistant_factory, settings)
+        elif assistant_factory is not None:  # loaded once the window is on screen (`showEvent`)
+            self._deferred_load = settings
+            self.chat.set_input_enabled(False, "Loading the models…")
         self.chat.show_welcome(not settings.welcome_shown)
         self.memory.pause.setChecked(settings.memory_paused)
         self.load_conversations(select_latest=True)
         self.memory.refresh()
         if first_run if first_run is not None else not settings.welcome_shown:
             QTimer.singleShot(0, lambda: open_first_run(self))
+
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt naming
+        """The first show starts the model load, on the next turn of the event loop: the window
+        is drawn before the loader threads (imports of llama_cpp, the embedder) compete with
+        the GUI thread for the GIL and the CPU."""
+        super().showEvent(event)
+        if self._deferred_load is not None:
+            QTimer.singleShot(0, self._start_deferred_load)
+
+    def _start_deferred_load(self) -> None:
+        settings, self._deferred_load = self._deferred_load, None
+        if settings is not None and self._factory is not None and self.assistant is None and not self._closing:
+            self.models.load(self._factory, settings)
 
     # --- construction -----------------------------------------------------------------------
     def _build(self) -> None:
@@ -162,7 +182,7 @@ class MainWindow(QMainWindow):
         self.bridge.turn_remembered.connect(
             lambda changes, turn: self.memoryNotice.emit(changes, TurnRef.of(turn)))
         self.bridge.pipeline_error.connect(self._on_pipeline_error)
-        self.models.progress.connect(lambda text: self.statusBar().showMessage(text))
+        self.models.progress.connect(self._load_progress)
         self.models.busyStarted.connect(lambda text: self._busy_progress(True, text))
         self.models.busyEnded.connect(lambda text: self._busy_progress(False, text))
         self.models.loaded.connect(self._set_assistant)
@@ -212,9 +232,20 @@ class MainWindow(QMainWindow):
         assistant.add_error_listener(lambda exc: self.bridge.emit_safely("pipeline_error", exc))
         self._apply_runtime_settings()
         self.chat.set_input_enabled(True)
+        timings.mark("input_enabled")
+        self.load_status = "Ready."
         self.model_label.setText(self._model_text())
         self.runner.submit(assistant.resume_pending, name="resume memory", on_done=self._resumed, on_error=self.report)
         self.assistantReady.emit()
+
+    def _load_progress(self, text: str) -> None:
+        """A line from the model load (app.gui.app.LoadProgress: which phase is running): the
+        status bar, and the input's placeholder until the window is usable."""
+        self.statusBar().showMessage(text)
+        if text.startswith("Loading") and self.assistant is None and not self._closing:
+            self.load_status = text
+            self.chat.set_input_enabled(False, text)
+            self.loadStatusChanged.emit(text)
 
     def _resumed(self, count: int) -> None:
         """Turns an earlier run stored but never gave to the manager are being processed now."""
@@ -222,12 +253,15 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage(f"Remembering {count} earlier message{'s' if count != 1 else ''}…", 15_000)
 
     def _load_failed(self, exc: BaseException) -> None:
+        self.load_status = f"No model could be loaded: {exc}"
         self.chat.set_input_enabled(False, "No model could be loaded: choose one in Settings (Ctrl+,).")
+        timings.mark("load_failed")
         self.report(exc)
 
     def _busy_progress(self, busy: bool, text: str) -> None:
         self.progress.setVisible(busy)
         if busy and self.assistant is None:
+            self.load_status = text
             self.chat.set_input_enabled(False, text)
         if text:
             self.statusBar().showMessage(text, 0 if busy else 5000)
@@ -313,6 +347,7 @@ class MainWindow(QMainWindow):
         if self.assistant is not None:
             self.models.swap(self.assistant, old, new)
         elif self._factory is not None:  # nothing loaded yet (a failed first load): load afresh
+            self._deferred_load = None
             self.settings.answer_model, self.settings.manager_model = self._pending_models
             self.models.load(self._factory, self.settings)
 

@@ -179,6 +179,39 @@ class TaskRunner(QObject):
                 self.idle.emit()
 
 
+class BackgroundCall:
+    """`fn()` started at once on its own (daemon) thread; `result()` waits for it and returns its
+    value or raises its exception on the caller's thread; `wait()` waits without raising.
+
+    For work that runs in parallel *inside* one lane's task (the start-up load: both models and
+    the embedder at the same time), where a lane's serial order does not apply. Any thread.
+    """
+
+    def __init__(self, fn: Callable[[], Any], *, name: str = "background-call") -> None:
+        self._fn = fn
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._value = self._fn()
+        except BaseException as exc:  # noqa: BLE001 - re-raised by result()
+            self._error = exc
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Whether it has finished (after waiting up to `timeout` seconds; None: for ever)."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def result(self) -> Any:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
 class TokenBuffer:
     """Text pieces appended by a worker thread, taken in batches by a GUI-thread timer.
 
