@@ -27,7 +27,8 @@ The model proposes ops for the facts it was sent; `reconcile` then disposes, det
      June") that swaps 1-2 names for names or numbers for numbers of the old one.
    The subject "Maria and others" (the extractive rewrite of "we") is Maria for these rules
    (`WE_INCLUDES_SPEAKER`); a leading "now"/"currently" is read past ("Now Maria works at
-   Meta"). `ORDINAL_CHILDREN`: "had Maria's third child" fills the children slot (3), and is
+   Meta"), and so is a leading resolved date (`LEADING_TIME`: "Two weeks before 20 June 2023
+   Maria moved to Paris"). `ORDINAL_CHILDREN`: "had Maria's third child" fills the children slot (3), and is
    a repeat (NOOP) when the same batch also says "Maria has three kids".
    Everything else stays active next to the older memory with its date: a second pet, a
    second hobby, a fact about a third party ("Maria's brother moved to Berlin" is not
@@ -51,7 +52,7 @@ Raises nothing of its own (an `embed` failure propagates).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -63,7 +64,8 @@ DUPLICATE_COSINE = 0.85  # all-MiniLM-L6-v2; see the module docstring
 # Session 6 rules (each can be switched off here; docs in the module docstring):
 WE_INCLUDES_SPEAKER = True  # "Maria and others moved to Berlin" (from "we") fills Maria's slots
 PRONOUN_CORRECTIONS = True  # "Actually, his name is Max." corrects the memory whose name it swaps
-ORDINAL_CHILDREN = True  # "had Maria's third child" fills the children slot (3); a repeat of "has three kids"
+ORDINAL_CHILDREN = True
+LEADING_TIME = True  # "Two weeks before 20 June 2023 Maria moved to Paris" fills Maria's residence  # "had Maria's third child" fills the children slot (3); a repeat of "has three kids"
 
 Embed = Callable[[Sequence[str]], np.ndarray]
 
@@ -128,7 +130,7 @@ class Slot:
     subject: str
     attribute: str
     value: str
-    derived: bool = False
+    derived: bool = field(default=False, repr=False)
 
 
 def _words(text: str) -> list[str]:
@@ -158,11 +160,21 @@ _TIME_TAIL = re.compile(
     r"\w+ (?:days?|weeks?|months?|years?) (?:ago|before|after)\b|this (?:week|weekend|month|year|morning)\b).*$", re.I)
 
 
+_DATE = r"\d{1,2} " + _MONTH + r"(?: \d{4})?"
+_TIME_HEAD = re.compile(
+    r"^(?:(?:the|a|an|\w+) (?:days?|weeks?|weekends?|months?|years?) (?:before|after|of) " + _DATE
+    + r"|(?:on|in|since|during|by|around) (?:" + _DATE + r"|" + _MONTH + r"(?: \d{4})?|\d{4})"
+    + r"|yesterday|today|recently|last (?:week|weekend|month|year|night|\w+day)),?\s+(?=[A-Z])", re.I)
+
+
 def _clean(text: str) -> str:
-    """A fact without its end punctuation, a leading "Actually,"/"Sorry, Maria meant" and a
-    trailing time ("the week before 8 May 2023", "on 7 May 2023", "any more", "now")."""
+    """A fact without its end punctuation, a leading "Actually,"/"Sorry, Maria meant", a leading
+    time before the subject ("Two weeks before 20 June 2023 Maria moved ...", `LEADING_TIME`)
+    and a trailing time ("the week before 8 May 2023", "on 7 May 2023", "any more", "now")."""
     text = " ".join(text.strip().rstrip(".!?;").split())
     text = _LEADING.sub("", text)
+    if LEADING_TIME:
+        text = _LEADING.sub("", _TIME_HEAD.sub("", text, count=1))
     return _TIME_TAIL.sub("", text).strip()
 
 
