@@ -23,6 +23,10 @@ Also prints the gate's verdicts on the prompt-example leak cases (every fact of
 prompts.FACT_EXAMPLES against unrelated small talk must be rejected) and two true facts.
 
     python benchmarks/grounding.py [--data ../shared/data/locomo] [--no-embedder] [--json]
+    python benchmarks/grounding.py --no-address-rule    # before session 6: a greeted name supports
+
+`--no-address-rule` switches off `grounding_text.STRIP_ADDRESS` (a name the turn only greets,
+"Hi John!", supports nothing) for a before/after on the same code.
 
 `--json` prints one JSON object of the figures (and nothing else on stdout).
 """
@@ -221,6 +225,8 @@ def evaluate(data: list[Pair], feat: dict, chosen: dict, embedder) -> dict:
 
 SMALL_TALK = ("Haha ok.", "Sure, sounds good!", "Hi! I'm Sam. I live in Lisbon and I have a dog called Rex.")
 SAM_TIME = "4:05 pm on 12 March, 2024"
+GREETED = (("Hi John! How are you?", "Sam has a brother named John who is a doctor."),
+           ("Thanks, John! See you soon.", "Sam's friend John is a doctor."))
 
 
 def leak_cases(config: GateConfig, embedder=None) -> list[dict]:
@@ -236,6 +242,9 @@ def leak_cases(config: GateConfig, embedder=None) -> list[dict]:
     for f in ("Sam lives in Lisbon.", "Sam has a dog named Rex.", "Sam has a cat named Luna."):
         v = check_fact(f, Source(SMALL_TALK[2], "Sam", SAM_TIME), embedder=embedder, config=config)
         out.append({"turn": SMALL_TALK[2], "fact": f, "expect": "Luna" not in f, "ok": v.ok, "reason": v.reason})
+    for turn, f in GREETED:  # a name only greeted supports no relation (session 6)
+        v = check_fact(f, Source(turn, "Sam", SAM_TIME), embedder=embedder, config=config)
+        out.append({"turn": turn, "fact": f, "expect": False, "ok": v.ok, "reason": v.reason})
     return out
 
 
@@ -245,7 +254,12 @@ def main(argv=None) -> int:
     ap.add_argument("--no-embedder", action="store_true")
     ap.add_argument("--min-reject", type=float, default=0.98)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--no-address-rule", action="store_true", help="grounding_text.STRIP_ADDRESS off")
     args = ap.parse_args(argv)
+    if args.no_address_rule:
+        from core.agents import grounding_text
+
+        grounding_text.STRIP_ADDRESS = False
     say = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
     t0 = time.perf_counter()
     embedder = None

@@ -151,7 +151,8 @@ def support_text(source: Source) -> str:
 def _prepare(source: Source) -> _Prepared:
     text = clean(source.text)[:SOURCE_MAX_CHARS]
     memory = clean(source.memory)[:SOURCE_MAX_CHARS] if source.memory else ""
-    parts, has_statement, addressed = [], False, set()
+    parts, has_statement = [], False
+    addressed: set[str] = set()
     for s in sentences(text):
         if grounding_text.STRIP_ADDRESS:
             spoken_to, s = address(s)

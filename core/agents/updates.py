@@ -26,7 +26,7 @@ The model proposes ops for the facts it was sent; `reconcile` then disposes, det
      or (`PRONOUN_CORRECTIONS`) a short pronoun-led text ("his name is Max", "it's on 4
      June") that swaps 1-2 names for names or numbers for numbers of the old one.
    The subject "Maria and others" (the extractive rewrite of "we") is Maria for these rules
-   (`WE_INCLUDES_SPEAKER`); a leading "now"/"currently" is read past ("Now Maria works at
+   (`WE_INCLUDES_SPEAKER`); a leading "now"/"currently" is read past (`LEADING_NOW`) ("Now Maria works at
    Meta"), and so is a leading resolved date (`LEADING_TIME`: "Two weeks before 20 June 2023
    Maria moved to Paris"). `ORDINAL_CHILDREN`: "had Maria's third child" fills the children slot (3), and is
    a repeat (NOOP) when the same batch also says "Maria has three kids".
@@ -64,8 +64,9 @@ DUPLICATE_COSINE = 0.85  # all-MiniLM-L6-v2; see the module docstring
 # Session 6 rules (each can be switched off here; docs in the module docstring):
 WE_INCLUDES_SPEAKER = True  # "Maria and others moved to Berlin" (from "we") fills Maria's slots
 PRONOUN_CORRECTIONS = True  # "Actually, his name is Max." corrects the memory whose name it swaps
-ORDINAL_CHILDREN = True
-LEADING_TIME = True  # "Two weeks before 20 June 2023 Maria moved to Paris" fills Maria's residence  # "had Maria's third child" fills the children slot (3); a repeat of "has three kids"
+ORDINAL_CHILDREN = True  # "had Maria's third child" fills the children slot (3); a repeat of "has three kids"
+LEADING_TIME = True  # "Two weeks before 20 June 2023 Maria moved to Paris" fills Maria's residence
+LEADING_NOW = True  # "Now Maria works at Meta" fills Maria's employer slot
 
 Embed = Callable[[Sequence[str]], np.ndarray]
 
@@ -148,9 +149,15 @@ def _stem(word: str) -> str:
     return word
 
 
-_LEADING = re.compile(r"^(?:(?:actually|sorry|well|oh|so|and|but|yes|no|ok|okay|correction|also|now|"
-                      r"currently|nowadays|these days)\b[,:;!]?\s+"
-                      r"|[A-Z][\w'-]* (?:meant|means)(?: that)?\s+)+", re.I)
+_LEADING_WORDS = "actually|sorry|well|oh|so|and|but|yes|no|ok|okay|correction|also"
+_LEADING_RE = {now: re.compile(rf"^(?:(?:{_LEADING_WORDS}{'|now|currently|nowadays|these days' if now else ''})"
+                               r"\b[,:;!]?\s+|[A-Z][\w'-]* (?:meant|means)(?: that)?\s+)+", re.I)
+               for now in (False, True)}
+
+
+def _lead(text: str) -> str:
+    """`text` without a leading "Actually,"/"Sorry, Maria meant" (and "Now", `LEADING_NOW`)."""
+    return _LEADING_RE[LEADING_NOW].sub("", text)
 _MONTH = r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\b"
 _TIME_TAIL = re.compile(
     r",?\s+(?:(?:on|in|at|since|until|by|around|from|during|over) (?:\d|the (?:day|week|weekend|month|year)\b|"
@@ -172,9 +179,9 @@ def _clean(text: str) -> str:
     time before the subject ("Two weeks before 20 June 2023 Maria moved ...", `LEADING_TIME`)
     and a trailing time ("the week before 8 May 2023", "on 7 May 2023", "any more", "now")."""
     text = " ".join(text.strip().rstrip(".!?;").split())
-    text = _LEADING.sub("", text)
+    text = _lead(text)
     if LEADING_TIME:
-        text = _LEADING.sub("", _TIME_HEAD.sub("", text, count=1))
+        text = _lead(_TIME_HEAD.sub("", text, count=1))
     return _TIME_TAIL.sub("", text).strip()
 
 
@@ -317,7 +324,7 @@ def retraction(text: str, speaker: str | None = None) -> tuple[str, frozenset[st
 def _one_span_swap(new: str, old: str) -> bool:
     """`new` is `old` with one span of 1-4 words swapped, the rest (>= 3 words, starting with
     the first) the same."""
-    a, b = _words(_LEADING.sub("", new.strip())), _words(_LEADING.sub("", old.strip()))
+    a, b = _words(_lead(new.strip())), _words(_lead(old.strip()))
     p = 0
     while p < min(len(a), len(b)) and a[p] == b[p]:
         p += 1
@@ -340,7 +347,7 @@ def pronoun_led(text: str) -> bool:
     >>> pronoun_led("Actually, his name is Max."), pronoun_led("Maria's dog is called Max.")
     (True, False)
     """
-    text = _LEADING.sub("", " ".join(text.strip().split()))
+    text = _lead(" ".join(text.strip().split()))
     return bool(_PRONOUN_LED.match(text)) and len(_words(text)) <= PRONOUN_MAX_WORDS
 
 
