@@ -8,6 +8,10 @@ third-person fact about the speaker with relative dates resolved. Every word of 
 then the turn's own, the speaker's name, an inflection (loves, has, is, does) or a resolved
 date's words: a chooser can drop a fact but cannot invent one.
 
+Filler (`filler`, `FILTER_FILLER`): candidates about the listener ("Your passion is awesome"),
+replies ("Thanks so much, Mel", "Sounds great"), evaluations without content ("Nice spot",
+"That bowl is awesome") and questions without a mark are not offered to the chooser.
+
 Pure functions, no model, I/O or threads; any thread may call them. Only `parse_choice` and
 `extract_facts` raise (`ModelOutputError`, for a choice that is not a list of valid indices);
 `candidates` and `rewrite` never raise on any input.
@@ -258,7 +262,8 @@ def candidates(text: str) -> list[str]:
     MAX_CANDIDATES of at most MAX_CANDIDATE_CHARS each. Never raises.
 
     Sentences; long ones split into clauses before a first-person subject; a leading greeting
-    or address removed; greetings, small talk and fragments without a content word dropped.
+    or address removed; greetings, small talk and fragments without a content word dropped,
+    and (FILTER_FILLER) the filler `filler` names.
     Questions are dropped, except that "my dog Rex" (a pet or a person named after "my") in a
     question becomes "I have a dog named Rex".
 
