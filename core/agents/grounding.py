@@ -153,22 +153,24 @@ def _prepare(source: Source) -> _Prepared:
     memory = clean(source.memory)[:SOURCE_MAX_CHARS] if source.memory else ""
     parts, has_statement = [], False
     addressed: set[str] = set()
+    unaddressed = []  # the same parts without a leading greeting's name ("Hi John!")
     for s in sentences(text):
-        if grounding_text.STRIP_ADDRESS:
-            spoken_to, s = address(s)
-            addressed.update(n.casefold().replace("’", "'").removesuffix("'s") for n in spoken_to)
-            if not s:
-                continue
         kind = sentence_kind(s)
         has_statement |= kind == "statement"
         parts.append(s if kind == "statement" else presupposed(s))
+        spoken_to, rest = address(s) if grounding_text.STRIP_ADDRESS else ((), s)
+        addressed.update(n.casefold().replace("’", "'").removesuffix("'s") for n in spoken_to)
+        unaddressed.append(parts[-1] if not spoken_to else rest if kind == "statement" else presupposed(rest))
     if memory:
         parts.append(memory)
+        unaddressed.append(memory)
     stated = " ".join(p for p in parts if p)
     names = [n for n in (source.speaker, *source.names) if n]
     known = frozenset(t.low for n in names for t in tokens(clean(n)) if not t.is_num)
     when = parse_time(source.time)
-    return _Prepared(_view(stated, names), _view(f"{text} {memory}", names),
+    # the support text (and so the cosine) is unchanged; only the words a fact may rest on lose
+    # the greeted names
+    return _Prepared(_view(" ".join(p for p in unaddressed if p), names), _view(f"{text} {memory}", names),
                      resolved_dates(stated, when), known, stated, not (text.strip() or memory.strip()),
                      has_statement or bool(memory), frozenset(addressed))
 
