@@ -23,6 +23,12 @@ Also prints the gate's verdicts on the prompt-example leak cases (every fact of
 prompts.FACT_EXAMPLES against unrelated small talk must be rejected) and two true facts.
 
     python benchmarks/grounding.py [--data ../shared/data/locomo] [--no-embedder] [--json]
+    python benchmarks/grounding.py --no-address-rule    # before session 6: a greeted name supports
+
+`--shipped` skips the calibration grid and reports the module's own constants (DEFAULT_CONFIG,
+with the embedder unless --no-embedder): the gate as it ships, in a fraction of the time.
+`--no-address-rule` switches off `grounding_text.STRIP_ADDRESS` (a name the turn only greets,
+"Hi John!", supports nothing) for a before/after on the same code.
 
 `--json` prints one JSON object of the figures (and nothing else on stdout).
 """
@@ -221,6 +227,8 @@ def evaluate(data: list[Pair], feat: dict, chosen: dict, embedder) -> dict:
 
 SMALL_TALK = ("Haha ok.", "Sure, sounds good!", "Hi! I'm Sam. I live in Lisbon and I have a dog called Rex.")
 SAM_TIME = "4:05 pm on 12 March, 2024"
+GREETED = (("Hi John! How are you?", "Sam has a brother named John who is a doctor."),
+           ("Thanks, John! See you soon.", "Sam's friend John is a doctor."))
 
 
 def leak_cases(config: GateConfig, embedder=None) -> list[dict]:
@@ -236,7 +244,34 @@ def leak_cases(config: GateConfig, embedder=None) -> list[dict]:
     for f in ("Sam lives in Lisbon.", "Sam has a dog named Rex.", "Sam has a cat named Luna."):
         v = check_fact(f, Source(SMALL_TALK[2], "Sam", SAM_TIME), embedder=embedder, config=config)
         out.append({"turn": SMALL_TALK[2], "fact": f, "expect": "Luna" not in f, "ok": v.ok, "reason": v.reason})
+    for turn, f in GREETED:  # a name only greeted supports no relation (session 6)
+        v = check_fact(f, Source(turn, "Sam", SAM_TIME), embedder=embedder, config=config)
+        out.append({"turn": turn, "fact": f, "expect": False, "ok": v.ok, "reason": v.reason})
     return out
+
+
+def shipped(data_dir: Path, embedder, as_json: bool, say, t0: float) -> int:
+    """Accepted/rejected with `grounding.DEFAULT_CONFIG` on train and val (no grid)."""
+    report: dict = {"config": grounding.DEFAULT_CONFIG.__dict__, "embedder": embedder is not None}
+    for split in ("train", "val"):
+        sample, facts = load(data_dir / f"{split}.json")
+        data = pairs(sample, facts)
+        if embedder is not None:
+            embedder.prime([p.fact for p in data] + [grounding.support_text(p.source)[:grounding.EMBED_MAX_CHARS]
+                                                     for p in data])
+        accept = np.array([check_fact(p.fact, p.source, embedder=embedder).ok for p in data])
+        acc, rej = rates(accept, np.array([p.positive for p in data]))
+        report[split] = {"sample": sample.sample_id, "accepted": acc, "rejected": rej,
+                         "positives": sum(p.positive for p in data), "negatives": sum(not p.positive for p in data)}
+        say(f"{split} ({sample.sample_id}): accepted {acc:.2%} of {report[split]['positives']}, "
+            f"rejected {rej:.2%} of {report[split]['negatives']}")
+    report["leaks"] = leak_cases(grounding.DEFAULT_CONFIG, embedder)
+    report["leaks_all_as_expected"] = all(c["ok"] == c["expect"] for c in report["leaks"])
+    report["seconds"] = round(time.perf_counter() - t0, 1)
+    say(f"leak cases as expected: {report['leaks_all_as_expected']}; {report['seconds']} s")
+    if as_json:
+        print(json.dumps(report))
+    return 0
 
 
 def main(argv=None) -> int:
@@ -245,7 +280,13 @@ def main(argv=None) -> int:
     ap.add_argument("--no-embedder", action="store_true")
     ap.add_argument("--min-reject", type=float, default=0.98)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--no-address-rule", action="store_true", help="grounding_text.STRIP_ADDRESS off")
+    ap.add_argument("--shipped", action="store_true", help="only the shipped DEFAULT_CONFIG, no calibration")
     args = ap.parse_args(argv)
+    if args.no_address_rule:
+        from core.agents import grounding_text
+
+        grounding_text.STRIP_ADDRESS = False
     say = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
     t0 = time.perf_counter()
     embedder = None
@@ -253,6 +294,8 @@ def main(argv=None) -> int:
         from core.embeddings import default_embedder
 
         embedder = CachedEmbedder(default_embedder())
+    if args.shipped:
+        return shipped(args.data, embedder, args.json, say, t0)
     splits = {}
     for split in ("train", "val"):
         sample, facts = load(args.data / f"{split}.json")

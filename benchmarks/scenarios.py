@@ -4,12 +4,16 @@
     .venv/bin/python benchmarks/scenarios.py --set updates=false       # without the update rules
     .venv/bin/python benchmarks/scenarios.py --set gate=false --set extraction=free
     .venv/bin/python benchmarks/scenarios.py --only move,kids --json   # some scenarios; JSON last line
+    .venv/bin/python benchmarks/scenarios.py --session-5                # without the session-6 rules
 
 Each scenario (tests/core/agents/scenarios.py) runs on a fresh bank (real SQLite + sqlite-vec,
 all-MiniLM-L6-v2) through `MemoryManager.process_turn` with the shipped SmolLM2-135M
 (greedy, grammar-constrained); the bank is checked after every turn against the scenario's
 expectation. `--set key=value` overrides any `ManagerConfig` field by name (true/false,
-numbers, none, or text), so the same command works whatever fields the manager has. When the
+numbers, none, or text), so the same command works whatever fields the manager has.
+`--session-5` switches off the session-6 module flags (`SESSION_6_FLAGS`: the extractive
+filler filter, the gate's greeting rule, the update rules' "we", "now", leading dates, pronoun
+corrections and ordinal children) for a before/after on the same code. When the
 bank does not yet mark superseded memories itself (an ADD's `supersedes` leaves the old one
 active), the runner emulates it by deleting the old one, and says so.
 """
@@ -71,6 +75,22 @@ def manager_config(pairs: list[str]):
     return dataclasses.replace(config, **changes)
 
 
+SESSION_6_FLAGS = (("core.agents.extractive", "FILTER_FILLER"), ("core.agents.grounding_text", "STRIP_ADDRESS"),
+                   ("core.agents.updates", "WE_INCLUDES_SPEAKER"), ("core.agents.updates", "PRONOUN_CORRECTIONS"),
+                   ("core.agents.updates", "ORDINAL_CHILDREN"), ("core.agents.updates", "LEADING_TIME"),
+                   ("core.agents.updates", "LEADING_NOW"))
+
+
+def session_5() -> None:
+    """Switch the session-6 rules off (module flags, this process only)."""
+    import importlib
+
+    for module, name in SESSION_6_FLAGS:
+        mod = importlib.import_module(module)
+        assert isinstance(getattr(mod, name), bool), (module, name)
+        setattr(mod, name, False)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -78,7 +98,10 @@ def main(argv=None) -> int:
     ap.add_argument("--only", default="", help="comma-separated scenario names")
     ap.add_argument("--threads", type=int, default=None, help="llama.cpp CPU threads")
     ap.add_argument("--json", action="store_true", help="end with one JSON line")
+    ap.add_argument("--session-5", action="store_true", help="the session-6 rules off (SESSION_6_FLAGS)")
     args = ap.parse_args(argv)
+    if args.session_5:
+        session_5()
 
     from core.agents.manager import MemoryManager
     from core.config import ModelSpec
@@ -94,7 +117,8 @@ def main(argv=None) -> int:
         raise SystemExit(f"unknown scenarios: {sorted(only - {s.name for s in scenarios})}")
     embedder = default_embedder()
     backend = load_backend(ModelSpec(n_ctx=4096, n_threads=args.threads))
-    print(f"{len(scenarios)} scenarios; overrides: {args.overrides or 'none'}")
+    print(f"{len(scenarios)} scenarios; overrides: {args.overrides or 'none'}"
+          + ("; session-6 rules off" if args.session_5 else ""))
     held: list[str] = []
     failed: dict[str, list[str]] = {}
     emulated: set[int] = set()
@@ -131,7 +155,8 @@ def main(argv=None) -> int:
     if n_emulated:
         print(f"note: the bank left {n_emulated} superseded memories active: emulated (deleted)")
     return finish({"held": len(held), "total": len(scenarios), "failed": failed, "by_kind": by_kind,
-                   "overrides": args.overrides, "emulated": n_emulated, "seconds": round(secs, 1)}, args.json)
+                   "overrides": args.overrides,
+                   "session_5": args.session_5, "emulated": n_emulated, "seconds": round(secs, 1)}, args.json)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,10 @@ third-person fact about the speaker with relative dates resolved. Every word of 
 then the turn's own, the speaker's name, an inflection (loves, has, is, does) or a resolved
 date's words: a chooser can drop a fact but cannot invent one.
 
+Filler (`filler`, `FILTER_FILLER`): candidates about the listener ("Your passion is awesome"),
+replies ("Thanks so much, Mel", "Sounds great"), evaluations without content ("Nice spot",
+"That bowl is awesome") and questions without a mark are not offered to the chooser.
+
 Pure functions, no model, I/O or threads; any thread may call them. Only `parse_choice` and
 `extract_facts` raise (`ModelOutputError`, for a choice that is not a list of valid indices);
 `candidates` and `rewrite` never raise on any input.
@@ -38,7 +42,7 @@ from core.agents.reldates import parse_turn_time, resolve_relative_dates
 from core.errors import ModelOutputError
 from core.types import ChatBackend, GenParams
 
-__all__ = ["candidates", "rewrite", "extract_facts", "choice_messages", "choice_schema",
+__all__ = ["candidates", "filler", "rewrite", "extract_facts", "choice_messages", "choice_schema",
            "parse_choice", "model_chooser", "keep_all", "MAX_CANDIDATES", "MAX_CANDIDATE_CHARS"]
 
 MAX_CANDIDATES = 12
@@ -172,12 +176,94 @@ def _question_facts(question: str) -> list[str]:
     return [f"I have a {m['adj']}{m['noun']} named {m['name']}" for m in _NAMED_RELATION.finditer(question)]
 
 
+# --------------------------------------------------------------------------- filler
+
+# Session 6: candidates that say nothing about anyone to remember are dropped before the chooser
+# (the embedded chooser keeps nearly everything: the val bank had 761 memories, "Nice spot.",
+# "Your passion and commitment are awesome."). Tuned on LoCoMo train conv-26 against its gold
+# observations, reported on val (benchmarks/extractive.py --locomo; docs/results.md). False
+# gives the session-5 candidates.
+FILTER_FILLER = True
+FILLER_MAX_CONTENT = 2  # an evaluation without first person keeps at most this many content words
+
+_FIRST_PERSON = re.compile(r"\b(?:I|I'm|I've|I'd|I'll|[Mm]e|[Mm]y|[Mm]ine|[Mm]yself|[Ww]e|[Ww]e're|[Ww]e've|"
+                           r"[Ww]e'd|[Ww]e'll|[Uu]s|[Oo]ur|[Oo]urs|[Oo]urselves)\b")
+_SECOND_PERSON = re.compile(r"\b(?:you|your|you're|you've|you'd|you'll|yours|yourself|yourselves|ya|y'all|u|ur)\b",
+                            re.I)
+# replies to the other speaker: thanks, congratulations, sympathy, agreement, "sounds great"
+_REPLY = re.compile(
+    r"^(?:[A-Z][\w'-]*,\s*)?(?:(?:oh|aw+|wow)(?: man| no| wow)?,?\s*)?(?:thanks|thank you|thx|congrats|"
+    r"congratulations|sorry to hear|sorry about|so sorry|glad|totally agree|agreed|appreciate it|take care|"
+    r"good luck|bye|see you|sounds|looks like|looks (?:great|good|amazing|awesome|fun|beautiful|lovely)|"
+    r"looks awesome|i (?:totally |completely |fully )?agree|i hear you|i bet|i can imagine|i know what you mean|"
+    r"i feel you|i (?:totally )?get (?:it|that|you)|i understand|you're right|you are right|i wish you|"
+    r"i'm (?:so |really |very )?(?:glad (?:you|to hear|that you|it|for you)|happy for you|sorry (?:to hear|about|for))"
+    r")\b", re.I)
+_EVALUATIVE = frozenset("""
+great good nice cool awesome amazing wonderful fantastic lovely beautiful gorgeous stunning incredible
+inspiring inspirational impressive powerful special cute adorable sweet fun funny hilarious interesting
+exciting excited touching moving heartwarming brave strong proud happy glad sad tough hard easy rough
+scary crazy wild insane epic perfect brilliant neat sick dope rad fab fabulous superb terrific awful
+terrible horrible wow whoa yay thrilled stoked pumped thankful grateful blessed lucky inspired vivid
+breathtaking refreshing relaxing calming peaceful soothing meaningful important crucial necessary
+encouraging uplifting emotional sounds looks seems seem must been such totally super truly absolutely
+definitely seriously pretty quite long woohoo yay bet keep check spill agreed
+""".split())
+_TRAILING_ADDRESS = re.compile(r",\s*[A-Z][\w'-]*\s*$")
+_LEADING_ADDRESS = re.compile(r"^[A-Z][\w'-]*,\s+")
+
+
+def filler(candidate: str) -> str | None:
+    """Why a candidate statement is not worth offering the chooser, or None (keep it):
+
+    - "listener": it is about the other speaker, not the speaker ("Your passion and commitment
+      are awesome", "You're doing amazing"): second person and no first person;
+    - "reply": thanks, congratulations, sympathy, agreement ("Thanks so much, Mel",
+      "Sounds great", "Glad you had a great time", "I totally agree");
+    - "evaluation": an exclamation or a verdict without first person and with at most
+      FILLER_MAX_CONTENT content words, opening with a function or evaluative word ("Nice
+      spot", "That bowl is awesome, Mel", "The pride event was awesome"); a number or a
+      name in it, or a plain opening word ("Rex loves the beach"), keeps it;
+    - "question": it opens like a question or a request without the question mark ("Do you
+      like it", "Check out the crowd").
+
+    >>> [filler(c) for c in ("Your passion and commitment are awesome", "Thanks so much, Mel",
+    ...                      "Nice spot", "Rex loves the beach", "I adopted a dog", "Do you like it")]
+    ['listener', 'reply', 'evaluation', None, None, 'question']
+    """
+    from core.agents.grounding_text import sentence_kind
+
+    text = candidate.strip()
+    reply = _REPLY.match(text)
+    if reply and not _FIRST_PERSON.search(text, reply.end()):  # "I totally get it, I had a mentor too": kept
+        return "reply"
+    if sentence_kind(text) != "statement":
+        return "question"
+    if _FIRST_PERSON.search(text):
+        return None
+    if _SECOND_PERSON.search(text):
+        return "listener"
+    body = _LEADING_ADDRESS.sub("", _TRAILING_ADDRESS.sub("", text))
+    words = _WORD.findall(body)
+    if not words or any(w.isdigit() for w in words):
+        return None if words else "evaluation"
+    if any(w[0].isupper() for w in words[1:]):
+        return None  # a name past the first word ("the trip to Paris was great")
+    first = words[0].lower()
+    if first not in _STOPWORDS and first not in _SMALL_TALK and first not in _EVALUATIVE:
+        return None  # "Rex loves the beach", "Family moments make life awesome"
+    content = [w for w in (x.lower() for x in words) if w not in _STOPWORDS and w not in _SMALL_TALK
+               and w not in _EVALUATIVE and len(w) > 1]
+    return "evaluation" if len(content) <= FILLER_MAX_CONTENT else None
+
+
 def candidates(text: str) -> list[str]:
     """The turn's statements worth offering to a chooser, in text order, at most
     MAX_CANDIDATES of at most MAX_CANDIDATE_CHARS each. Never raises.
 
     Sentences; long ones split into clauses before a first-person subject; a leading greeting
-    or address removed; greetings, small talk and fragments without a content word dropped.
+    or address removed; greetings, small talk and fragments without a content word dropped,
+    and (FILTER_FILLER) the filler `filler` names.
     Questions are dropped, except that "my dog Rex" (a pet or a person named after "my") in a
     question becomes "I have a dog named Rex".
 
@@ -206,7 +292,8 @@ def candidates(text: str) -> list[str]:
             piece = _TRAILING_LAUGH.sub("", _strip_lead(piece).rstrip(" .!,;:-\u2026"))
             piece = _bounded(piece.rstrip(" .!,;:-\u2026").strip())
             key = piece.casefold()
-            if _has_content(piece) and key not in seen and len(out) < MAX_CANDIDATES:
+            if (_has_content(piece) and key not in seen and len(out) < MAX_CANDIDATES
+                    and not (FILTER_FILLER and filler(piece))):
                 seen.add(key)
                 out.append(piece)
     return out

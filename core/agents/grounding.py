@@ -8,7 +8,9 @@ memory it rewrites) and, when not, why, in one line a person can read in History
 2. every name in the fact (a capitalised word that is not at a sentence start, not "I", a
    month or weekday, the speaker or a name the caller knows from context; all-capital acronyms
    such as "LGBTQ" count as content words instead) must occur in the source:
-   "not in what was said: 'Luna'";
+   "not in what was said: 'Luna'"; a name the turn only greets or thanks ("Hi John! How are
+   you?") is the listener, not something said about anyone, and supports nothing: "only
+   greeted, not talked about: 'John'" (`grounding_text.STRIP_ADDRESS`);
 3. every number (digits, number words, ordinals) must occur in the source; a year, month,
    day or weekday may also come from the turn's time, directly or through a relative date in
    the turn ("yesterday" said on 5 June 2023 allows "4 June, 2023"; "three years ago"
@@ -40,10 +42,11 @@ from typing import Iterable
 import numpy as np
 
 from core.agents.grounding_text import (
-    MONTHS, MULTIPLIERS, NUMBER_WORDS, ORDINALS, STANCE_WORDS, STOPWORDS, WEEKDAYS, Dates, clean,
-    is_statement, numbers, parse_time, presupposed, resolved_dates, sentence_kind, sentences, stem,
-    tokens,
+    MONTHS, MULTIPLIERS, NUMBER_WORDS, ORDINALS, STANCE_WORDS, STOPWORDS, WEEKDAYS, Dates, address,
+    clean, is_statement, numbers, parse_time, presupposed, resolved_dates, sentence_kind, sentences,
+    stem, tokens,
 )
+from core.agents import grounding_text
 
 __all__ = ["Source", "GateConfig", "Verdict", "check_fact", "support_text", "is_statement", "DEFAULT_CONFIG"]
 
@@ -134,6 +137,7 @@ class _Prepared:
     support_text: str
     empty: bool
     has_statement: bool
+    addressed: frozenset[str] = frozenset()  # casefolded names only spoken to ("Hi John!")
 
 
 def support_text(source: Source) -> str:
@@ -148,19 +152,27 @@ def _prepare(source: Source) -> _Prepared:
     text = clean(source.text)[:SOURCE_MAX_CHARS]
     memory = clean(source.memory)[:SOURCE_MAX_CHARS] if source.memory else ""
     parts, has_statement = [], False
+    addressed: set[str] = set()
+    unaddressed = []  # the same parts without a leading greeting's name ("Hi John!")
     for s in sentences(text):
         kind = sentence_kind(s)
         has_statement |= kind == "statement"
         parts.append(s if kind == "statement" else presupposed(s))
+        spoken_to, rest = address(s) if grounding_text.STRIP_ADDRESS else ((), s)
+        addressed.update(n.casefold().replace("’", "'").removesuffix("'s") for n in spoken_to)
+        unaddressed.append(parts[-1] if not spoken_to else rest if kind == "statement" else presupposed(rest))
     if memory:
         parts.append(memory)
+        unaddressed.append(memory)
     stated = " ".join(p for p in parts if p)
     names = [n for n in (source.speaker, *source.names) if n]
     known = frozenset(t.low for n in names for t in tokens(clean(n)) if not t.is_num)
     when = parse_time(source.time)
-    return _Prepared(_view(stated, names), _view(f"{text} {memory}", names),
+    # the support text (and so the cosine) is unchanged; only the words a fact may rest on lose
+    # the greeted names
+    return _Prepared(_view(" ".join(p for p in unaddressed if p), names), _view(f"{text} {memory}", names),
                      resolved_dates(stated, when), known, stated, not (text.strip() or memory.strip()),
-                     has_statement or bool(memory))
+                     has_statement or bool(memory), frozenset(addressed))
 
 
 # --------------------------------------------------------------------------- fact analysis
@@ -299,6 +311,10 @@ def check_fact(fact: str, source: Source, *, embedder=None, config: GateConfig =
     if not (claims.names or claims.numbers or claims.months or n_content):
         return Verdict(False, "says nothing to remember", 0.0)
     if missing:
+        spoken_to = [m for m in missing if m.casefold().replace("’", "'").removesuffix("'s") in prep.addressed]
+        if spoken_to and len(spoken_to) == len(missing):
+            shown = ", ".join(f"'{m}'" for m in dict.fromkeys(spoken_to))
+            return Verdict(False, f"only greeted, not talked about: {shown}", support, None, tuple(missing))
         said_missing, _, _ = _check_lexical(claims, prep, prep.said)
         if not said_missing:
             return Verdict(False, "a question, not a statement", support, None, tuple(missing))

@@ -234,6 +234,34 @@ _ASSERT_PREFIXES = re.compile(r"^\s*(?:please\s+)?(?:remember|note|fyi|for the r
                               re.IGNORECASE)
 
 
+# A leading greeting or thanks with a name ("Hi John!", "Hey Jon, I ...", "Thanks, Mel!"): the
+# name is the listener, spoken to, not talked about, so it supports no fact ("Hi John! How are
+# you?" says nothing about a John). Only address words, not "wow"/"oh" ("Wow, Paris!").
+STRIP_ADDRESS = True
+_ADDRESS_WORDS = (r"(?:hi|hey|heya|hiya|hello|yo|dear|thanks|thank you|thx|ty|congrats|"
+                  r"congratulations|good (?:morning|afternoon|evening|night)|morning|evening|bye|"
+                  r"goodbye|welcome(?: back)?|cheers|howdy|greetings)")
+_NAME_WORD = r"(?!I\b|I['’])[A-Z][\w'’-]*"
+_ADDRESS = re.compile(
+    rf"^\s*(?i:{_ADDRESS_WORDS})(?:\s+(?i:there|again|so much|a lot|guys|both))?[\s,]+"
+    rf"(?P<names>{_NAME_WORD}(?:\s*(?:,|and|&)\s*{_NAME_WORD})*)\s*(?:[,!.:;\-\u2014]+\s*|$)")
+
+
+def address(sentence: str) -> tuple[tuple[str, ...], str]:
+    """(the names a sentence opens by addressing, the rest of it).
+
+    >>> address("Hi John!"), address("Hey Jon, I went hiking."), address("Hi, I'm Sam.")
+    ((('John',), ''), (('Jon',), 'I went hiking.'), ((), "Hi, I'm Sam."))
+    >>> address("Thanks Mel and Jo! It was fun."), address("Wow, Paris!")
+    ((('Mel', 'Jo'), 'It was fun.'), ((), 'Wow, Paris!'))
+    """
+    m = _ADDRESS.match(sentence)
+    if m is None:
+        return (), sentence
+    names = tuple(n for n in re.split(r"\s*(?:,|\band\b|&)\s*", m["names"]) if n)
+    return names, sentence[m.end():].strip()
+
+
 def sentences(text: str) -> list[str]:
     return [s.strip() for s in _SENT.findall(clean(text)) if s.strip()]
 

@@ -22,7 +22,14 @@ The model proposes ops for the facts it was sent; `reconcile` then disposes, det
      every content word of that something occurs in the old memory ("sold his car" and
      "owns a red car");
    - *correction*: the turn says it corrects ("actually", "I meant", "correction", "sorry,
-     it's") and the new text is the old one with one short span (at most 4 words) swapped.
+     it's") and the new text is the old one with one short span (at most 4 words) swapped,
+     or (`PRONOUN_CORRECTIONS`) a short pronoun-led text ("his name is Max", "it's on 4
+     June") that swaps 1-2 names for names or numbers for numbers of the old one.
+   The subject "Maria and others" (the extractive rewrite of "we") is Maria for these rules
+   (`WE_INCLUDES_SPEAKER`); a leading "now"/"currently" is read past (`LEADING_NOW`) ("Now Maria works at
+   Meta"), and so is a leading resolved date (`LEADING_TIME`: "Two weeks before 20 June 2023
+   Maria moved to Paris"). `ORDINAL_CHILDREN`: "had Maria's third child" fills the children slot (3), and is
+   a repeat (NOOP) when the same batch also says "Maria has three kids".
    Everything else stays active next to the older memory with its date: a second pet, a
    second hobby, a fact about a third party ("Maria's brother moved to Berlin" is not
    Maria's address). For those the Answer Agent's prompt already says "if memories
@@ -45,7 +52,7 @@ Raises nothing of its own (an `embed` failure propagates).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -54,12 +61,19 @@ from core.agents.guards import fact_key
 from core.types import Memory, MemoryOp
 
 DUPLICATE_COSINE = 0.85  # all-MiniLM-L6-v2; see the module docstring
+# Session 6 rules (each can be switched off here; docs in the module docstring):
+WE_INCLUDES_SPEAKER = True  # "Maria and others moved to Berlin" (from "we") fills Maria's slots
+PRONOUN_CORRECTIONS = True  # "Actually, his name is Max." corrects the memory whose name it swaps
+ORDINAL_CHILDREN = True  # "had Maria's third child" fills the children slot (3); a repeat of "has three kids"
+LEADING_TIME = True  # "Two weeks before 20 June 2023 Maria moved to Paris" fills Maria's residence
+LEADING_NOW = True  # "Now Maria works at Meta" fills Maria's employer slot
 
 Embed = Callable[[Sequence[str]], np.ndarray]
 
 _WORD = re.compile(r"[A-Za-z0-9]+(?:'[A-Za-z]+)?")
 _NUMBER_WORDS = {w: str(i) for i, w in enumerate(
     "zero one two three four five six seven eight nine ten eleven twelve".split())}
+_ORDINAL_COUNTS = {w: str(i + 2) for i, w in enumerate("second third fourth fifth sixth".split())}
 _NOT_NAMES = {"i", "the", "a", "an", "actually", "she", "he", "they", "it", "his", "her", "their",
               "my", "on", "in", "at", "and", "but", "so", "now", "also", "sorry", "yes", "no", "oh"}
 _NEGATION = re.compile(
@@ -95,6 +109,9 @@ _SLOTS: tuple[tuple[str, re.Pattern[str]], ...] = tuple((slot, re.compile(p, re.
     ("employer", _SUBJ + _NEW_JOB + r" (?:at|with) (?P<v>.+)$"),
     ("employer", _SUBJ + r" is (?:now )?employed (?:at|by) (?P<v>.+)$"),
     ("children", _SUBJ + r" (?:now |also )?has (?P<v>\w+) (?:kids|children)$"),
+    ("children", _SUBJ + r" (?:has |have |just |recently |has just |have just )*(?:had|welcomed|gave birth to) "
+                 r"(?:\w+'s |their |our |her |his |a )?(?P<v>second|third|fourth|fifth|sixth) "
+                 r"(?:child|baby|kid|son|daughter)\b.*$"),
     ("favourite", _SUBJ + r"'s? (?:new |current |all-time )?(?:favou?rite|fave) (?P<a>[\w ]+?) is(?: now)? (?P<v>.+)$"),
 ))
 _RETRACTIONS: tuple[re.Pattern[str], ...] = tuple(re.compile(p, re.I) for p in (
@@ -108,11 +125,13 @@ _RETRACTIONS: tuple[re.Pattern[str], ...] = tuple(re.compile(p, re.I) for p in (
 @dataclass(frozen=True)
 class Slot:
     """A single-valued attribute a text fills: `subject` ("maria"), `attribute` ("residence",
-    "favourite band"), `value` ("berlin"), all lower case."""
+    "favourite band"), `value` ("berlin"), all lower case. `derived`: read off an event
+    ("had Maria's third child": 3 children) rather than stated."""
 
     subject: str
     attribute: str
     value: str
+    derived: bool = field(default=False, repr=False)
 
 
 def _words(text: str) -> list[str]:
@@ -130,8 +149,15 @@ def _stem(word: str) -> str:
     return word
 
 
-_LEADING = re.compile(r"^(?:(?:actually|sorry|well|oh|so|and|but|yes|no|ok|okay|correction|also)\b[,:;!]?\s+"
-                      r"|[A-Z][\w'-]* (?:meant|means)(?: that)?\s+)+", re.I)
+_LEADING_WORDS = "actually|sorry|well|oh|so|and|but|yes|no|ok|okay|correction|also"
+_LEADING_RE = {now: re.compile(rf"^(?:(?:{_LEADING_WORDS}{'|now|currently|nowadays|these days' if now else ''})"
+                               r"\b[,:;!]?\s+|[A-Z][\w'-]* (?:meant|means)(?: that)?\s+)+", re.I)
+               for now in (False, True)}
+
+
+def _lead(text: str) -> str:
+    """`text` without a leading "Actually,"/"Sorry, Maria meant" (and "Now", `LEADING_NOW`)."""
+    return _LEADING_RE[LEADING_NOW].sub("", text)
 _MONTH = r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\b"
 _TIME_TAIL = re.compile(
     r",?\s+(?:(?:on|in|at|since|until|by|around|from|during|over) (?:\d|the (?:day|week|weekend|month|year)\b|"
@@ -141,11 +167,21 @@ _TIME_TAIL = re.compile(
     r"\w+ (?:days?|weeks?|months?|years?) (?:ago|before|after)\b|this (?:week|weekend|month|year|morning)\b).*$", re.I)
 
 
+_DATE = r"\d{1,2} " + _MONTH + r"(?: \d{4})?"
+_TIME_HEAD = re.compile(
+    r"^(?:(?:the|a|an|\w+) (?:days?|weeks?|weekends?|months?|years?) (?:before|after|of) " + _DATE
+    + r"|(?:on|in|since|during|by|around) (?:" + _DATE + r"|" + _MONTH + r"(?: \d{4})?|\d{4})"
+    + r"|yesterday|today|recently|last (?:week|weekend|month|year|night|\w+day)),?\s+(?=[A-Z])", re.I)
+
+
 def _clean(text: str) -> str:
-    """A fact without its end punctuation, a leading "Actually,"/"Sorry, Maria meant" and a
-    trailing time ("the week before 8 May 2023", "on 7 May 2023", "any more", "now")."""
+    """A fact without its end punctuation, a leading "Actually,"/"Sorry, Maria meant", a leading
+    time before the subject ("Two weeks before 20 June 2023 Maria moved ...", `LEADING_TIME`)
+    and a trailing time ("the week before 8 May 2023", "on 7 May 2023", "any more", "now")."""
     text = " ".join(text.strip().rstrip(".!?;").split())
-    text = _LEADING.sub("", text)
+    text = _lead(text)
+    if LEADING_TIME:
+        text = _lead(_TIME_HEAD.sub("", text, count=1))
     return _TIME_TAIL.sub("", text).strip()
 
 
@@ -153,6 +189,8 @@ def _subject(raw: str, speaker: str | None) -> str:
     subject = " ".join(raw.lower().split())
     if subject.endswith("'s"):
         subject = subject[:-2]
+    if WE_INCLUDES_SPEAKER and subject.endswith(" and others"):
+        subject = subject[:-len(" and others")]  # the extractive rewrite of "we": the speaker is one of them
     return (speaker or "").lower() if subject in _SELF and speaker else subject
 
 
@@ -247,7 +285,10 @@ def slot_of(text: str, speaker: str | None = None) -> Slot | None:
             continue
         if attribute == "favourite":
             attribute = "favourite " + " ".join(match["a"].lower().split())
-        return Slot(_subject(match["s"], speaker), attribute, value)
+        derived = value in _ORDINAL_COUNTS
+        if derived and not ORDINAL_CHILDREN:
+            continue
+        return Slot(_subject(match["s"], speaker), attribute, _ORDINAL_COUNTS.get(value, value), derived)
     return None
 
 
@@ -283,7 +324,7 @@ def retraction(text: str, speaker: str | None = None) -> tuple[str, frozenset[st
 def _one_span_swap(new: str, old: str) -> bool:
     """`new` is `old` with one span of 1-4 words swapped, the rest (>= 3 words, starting with
     the first) the same."""
-    a, b = _words(_LEADING.sub("", new.strip())), _words(_LEADING.sub("", old.strip()))
+    a, b = _words(_lead(new.strip())), _words(_lead(old.strip()))
     p = 0
     while p < min(len(a), len(b)) and a[p] == b[p]:
         p += 1
@@ -292,6 +333,36 @@ def _one_span_swap(new: str, old: str) -> bool:
         q += 1
     da, db = len(a) - p - q, len(b) - p - q
     return p >= 1 and p + q >= 3 and 1 <= da <= 4 and 1 <= db <= 4
+
+
+_PRONOUN_LED = re.compile(r"^(?:his|her|its|their|it'?s|it is|it was|that'?s|that is|that was|he'?s|she'?s|"
+                          r"he is|she is|he was|she was)\b", re.I)
+PRONOUN_MAX_WORDS = 8
+
+
+def pronoun_led(text: str) -> bool:
+    """A short fact whose subject is a pronoun ("His name is Max.", "It's actually on 4 June."):
+    it only means something next to the memory it talks about.
+
+    >>> pronoun_led("Actually, his name is Max."), pronoun_led("Maria's dog is called Max.")
+    (True, False)
+    """
+    text = _lead(" ".join(text.strip().split()))
+    return bool(_PRONOUN_LED.match(text)) and len(_words(text)) <= PRONOUN_MAX_WORDS
+
+
+def _pronoun_swap(new: str, old: str, speaker: str | None) -> bool:
+    """A pronoun-led `new` that swaps the value(s) of `old`: it brings 1-2 names or numbers
+    `old` lacks, `old` has 1-2 (besides the speaker) `new` lacks, and both are of one kind
+    (names for names, numbers for numbers): "His name is Max." / "Maria's dog is called Rex.",
+    "It's actually on 4 June." / "Maria's birthday is on 3 June."."""
+    if not pronoun_led(new):
+        return False
+    a, b = names_numbers(new), names_numbers(old)
+    brought, lost = a - b, b - a - {(speaker or "").lower()}
+    if not (1 <= len(brought) <= 2 and 1 <= len(lost) <= 2):
+        return False
+    return len({w.isdigit() for w in brought | lost}) == 1
 
 
 def superseded_by_rule(new: str, old: Memory, *, speaker: str | None, turn_text: str = "") -> str | None:
@@ -320,6 +391,8 @@ def superseded_by_rule(new: str, old: Memory, *, speaker: str | None, turn_text:
             return "retraction"
         return None
     if _CORRECTION.search(turn_text or "") and _one_span_swap(new, old.text):
+        return "correction"
+    if PRONOUN_CORRECTIONS and _CORRECTION.search(turn_text or "") and _pronoun_swap(new, old.text, speaker):
         return "correction"
     return None
 
@@ -392,11 +465,33 @@ def reconcile(ops: Sequence[MemoryOp], facts: Sequence[str], shown: Sequence[Mem
         ops += [MemoryOp("ADD", text=f, speaker=provenance.get("speaker"),
                          observed_at=provenance.get("observed_at"), source=provenance.get("source"))
                 for f in kept]
+    if ruled and ORDINAL_CHILDREN:
+        ops = _derived_repeats(ops, speaker, repeats)
     superseded: list[tuple[str, int, str]] = []
     if ruled:
         ops = _supersede(ops, list(shown) + [m for m in candidates if m.id not in {s.id for s in shown}],
                          speaker=speaker, turn_text=turn_text, superseded=superseded)
     return Reconciled(ops, kept, repeats, superseded)
+
+
+def _derived_repeats(ops: list[MemoryOp], speaker: str | None, repeats: list[str]) -> list[MemoryOp]:
+    """An ADD whose slot is derived from an event ("had Maria's third child") becomes a NOOP
+    when another ADD of the batch states the same slot and value ("Maria has three kids now")."""
+    stated = set()
+    for op in ops:
+        slot = slot_of(op.text, speaker) if op.event == "ADD" and op.text else None
+        if slot is not None and not slot.derived:
+            stated.add((slot.subject, slot.attribute, slot.value))
+    if not stated:
+        return ops
+    out = []
+    for op in ops:
+        slot = slot_of(op.text, speaker) if op.event == "ADD" and op.text else None
+        if slot is not None and slot.derived and (slot.subject, slot.attribute, slot.value) in stated:
+            repeats.append(op.text)
+            op = replace(op, event="NOOP")
+        out.append(op)
+    return out
 
 
 def _supersede(ops: list[MemoryOp], pool: list[Memory], *, speaker: str | None, turn_text: str,
@@ -426,4 +521,5 @@ def _supersede(ops: list[MemoryOp], pool: list[Memory], *, speaker: str | None, 
 def wants_candidates(fact: str, speaker: str | None = None) -> bool:
     """Whether a fact could supersede by a slot or a retraction (then the manager looks up
     the speaker's nearest memories for it even when none counts as related)."""
-    return slot_of(fact, speaker) is not None or retraction(fact, speaker) is not None
+    return (slot_of(fact, speaker) is not None or retraction(fact, speaker) is not None
+            or (PRONOUN_CORRECTIONS and pronoun_led(fact)))

@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from core.agents import extractive
 from core.agents.extractive import (FIRST_NUMBER, MAX_CANDIDATE_CHARS, MAX_CANDIDATES, candidates,
                                     choice_messages, choice_schema, extract_facts, keep_all,
                                     model_chooser, parse_choice, rewrite, third_person_verb)
@@ -241,3 +242,75 @@ def test_the_embedded_model_returns_valid_choices():
             assert set(facts) <= set(extract_facts(turn, "Maria", TIME, keep_all))
     finally:
         backend.close()
+
+
+# --------------------------------------------------------------------------- the filler filter (session 6)
+
+@pytest.mark.parametrize("text,reason", [
+    ("Your passion and commitment are awesome", "listener"),
+    ("You're doing amazing", "listener"),
+    ("Being yourself is great", "listener"),
+    ("Thanks so much, Mel", "reply"),
+    ("Sounds great, Caroline", "reply"),
+    ("Glad you had a great time", "reply"),
+    ("I totally agree, Melanie", "reply"),
+    ("Nice spot", "evaluation"),
+    ("That bowl is awesome, Mel", "evaluation"),
+    ("The pride event was awesome", "evaluation"),
+    ("Long time no talk", "evaluation"),
+    ("Do you like it", "question"),
+    ("Check out the crowd", "question"),
+    # kept: first person, names, numbers, a plain opening word, many content words
+    ("I'm so proud of you for spreading awareness", None),
+    ("I totally get it, I had a mentor too when I was learning how to dance", None),
+    ("Rex loves the beach", None),
+    ("Luna and Oliver", None),
+    ("5 years already", None),
+    ("The trip to Paris was great", None),
+    ("Family moments make life awesome", None),
+    ("Surrounding ourselves with things that bring us joy is important", None),
+])
+def test_filler_reasons(text, reason):
+    assert extractive.filler(text) == reason
+
+
+def test_the_filter_drops_filler_from_candidates_and_can_be_switched_off(monkeypatch):
+    turn = "Thanks, Mel! Your passion and commitment are awesome. Nice spot! I started a pottery class."
+    assert candidates(turn) == ["I started a pottery class"]
+    monkeypatch.setattr(extractive, "FILTER_FILLER", False)
+    assert candidates(turn) == ["Your passion and commitment are awesome", "Nice spot", "I started a pottery class"]
+
+
+def test_the_filter_keeps_every_scenario_statement():
+    """Every scenario turn a good extractor takes facts from keeps all its candidates."""
+    from tests.core.agents.scenarios import SCENARIOS
+
+    turns = [step.text for s in SCENARIOS for step in s.steps if step.facts] + [t for t, _ in PLAIN_TURNS]
+    for text in turns:
+        cands = candidates(text)
+        assert cands and all(extractive.filler(c) is None for c in cands), text
+
+
+def test_the_locomo_measure_on_a_fixture(tmp_path, capsys):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("bench_extractive", Path(__file__).resolve().parents[3]
+                                                  / "benchmarks" / "extractive.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    conv = {"speaker_a": "Ann", "speaker_b": "Bob", "session_1_date_time": TIME, "session_1": [
+        {"speaker": "Ann", "dia_id": "D1:1", "text": "Hi Bob! I adopted a cat named Mo. Your shoes are great."},
+        {"speaker": "Bob", "dia_id": "D1:2", "text": "Thanks so much, Ann! Nice spot. I run marathons."}]}
+    obs = {"session_1_observation": {"Ann": [["Ann adopted a cat named Mo.", "D1:1"]],
+                                     "Bob": [["Bob runs marathons.", "D1:2"]]}}
+    for split in ("train", "val"):
+        (tmp_path / f"{split}.json").write_text(json.dumps([{"sample_id": split, "conversation": conv,
+                                                             "observation": obs, "qa": []}]))
+    assert bench.main(["--locomo", "--data", str(tmp_path), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    val = report["val"]
+    assert val["before"]["candidates"] == 5 and val["after"]["candidates"] == 2
+    assert val["before"]["matching"] == val["after"]["matching"] == 2 and val["after"]["gold_covered"] == 2
+    assert val["dropped"] == {"listener": 1, "reply": 1, "evaluation": 1} and val["matching_lost"] == {}

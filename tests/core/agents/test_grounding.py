@@ -293,3 +293,37 @@ def test_benchmark_runs_end_to_end_on_a_fixture(tmp_path, capsys):
     assert report["train"]["sample"] == "toy-train" and report["val"]["positives"] == 5
     assert {"baseline", "gate"} <= set(report["val"]) and "gate+embedder" not in report["val"]
     assert report["leaks_all_as_expected"] is True
+
+
+# --------------------------------------------------------------------------- a greeted name (session 6)
+
+GREETED = "Hi John! How are you?"
+
+
+@pytest.mark.parametrize("embedder", [None, "real"], ids=["lexical", "minilm"])
+def test_a_name_said_only_in_a_greeting_supports_no_relation(embedder, request):
+    emb = request.getfixturevalue("real_embedder") if embedder else None
+    v = check_fact("Sam has a brother named John who is a doctor.", Source(GREETED, "Sam", JUNE_5), embedder=emb)
+    assert not v.ok and v.reason == "only greeted, not talked about: 'John'"
+    for turn in ("Thanks, John! See you.", "Hey John, good morning!", "Hello Jon and Mel!"):
+        assert not check_fact("Sam's friend John is a doctor.", Source(turn, "Sam", JUNE_5), embedder=emb).ok
+
+
+def test_a_greeting_still_lets_the_rest_of_the_turn_and_known_names_through(real_embedder):
+    said = Source("Hey John, I adopted a dog last week, his name is Buddy.", "Sam", JUNE_5)
+    assert check_fact("Sam adopted a dog named Buddy.", said, embedder=real_embedder).ok
+    # the other participant is a known name: a fact may name them (LoCoMo gold facts do)
+    said = Source("Hi John! I ran a marathon with my brother.", "Sam", JUNE_5, names=("John",))
+    assert check_fact("Sam ran a marathon with Sam's brother.", said, embedder=real_embedder).ok
+    # a name said as content, not as an address, supports as before
+    assert check_fact("Sam has a brother named John.", Source("Hi! My brother John is a doctor.", "Sam", JUNE_5),
+                      embedder=real_embedder).ok
+
+
+def test_address_is_only_a_greeting_with_a_name():
+    from core.agents.grounding_text import address
+
+    assert address("Hi John!") == (("John",), "")
+    assert address("Congrats, Mel, that is huge!") == (("Mel",), "that is huge!")
+    for kept in ("Hi, I'm Sam.", "Hi! I live in Lisbon.", "Wow, Paris!", "Lisbon is great!", "Hi I moved."):
+        assert address(kept) == ((), kept)

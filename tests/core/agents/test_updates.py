@@ -232,3 +232,64 @@ def test_plan_turn_adds_one_of_two_paraphrases_in_one_turn(make_bank, real_embed
     off = _plan(bank, ["Maria works as a nurse.", "Maria is a nurse by profession."],
                 config=ManagerConfig(updates=False))
     assert [o.event for o in off] == ["ADD", "ADD"]
+
+
+# --------------------------------------------------------------------------- session 6 rules
+
+@pytest.mark.parametrize("new,old,turn,rule", [
+    # "we" (the extractive rewrite: "Maria and others") includes the speaker
+    ("Maria and others moved to Berlin.", "Maria lives in Lisbon.", "We moved to Berlin.", "slot"),
+    ("Maria moved back to Lisbon in July.", "Maria and others moved to Berlin.", "I moved back.", "slot"),
+    # a leading "Now" and a leading resolved date are read past
+    ("Now Maria works at Meta.", "Maria works at Google.", "Now I work at Meta.", "slot"),
+    ("Two weeks before 20 June 2023 Maria moved to Paris.", "Maria lives in Lisbon.", "Two weeks ago I moved", "slot"),
+    ("On 7 May 2023 Maria moved to Oslo.", "Maria lives in Lisbon.", "Yesterday I moved to Oslo.", "slot"),
+    # corrections that do not repeat the subject
+    ("Actually, his name is Max.", "Maria's dog is called Rex.", "Actually, his name is Max.", "correction"),
+    ("Sorry, it's actually on 4 June.", "Maria's birthday is on 3 June.", "Sorry, it's actually on 4 June.",
+     "correction"),
+    # ... need the turn to correct, a swap of the same kind, and a short pronoun-led text
+    ("His name is Max.", "Maria's dog is called Rex.", "His name is Max.", None),
+    ("Actually, his name is Max.", "Maria's birthday is on 3 June.", "Actually, his name is Max.", None),
+    ("Actually, it's on 4 June.", "Maria's dog is called Rex.", "Actually, it's on 4 June.", None),
+    ("Actually, it was a long and very tiring trip to Rome with Ann.", "Maria's dog is called Rex.",
+     "Actually, it was a long and very tiring trip to Rome with Ann.", None),
+    # a third party's "and others" is not the speaker
+    ("Maria's brother and others moved to Berlin.", "Maria lives in Lisbon.", "My brother moved.", None),
+])
+def test_session_6_rules(new, old, turn, rule):
+    assert updates.superseded_by_rule(new, Memory(1, old, speaker="Maria"), speaker="Maria", turn_text=turn) == rule
+
+
+def test_session_6_rules_can_be_switched_off(monkeypatch):
+    old = Memory(1, "Maria lives in Lisbon.", speaker="Maria")
+    monkeypatch.setattr(updates, "WE_INCLUDES_SPEAKER", False)
+    assert updates.superseded_by_rule("Maria and others moved to Berlin.", old, speaker="Maria") is None
+    monkeypatch.setattr(updates, "LEADING_NOW", False)
+    assert updates.superseded_by_rule("Now Maria works at Meta.", Memory(1, "Maria works at Google.", speaker="Maria"),
+                                      speaker="Maria") is None
+    monkeypatch.setattr(updates, "LEADING_TIME", False)
+    assert updates.superseded_by_rule("On 7 May 2023 Maria moved to Oslo.", old, speaker="Maria") is None
+    monkeypatch.setattr(updates, "PRONOUN_CORRECTIONS", False)
+    dog = Memory(1, "Maria's dog is called Rex.", speaker="Maria")
+    assert updates.superseded_by_rule("Actually, his name is Max.", dog, speaker="Maria",
+                                      turn_text="Actually, his name is Max.") is None
+    assert not updates.wants_candidates("His name is Max.", "Maria")
+    monkeypatch.setattr(updates, "ORDINAL_CHILDREN", False)
+    assert updates.slot_of("Maria and others just had Maria's third child.", "Maria") is None
+
+
+def test_an_ordinal_child_fills_the_children_slot_and_repeats_a_stated_count():
+    slot = updates.slot_of("Maria and others just had Maria's third child.", "Maria")
+    assert (slot.subject, slot.attribute, slot.value, slot.derived) == ("maria", "children", "3", True)
+    old = Memory(1, "Maria has two kids.", speaker="Maria")
+    facts = ["Maria and others just had Maria's third child.", "Maria has three kids now."]
+    done = updates.reconcile([], facts, [old], embed=_embed_exact, speaker="Maria", provenance={"speaker": "Maria"},
+                             turn_text="We just had our third child, so I have three kids now.", candidates=[old])
+    adds = [op for op in done.ops if op.event == "ADD"]
+    assert [op.text for op in adds] == ["Maria has three kids now."] and adds[0].supersedes == 1
+    assert done.repeats == [facts[0]]
+    # alone, the event supersedes the old count itself
+    done = updates.reconcile([], facts[:1], [old], embed=_embed_exact, speaker="Maria", provenance={},
+                             turn_text="We just had our third child!", candidates=[old])
+    assert [(op.event, op.supersedes) for op in done.ops] == [("ADD", 1)]
