@@ -60,16 +60,20 @@ def register(sub) -> None:
 def _specs(args):
     """(settings, answer spec, manager spec) from the settings file with the command-line
     overrides, each spec with the role's shipped adapter (core.catalog.shipped) unless it has an
-    adapter of its own or shipped adapters are off (settings or `--no-shipped-adapters`)."""
+    adapter of its own or shipped adapters are off (settings or `--no-shipped-adapters`), and
+    on the embedded model's faster copy when `fast_embedded_model` is on (as the GUI's
+    `effective_spec`)."""
     from core.catalog.roles import role_spec
-    from core.catalog.shipped import with_shipped_adapter
+    from core.catalog.shipped import with_embedded_variant, with_shipped_adapter
     from core.config import Settings, settings_path
 
     settings = Settings.load(settings_path())
     if getattr(args, "manager_extraction", None):
         settings.manager_extraction = args.manager_extraction
     shipped = settings.use_shipped_adapters and not getattr(args, "no_shipped_adapters", False)
-    answer, manager = (with_shipped_adapter(model_spec(args, role, role_spec(settings, role)), role, shipped)
+    answer, manager = (with_embedded_variant(
+                           with_shipped_adapter(model_spec(args, role, role_spec(settings, role)), role, shipped),
+                           settings.fast_embedded_model)
                        for role in ("answer", "manager"))
     return settings, answer, manager
 

@@ -10,7 +10,7 @@ heavy: torch and peft load inside the command function.
 examples .jsonl `memory-r1 train data` writes; the pairs are `training.data.sft_answer`'s
 (the evaluation's exact answer prompt with source quotes; the evidence turns' memories as the
 selection, then the gold answer). `--role manager`: the pairs come from
-`training.data.sft_manager.build_pairs` when that module is installed. Export the result
+`training.data.sft_manager.build_pairs` (the extraction choices). Export the result
 with `memory-r1 export --adapter <out>/best --out <role>-sft-lora.gguf`.
 """
 
@@ -62,17 +62,11 @@ def _answer_pairs(path: str, args, data_dir: Path) -> tuple[list[dict], dict]:
 
 
 def _manager_pairs(path: str, args) -> tuple[list[dict], dict]:
-    from core.errors import InvalidInputError
-
-    try:
-        from training.data import sft_manager  # type: ignore[attr-defined]
-    except ImportError:
-        raise InvalidInputError("--role manager is not available yet: training/data/sft_manager.py "
-                                "(the manager's SFT pairs) is not installed") from None
     from app.cli.options import samples_of
+    from training.data.sft_manager import build_pairs
 
     stats: dict = {}
-    pairs = sft_manager.build_pairs(path, samples=samples_of(args), max_sessions=args.max_sessions, stats=stats)
+    pairs = build_pairs(path, samples=samples_of(args), max_sessions=args.max_sessions, stats=stats)
     return list(pairs), stats
 
 

@@ -35,6 +35,7 @@ optional embedder's `embed` raises. Text handling lives in core/agents/grounding
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Iterable
@@ -147,6 +148,11 @@ def support_text(source: Source) -> str:
     return _prepare(source).support_text
 
 
+def _fold(name: str) -> str:
+    """A name as `_Prepared.addressed` keeps it: casefolded, curly apostrophe straightened, no 's."""
+    return name.casefold().replace("’", "'").removesuffix("'s")
+
+
 @lru_cache(maxsize=512)
 def _prepare(source: Source) -> _Prepared:
     text = clean(source.text)[:SOURCE_MAX_CHARS]
@@ -159,7 +165,7 @@ def _prepare(source: Source) -> _Prepared:
         has_statement |= kind == "statement"
         parts.append(s if kind == "statement" else presupposed(s))
         spoken_to, rest = address(s) if grounding_text.STRIP_ADDRESS else ((), s)
-        addressed.update(n.casefold().replace("’", "'").removesuffix("'s") for n in spoken_to)
+        addressed.update(_fold(n) for n in spoken_to)
         unaddressed.append(parts[-1] if not spoken_to else rest if kind == "statement" else presupposed(rest))
     if memory:
         parts.append(memory)
@@ -308,10 +314,18 @@ def check_fact(fact: str, source: Source, *, embedder=None, config: GateConfig =
         return Verdict(False, "nothing was said", 0.0)
     claims = _claims(text)
     missing, support, n_content = _check_lexical(claims, prep, prep.stated)
+    if missing and prep.addressed:
+        # a fact that quotes the greeting itself ("Ann said: Hi Bob! I adopted a dog.") claims
+        # nothing about the greeted name: only a name the fact talks about must be supported
+        # (only where every mention of the name in the fact is in a quoted greeting)
+        quoted = Counter(_fold(n) for sent in sentences(text) for n in address(sent.split(": ", 1)[-1])[0])
+        mentions = Counter(_fold(t.text) for t in tokens(text))
+        missing = [m for m in missing
+                   if not (_fold(m) in prep.addressed and quoted[_fold(m)] >= mentions[_fold(m)] > 0)]
     if not (claims.names or claims.numbers or claims.months or n_content):
         return Verdict(False, "says nothing to remember", 0.0)
     if missing:
-        spoken_to = [m for m in missing if m.casefold().replace("’", "'").removesuffix("'s") in prep.addressed]
+        spoken_to = [m for m in missing if _fold(m) in prep.addressed]
         if spoken_to and len(spoken_to) == len(missing):
             shown = ", ".join(f"'{m}'" for m in dict.fromkeys(spoken_to))
             return Verdict(False, f"only greeted, not talked about: {shown}", support, None, tuple(missing))

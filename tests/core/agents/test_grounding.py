@@ -327,3 +327,12 @@ def test_address_is_only_a_greeting_with_a_name():
     assert address("Congrats, Mel, that is huge!") == (("Mel",), "that is huge!")
     for kept in ("Hi, I'm Sam.", "Hi! I live in Lisbon.", "Wow, Paris!", "Lisbon is great!", "Hi I moved."):
         assert address(kept) == ((), kept)
+
+
+def test_a_fact_that_quotes_the_greeting_is_not_refused_for_the_greeted_name():
+    src = Source(text="Hi Bob! I adopted a dog named Rex yesterday.", speaker="Ann")
+    assert check_fact("Ann said: Hi Bob! I adopted a dog named Rex yesterday.", src).ok
+    greeted = Source(text=GREETED, speaker="Sam")
+    # the greeting quoted, then a claim about the greeted name: still refused
+    v = check_fact("Sam said: Hi John! John is a doctor.", greeted)
+    assert not v.ok and v.reason == "only greeted, not talked about: 'John'"
