@@ -47,7 +47,7 @@ class Settings:
     memory_paused: bool = field(default=False, metadata={"help": "the manager neither reads nor writes"})
     use_shipped_adapters: bool = field(default=True, metadata={"help": "use trained adapters shipped in assets/"})
     fast_embedded_model: bool = field(default=False, metadata={
-        "help": "run the embedded model as a Q4_0 copy derived once from the shipped Q4_1 file "
+        "help": "run the embedded model as a Q8_0 copy derived once from the shipped Q4_1 file "
                 "(faster prompt evaluation; `memory-r1 models optimize`)"})
     trash_days: int = field(default=30, metadata={"help": "days a deleted chat stays in the trash before it is "
                                                           "purged for good (at start-up); 0 = at the next start"})

@@ -8,7 +8,7 @@ merged export is a whole model, not an adapter) and `roles.check_adapter` accept
 role's base model: the embedded SmolLM2 when the spec has no path.
 
 With `Settings.fast_embedded_model` on, `effective_spec` then points a spec without a path at
-the embedded model's derived Q4_0 variant (`core.llm.variant`), falling back to the shipped file.
+the embedded model's derived Q8_0 variant (`core.llm.variant`), falling back to the shipped file.
 
 Precedence: an adapter the user chose always wins; the setting off means no shipped adapter.
 The base model's sha256 comes from the catalog (same file name and size) or the model store's

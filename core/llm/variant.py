@@ -1,12 +1,14 @@
 """A faster copy of the embedded model, derived once from the shipped file.
 
 The shipped `SmolLM2-135M-Instruct.Q4_1.gguf` is in llama.cpp's slowest prompt-evaluation
-format on x86; Q4_0 is repacked for AVX2 at load and evaluates a prompt ~2x faster
-(benchmarks/model_format.py). `derive_variant` re-quantises the shipped file with llama.cpp's
+format on x86. Q8_0 evaluates a prompt ~1.9x faster and gave the same greedy replies on the
+benchmark's 4 prompts; Q4_0 is faster still (~2.4x, repacked for AVX2 at load) but rounding
+the 4-bit weights twice broke the model's replies ("1. 2. 3. ..."), so the copy is Q8_0
+(benchmarks/model_format.py, docs/results.md). `derive_variant` re-quantises the shipped file with llama.cpp's
 `llama_model_quantize` (allow_requantize) into `<data dir>/models/derived/`, atomically (a
 temp file in the same folder, renamed over the target when it is whole and its header reads
 back as the wanted type), and records both checksums in a JSON file beside it:
-`<name>.Q4_0.gguf` + `<name>.Q4_0.json` {source name/size/sha256, quant, size, sha256, seconds,
+`<name>.Q8_0.gguf` + `<name>.Q8_0.json` {source name/size/sha256, quant, size, sha256, seconds,
 llama_cpp version}.
 
 `resolve_embedded(enabled)` gives the file the embedded model loads from: the shipped file
@@ -38,7 +40,7 @@ from core.fileio import atomic_path, atomic_write_json, folder_lock, sha256_file
 
 log = logging.getLogger(__name__)
 
-FAST_QUANT = "Q4_0"
+FAST_QUANT = "Q8_0"  # not Q4_0: it breaks this model (module docstring)
 # gguf.LlamaFileType / llama_ftype values of the formats a variant may have.
 FILE_TYPES = {"Q4_0": 2, "Q4_1": 3, "Q8_0": 7}
 DERIVED_DIR = "derived"
@@ -76,7 +78,7 @@ def variant_dir(base: Path | None = None) -> Path:
 
 def variant_path(source: str | os.PathLike, quant: str = FAST_QUANT, base: Path | None = None) -> Path:
     """Where the `quant` variant of `source` lives: `SmolLM2-135M-Instruct.Q4_1.gguf` ->
-    `<data dir>/models/derived/SmolLM2-135M-Instruct.Q4_0.gguf`."""
+    `<data dir>/models/derived/SmolLM2-135M-Instruct.Q8_0.gguf`."""
     quant = _check_quant(quant)
     stem = Path(source).stem
     head, dot, tail = stem.rpartition(".")
@@ -86,7 +88,7 @@ def variant_path(source: str | os.PathLike, quant: str = FAST_QUANT, base: Path 
 
 
 def record_path(variant: str | os.PathLike) -> Path:
-    """The JSON record beside a variant file (`X.Q4_0.gguf` -> `X.Q4_0.json`)."""
+    """The JSON record beside a variant file (`X.Q8_0.gguf` -> `X.Q8_0.json`)."""
     return Path(variant).with_suffix(".json")
 
 

@@ -1,4 +1,4 @@
-"""`memory-r1 models optimize`: derives the embedded model's Q4_0 copy once (again with --force
+"""`memory-r1 models optimize`: derives the embedded model's Q8_0 copy once (again with --force
 or when it is damaged), says whether the app uses it, and --use / --no-use switch the setting."""
 
 from __future__ import annotations
@@ -44,14 +44,14 @@ def test_optimize_derives_once_then_says_it_is_there(capsys, fake_shipped, data_
     src, calls = fake_shipped
     code, out, err = _run(capsys, "--json")
     first = json.loads(out)
-    target = data_home / "models" / "derived" / "Tiny.Q4_0.gguf"
+    target = data_home / "models" / "derived" / "Tiny.Q8_0.gguf"
     assert code == 0 and first["derived"] is True and first["used"] is False and first["path"] == str(target)
     assert first["sha256"] == sha256_file(target) and first["source_sha256"] == sha256_file(src)
     code, out, err = _run(capsys)
     assert code == 0 and calls == [1] and err == ""
     assert out.strip().startswith(f"{target} is already derived") and "add --use" in out
     code, out, err = _run(capsys, "--force", "--threads", "2")
-    assert code == 0 and calls == [1, 2] and "Deriving Tiny.Q4_0.gguf from Tiny.Q4_1.gguf (forced)" in err
+    assert code == 0 and calls == [1, 2] and "Deriving Tiny.Q8_0.gguf from Tiny.Q4_1.gguf (forced)" in err
 
 
 def test_optimize_use_and_no_use_switch_the_setting(capsys, fake_shipped):
@@ -65,7 +65,7 @@ def test_optimize_use_and_no_use_switch_the_setting(capsys, fake_shipped):
 
 def test_optimize_rederives_a_damaged_copy(capsys, fake_shipped, data_home):
     _run(capsys)
-    target = data_home / "models" / "derived" / "Tiny.Q4_0.gguf"
+    target = data_home / "models" / "derived" / "Tiny.Q8_0.gguf"
     target.write_bytes(target.read_bytes()[:-1] + b"\x01")
     variant._sha_cache.clear()
     code, _, err = _run(capsys)
@@ -82,6 +82,6 @@ def test_optimize_refuses_zero_threads(capsys, fake_shipped):
 def test_optimize_the_real_embedded_model(capsys, data_home):
     code, out, _ = _run(capsys, "--json", "--use")
     record = json.loads(out)
-    assert code == 0 and record["derived"] and record["used"] and record["quant"] == "Q4_0"
+    assert code == 0 and record["derived"] and record["used"] and record["quant"] == "Q8_0"
     assert record["source_name"] == embedded_gguf().name
-    assert 0 < record["size_bytes"] < embedded_gguf().stat().st_size  # Q4_0 is smaller than Q4_1
+    assert record["size_bytes"] > 0 and record["sha256"] != record["source_sha256"]

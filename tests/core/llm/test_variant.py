@@ -33,7 +33,7 @@ def _fresh_checksums():
 @pytest.fixture
 def fake_shipped(tmp_path, monkeypatch, data_home):
     """A small real GGUF standing in for the shipped Q4_1 file, and a quantiser that writes a
-    Q4_0-typed GGUF (llama.cpp is not run)."""
+    Q8_0-typed GGUF (llama.cpp is not run)."""
     (tmp_path / "ship").mkdir()
     src = fakes.write_gguf(tmp_path / "ship" / "Tiny-Model.Q4_1.gguf",
                            {"token_embd.weight": np.ones(64, dtype=np.float32)}, file_type=3)
@@ -55,9 +55,9 @@ def _leftovers(folder: Path) -> list[str]:
 
 def test_the_variant_lives_in_the_data_folder_named_by_its_format(data_home):
     assert variant.variant_path("/x/SmolLM2-135M-Instruct.Q4_1.gguf") == \
-        data_home / "models" / "derived" / "SmolLM2-135M-Instruct.Q4_0.gguf"
+        data_home / "models" / "derived" / "SmolLM2-135M-Instruct.Q8_0.gguf"
     assert variant.variant_path("/x/plain.gguf", "q8_0").name == "plain.Q8_0.gguf"
-    assert variant.record_path(Path("/d/a.Q4_0.gguf")) == Path("/d/a.Q4_0.json")
+    assert variant.record_path(Path("/d/a.Q8_0.gguf")) == Path("/d/a.Q8_0.json")
 
 
 def test_derivation_is_recorded_with_both_checksums(fake_shipped, data_home):
@@ -65,13 +65,13 @@ def test_derivation_is_recorded_with_both_checksums(fake_shipped, data_home):
     record = variant.derive_variant()
     target = variant.variant_path(src)
     assert record.path == str(target) and target.is_file()
-    assert calls == [(src, calls[0][1], "Q4_0", True)] and calls[0][1] != target  # into a temp file
+    assert calls == [(src, calls[0][1], "Q8_0", True)] and calls[0][1] != target  # into a temp file
     saved = json.loads(variant.record_path(target).read_text())
     assert saved["sha256"] == sha256_file(target) and saved["size_bytes"] == target.stat().st_size
     assert saved["source_sha256"] == sha256_file(src) and saved["source_name"] == src.name
-    assert saved["quant"] == "Q4_0" and saved["seconds"] >= 0
+    assert saved["quant"] == "Q8_0" and saved["seconds"] >= 0
     assert variant.check_variant(target, src) is None
-    assert sorted(p.name for p in target.parent.iterdir()) == ["Tiny-Model.Q4_0.gguf", "Tiny-Model.Q4_0.json", "lock"]
+    assert sorted(p.name for p in target.parent.iterdir()) == ["Tiny-Model.Q8_0.gguf", "Tiny-Model.Q8_0.json", "lock"]
 
 
 def test_a_derivation_that_fails_half_way_leaves_the_old_variant_whole(fake_shipped, monkeypatch):
@@ -167,13 +167,13 @@ def test_a_header_of_the_wrong_type_is_refused(fake_shipped, monkeypatch):
         fakes.write_gguf(Path(dst), {"token_embd.weight": np.ones(8, dtype=np.float32)}, file_type=3)
 
     monkeypatch.setattr(variant, "quantize_gguf", wrong)
-    with pytest.raises(ModelLoadError, match="file type 3, not Q4_0"):
+    with pytest.raises(ModelLoadError, match="file type 3, not Q8_0"):
         variant.derive_variant()
     assert not variant.variant_path(fake_shipped[0]).exists()
 
 
 @pytest.mark.slow
-def test_the_real_embedded_model_is_requantised_to_a_loadable_q4_0(data_home):
+def test_the_real_embedded_model_is_requantised_to_a_loadable_q8_0(data_home):
     from core.llm.gguf_info import validate_gguf
     from core.llm.runtime import LlamaBackend
 
@@ -181,7 +181,7 @@ def test_the_real_embedded_model_is_requantised_to_a_loadable_q4_0(data_home):
     target = Path(record.path)
     assert target.parent == data_home / "models" / "derived"
     assert record.source_sha256 == sha256_file(embedded_gguf()) and record.sha256 == sha256_file(target)
-    assert validate_gguf(target).quantization == "Q4_0"
+    assert validate_gguf(target).quantization == "Q8_0"
     assert variant.resolve_embedded(True) == target
     spec = effective_spec(Settings(fast_embedded_model=True), "answer")
     backend = LlamaBackend(spec, n_ctx=256, n_threads=1)
