@@ -170,14 +170,15 @@ def generate_answers(model, tokenizer, prompts: Sequence[list[dict]], *, max_new
 # --------------------------------------------------------------------------- logs
 
 
-def write_logs(records: list[dict], out_dir: Path) -> None:
-    """log.json (all keys) and log.csv (CSV_FIELDS), rewritten whole (atomic replace)."""
+def write_logs(records: list[dict], out_dir: Path, fields: Sequence[str] = CSV_FIELDS) -> None:
+    """log.json (all keys) and log.csv (`fields`), rewritten whole (atomic replace); the SFT
+    loop writes its logs with its own fields."""
     atomic_write_text(out_dir / "log.json", json.dumps(records, indent=1, default=str))
     with atomic_path(out_dir / "log.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=CSV_FIELDS, extrasaction="ignore")
+        w = csv.DictWriter(fh, fieldnames=list(fields), extrasaction="ignore")
         w.writeheader()
         for r in records:
-            w.writerow({k: r.get(k, "") for k in CSV_FIELDS})
+            w.writerow({k: r.get(k, "") for k in fields})
 
 
 def plot_curve(records: list[dict], png: Path, title: str = "Answer Agent GRPO training") -> Path | None:

@@ -31,7 +31,6 @@ Runs in the calling thread; raises UserError subclasses for bad settings or data
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import hashlib
 import json
@@ -45,9 +44,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from core.errors import InvalidInputError
-from core.fileio import atomic_path, atomic_write_text, read_json
+from core.fileio import atomic_write_text, read_json
 
 from training.config import LORA_TARGETS, TrainConfig
+from training.grpo import loop as grpo_loop
+from training.grpo.loop import lora_state
 
 log = logging.getLogger(__name__)
 
@@ -291,17 +292,8 @@ def mean_loss(model, encoded: Sequence[Encoded], pad_id: int, device, batch_size
 
 
 def write_logs(records: list[dict], out_dir: Path) -> None:
-    atomic_write_text(out_dir / "log.json", json.dumps(records, indent=1, default=str))
-    with atomic_path(out_dir / "log.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=CSV_FIELDS, extrasaction="ignore")
-        w.writeheader()
-        for r in records:
-            w.writerow({k: r.get(k, "") for k in CSV_FIELDS})
-
-
-def lora_state(model) -> dict:
-    """Copies (float32, CPU) of the LoRA tensors of `model`."""
-    return {k: v.detach().float().cpu().clone() for k, v in model.named_parameters() if "lora_" in k}
+    """log.json and log.csv (this loop's CSV_FIELDS), as the GRPO loop writes them."""
+    grpo_loop.write_logs(records, out_dir, CSV_FIELDS)
 
 
 def save_adapter(model, path: Path, meta: dict) -> None:
