@@ -64,7 +64,11 @@ class Recorder:
         self.cached = prompt + "".join(pieces)
 
 
-def run(backend: Recorder, budget: int, turns: int, data: Path, think: float) -> list[float]:
+def run(backend: Recorder, budget: int, turns: int, data: Path, think: float,
+        cpus: list[float]) -> list[float]:
+    """The scripted chat; returns each turn's first-token wall seconds and appends to `cpus` the
+    process CPU seconds spent until then (on one thread, what a quiet machine's wall time would
+    be: the figure to read when other work shares the cores)."""
     bank = MemoryBank(data / f"bank{budget}.sqlite3", HashEmbedder())
     for i in range(1000):
         bank.add(f"User {THINGS[i % len(THINGS)]} (note {i})", speaker="User",
@@ -76,15 +80,20 @@ def run(backend: Recorder, budget: int, turns: int, data: Path, think: float) ->
     firsts = []
     print(f"-- chat_memory_tokens={budget}{' (temporary chat: no memories)' if budget == 0 else ''}")
     for t in range(turns):
-        start = time.perf_counter()
-        first: list[float] = []
-        a.reply(cid, QUESTIONS[t % len(QUESTIONS)], temporary=budget == 0,
-                on_token=lambda _p, first=first, start=start: first.append(time.perf_counter() - start)
-                if not first else None)
+        start, cpu_start = time.perf_counter(), time.process_time()
+        first: list[tuple[float, float]] = []
+
+        def on_token(_piece, first=first, start=start, cpu_start=cpu_start) -> None:
+            if not first:
+                first.append((time.perf_counter() - start, time.process_time() - cpu_start))
+
+        a.reply(cid, QUESTIONS[t % len(QUESTIONS)], temporary=budget == 0, on_token=on_token)
         total, new = backend.log[-1]
-        ft = first[0] if first else float("nan")
+        ft, cpu = first[0] if first else (float("nan"), float("nan"))
         firsts.append(ft)
-        print(f"turn {t + 1:2d}: prompt {total:5d} tokens, new {new:5d}, first token {ft:6.2f} s")
+        cpus.append(cpu)
+        print(f"turn {t + 1:2d}: prompt {total:5d} tokens, new {new:5d}, first token {ft:6.2f} s "
+              f"({cpu:5.2f} CPU-s)")
         time.sleep(think)  # the user reads and types; the pipeline may warm the next prompt up
     a.close()
     bank.close()
@@ -97,16 +106,28 @@ def main() -> None:
     parser.add_argument("--budget", type=int, default=Settings().chat_memory_tokens)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--think", type=float, default=5.0, help="seconds between a reply and the next message")
+    parser.add_argument("--model", default=None, metavar="PATH",
+                        help="GGUF for the reply (default: the embedded SmolLM2-135M; e.g. its Q8_0 copy from "
+                             "`memory-r1 models optimize`)")
     args = parser.parse_args()
-    backend = Recorder(LlamaBackend(n_threads=args.threads, n_ctx=4096))
+    backend = Recorder(LlamaBackend(path=args.model, n_threads=args.threads, n_ctx=4096))
     with tempfile.TemporaryDirectory() as tmp:
-        with_mem = run(backend, args.budget, args.turns, Path(tmp), args.think)
+        cpu_with: list[float] = []
+        cpu_without: list[float] = []
+        with_mem = run(backend, args.budget, args.turns, Path(tmp), args.think, cpu_with)
         backend.cached = ""
-        without = run(backend, 0, args.turns, Path(tmp), args.think)
-    p = {name: (percentile(v, 50), percentile(v, 95)) for name, v in (("with", with_mem), ("without", without))}
-    for name, (p50, p95) in p.items():
-        print(f"first token {name} memories: p50 {p50:.2f} s, p95 {p95:.2f} s")
-    print(f"ratio with/without: p50 {p['with'][0] / p['without'][0]:.2f}, p95 {p['with'][1] / p['without'][1]:.2f}")
+        without = run(backend, 0, args.turns, Path(tmp), args.think, cpu_without)
+    for name, v in (("with", with_mem), ("without", without)):
+        empty = sum(1 for x in v if x != x)
+        if empty:
+            print(f"{empty} of {len(v)} replies {name} memories showed no visible token (left out below)")
+    for unit, w, wo in (("s", with_mem, without), ("CPU-s", cpu_with, cpu_without)):
+        w, wo = [x for x in w if x == x], [x for x in wo if x == x]  # NaN: no visible token
+        p = {name: (percentile(v, 50), percentile(v, 95)) for name, v in (("with", w), ("without", wo))}
+        for name, (p50, p95) in p.items():
+            print(f"first token {name} memories: p50 {p50:.2f} {unit}, p95 {p95:.2f} {unit}")
+        print(f"ratio with/without ({unit}): p50 {p['with'][0] / p['without'][0]:.2f}, "
+              f"p95 {p['with'][1] / p['without'][1]:.2f}")
 
 
 if __name__ == "__main__":
