@@ -175,13 +175,15 @@ def make_assistant_factory(bank, loader: Callable | None = None) -> Callable:
     models are a `ModelSet.for_settings` (each role its own backend, the shipped adapter when
     the settings allow one, the fallbacks reported through `progress`), owned by the returned
     assistant's `models`. When anything fails, what was loaded is closed and the error raised.
-    `loader(spec)` replaces `core.llm.runtime.load_backend` (tests).
+    `loader(spec)` replaces `core.llm.runtime.load_backend` (tests). Made before the window is
+    shown, it imports nothing: `core.llm` is imported by the factory, on the worker.
     """
-    from core.llm.modelset import ModelSet, default_loader, role_attempts
-
-    from app.gui.tasks import BackgroundCall
 
     def factory(settings: Settings, progress: Callable[[str], None]):
+        from core.llm.modelset import ModelSet, default_loader, role_attempts
+
+        from app.gui.tasks import BackgroundCall
+
         status = LoadProgress(progress)
         prefetch = _Prefetch(loader or default_loader, status)
 

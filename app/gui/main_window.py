@@ -49,7 +49,6 @@ from app.gui.memory_details import connect_sources
 from app.gui.memory_panel import MemoryPanel
 from app.gui.menus import build_menus
 from app.gui.models_control import ModelControl
-from app.gui.settings_dialog import SettingsDialog
 from app.gui.tasks import Task, TaskRunner, TokenBuffer
 
 log = logging.getLogger(__name__)
@@ -294,6 +293,8 @@ class MainWindow(QMainWindow):
             show_user_error(self, f"The settings could not be saved to {self.settings_file}: {exc}")
 
     def open_settings(self) -> None:
+        from app.gui.settings_dialog import SettingsDialog
+
         dialog = SettingsDialog(self.settings, data_dir(), self, server=self.local_server())
         dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         dialog.applied.connect(self.apply_settings)
