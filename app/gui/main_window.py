@@ -279,8 +279,8 @@ class MainWindow(QMainWindow):
         """Sampling and pause settings the pipeline reads per reply."""
         target = getattr(self.assistant, "settings", None)
         if target is not None and target is not self.settings:
-            for name in ("temperature", "max_tokens", "memory_paused", "use_shipped_adapters", "user_name",
-                         "top_p", "top_k", "repeat_penalty", "system_prompt"):
+            for name in ("temperature", "max_tokens", "memory_paused", "use_shipped_adapters", "fast_embedded_model",
+                         "user_name", "top_p", "top_k", "repeat_penalty", "system_prompt"):
                 setattr(target, name, getattr(self.settings, name))
         if self.assistant is not None:
             self.assistant.user_name = self.settings.speaker()
@@ -336,8 +336,8 @@ class MainWindow(QMainWindow):
         A model that fails to load is reported and the previous one stays (and stays saved).
         """
         old = copy.deepcopy(self.settings)  # a snapshot: the assistant may share (and get) these
-        models_changed = (new.answer_model, new.manager_model, new.use_shipped_adapters) != (
-            old.answer_model, old.manager_model, old.use_shipped_adapters)
+        models_changed = (new.answer_model, new.manager_model, new.use_shipped_adapters, new.fast_embedded_model) != (
+            old.answer_model, old.manager_model, old.use_shipped_adapters, old.fast_embedded_model)
         self.settings = copy.deepcopy(new)
         self.settings.answer_model, self.settings.manager_model = old.answer_model, old.manager_model
         self._apply_runtime_settings()
