@@ -227,8 +227,8 @@ def test_run_with_timings_shows_the_window_first_and_writes_the_phases(qapp, gat
 # what the first window must not need: the model runtime, numpy, highlighting (issue 17: the
 # window shown within 1 s; they load with the models, after it is on screen)
 NOT_BEFORE_SHOW = ("numpy", "llama_cpp", "torch", "transformers", "sentence_transformers", "jinja2", "gguf",
-                   "pygments", "sqlite_vec", "core.llm", "core.assistant", "core.catalog", "training",
-                   "app.server")
+                   "pygments", "sqlite_vec", "core.llm", "core.assistant", "core.catalog", "core.agents", "training",
+                   "app.server", "app.cli.memory_cmd", "app.cli.chat_cmd")
 
 SHOWN_RUNNER = """
 import json, sys
