@@ -245,7 +245,15 @@ def show(self):
     seen["input_enabled"] = not self.chat.input.isReadOnly()
     seen["placeholder"] = self.chat.input.placeholderText()
     self._deferred_load = None  # no model load: only what showing the window needed counts
-    QTimer.singleShot(0, QApplication.instance().quit)
+
+    def first_turn():  # the first-run card, if any, is open now
+        from app.gui.first_run import FirstRunDialog
+
+        seen["card"] = self.findChild(FirstRunDialog) is not None
+        seen["with_card"] = [m for m in {names!r} + ("urllib.request", "http.client") if m in sys.modules]
+        QApplication.instance().quit()
+
+    QTimer.singleShot(0, first_turn)
 
 main_window.MainWindow.show = show
 from app.cli import main
@@ -270,5 +278,8 @@ def test_the_real_window_is_shown_before_numpy_and_the_model_runtime_are_importe
     out = json.loads([x for x in res.stdout.splitlines() if x.startswith("RESULT ")][-1][len("RESULT "):])
     assert out["code"] == 0
     assert out["imported"] == [], out["imported"]
+    assert out["card"] is first_run
+    # the card's offer reads the catalog (and core.llm.gguf_info's sizes); no network code, no runtime
+    assert set(out["with_card"]) == ({"core.catalog", "core.llm"} if first_run else set()), out["with_card"]
     assert not out["input_enabled"] and out["placeholder"].startswith("Loading the models")
     assert (data_home / "memory.sqlite3").is_file()  # the real bank (SQLite + sqlite-vec) was opened
