@@ -24,12 +24,13 @@ import logging
 import os
 import sys
 import threading
-from typing import Sequence
-
-import numpy as np
+from typing import TYPE_CHECKING, Sequence
 
 from core.errors import InvalidInputError, ModelLoadError
 from core.types import Embedder
+
+if TYPE_CHECKING:  # numpy loads with the first embedding (a bank opens without it)
+    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,8 @@ class SentenceTransformerEmbedder:
         self._lock = threading.Lock()
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
+        import numpy as np
+
         if len(texts) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
         with self._lock, _single_thread(len(texts) <= SMALL_BATCH):

@@ -11,9 +11,10 @@ from __future__ import annotations
 import re
 import threading
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Literal, Mapping, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Callable, Iterator, Literal, Mapping, Protocol, Sequence, runtime_checkable
 
-import numpy as np
+if TYPE_CHECKING:  # numpy itself loads with the first vector (not on the GUI's start-up path)
+    import numpy as np
 
 Status = Literal["active", "deleted", "superseded"]
 OpEvent = Literal["ADD", "UPDATE", "DELETE", "NOOP", "REJECT"]  # the model writes NOOP as "NONE" (core.agents.prompts)

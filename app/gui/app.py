@@ -5,8 +5,9 @@ were in the trash longer than `Settings.trash_days`, shows the window at once, a
 models and the embedder in the background, in parallel (`make_assistant_factory`), with the
 phase each is in on the status bar, the input's placeholder and the first-run card
 (`LoadProgress`); each start-up phase is timed (app/gui/timings.py, `memory-r1 gui --timings`).
-Nothing heavy (torch, transformers, llama_cpp) is imported before the window shows: they load
-on the worker threads. The assistant, once built, resumes the manager turns an earlier run
+Nothing heavy (torch, transformers, llama_cpp, numpy, Pygments, the catalog's downloader) is
+imported before the window shows: they load on the worker threads or on first use
+(tests/app/gui/test_startup_timings.py checks it). The assistant, once built, resumes the manager turns an earlier run
 left pending (the window's status bar says how many). At exit: the window has already
 stopped any reply and let the manager drain; here the runner is shut down, the assistant and
 models closed, temporary chats (in memory only) purged and the bank closed. Called on the
@@ -175,13 +176,15 @@ def make_assistant_factory(bank, loader: Callable | None = None) -> Callable:
     models are a `ModelSet.for_settings` (each role its own backend, the shipped adapter when
     the settings allow one, the fallbacks reported through `progress`), owned by the returned
     assistant's `models`. When anything fails, what was loaded is closed and the error raised.
-    `loader(spec)` replaces `core.llm.runtime.load_backend` (tests).
+    `loader(spec)` replaces `core.llm.runtime.load_backend` (tests). Made before the window is
+    shown, it imports nothing: `core.llm` is imported by the factory, on the worker.
     """
-    from core.llm.modelset import ModelSet, default_loader, role_attempts
-
-    from app.gui.tasks import BackgroundCall
 
     def factory(settings: Settings, progress: Callable[[str], None]):
+        from core.llm.modelset import ModelSet, default_loader, role_attempts
+
+        from app.gui.tasks import BackgroundCall
+
         status = LoadProgress(progress)
         prefetch = _Prefetch(loader or default_loader, status)
 

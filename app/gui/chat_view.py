@@ -114,8 +114,16 @@ class ChatView(QWidget):
         self._flush_timer = QTimer(self, interval=FLUSH_MS)
         self._flush_timer.timeout.connect(self.flush)
         self._stick_to_bottom = True
+        self._warmed_up = False
         self._build()
-        self._warm_up()
+
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt naming
+        """The first show warms the bubbles up two turns of the event loop later: after the
+        window has been drawn (its start-up does not wait for them), long before a reply."""
+        super().showEvent(event)
+        if not self._warmed_up:
+            self._warmed_up = True
+            QTimer.singleShot(0, self, lambda: QTimer.singleShot(0, self, self._warm_up))
 
     def _build(self) -> None:
         self.banner = QLabel("Temporary chat: nothing here is read from or written to memory.")
@@ -162,8 +170,9 @@ class ChatView(QWidget):
         box.addLayout(row)
 
     def _warm_up(self) -> None:
-        """Build and lay out one bubble of each kind at start-up, off screen: the first real one
-        would otherwise pay for font and text-engine initialisation in the middle of a chat."""
+        """Build and lay out one bubble of each kind once the window is up, off screen: the first
+        real one would otherwise pay for font and text-engine initialisation in the middle of a
+        chat."""
         for role, text in (("user", "warm-up"), ("assistant", "**warm-up** `code`\n\n- item")):
             bubble = MessageWidget(role, text)
             bubble.resize(600, 200)

@@ -4,25 +4,36 @@
 indented code block gets Pygments colours (when Pygments is installed; plain monospace
 otherwise) and a header line "python · Copy code" whose link is "copy:<n>"; it returns the
 blocks' texts in order, for the link to copy. Colours are mid-tones readable on light and dark
-backgrounds. GUI thread only.
+backgrounds. Pygments is imported with the first code block (not on the window's start-up
+path). GUI thread only.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from PySide6.QtGui import QColor, QFont, QTextBlockFormat, QTextCharFormat, QTextCursor, QTextDocument, QTextFormat
 
-try:  # optional: highlighting only
-    from pygments.lexers import get_lexer_by_name, guess_lexer
-    from pygments.token import Comment, Keyword, Name, Number, Operator, String
-    from pygments.util import ClassNotFound
-except ImportError:  # pragma: no cover - Pygments absent
-    get_lexer_by_name = None
-
 COPY_SCHEME = "copy"
-_COLOURS = None if get_lexer_by_name is None else (
-    (Comment, "#7c8593"), (Keyword, "#b04dd6"), (String, "#3f9f4f"), (Number, "#d9822b"),
-    (Name.Function, "#3b82f6"), (Name.Class, "#3b82f6"), (Name.Builtin, "#0f9fb5"), (Operator, "#c2410c"),
-)
+_PYGMENTS: dict[str, Any] = {}  # filled by `_pygments()` on first use
+
+
+def _pygments() -> dict[str, Any]:
+    """Pygments' lexer lookups and the token colours, imported once; empty when it is absent."""
+    if not _PYGMENTS:
+        try:  # optional: highlighting only
+            from pygments.lexers import get_lexer_by_name, guess_lexer
+            from pygments.token import Comment, Keyword, Name, Number, Operator, String
+            from pygments.util import ClassNotFound
+        except ImportError:  # pragma: no cover - Pygments absent
+            _PYGMENTS["colours"] = None
+        else:
+            _PYGMENTS.update(get_lexer_by_name=get_lexer_by_name, guess_lexer=guess_lexer,
+                             ClassNotFound=ClassNotFound, colours=(
+                (Comment, "#7c8593"), (Keyword, "#b04dd6"), (String, "#3f9f4f"), (Number, "#d9822b"),
+                (Name.Function, "#3b82f6"), (Name.Class, "#3b82f6"), (Name.Builtin, "#0f9fb5"),
+                (Operator, "#c2410c")))
+    return _PYGMENTS
 
 
 def _code_blocks(document: QTextDocument) -> list[list]:
@@ -49,16 +60,20 @@ def _language(block) -> str:
 
 
 def _highlight(document: QTextDocument, start: int, code: str, language: str) -> None:
-    if _COLOURS is None or not code.strip():
+    if not code.strip():
+        return
+    pyg = _pygments()
+    colours = pyg["colours"]
+    if colours is None:
         return
     try:
-        lexer = get_lexer_by_name(language) if language else guess_lexer(code)
-    except ClassNotFound:
+        lexer = pyg["get_lexer_by_name"](language) if language else pyg["guess_lexer"](code)
+    except pyg["ClassNotFound"]:
         return
     cursor = QTextCursor(document)
     offset = 0
     for token, value in lexer.get_tokens(code):
-        colour = next((c for t, c in _COLOURS if token in t), None)
+        colour = next((c for t, c in colours if token in t), None)
         if colour is not None and value.strip():
             cursor.setPosition(start + offset)
             cursor.setPosition(start + offset + len(value), QTextCursor.MoveMode.KeepAnchor)

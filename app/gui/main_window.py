@@ -49,7 +49,6 @@ from app.gui.memory_details import connect_sources
 from app.gui.memory_panel import MemoryPanel
 from app.gui.menus import build_menus
 from app.gui.models_control import ModelControl
-from app.gui.settings_dialog import SettingsDialog
 from app.gui.tasks import Task, TaskRunner, TokenBuffer
 
 log = logging.getLogger(__name__)
@@ -280,8 +279,8 @@ class MainWindow(QMainWindow):
         """Sampling and pause settings the pipeline reads per reply."""
         target = getattr(self.assistant, "settings", None)
         if target is not None and target is not self.settings:
-            for name in ("temperature", "max_tokens", "memory_paused", "use_shipped_adapters", "user_name",
-                         "top_p", "top_k", "repeat_penalty", "system_prompt"):
+            for name in ("temperature", "max_tokens", "memory_paused", "use_shipped_adapters", "fast_embedded_model",
+                         "user_name", "top_p", "top_k", "repeat_penalty", "system_prompt"):
                 setattr(target, name, getattr(self.settings, name))
         if self.assistant is not None:
             self.assistant.user_name = self.settings.speaker()
@@ -294,6 +293,8 @@ class MainWindow(QMainWindow):
             show_user_error(self, f"The settings could not be saved to {self.settings_file}: {exc}")
 
     def open_settings(self) -> None:
+        from app.gui.settings_dialog import SettingsDialog
+
         dialog = SettingsDialog(self.settings, data_dir(), self, server=self.local_server())
         dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         dialog.applied.connect(self.apply_settings)
@@ -335,8 +336,8 @@ class MainWindow(QMainWindow):
         A model that fails to load is reported and the previous one stays (and stays saved).
         """
         old = copy.deepcopy(self.settings)  # a snapshot: the assistant may share (and get) these
-        models_changed = (new.answer_model, new.manager_model, new.use_shipped_adapters) != (
-            old.answer_model, old.manager_model, old.use_shipped_adapters)
+        models_changed = (new.answer_model, new.manager_model, new.use_shipped_adapters, new.fast_embedded_model) != (
+            old.answer_model, old.manager_model, old.use_shipped_adapters, old.fast_embedded_model)
         self.settings = copy.deepcopy(new)
         self.settings.answer_model, self.settings.manager_model = old.answer_model, old.manager_model
         self._apply_runtime_settings()

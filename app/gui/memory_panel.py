@@ -31,7 +31,6 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDialog,
                                QPlainTextEdit, QPushButton, QTableView, QVBoxLayout, QWidget)
 
 from core.errors import ConflictError, NotFoundError
-from core.agents.prompts import format_time
 from core.types import Memory, MemoryChanges
 
 from app.gui.dialogs import confirm
@@ -54,6 +53,8 @@ STATUSES = (("Active", "active"), ("Deleted", "deleted"), ("Superseded", "supers
 
 def observed_now() -> str:
     """The current time in the bank's conversation-time format: "1:56 pm on 8 May, 2023"."""
+    from core.agents.prompts import format_time  # the agents' prompts: not on the window's start-up path
+
     return format_time(datetime.now())
 
 

@@ -55,7 +55,9 @@ class ModelControl(QObject):
         """Load the models of `new` that differ from `old`, then swap them into `assistant`.
 
         Compared and loaded as `core.catalog.shipped.effective_spec` resolves them, so turning
-        `use_shipped_adapters` on or off reloads the roles a shipped adapter applies to."""
+        `use_shipped_adapters` on or off reloads the roles a shipped adapter applies to, and
+        `fast_embedded_model` the roles on the embedded model (once its faster copy exists: until
+        then the shipped file stays, and the copy is derived in the background)."""
         import copy
 
         from core.catalog.shipped import effective_spec

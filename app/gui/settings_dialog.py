@@ -1,6 +1,6 @@
-"""The settings dialog: models, adapters, sampling, context, threads; the default system
-prompt; theme and font size; days deleted chats stay in the trash; the data folder; "Use your
-memory in other apps".
+"""The settings dialog: models, adapters, the embedded model's faster copy, sampling, context,
+threads; the default system prompt; theme and font size; days deleted chats stay in the trash;
+the data folder; "Use your memory in other apps".
 
 It only edits a copy of `Settings`; `applied(Settings)` hands the validated copy to the main
 window, which persists it and (re)loads models in the background (a model that fails to load
@@ -156,6 +156,12 @@ class SettingsDialog(QDialog):
         self.manager = ModelBox("Memory manager model (decides what to remember)", settings.manager_model)
         self.shipped = QCheckBox("Use the trained adapters shipped with Memory-R1 when no adapter is set")
         self.shipped.setChecked(settings.use_shipped_adapters)
+        self.fast_embedded = QCheckBox("Faster embedded model (a Q8_0 copy of the shipped file, derived once)")
+        self.fast_embedded.setObjectName("fastEmbedded")
+        self.fast_embedded.setToolTip(
+            "For a role without a model file of its own. The first time, the copy is made in the background "
+            "and used from the next start; once it exists, switching reloads the model at once.")
+        self.fast_embedded.setChecked(settings.fast_embedded_model)
         self.temperature = QDoubleSpinBox(minimum=0.0, maximum=2.0, singleStep=0.05, decimals=2)
         self.temperature.setValue(settings.temperature)
         self.top_p = QDoubleSpinBox(minimum=0.01, maximum=1.0, singleStep=0.05, decimals=2)
@@ -236,7 +242,7 @@ class SettingsDialog(QDialog):
         buttons.accepted.connect(self._ok)
         buttons.rejected.connect(self.reject)
         box = QVBoxLayout(self)
-        for widget in (self.answer, self.manager, self.shipped, general, chats):
+        for widget in (self.answer, self.manager, self.shipped, self.fast_embedded, general, chats):
             box.addWidget(widget)
         box.addLayout(data_row)
         box.addWidget(self.other_apps)
@@ -253,6 +259,7 @@ class SettingsDialog(QDialog):
         new.answer_model = self._spec(self.answer, self._original.answer_model)
         new.manager_model = self._spec(self.manager, self._original.manager_model)
         new.use_shipped_adapters = self.shipped.isChecked()
+        new.fast_embedded_model = self.fast_embedded.isChecked()
         new.temperature = round(self.temperature.value(), 2)
         new.max_tokens = self.max_tokens.value()
         new.top_p = round(self.top_p.value(), 2)

@@ -8,9 +8,11 @@ was first imported) at each phase, in the order they happen:
     embedder_loaded (in parallel, in whatever order they finish) -> input_enabled
 
 (`load_failed` instead of `input_enabled` when no model could be loaded.) A phase is recorded
-once (the first mark wins). `report(dest)` prints them on stderr (`dest` "-") or writes them as
-one JSON object to a file (atomically). Qt-free and cheap: it is imported before Qt.
-Any thread.
+once (the first mark wins), with the process's CPU seconds so far (`time.process_time()`, all
+threads, the interpreter's start included): on a busy machine the wall time stretches, the CPU
+time much less. `report(dest)` prints them on stderr (`dest` "-") or writes them as one JSON
+object to a file (atomically): `{"phases": {phase: s}, "cpu_s": {phase: s}, "pid": ...}`.
+Qt-free and cheap: it is imported before Qt. Any thread.
 """
 
 from __future__ import annotations
@@ -60,14 +62,17 @@ class Timings:
         self._lock = threading.Lock()
         self.start = process_start_time() if start is None else start
         self._phases: dict[str, float] = {"process_start": 0.0}
+        self._cpu: dict[str, float] = {"process_start": 0.0}
         self.dest: str | None = None  # where `finish` reports: "-" (stderr), a file path, or None
         self._reported = False
 
     def mark(self, phase: str) -> float:
         """Record `phase` now (once); returns its seconds since the process start."""
         now = round(time.time() - self.start, 4)
+        cpu = round(time.process_time(), 4)
         with self._lock:
-            self._phases.setdefault(phase, now)
+            if phase not in self._phases:
+                self._phases[phase], self._cpu[phase] = now, cpu
             at = self._phases[phase]
         if phase in END_PHASES:
             self.finish()
@@ -78,6 +83,11 @@ class Timings:
         with self._lock:
             return dict(sorted(self._phases.items(), key=lambda kv: kv[1]))
 
+    def cpu(self) -> dict[str, float]:
+        """The process's CPU seconds at each recorded phase, in the order of `phases`."""
+        with self._lock:
+            return {name: self._cpu[name] for name in sorted(self._phases, key=self._phases.__getitem__)}
+
     def get(self, phase: str) -> float | None:
         with self._lock:
             return self._phases.get(phase)
@@ -87,6 +97,7 @@ class Timings:
         with self._lock:
             self.start = time.time() if start is None else start
             self._phases = {"process_start": 0.0}
+            self._cpu = {"process_start": 0.0}
             self._reported = False
 
     def finish(self) -> None:
@@ -95,15 +106,18 @@ class Timings:
             if self.dest is None or self._reported:
                 return
             self._reported = True
-        report(self.phases(), self.dest)
+        report(self.phases(), self.dest, self.cpu())
 
 
-def report(phases: dict[str, float], dest: str) -> None:
-    """`phases` on stderr (one line each, and the total) or, for a path, as JSON in that file."""
+def report(phases: dict[str, float], dest: str, cpu: dict[str, float] | None = None) -> None:
+    """`phases` (and the CPU seconds `cpu` at each) on stderr (one line each) or, for a path, as
+    JSON in that file."""
+    cpu = cpu or {}
     if dest == "-":
         previous = 0.0
         for name, at in phases.items():
-            print(f"memory-r1 timings: {name:<22} {at * 1000:8.0f} ms  (+{(at - previous) * 1000:.0f} ms)",
+            used = f"  cpu {cpu[name] * 1000:6.0f} ms" if name in cpu else ""
+            print(f"memory-r1 timings: {name:<22} {at * 1000:8.0f} ms  (+{(at - previous) * 1000:.0f} ms){used}",
                   file=sys.stderr, flush=True)
             previous = at
         return
@@ -111,7 +125,7 @@ def report(phases: dict[str, float], dest: str) -> None:
 
     path = Path(dest)
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps({"phases": phases, "pid": os.getpid()}, indent=2) + "\n")
+    atomic_write_text(path, json.dumps({"phases": phases, "cpu_s": cpu, "pid": os.getpid()}, indent=2) + "\n")
 
 
 RECORDER = Timings()

@@ -23,12 +23,15 @@ import threading
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from core.errors import ConflictError, InvalidInputError, ModelLoadError, NotFoundError
 from core.fileio import atomic_write_json, sha256_file
 from core.types import CancelToken
-from core.catalog import download as dl
 from core.catalog.catalog import CatalogEntry, find_entry, load_catalog
+
+if TYPE_CHECKING:  # the downloader (urllib, http, ssl) is imported by the methods that use it
+    from core.catalog import download as dl
 
 log = logging.getLogger(__name__)
 
@@ -237,6 +240,8 @@ class ModelStore:
 
     def pending_downloads(self) -> list[PendingDownload]:
         """Partial downloads that a later `download()` of the same entry resumes."""
+        from core.catalog import download as dl
+
         out = []
         for meta_path in sorted(self.downloads_dir.glob("*.part.json")):
             meta = dl.read_partial_meta(meta_path) or {}
@@ -256,6 +261,8 @@ class ModelStore:
         A cancel (CancelToken) raises Cancelled and keeps the partial for a later resume;
         `discard_download()` deletes it.
         """
+        from core.catalog import download as dl
+
         entry = find_entry(catalog_id, self.catalog)
         if entry.embedded:
             return self.embedded()
@@ -278,6 +285,8 @@ class ModelStore:
         return self._install_download(entry, part, meta, sha, remote)
 
     def _check_remote(self, entry: CatalogEntry, remote: dl.RemoteFile) -> int | None:
+        from core.catalog import download as dl
+
         if entry.sha256 and remote.sha256 and remote.sha256 != entry.sha256:
             raise dl.ChecksumMismatchError(
                 f"The server offers a different {entry.filename} (sha256 {remote.sha256[:12]}…) "
@@ -290,6 +299,8 @@ class ModelStore:
 
     def _install_download(self, entry: CatalogEntry, part: Path, meta: Path, sha: str,
                           remote: dl.RemoteFile) -> ModelRecord:
+        from core.catalog import download as dl
+
         from core.llm.gguf_info import validate_gguf
 
         try:
@@ -309,6 +320,8 @@ class ModelStore:
 
     def discard_download(self, catalog_id: str) -> bool:
         """Delete the partial download of a catalog entry (a cancel, as opposed to a pause)."""
+        from core.catalog import download as dl
+
         entry = find_entry(catalog_id, self.catalog)
         part, meta = dl.partial_paths(self.downloads_dir, entry.filename)
         existed = part.exists() or meta.exists()
@@ -325,6 +338,8 @@ class ModelStore:
         copied or added), disk-space errors. The file is hashed before copying only when an
         installed model has its exact size.
         """
+        from core.catalog import download as dl
+
         from core.llm.gguf_info import validate_gguf
 
         src = Path(path).expanduser().resolve()

@@ -491,7 +491,7 @@ class LlamaEmbedder:
 
     def __init__(self, path: str | os.PathLike, *, name: str = "all-MiniLM-L6-v2",
                  n_threads: int | None = None) -> None:
-        from core.llm.native import NATIVE_LOG, import_llama_cpp
+        from core.llm.native import NATIVE_LOG, import_llama_cpp, std_streams_kept
 
         self.path = Path(path)
         self.name = name
@@ -504,12 +504,13 @@ class LlamaEmbedder:
         self._threads = n_threads or _physical_cores()
         NATIVE_LOG.take_recent()
         try:
-            self._llm = Llama(model_path=str(self.path), embedding=True,
-                              pooling_type=lc.LLAMA_POOLING_TYPE_MEAN, n_ctx=CONTEXT_TOKENS,
-                              n_batch=CONTEXT_TOKENS, n_ubatch=CONTEXT_TOKENS, n_threads=1,
-                              n_threads_batch=self._threads, n_gpu_layers=0, verbose=False,
-                              # accents are stripped by bert_normalize (see there)
-                              kv_overrides={"tokenizer.ggml.normalizer.strip_accents": False})
+            with std_streams_kept():  # loaded in parallel with the models in the app
+                self._llm = Llama(model_path=str(self.path), embedding=True,
+                                  pooling_type=lc.LLAMA_POOLING_TYPE_MEAN, n_ctx=CONTEXT_TOKENS,
+                                  n_batch=CONTEXT_TOKENS, n_ubatch=CONTEXT_TOKENS, n_threads=1,
+                                  n_threads_batch=self._threads, n_gpu_layers=0, verbose=False,
+                                  # accents are stripped by bert_normalize (see there)
+                                  kv_overrides={"tokenizer.ggml.normalizer.strip_accents": False})
         except Exception as exc:
             why = "; ".join(NATIVE_LOG.take_recent()) or str(exc)
             raise ModelLoadError(f"Could not load the embedder {self.path.name}: {why}") from exc

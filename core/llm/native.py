@@ -1,5 +1,6 @@
 """llama.cpp plumbing shared by the runtime: native log routing, the process-wide compute
-lock, and JSON-schema grammars. No model is owned here (see core.llm.runtime).
+lock, the standard streams kept across parallel loads, and JSON-schema grammars. No model is
+owned here (see core.llm.runtime).
 
 Importing this module does not import llama_cpp; `import_llama_cpp()` does, after setting up
 the log callback's prerequisites. Any thread may call everything here.
@@ -8,12 +9,15 @@ the log callback's prerequisites. Any thread may call everything here.
 from __future__ import annotations
 
 import collections
+import contextlib
 import ctypes
 import functools
 import json
 import logging
 import os
+import sys
 import threading
+from typing import Iterator
 
 log = logging.getLogger("core.llm.runtime")
 native_log = logging.getLogger("core.llm.runtime.native")
@@ -110,6 +114,47 @@ def import_llama_cpp():
 
     install_native_log()
     return llama_cpp
+
+
+# --- the standard streams across loads -------------------------------------------------------
+
+_STREAMS_LOCK = threading.Lock()
+_streams_users = 0
+_saved_streams: tuple | None = None  # (dup of fd 1, dup of fd 2, sys.stdout, sys.stderr)
+
+
+@contextlib.contextmanager
+def std_streams_kept() -> Iterator[None]:
+    """Run a `Llama(...)` construction inside this. llama-cpp-python (verbose=False) points
+    file descriptors 1 and 2 (and sys.stdout/sys.stderr) at /dev/null while a model loads and
+    then puts back what it found there; two loads at once on different threads (the app loads
+    both models and the embedder in parallel) race, and the later one can put /dev/null back
+    for good: seen here, the app's stderr (warnings, `--timings -`) was gone after start-up.
+    The first of overlapping loads saves the real streams, the last one restores them. Any
+    thread; if the descriptors cannot be duplicated nothing is saved (as before)."""
+    global _streams_users, _saved_streams
+    with _STREAMS_LOCK:
+        if _streams_users == 0:
+            try:
+                _saved_streams = (os.dup(1), os.dup(2), sys.stdout, sys.stderr)
+            except OSError:
+                _saved_streams = None
+        _streams_users += 1
+    try:
+        yield
+    finally:
+        with _STREAMS_LOCK:
+            _streams_users -= 1
+            if _streams_users == 0 and _saved_streams is not None:
+                out, err, stdout, stderr = _saved_streams
+                _saved_streams = None
+                try:
+                    os.dup2(out, 1)
+                    os.dup2(err, 2)
+                finally:
+                    os.close(out)
+                    os.close(err)
+                sys.stdout, sys.stderr = stdout, stderr
 
 
 # --- one native computation at a time, process-wide -------------------------------------

@@ -14,7 +14,8 @@ inside llama.cpp itself (an architecture it does not know, a bad adapter) is tur
 llama.cpp's native log (it also sets ggml's) goes to the Python logger `core.llm.runtime.native`
 through one process-wide ctypes callback, never to the terminal (plumbing in core.llm.native,
 with the process-wide COMPUTE_LOCK that makes backends take turns per token). llama-cpp-python itself, with
-verbose=False, briefly points file descriptors 1 and 2 at /dev/null while a model loads.
+verbose=False, briefly points file descriptors 1 and 2 at /dev/null while a model loads
+(`native.std_streams_kept` puts the real ones back after overlapping loads).
 
 Threads: any thread may call `complete`/`complete_text`; one generation runs at a time. The
 lock is taken at the first `next()` of the returned iterator and released when it is exhausted
@@ -45,7 +46,7 @@ from core.config import ModelSpec
 from core.errors import InvalidInputError, ModelLoadError
 from core.llm.gguf_info import GGUFInfo, human_size, validate_gguf
 from core.llm.native import (COMPUTE_LOCK, NATIVE_LOG, import_llama_cpp, install_native_log,
-                           json_schema_grammar, unbounded_paths)
+                           json_schema_grammar, std_streams_kept, unbounded_paths)
 
 __all__ = ["LlamaBackend", "load_backend", "json_schema_grammar", "unbounded_paths",
            "install_native_log", "available_memory", "estimate_memory", "check_memory",
@@ -195,11 +196,12 @@ class LlamaBackend:
         llm = Llama.__new__(Llama)  # keep a handle on it so a failed __init__ can be freed
         NATIVE_LOG.take_recent()
         try:
-            Llama.__init__(
-                llm,
-                model_path=str(self.model_path), n_ctx=self.n_ctx, n_batch=N_BATCH,
-                n_threads=self.n_threads, n_threads_batch=self.n_threads,
-                n_gpu_layers=self.n_gpu_layers, seed=seed, verbose=False)
+            with std_streams_kept():  # parallel loads must not leave fds 1/2 on /dev/null
+                Llama.__init__(
+                    llm,
+                    model_path=str(self.model_path), n_ctx=self.n_ctx, n_batch=N_BATCH,
+                    n_threads=self.n_threads, n_threads_batch=self.n_threads,
+                    n_gpu_layers=self.n_gpu_layers, seed=seed, verbose=False)
             if self.adapter_path is not None:
                 self._attach_adapter(llm)
         except Exception as exc:

@@ -37,9 +37,7 @@ import logging
 import numbers
 import threading
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
-
-import numpy as np
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
 from core.errors import ConflictError, InvalidInputError, NotFoundError
 from core.types import Embedder, Hit, Memory, MemoryChanges, MemoryEvent, MemoryOp, MemorySource, SourceTurn, TurnRef
@@ -50,10 +48,14 @@ from core.memory import index as _index
 from core.memory import sources as _sources
 from core.memory.db import Connection, Transactor, connect, translate_errors
 from core.memory.migrations import migrate
-from core.memory.mirror import VectorMirror
 from core.memory.rows import (EVENT_COLS, MEM_COLS, STATUSES, Batch, LazySource, apply_op, check_id, check_op,
                   fetch_memories, fetch_memory, row_to_event, row_to_memory)
 from core.memory.text import clean_text, fts_query, text_key
+
+if TYPE_CHECKING:  # numpy (and the mirror on it) load with the first vector: opening a bank needs neither
+    import numpy as np
+
+    from core.memory.mirror import VectorMirror
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +166,8 @@ class MemoryBank:
 
     def _embed(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
+            import numpy as np
+
             return np.zeros((0, int(self.embedder.dim)), np.float32)
         vecs = _index.as_unit_rows(self.embedder.embed(list(texts)), int(self.embedder.dim))
         if len(vecs) != len(texts):
@@ -177,6 +181,8 @@ class MemoryBank:
         assert conn is not None
         version = int(conn.execute("PRAGMA data_version").fetchone()[0])
         if self._mirror is None or version != self._data_version:
+            from core.memory.mirror import VectorMirror
+
             mirror = VectorMirror(int(self.embedder.dim))
             own_snapshot = not conn.in_transaction
             if own_snapshot:

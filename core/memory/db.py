@@ -26,6 +26,8 @@ so the old page images that still hold the text leave the `-wal` file too (forge
 from __future__ import annotations
 
 import contextlib
+import functools
+import importlib.util
 import logging
 import os
 import shutil
@@ -35,7 +37,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 import sqlean as sqlite3
-import sqlite_vec
 
 from core.errors import (
     DatabaseCorruptError,
@@ -57,6 +58,20 @@ else:
     SqliteError = sqlite3.Error
 
 MMAP_BYTES = 512 * 1024 * 1024
+
+
+@functools.cache
+def vec0_path() -> str:
+    """sqlite-vec's loadable extension, as `sqlite_vec.loadable_path()` gives it, found without
+    importing the package when its folder has the file: sqlite_vec's `__init__` imports numpy
+    (~80 ms of CPU) for a helper not used here, and opening a bank is on the app's start-up path."""
+    spec = importlib.util.find_spec("sqlite_vec")
+    for folder in (spec.submodule_search_locations or []) if spec is not None else []:
+        if any(Path(folder).glob("vec0.*")):
+            return os.path.normpath(os.path.join(folder, "vec0"))
+    import sqlite_vec
+
+    return sqlite_vec.loadable_path()
 _LOCKED = {"SQLITE_BUSY", "SQLITE_LOCKED"}
 _CORRUPT = {"SQLITE_NOTADB", "SQLITE_CORRUPT"}
 LOW_SPACE_BYTES = 1 << 20  # a disk I/O error with less free space than this is a full disk
@@ -210,7 +225,7 @@ def connect(path: str | Path, *, timeout: float = 5.0, readonly: bool | None = N
         conn = _open(path, timeout, readonly)
         try:
             conn.enable_load_extension(True)
-            sqlite_vec.load(conn)
+            conn.load_extension(vec0_path())  # what sqlite_vec.load(conn) does
             conn.enable_load_extension(False)
             conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
             if readonly:

@@ -10,13 +10,14 @@ and, for writes, its transaction.
 from __future__ import annotations
 
 import logging
-from typing import Iterable
-
-import numpy as np
+from typing import TYPE_CHECKING, Iterable
 
 from core.errors import InvalidInputError
 
 from core.memory.db import Connection, SqliteError
+
+if TYPE_CHECKING:  # numpy is imported by the functions that use it: opening a bank does not load it
+    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,8 @@ def create_vector_table(conn: Connection, name: str, dim: int) -> None:
 
 def as_unit_rows(vecs, dim: int) -> np.ndarray:
     """`vecs` as a C-contiguous float32 (n, dim) array of unit rows (zero rows left as they are)."""
+    import numpy as np
+
     arr = np.asarray(vecs, dtype=np.float32)
     if arr.ndim == 1:
         arr = arr.reshape(1, -1)
@@ -71,6 +74,8 @@ def as_unit_rows(vecs, dim: int) -> np.ndarray:
 
 
 def write_vector(conn: Connection, memory_id: int, vec: np.ndarray, *, replace: bool = False) -> None:
+    import numpy as np
+
     blob = np.ascontiguousarray(vec, dtype=np.float32).tobytes()
     if replace:
         conn.execute(f"DELETE FROM {VEC_TABLE} WHERE rowid = ?", (memory_id,))
@@ -82,6 +87,8 @@ def delete_vector(conn: Connection, memory_id: int) -> None:
 
 
 def read_vector(conn: Connection, memory_id: int) -> np.ndarray | None:
+    import numpy as np
+
     row = conn.execute(f"SELECT embedding FROM {VEC_TABLE} WHERE rowid = ?", (memory_id,)).fetchone()
     return None if row is None else np.frombuffer(row[0], dtype=np.float32).copy()
 
@@ -93,6 +100,8 @@ def load_all(conn: Connection, dim: int) -> tuple[np.ndarray, np.ndarray, list[s
     virtual table at 100k rows); the layout is checked against point lookups and the plain
     scan is used whenever it does not match (e.g. a future sqlite-vec).
     """
+    import numpy as np
+
     meta = {int(i): (s, spk) for i, s, spk in conn.execute("SELECT id, status, speaker FROM memories")}
     pairs = _read_chunks(conn, dim)
     if pairs is None:
@@ -110,6 +119,8 @@ def load_all(conn: Connection, dim: int) -> tuple[np.ndarray, np.ndarray, list[s
 
 
 def _read_rows(conn: Connection, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    import numpy as np
+
     ids, blobs = [], []
     for rowid, blob in conn.execute(f"SELECT rowid, embedding FROM {VEC_TABLE}"):
         ids.append(int(rowid))
@@ -120,6 +131,8 @@ def _read_rows(conn: Connection, dim: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _read_chunks(conn: Connection, dim: int) -> tuple[np.ndarray, np.ndarray] | None:
     """sqlite-vec 0.1.x storage: per chunk a validity bitmap, int64 rowids and float32 vectors."""
+    import numpy as np
+
     try:
         info = dict(conn.execute(f"SELECT key, value FROM {VEC_TABLE}_info").fetchall())
         if (info.get("CREATE_VERSION_MAJOR"), info.get("CREATE_VERSION_MINOR")) != (0, 1):
@@ -148,6 +161,8 @@ def _read_chunks(conn: Connection, dim: int) -> tuple[np.ndarray, np.ndarray] | 
 
 
 def _layout_checks_out(conn: Connection, ids: np.ndarray, mat: np.ndarray) -> bool:
+    import numpy as np
+
     count = int(conn.execute(f"SELECT count(*) FROM {VEC_TABLE}_rowids").fetchone()[0])
     if count != len(ids) or len(set(ids.tolist())) != len(ids):
         return False
@@ -175,6 +190,8 @@ def knn(conn: Connection, query: np.ndarray, k: int) -> list[tuple[int, float]]:
 
     The bank searches its NumPy mirror instead; this is the reference it is checked against.
     """
+    import numpy as np
+
     blob = np.ascontiguousarray(query, dtype=np.float32).reshape(-1).tobytes()
     rows = conn.execute(f"SELECT rowid, distance FROM {VEC_TABLE} WHERE embedding MATCH ? AND k = ?",
                         (blob, int(k))).fetchall()

@@ -8,7 +8,8 @@ only after COMMIT. Nothing here takes locks or commits.
 
 from __future__ import annotations
 
-import numpy as np
+import sys
+from typing import TYPE_CHECKING
 
 from core.errors import InvalidInputError, NotFoundError
 from core.types import WRITE_EVENTS, Memory, MemoryChanges, MemoryEvent, MemoryOp, SourceTurn, TurnRef
@@ -17,6 +18,9 @@ from core.memory import sources as _sources
 from core.memory.db import Connection, inserted_id, now_iso
 from core.memory.index import delete_vector, write_vector
 from core.memory.text import clean_optional, clean_text, clean_time, text_key
+
+if TYPE_CHECKING:
+    import numpy as np
 
 MEM_COLS = "id, text, speaker, observed_at, created_at, updated_at, source, status, version, superseded_by"
 EVENT_COLS = "id, memory_id, event, old_text, new_text, actor, at, turn, undone, reason"
@@ -55,9 +59,16 @@ def fetch_memories(conn: Connection, ids: list[int]) -> dict[int, Memory]:
 
 
 def check_id(memory_id) -> int:
-    if isinstance(memory_id, bool) or not isinstance(memory_id, (int, np.integer)):
+    if isinstance(memory_id, bool) or not (isinstance(memory_id, int) or _numpy_integer(memory_id)):
         raise NotFoundError(f"There is no memory with id {memory_id!r}.")
     return int(memory_id)
+
+
+def _numpy_integer(value) -> bool:
+    """Whether `value` is a NumPy integer; without numpy imported (the bank loads it with the
+    first vector) nothing can be one."""
+    np = sys.modules.get("numpy")
+    return np is not None and isinstance(value, np.integer)
 
 
 class Batch:

@@ -80,3 +80,37 @@ def test_the_gui_command_prints_one_line_and_exits_2_before_qt_starts(monkeypatc
     assert main(["gui"]) == gui_cmd.NO_DISPLAY_EXIT == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "libxcb-cursor0" in err[0] and "Traceback" not in err[0]
+
+
+@pytest.mark.parametrize("argv", [[], ["gui"], ["-v"], ["--data-dir", "gui"], ["--data-dir=/d", "-v", "gui"],
+                                  ["gui", "--timings"], ["gui", "--timings", "t.json", "--exit-when-ready"],
+                                  ["--verbose", "gui", "--smoke-test"]])
+def test_the_apps_command_line_parses_the_same_with_the_gui_command_alone(argv):
+    from app.cli import build_parser, opens_the_app
+
+    assert opens_the_app(argv)
+    alone = build_parser(argv)
+    assert list(alone._subparsers._group_actions[0].choices) == ["gui"]
+    assert vars(alone.parse_args(argv)) == vars(build_parser().parse_args(argv))
+
+
+@pytest.mark.parametrize("argv", [["-h"], ["--help", "gui"], ["memory", "list"], ["--data-dir", "d", "chat"],
+                                  ["guix"], ["-vv", "gui"]])
+def test_any_other_command_line_gets_every_command(argv):
+    from app.cli import COMMAND_MODULES, build_parser, opens_the_app
+
+    assert not opens_the_app(argv)
+    choices = list(build_parser(argv)._subparsers._group_actions[0].choices)
+    assert "memory" in choices and len(choices) >= len(COMMAND_MODULES) - 2  # eval/train may be absent
+
+
+def test_gui_help_and_errors_read_as_with_every_command(capsys):
+    from app.cli import build_parser
+
+    for argv in (["gui", "--help"], ["gui", "--no-such-option"]):
+        outs = []
+        for parser in (build_parser(argv), build_parser()):
+            with pytest.raises(SystemExit):
+                parser.parse_args(argv)
+            outs.append(capsys.readouterr())
+        assert outs[0].out == outs[1].out and outs[0].err == outs[1].err and (outs[0].out or outs[0].err)

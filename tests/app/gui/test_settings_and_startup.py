@@ -260,3 +260,69 @@ def test_models_dialog_opens_the_model_manager(qtbot, make_window, answer_backen
     assert blocker.args == ["failed"]  # a missing file is reported; the old model stays
     [b.close() for b in window.findChildren(QMessageBox, "userError")]
     dialog.reject()
+
+
+def test_the_faster_embedded_model_switch_is_saved_and_reloads_the_embedded_roles(
+        qtbot, make_window, answer_backend, manager_backend, data_home, tmp_path, monkeypatch):
+    import numpy as np
+
+    from core import fakes
+    from core.llm import variant
+
+    # a small real GGUF standing in for the shipped file; a quantiser that writes a Q8_0-typed one
+    (tmp_path / "ship").mkdir()
+    shipped = fakes.write_gguf(tmp_path / "ship" / "Tiny-Model.Q4_1.gguf",
+                               {"token_embd.weight": np.ones(64, dtype=np.float32)}, file_type=3)
+    monkeypatch.setenv("MEMORY_R1_EMBEDDED_GGUF", str(shipped))
+    monkeypatch.setattr(variant, "_sha_cache", {})
+    derived = []
+
+    def quantize(source, dst, quant, *, threads=None, allow_requantize=False):
+        derived.append(quant)
+        fakes.write_gguf(Path(dst), {"token_embd.weight": np.full(64, 2.0, dtype=np.float32)},
+                         file_type=variant.FILE_TYPES[quant])
+
+    monkeypatch.setattr(variant, "quantize_gguf", quantize)
+    loaded = []
+
+    def loader(spec):
+        loaded.append(spec)
+        return FakeBackend(default="From the faster copy." if spec.path else "From the shipped file.")
+
+    window = make_window(answer_backend, manager_backend, backend_loader=loader)
+    target = variant.variant_path(shipped)
+
+    # not derived yet: switching it on saves it, makes the copy in the background, reloads nothing
+    dialog = _open_settings(window)
+    assert not dialog.fast_embedded.isChecked() and dialog.fast_embedded.isVisibleTo(dialog)
+    dialog.fast_embedded.click()
+    with qtbot.waitSignal(window.modelsChanged, timeout=10_000) as blocker:
+        dialog._ok()
+    assert blocker.args == ["ok"] and loaded == []
+    assert Settings.load(data_home / "settings.json").fast_embedded_model is True
+    qtbot.waitUntil(lambda: variant.check_variant(target, shipped) is None, timeout=10_000)
+    assert derived == [variant.FAST_QUANT]
+    assert window.assistant.models.answer is answer_backend
+
+    # with the copy there, off and on again each reload both embedded roles at once
+    again = _open_settings(window)
+    assert again.fast_embedded.isChecked()  # the saved value
+    again.fast_embedded.click()
+    with qtbot.waitSignal(window.modelsChanged, timeout=10_000):
+        again._ok()
+    assert [s.path for s in loaded] == [None, None]  # the shipped file
+    assert Settings.load(data_home / "settings.json").fast_embedded_model is False
+    assert answer_backend.closed and manager_backend.closed
+    third = _open_settings(window)
+    assert not third.fast_embedded.isChecked()
+    third.fast_embedded.click()
+    with qtbot.waitSignal(window.modelsChanged, timeout=10_000) as blocker:
+        third._ok()
+    assert blocker.args == ["ok"]
+    assert [s.path for s in loaded[2:]] == [str(target), str(target)]
+    assert window.settings.fast_embedded_model is True and window.assistant.settings.fast_embedded_model is True
+    assert derived == [variant.FAST_QUANT]  # derived once
+    with qtbot.waitSignal(window.replyFinished, timeout=10_000) as reply:
+        window.chat.input.setPlainText("hi")
+        window.chat.submit()
+    assert reply.args[0].text == "From the faster copy."

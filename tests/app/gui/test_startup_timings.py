@@ -162,12 +162,15 @@ def test_timings_record_the_phases_in_order_and_report_them(tmp_path, capsys):
                                     "answer_model_loaded", "manager_model_loaded", "input_enabled"]
     values = list(data["phases"].values())
     assert values == sorted(values)
+    assert list(data["cpu_s"]) == list(data["phases"])  # the process's CPU seconds at each phase
+    cpu = list(data["cpu_s"].values())
+    assert cpu == sorted(cpu) and cpu[-1] > 0
     rec.dest = "-"
     rec.reset()
     rec.mark("imports_done")
     rec.mark(END_PHASES[1])
     err = capsys.readouterr().err
-    assert "memory-r1 timings: imports_done" in err and "load_failed" in err
+    assert "memory-r1 timings: imports_done" in err and "load_failed" in err and " cpu " in err
 
 
 @pytest.fixture
@@ -219,3 +222,64 @@ def test_run_with_timings_shows_the_window_first_and_writes_the_phases(qapp, gat
     assert set(names[3:6]) == {"answer_model_loaded", "manager_model_loaded", "embedder_loaded"}
     assert names[-1] == "input_enabled"
     assert list(phases.values()) == sorted(phases.values())
+
+
+# what the first window must not need: the model runtime, numpy, highlighting (issue 17: the
+# window shown within 1 s; they load with the models, after it is on screen)
+NOT_BEFORE_SHOW = ("numpy", "llama_cpp", "torch", "transformers", "sentence_transformers", "jinja2", "gguf",
+                   "pygments", "sqlite_vec", "core.llm", "core.assistant", "core.catalog", "core.agents", "training",
+                   "app.server", "app.cli.memory_cmd", "app.cli.chat_cmd")
+
+SHOWN_RUNNER = """
+import json, sys
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QApplication
+import app.gui.main_window as main_window
+
+real_show = main_window.MainWindow.show
+seen = {{}}
+
+def show(self):
+    real_show(self)
+    seen["imported"] = [m for m in {names!r} if m in sys.modules]
+    seen["input_enabled"] = not self.chat.input.isReadOnly()
+    seen["placeholder"] = self.chat.input.placeholderText()
+    self._deferred_load = None  # no model load: only what showing the window needed counts
+
+    def first_turn():  # the first-run card, if any, is open now
+        from app.gui.first_run import FirstRunDialog
+
+        seen["card"] = self.findChild(FirstRunDialog) is not None
+        seen["with_card"] = [m for m in {names!r} + ("urllib.request", "http.client") if m in sys.modules]
+        QApplication.instance().quit()
+
+    QTimer.singleShot(0, first_turn)
+
+main_window.MainWindow.show = show
+from app.cli import main
+code = main(["gui"])
+print("RESULT " + json.dumps({{"code": code, **seen}}))
+"""
+
+
+@pytest.mark.parametrize("first_run", [False, True])
+def test_the_real_window_is_shown_before_numpy_and_the_model_runtime_are_imported(data_home, first_run):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[3]
+    Settings(welcome_shown=not first_run).save(data_home / "settings.json")
+    env = dict(os.environ, PYTHONPATH=str(root), MEMORY_R1_HOME=str(data_home), QT_QPA_PLATFORM="offscreen")
+    res = subprocess.run([sys.executable, "-c", SHOWN_RUNNER.format(names=NOT_BEFORE_SHOW)], cwd=root, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    out = json.loads([x for x in res.stdout.splitlines() if x.startswith("RESULT ")][-1][len("RESULT "):])
+    assert out["code"] == 0
+    assert out["imported"] == [], out["imported"]
+    assert out["card"] is first_run
+    # the card's offer reads the catalog (and core.llm.gguf_info's sizes); no network code, no runtime
+    assert set(out["with_card"]) == ({"core.catalog", "core.llm"} if first_run else set()), out["with_card"]
+    assert not out["input_enabled"] and out["placeholder"].startswith("Loading the models")
+    assert (data_home / "memory.sqlite3").is_file()  # the real bank (SQLite + sqlite-vec) was opened

@@ -275,3 +275,37 @@ def test_close_with_a_suspended_stream_frees_when_it_is_closed():
         b.complete(HELLO)
     stream.close()
     assert b.closed and llm._model.model is None
+
+
+STREAMS_RUNNER = """
+import contextlib, os, sys
+from llama_cpp._utils import suppress_stdout_stderr  # what Llama(..., verbose=False) runs around a load
+from core.llm.native import std_streams_kept
+
+keep = std_streams_kept if sys.argv[1] == "kept" else contextlib.nullcontext
+a_keep, b_keep = keep(), keep()
+a, b = suppress_stdout_stderr(disable=False), suppress_stdout_stderr(disable=False)
+a_keep.__enter__(); a.__enter__()  # two loads on two threads overlap: A starts, B starts,
+b_keep.__enter__(); b.__enter__()
+a.__exit__(None, None, None); a_keep.__exit__(None, None, None)  # A ends first, then B
+b.__exit__(None, None, None); b_keep.__exit__(None, None, None)
+print("out after the loads", flush=True)
+print("err after the loads", file=sys.stderr, flush=True)
+os.write(2, b"fd 2 after the loads")
+"""
+
+
+def test_overlapping_loads_leave_stdout_and_stderr_where_they_were():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[3]
+    runs = {how: subprocess.run([sys.executable, "-c", STREAMS_RUNNER, how], cwd=root, capture_output=True,
+                                text=True, timeout=120) for how in ("bare", "kept")}
+    assert all(r.returncode == 0 for r in runs.values()), {h: r.stderr for h, r in runs.items()}
+    # llama-cpp-python alone: the later load puts /dev/null back for good
+    assert "after the loads" not in runs["bare"].stdout + runs["bare"].stderr
+    kept = runs["kept"]
+    assert kept.stdout == "out after the loads\n"
+    assert kept.stderr == "err after the loads\nfd 2 after the loads"

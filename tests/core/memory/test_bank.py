@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -48,6 +49,30 @@ def test_unknown_ids_raise_not_found(bank):
         with pytest.raises(NotFoundError):
             call()
     assert bank.count() == 1
+
+
+def test_numpy_integer_ids_are_ids_and_numpy_bools_are_not(bank):
+    a = bank.add("one").memory
+    assert bank.get(np.int64(a.id)) == a and bank.get(np.int32(a.id)) == a
+    for bad in (True, np.bool_(True), np.float64(a.id), float(a.id)):
+        with pytest.raises(NotFoundError):
+            bank.get(bad)
+
+
+def test_the_vector_extension_is_sqlite_vecs_own_file_found_without_importing_it():
+    import subprocess
+    import sys
+
+    import sqlite_vec
+
+    from core.memory.db import vec0_path
+
+    assert vec0_path() == sqlite_vec.loadable_path()
+    code = ("import sys; from core.memory.db import vec0_path; vec0_path(); "
+            "print([m for m in ('sqlite_vec', 'numpy') if m in sys.modules])")
+    root = Path(__file__).resolve().parents[3]
+    res = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0 and res.stdout.strip() == "[]", res.stdout + res.stderr
 
 
 @pytest.mark.parametrize("text", ["", "   ", "\n\t  ", "\x00\x00"])
