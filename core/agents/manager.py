@@ -134,6 +134,34 @@ class ManagerConfig:
         return f"{'gate' if self.gate else 'nogate'}-{self.extraction}"
 
 
+def turn_chunks(text: str, config: ManagerConfig | None = None) -> list[str]:
+    """The pieces `MemoryManager.extract` extracts facts from separately: `text` stripped,
+    cut to `config.max_turn_chars` (logged when it is longer), then split into pieces of at
+    most `config.chunk_chars`, at a sentence or word boundary when one is in the second half.
+
+    >>> turn_chunks("  I have a dog.  ")
+    ['I have a dog.']
+    """
+    config = config or ManagerConfig()
+    text = text.strip()
+    limit = config.max_turn_chars
+    if len(text) > limit:
+        log.warning("turn of %d characters: only the first %d are scanned for facts", len(text), limit)
+        text = text[:limit]
+    size = config.chunk_chars
+    chunks, start = [], 0
+    while start < len(text):
+        end = min(len(text), start + size)
+        if end < len(text):  # cut at a sentence or word boundary when one is near
+            cut = max(text.rfind(". ", start, end), text.rfind("\n", start, end))
+            if cut <= start + size // 2:
+                cut = text.rfind(" ", start, end)
+            end = cut + 1 if cut > start + size // 2 else end
+        chunks.append(text[start:end].strip())
+        start = end
+    return [c for c in chunks if c]
+
+
 class _Provenance(TypedDict):
     """The `MemoryOp` fields every op of one turn shares."""
 
@@ -324,25 +352,6 @@ class MemoryManager:
         raise ModelOutputError(f"{what} failed twice: {last_exc}", last_raw) from last_exc
 
     # --- steps ------------------------------------------------------------------------
-    def _chunks(self, text: str) -> list[str]:
-        text = text.strip()
-        limit = self.config.max_turn_chars
-        if len(text) > limit:
-            log.warning("turn of %d characters: only the first %d are scanned for facts", len(text), limit)
-            text = text[:limit]
-        size = self.config.chunk_chars
-        chunks, start = [], 0
-        while start < len(text):
-            end = min(len(text), start + size)
-            if end < len(text):  # cut at a sentence or word boundary when one is near
-                cut = max(text.rfind(". ", start, end), text.rfind("\n", start, end))
-                if cut <= start + size // 2:
-                    cut = text.rfind(" ", start, end)
-                end = cut + 1 if cut > start + size // 2 else end
-            chunks.append(text[start:end].strip())
-            start = end
-        return [c for c in chunks if c]
-
     @property
     def extraction(self) -> str:
         """The extraction mode in use, "free" or "extractive" ("auto" resolved once, from the
@@ -360,7 +369,7 @@ class MemoryManager:
         extract_chunk = self._choose_facts if self.extraction == "extractive" else self._write_facts
         facts: list[str] = []
         seen: set[str] = set()
-        for chunk in self._chunks(text):
+        for chunk in turn_chunks(text, self.config):
             for fact in extract_chunk(chunk, speaker, time, cancel):
                 if fact_key(fact) not in seen:
                     seen.add(fact_key(fact))

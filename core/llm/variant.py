@@ -41,8 +41,11 @@ from core.fileio import atomic_path, atomic_write_json, folder_lock, sha256_file
 log = logging.getLogger(__name__)
 
 FAST_QUANT = "Q8_0"  # not Q4_0: it breaks this model (module docstring)
-# gguf.LlamaFileType / llama_ftype values of the formats a variant may have.
-FILE_TYPES = {"Q4_0": 2, "Q4_1": 3, "Q8_0": 7}
+# gguf.LlamaFileType / llama_ftype values of the formats `quantize_gguf` writes (the LoRA
+# exporter, training/export/gguf.py, uses the K-quants and F16 too) ...
+LLAMA_FILE_TYPES = {"F16": 1, "Q4_0": 2, "Q4_1": 3, "Q8_0": 7, "Q4_K_M": 15, "Q5_K_M": 17}
+# ... and of those a variant may have.
+FILE_TYPES = {q: LLAMA_FILE_TYPES[q] for q in ("Q4_0", "Q4_1", "Q8_0")}
 DERIVED_DIR = "derived"
 RECORD_VERSION = 1
 _QUANT_SUFFIX = re.compile(r"^(I?Q\d\w*|[BF]F?16|F32)$", re.IGNORECASE)
@@ -123,16 +126,20 @@ def cached_sha256(path: str | os.PathLike) -> str:
 
 def quantize_gguf(src: str | os.PathLike, dst: str | os.PathLike, quant: str, *,
                   threads: int | None = None, allow_requantize: bool = False) -> None:
-    """llama.cpp's `llama_model_quantize`: `src` GGUF -> `dst` with file type `quant` (Q4_0,
-    Q4_1, Q8_0). `allow_requantize` lets a quantised source be quantised again. Writes `dst`
-    directly: callers wanting atomicity pass a temp path. ModelLoadError when llama.cpp fails.
-    llama.cpp's per-tensor lines go to the app's native log (DEBUG), not to stderr."""
+    """llama.cpp's `llama_model_quantize`: `src` GGUF -> `dst` with file type `quant` (one of
+    `LLAMA_FILE_TYPES`). `allow_requantize` lets a quantised source be quantised again. Writes
+    `dst` directly: callers wanting atomicity pass a temp path. ModelLoadError when llama.cpp
+    fails, InvalidInputError for another `quant`. llama.cpp's per-tensor lines go to the app's
+    native log (DEBUG), not to stderr."""
     from core.llm.native import import_llama_cpp
 
+    ftype = LLAMA_FILE_TYPES.get(str(quant).upper())
+    if ftype is None:
+        raise InvalidInputError(f"Unknown quantisation {quant!r}; use one of: {', '.join(LLAMA_FILE_TYPES)}.")
     llama_cpp = import_llama_cpp()
 
     params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = FILE_TYPES[_check_quant(quant)]
+    params.ftype = ftype
     params.nthread = int(threads or 0)
     params.allow_requantize = bool(allow_requantize)
     rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))

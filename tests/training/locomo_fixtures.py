@@ -4,7 +4,8 @@
 date_time, turns with dia_ids, a qa list); `write_locomo` saves samples as a LoCoMo file;
 `extracted_facts` / `decision_input` read the app's manager prompts, so each test's script only
 says what its fake manager decides; `add_every_fact` is the plain script (one fact per turn,
-`<speaker> said: <message>`, NONE for shown memories, ADD for new facts).
+`<speaker> said: <message>`, NONE for shown memories, ADD for new facts). `ANSWER_SESSIONS` are
+the two sessions the Answer Agent data tests (examples, SFT pairs) ask their questions about.
 """
 
 from __future__ import annotations
@@ -15,6 +16,13 @@ from pathlib import Path
 from typing import Sequence
 
 T1, T2 = "1:56 pm on 8 May, 2023", "10:00 am on 2 June, 2023"
+
+ANSWER_SESSIONS = (
+    (T1, ({"speaker": "Ann", "dia_id": "D1:1", "text": "I adopted a dog named Rex yesterday."},
+          {"speaker": "Bob", "dia_id": "D1:2", "text": "I moved to Oslo in 2022."},
+          {"speaker": "Ann", "dia_id": "D1:3", "text": "Rex loves the beach."})),
+    (T2, ({"speaker": "Bob", "dia_id": "D2:1", "text": "I started a bakery."},)),
+)
 
 
 def locomo_sample(sample_id: str, sessions: Sequence[tuple[str, Sequence[dict]]], qa: Sequence[dict],

@@ -5,7 +5,8 @@ makes on a turn, in the app's exact prompts:
 
 - mode "extractive" (what the embedded 135M model runs: `ManagerConfig.extraction` "auto"
   resolves to it under 1B parameters): the turn (`Turn.full_text`, chunked as
-  `MemoryManager.extract` chunks it) is split into `extractive.candidates`; the prompt is
+  `MemoryManager.extract` chunks it: `core.agents.manager.turn_chunks`) is split into
+  `extractive.candidates`; the prompt is
   `extractive.choice_messages(candidates, speaker, time)` and the completion the choice
   `{"keep": [numbers]}` of the candidates that carry the turn's gold facts: a candidate is
   chosen when its `extractive.rewrite` matches a gold fact cited to that dia_id by token F1 >=
@@ -31,11 +32,10 @@ from __future__ import annotations
 
 import json
 import os
-from types import SimpleNamespace
 from typing import Sequence
 
 from core.agents import extractive, prompts
-from core.agents.manager import ManagerConfig, MemoryManager
+from core.agents.manager import turn_chunks  # one piece for every LoCoMo turn
 from core.errors import InvalidInputError
 from core.locomo import Sample, Turn
 from training.data.gold_facts import MATCH_F1, best_match, load_gold
@@ -44,11 +44,6 @@ __all__ = ["MODES", "build_pairs", "turn_chunks", "oracle_choice", "choice_compl
            "extraction_stats"]
 
 MODES = ("extractive", "free")
-
-
-def turn_chunks(text: str, config: ManagerConfig | None = None) -> list[str]:
-    """The pieces `MemoryManager.extract` extracts from separately (one for every LoCoMo turn)."""
-    return MemoryManager._chunks(SimpleNamespace(config=config or ManagerConfig()), text)  # type: ignore[arg-type]
 
 
 def _speaker(turn: Turn) -> str:

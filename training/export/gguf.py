@@ -21,7 +21,6 @@ the F16 model (merge).
 
 from __future__ import annotations
 
-import ctypes
 import json
 import logging
 import math
@@ -33,14 +32,16 @@ from pathlib import Path
 
 import numpy as np
 
-from core.errors import InvalidInputError, ModelLoadError
+from core.errors import InvalidInputError
 from core.fileio import read_json, sha256_file
+from core.llm.variant import LLAMA_FILE_TYPES, quantize_gguf
 
 from training.export import gguf_io
 log = logging.getLogger(__name__)
 
 TRAIN_META = "memory_r1_train.json"  # written by the trainer into every saved adapter dir
-QUANT_TYPES = {"Q4_K_M": 15, "Q5_K_M": 17, "Q8_0": 7, "F16": 1}  # gguf.LlamaFileType values
+# the --quant choices, with their gguf.LlamaFileType values
+QUANT_TYPES = {q: LLAMA_FILE_TYPES[q] for q in ("Q4_K_M", "Q5_K_M", "Q8_0", "F16")}
 
 
 @dataclass
@@ -226,15 +227,9 @@ def merge_to_f16(adapter: Adapter, base_gguf: Path, out_f16: Path) -> dict[str, 
 
 
 def quantize(src: Path, dst: Path, quant: str, *, threads: int | None = None) -> None:
-    """llama.cpp's `llama_model_quantize`: `src` GGUF -> `dst` with file type `quant`."""
-    import llama_cpp
-
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = QUANT_TYPES[quant]
-    params.nthread = int(threads or 0)
-    rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
-    if rc != 0:
-        raise ModelLoadError(f"llama.cpp could not quantise {src.name} to {quant} (code {rc})")
+    """llama.cpp's `llama_model_quantize`: `src` GGUF -> `dst` with file type `quant`
+    (`core.llm.variant.quantize_gguf`; ModelLoadError when llama.cpp fails)."""
+    quantize_gguf(src, dst, quant, threads=threads)
 
 
 def export_merged(adapter_dir: str | os.PathLike, out: str | os.PathLike, *,

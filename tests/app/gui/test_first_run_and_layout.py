@@ -17,26 +17,9 @@ from core.catalog.catalog import load_catalog
 from core.catalog.download import Progress
 from core.config import Settings
 from core.fakes import FakeBackend
+from tests.app.gui.window_helpers import close_window, window_with_factory
 
 GB = 1 << 30
-
-
-def _window_with_factory(qtbot, bank, data_home, factory, settings, **kw):
-    from app.gui.main_window import MainWindow
-
-    window = MainWindow(bank, settings, assistant_factory=factory, settings_file=data_home / "settings.json",
-                        log_path=data_home / "logs" / "memory-r1.log", **kw)
-    window.show()
-    return window
-
-
-def _close(qtbot, window):
-    window.close()
-    qtbot.waitUntil(lambda: not window.isVisible(), timeout=30_000)
-    if window.assistant is not None:
-        window.assistant.close()
-    window.deleteLater()
-    qtbot.wait(1)
 
 
 def _first_run_card(qtbot, window) -> FirstRunDialog:
@@ -65,7 +48,7 @@ def test_first_run_asks_the_name_and_memories_use_it(qtbot, bank, data_home):
     def factory(settings, progress):
         return Assistant(bank, FakeBackend(default="hi"), manager, settings=settings)
 
-    window = _window_with_factory(qtbot, bank, data_home, factory, Settings())
+    window = window_with_factory(qtbot, bank, data_home, factory, Settings())
     card = _first_run_card(qtbot, window)
     text = " ".join(w.text() for w in card.findChildren(type(card.status)))
     assert "small embedded model" in text and "trying it out" in text
@@ -83,12 +66,12 @@ def test_first_run_asks_the_name_and_memories_use_it(qtbot, bank, data_home):
     # the placeholder no longer says the models are loading
     assert "Loading" not in window.chat.input.placeholderText()
     assert window.chat.input.placeholderText().startswith("Message Memory-R1")
-    _close(qtbot, window)
+    close_window(qtbot, window)
     # a second start: no card
-    window = _window_with_factory(qtbot, bank, data_home, factory, saved)
+    window = window_with_factory(qtbot, bank, data_home, factory, saved)
     qtbot.wait(50)
     assert window.findChild(FirstRunDialog) is None
-    _close(qtbot, window)
+    close_window(qtbot, window)
 
 
 def test_the_placeholder_says_so_when_loading_failed(qtbot, bank, data_home):
@@ -97,12 +80,12 @@ def test_the_placeholder_says_so_when_loading_failed(qtbot, bank, data_home):
     def factory(settings, progress):
         raise ModelLoadError("no such file")
 
-    window = _window_with_factory(qtbot, bank, data_home, factory, Settings(welcome_shown=True))
+    window = window_with_factory(qtbot, bank, data_home, factory, Settings(welcome_shown=True))
     assert "Loading the models" in window.chat.input.placeholderText()
     with qtbot.waitSignal(window.models.loadFailed, timeout=10_000):
         pass
     assert "No model could be loaded" in window.chat.input.placeholderText()
-    _close(qtbot, window)
+    close_window(qtbot, window)
 
 
 class _FakeStoreDownload:

@@ -13,6 +13,7 @@ from PySide6.QtWidgets import QMessageBox, QWidget
 from app.gui.settings_dialog import SettingsDialog
 from core.config import ModelSpec, Settings
 from core.fakes import FakeBackend
+from tests.app.gui.window_helpers import close_window, window_with_factory
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -115,24 +116,6 @@ def test_a_good_model_is_swapped_in_and_the_old_one_closed(qtbot, make_window, a
     assert reply.args[0].text == "From the new model."
 
 
-def _window_with_factory(qtbot, bank, data_home, factory, settings):
-    from app.gui.main_window import MainWindow
-
-    window = MainWindow(bank, settings, assistant_factory=factory, settings_file=data_home / "settings.json",
-                        log_path=data_home / "logs" / "memory-r1.log")
-    window.show()
-    return window
-
-
-def _close(qtbot, window):
-    window.close()
-    qtbot.waitUntil(lambda: not window.isVisible(), timeout=30_000)
-    if window.assistant is not None:
-        window.assistant.close()
-    window.deleteLater()
-    qtbot.wait(1)
-
-
 def test_models_load_in_the_background_with_progress(qtbot, bank, data_home):
     from core.assistant.pipeline import Assistant
 
@@ -140,7 +123,7 @@ def test_models_load_in_the_background_with_progress(qtbot, bank, data_home):
         progress("Loading the answer model…")
         return Assistant(bank, FakeBackend(default="hi"), FakeBackend(default='{"facts": []}'), settings=settings)
 
-    window = _window_with_factory(qtbot, bank, data_home, factory, Settings())
+    window = window_with_factory(qtbot, bank, data_home, factory, Settings())
     assert window.chat.input.isReadOnly()  # until the model is there
     with qtbot.waitSignal(window.assistantReady, timeout=10_000):
         pass
@@ -150,7 +133,7 @@ def test_models_load_in_the_background_with_progress(qtbot, bank, data_home):
     window.chat.welcome.button.click()
     assert not window.chat.welcome.isVisible()
     assert Settings.load(data_home / "settings.json").welcome_shown is True
-    _close(qtbot, window)
+    close_window(qtbot, window)
 
 
 def test_a_failed_first_load_is_reported_and_settings_can_fix_it(qtbot, bank, data_home):
@@ -166,7 +149,7 @@ def test_a_failed_first_load_is_reported_and_settings_can_fix_it(qtbot, bank, da
         return Assistant(bank, FakeBackend(default="ok"), FakeBackend(default='{"facts": []}'), settings=settings)
 
     settings = Settings(answer_model=ModelSpec(path="/missing.gguf"), welcome_shown=True)
-    window = _window_with_factory(qtbot, bank, data_home, factory, settings)
+    window = window_with_factory(qtbot, bank, data_home, factory, settings)
     qtbot.waitUntil(lambda: bool(_visible(window, "userError")))
     _visible(window, "userError")[0].close()
     assert window.assistant is None and window.chat.input.isReadOnly()
@@ -175,7 +158,7 @@ def test_a_failed_first_load_is_reported_and_settings_can_fix_it(qtbot, bank, da
         window.apply_settings(fixed)
     assert calls == ["/missing.gguf", None]
     assert not window.chat.input.isReadOnly()
-    _close(qtbot, window)
+    close_window(qtbot, window)
 
 
 def test_a_corrupt_custom_model_at_startup_falls_back_to_the_embedded_one(qtbot, bank, data_home, tmp_path, caplog):
@@ -193,7 +176,7 @@ def test_a_corrupt_custom_model_at_startup_falls_back_to_the_embedded_one(qtbot,
         return embedded[-1]
 
     settings = Settings(welcome_shown=True, answer_model=ModelSpec(path=str(bad)), use_shipped_adapters=False)
-    window = _window_with_factory(qtbot, bank, data_home, make_assistant_factory(bank, loader=loader), settings)
+    window = window_with_factory(qtbot, bank, data_home, make_assistant_factory(bank, loader=loader), settings)
     with qtbot.waitSignal(window.assistantReady, timeout=10_000):
         pass
     models = window.assistant.models
@@ -202,7 +185,7 @@ def test_a_corrupt_custom_model_at_startup_falls_back_to_the_embedded_one(qtbot,
     assert any("broken.gguf" in r.getMessage() and "Using the embedded model for the answer instead" in r.getMessage()
                for r in caplog.records)
     assert window.errors == []
-    _close(qtbot, window)
+    close_window(qtbot, window)
 
 
 def test_excepthook_shows_the_crash_dialog_with_the_log_path(qtbot, make_window, answer_backend, manager_backend,

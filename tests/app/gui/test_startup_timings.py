@@ -13,6 +13,7 @@ import pytest
 from core.config import ModelSpec, Settings
 from core.errors import ModelLoadError
 from core.fakes import FakeBackend, HashEmbedder
+from tests.app.gui.window_helpers import close_window, window_with_factory
 
 
 class _GatedEmbedder(HashEmbedder):
@@ -27,25 +28,6 @@ class _GatedEmbedder(HashEmbedder):
             self.gate()
             self.loaded = True
         return super().embed(texts)
-
-
-def _window(qtbot, bank, data_home, factory, settings):
-    from app.gui.main_window import MainWindow
-
-    window = MainWindow(bank, settings, assistant_factory=factory, settings_file=data_home / "settings.json",
-                        log_path=data_home / "logs" / "memory-r1.log")
-    window.show()
-    return window
-
-
-def _close(qtbot, window):
-    window.close()
-    qtbot.waitUntil(lambda: not window.isVisible(), timeout=30_000)
-    if window.assistant is not None:
-        window.assistant.close()
-        window.assistant.models.close()
-    window.deleteLater()
-    qtbot.wait(1)
 
 
 def test_both_models_and_the_embedder_load_in_parallel_with_the_phase_shown(qtbot, make_bank, data_home):
@@ -64,7 +46,8 @@ def test_both_models_and_the_embedder_load_in_parallel_with_the_phase_shown(qtbo
         made.append(FakeBackend(default="hi"))
         return made[-1]
 
-    window = _window(qtbot, bank, data_home, make_assistant_factory(bank, loader=loader), Settings(welcome_shown=True))
+    window = window_with_factory(qtbot, bank, data_home, make_assistant_factory(bank, loader=loader),
+                                 Settings(welcome_shown=True))
     assert window.isVisible() and window.assistant is None and window.chat.input.isReadOnly()
     qtbot.waitUntil(lambda: "answer model: loading" in window.chat.input.placeholderText()
                     and "memory manager model: loading" in window.chat.input.placeholderText()
@@ -76,7 +59,7 @@ def test_both_models_and_the_embedder_load_in_parallel_with_the_phase_shown(qtbo
     assert window.assistant.models.answer is made[0] or window.assistant.models.answer is made[1]
     assert {id(window.assistant.models.answer), id(window.assistant.models.manager)} == {id(m) for m in made}
     assert embedder.loaded
-    _close(qtbot, window)
+    close_window(qtbot, window, close_models=True)
 
 
 def test_a_failed_answer_model_closes_the_manager_loaded_meanwhile(qtbot, bank, data_home):
@@ -92,14 +75,14 @@ def test_a_failed_answer_model_closes_the_manager_loaded_meanwhile(qtbot, bank, 
 
     settings = Settings(welcome_shown=True, answer_model=ModelSpec(path="/answer.gguf"),
                         manager_model=ModelSpec(path="/manager.gguf"), use_shipped_adapters=False)
-    window = _window(qtbot, bank, data_home, make_assistant_factory(bank, loader=loader), settings)
+    window = window_with_factory(qtbot, bank, data_home, make_assistant_factory(bank, loader=loader), settings)
     with qtbot.waitSignal(window.models.loadFailed, timeout=10_000) as failed:
         pass
     assert "embedded model" in str(failed.args[0])
     assert "No model could be loaded" in window.chat.input.placeholderText()
     assert window.assistant is None and window.chat.input.isReadOnly()
     assert len(made) == 1 and made[0].closed  # loaded in parallel, never used: closed
-    _close(qtbot, window)
+    close_window(qtbot, window, close_models=True)
 
 
 def test_a_failed_embedder_fails_the_load_and_closes_the_models(qtbot, make_bank, data_home):
@@ -115,13 +98,14 @@ def test_a_failed_embedder_fails_the_load_and_closes_the_models(qtbot, make_bank
         made.append(FakeBackend(default="hi"))
         return made[-1]
 
-    window = _window(qtbot, bank, data_home, make_assistant_factory(bank, loader=loader), Settings(welcome_shown=True))
+    window = window_with_factory(qtbot, bank, data_home, make_assistant_factory(bank, loader=loader),
+                                 Settings(welcome_shown=True))
     with qtbot.waitSignal(window.models.loadFailed, timeout=10_000) as failed:
         pass
     assert "embedder" in str(failed.args[0])
     assert len(made) == 2 and all(m.closed for m in made)
     assert "No model could be loaded" in window.chat.input.placeholderText()
-    _close(qtbot, window)
+    close_window(qtbot, window, close_models=True)
 
 
 def test_the_first_run_card_shows_the_load_phase(qtbot, bank, data_home):
@@ -134,7 +118,7 @@ def test_the_first_run_card_shows_the_load_phase(qtbot, bank, data_home):
         release.wait(10)
         return FakeBackend(default="hi")
 
-    window = _window(qtbot, bank, data_home, make_assistant_factory(bank, loader=loader), Settings())
+    window = window_with_factory(qtbot, bank, data_home, make_assistant_factory(bank, loader=loader), Settings())
     qtbot.waitUntil(lambda: window.findChild(FirstRunDialog) is not None)
     card = window.findChild(FirstRunDialog)
     qtbot.waitUntil(lambda: "answer model: loading" in card.loading.text())
@@ -142,7 +126,7 @@ def test_the_first_run_card_shows_the_load_phase(qtbot, bank, data_home):
     release.set()
     qtbot.waitUntil(lambda: "you can start chatting" in card.loading.text(), timeout=10_000)
     card.skip_button.click()
-    _close(qtbot, window)
+    close_window(qtbot, window, close_models=True)
 
 
 def test_timings_record_the_phases_in_order_and_report_them(tmp_path, capsys):

@@ -10,14 +10,9 @@ import pytest
 
 from core.errors import InvalidInputError
 from core.fakes import FakeBackend, HashEmbedder
-from tests.training.locomo_fixtures import T1, T2, add_every_fact, locomo_sample, write_locomo
+from tests.training.locomo_fixtures import ANSWER_SESSIONS, T1, T2, add_every_fact, locomo_sample, write_locomo
 
-CONV = locomo_sample("conv-t", [
-    (T1, [{"speaker": "Ann", "dia_id": "D1:1", "text": "I adopted a dog named Rex yesterday."},
-          {"speaker": "Bob", "dia_id": "D1:2", "text": "I moved to Oslo in 2022."},
-          {"speaker": "Ann", "dia_id": "D1:3", "text": "Rex loves the beach."}]),
-    (T2, [{"speaker": "Bob", "dia_id": "D2:1", "text": "I started a bakery."}]),
-], [
+CONV = locomo_sample("conv-t", ANSWER_SESSIONS, [
     {"question": "Where does Bob live?", "answer": "Oslo", "evidence": ["D1:2"], "category": 4},
     {"question": "When did Bob move to Oslo?", "answer": 2022, "evidence": ["D1:2"], "category": 2},
     {"question": "What does Rex love?", "answer": "the beach", "evidence": ["D1:3"], "category": 1},
