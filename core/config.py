@@ -46,9 +46,10 @@ class Settings:
     max_tokens: int = field(default=512, metadata={"help": "longest chat reply, in tokens"})
     memory_paused: bool = field(default=False, metadata={"help": "the manager neither reads nor writes"})
     use_shipped_adapters: bool = field(default=True, metadata={"help": "use trained adapters shipped in assets/"})
-    fast_embedded_model: bool = field(default=False, metadata={
-        "help": "run the embedded model as a Q8_0 copy derived once from the shipped Q4_1 file "
-                "(faster prompt evaluation; `memory-r1 models optimize`)"})
+    fast_embedded_model: bool = field(default=True, metadata={
+        "help": "run the embedded model as a Q8_0 copy derived once (at the first start, in the "
+                "background) from the shipped Q4_1 file: ~1.9x faster prompt evaluation, val F1 "
+                "within noise (docs/results.md); `memory-r1 models optimize`"})
     trash_days: int = field(default=30, metadata={"help": "days a deleted chat stays in the trash before it is "
                                                           "purged for good (at start-up); 0 = at the next start"})
     chat_memory_tokens: int = field(default=120, metadata={"help": "most prompt tokens of memories given with one "

@@ -72,6 +72,19 @@ def data_home(tmp_path, monkeypatch):
 
 
 @pytest.fixture(autouse=True)
+def _no_background_derivation(request, monkeypatch):
+    """`fast_embedded_model` is on by default, so every app or chat started on the embedded
+    model would derive its 138 MiB Q8_0 copy in the background into the test's data dir; tests
+    load the shipped file instead (the copy is missing there) unless marked `derive`, which
+    keeps the real `derive_in_background`."""
+    if request.node.get_closest_marker("derive") is None:
+        from core.llm import variant
+
+        monkeypatch.setattr(variant, "derive_in_background", lambda *a, **k: None)
+    yield
+
+
+@pytest.fixture(autouse=True)
 def _detach_app_log_handlers():
     """CLI tests call setup_logging(); its handlers must not outlive the test (their files
     live in the test's tmp dir)."""

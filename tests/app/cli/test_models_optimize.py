@@ -45,11 +45,12 @@ def test_optimize_derives_once_then_says_it_is_there(capsys, fake_shipped, data_
     code, out, err = _run(capsys, "--json")
     first = json.loads(out)
     target = data_home / "models" / "derived" / "Tiny.Q8_0.gguf"
-    assert code == 0 and first["derived"] is True and first["used"] is False and first["path"] == str(target)
+    # fast_embedded_model is on by default: the copy is used as soon as it is there
+    assert code == 0 and first["derived"] is True and first["used"] is True and first["path"] == str(target)
     assert first["sha256"] == sha256_file(target) and first["source_sha256"] == sha256_file(src)
     code, out, err = _run(capsys)
     assert code == 0 and calls == [1] and err == ""
-    assert out.strip().startswith(f"{target} is already derived") and "add --use" in out
+    assert out.strip().startswith(f"{target} is already derived") and "the embedded model uses it" in out
     code, out, err = _run(capsys, "--force", "--threads", "2")
     assert code == 0 and calls == [1, 2] and "Deriving Tiny.Q8_0.gguf from Tiny.Q4_1.gguf (forced)" in err
 

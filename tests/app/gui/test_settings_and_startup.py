@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from PySide6.QtWidgets import QMessageBox, QWidget
 
 from app.gui.settings_dialog import SettingsDialog
@@ -245,6 +246,7 @@ def test_models_dialog_opens_the_model_manager(qtbot, make_window, answer_backen
     dialog.reject()
 
 
+@pytest.mark.derive  # the real background derivation
 def test_the_faster_embedded_model_switch_is_saved_and_reloads_the_embedded_roles(
         qtbot, make_window, answer_backend, manager_backend, data_home, tmp_path, monkeypatch):
     import numpy as np
@@ -272,7 +274,9 @@ def test_the_faster_embedded_model_switch_is_saved_and_reloads_the_embedded_role
         loaded.append(spec)
         return FakeBackend(default="From the faster copy." if spec.path else "From the shipped file.")
 
-    window = make_window(answer_backend, manager_backend, backend_loader=loader)
+    # a user who had switched it off (it is on by default)
+    window = make_window(answer_backend, manager_backend, backend_loader=loader,
+                         settings=Settings(welcome_shown=True, fast_embedded_model=False))
     target = variant.variant_path(shipped)
 
     # not derived yet: switching it on saves it, makes the copy in the background, reloads nothing
