@@ -39,6 +39,7 @@ import json
 import math
 import os
 import random
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Sequence
 
@@ -132,7 +133,7 @@ def build_pairs(data: str | os.PathLike, *, samples: Sequence[str] | None = None
     for key in ("turns", "turns_with_gold", "gold_links", "candidates", "chosen", "pairs", "pairs_with_choice"):
         counts.setdefault(key, 0)
     pairs: list[dict] = []
-    for sample, gold in load_gold(data, list(samples) if samples else None):
+    for sample, gold in load_gold(Path(data), list(samples) if samples else None):
         for turn in sample.turns_upto(max_sessions):
             facts = gold.get(turn.dia_id, [])
             counts["turns"] += 1
