@@ -5,12 +5,15 @@ heavy: torch and peft load inside the command function.
 
     memory-r1 train sft --role answer --data FILE --out DIR [--val FILE | --val-data FILE | --no-val]
                         [--config FILE] [--time-budget MIN] [--threads N] [--max-examples N]
+                        [--max-empty-share X] [--match-threshold F]   (--role manager)
 
 `--role answer`: `--data` is a LoCoMo JSON (banks built/cached as `train data` does) or the
 examples .jsonl `memory-r1 train data` writes; the pairs are `training.data.sft_answer`'s
 (the evaluation's exact answer prompt with source quotes; the evidence turns' memories as the
 selection, then the gold answer). `--role manager`: the pairs come from
-`training.data.sft_manager.build_pairs` (the extraction choices). Export the result
+`training.data.sft_manager.build_pairs` (the extraction choices; `--max-empty-share` drops
+empty choices beyond that share of the training and validation pairs, `--match-threshold` sets
+the gold-match F1). Export the result
 with `memory-r1 export --adapter <out>/best --out <role>-sft-lora.gguf`.
 """
 
@@ -46,8 +49,37 @@ def register_sft(tsub) -> None:
     sp.add_argument("--no-evidence", choices=("empty", "skip"), default="empty",
                     help="--role answer, a question whose shown memories hold no evidence turn: the empty "
                          "selection then the gold answer (default) or leave it out")
+    sp.add_argument("--max-empty-share", type=share, metavar="X",
+                    help="--role manager: keep empty choices {\"keep\": []} to at most this share (0..1) of the "
+                         "pairs, the rest dropped (a seeded sample kept; default: the config's, 1 = all)")
+    sp.add_argument("--match-threshold", type=f1_threshold, metavar="F",
+                    help="--role manager: token F1 from which a candidate matches a gold fact (default: the "
+                         "config's, 0.5)")
     add_threads_option(sp, "torch CPU threads")
     data_args(sp)
+
+
+def share(text: str) -> float:
+    """argparse type: a number from 0 to 1."""
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, not {text}")
+    return value
+
+
+def f1_threshold(text: str) -> float:
+    """argparse type: a number above 0, at most 1."""
+    import argparse
+
+    value = share(text)
+    if value == 0.0:
+        raise argparse.ArgumentTypeError("must be more than 0")
+    return value
 
 
 def _answer_pairs(path: str, args, data_dir: Path) -> tuple[list[dict], dict]:
@@ -61,13 +93,15 @@ def _answer_pairs(path: str, args, data_dir: Path) -> tuple[list[dict], dict]:
     return pairs, counts.to_dict()
 
 
-def _manager_pairs(path: str, args) -> tuple[list[dict], dict]:
+def _manager_pairs(path: str, args, config) -> tuple[list[dict], dict]:
     from app.cli.options import samples_of
-    from training.data.sft_manager import build_pairs
+    from training.data.sft_manager import balance_empty, build_pairs
 
-    stats: dict = {}
-    pairs = build_pairs(path, samples=samples_of(args), max_sessions=args.max_sessions, stats=stats)
-    return list(pairs), stats
+    stats: dict = {"match_threshold": config.match_threshold}
+    pairs = build_pairs(path, samples=samples_of(args), max_sessions=args.max_sessions,
+                        threshold=config.match_threshold, stats=stats)
+    pairs, stats["balance"] = balance_empty(pairs, config.max_empty_share, config.seed)
+    return pairs, stats
 
 
 def run_train_sft(args) -> int:
@@ -81,7 +115,12 @@ def run_train_sft(args) -> int:
 
     config = SFTConfig.from_file(args.config) if args.config else SFTConfig()
     config = config.with_overrides(role=args.role, base=args.base, threads=args.threads,
-                                   max_steps=args.max_steps, time_budget_s=time_budget_s(args))
+                                   max_steps=args.max_steps, time_budget_s=time_budget_s(args),
+                                   max_empty_share=args.max_empty_share, match_threshold=args.match_threshold)
+    if args.role != "manager" and (args.max_empty_share is not None or args.match_threshold is not None):
+        from core.errors import InvalidInputError
+
+        raise InvalidInputError("--max-empty-share and --match-threshold are for --role manager only.")
     val_path = validation_path(args)
     out = Path(args.out)
     data_dir = out / "data"
@@ -89,14 +128,15 @@ def run_train_sft(args) -> int:
         pairs, counts = _answer_pairs(args.data, args, data_dir)
         val, val_counts = _answer_pairs(str(val_path), args, data_dir) if val_path else ([], {})
     else:
-        pairs, counts = _manager_pairs(args.data, args)
-        val, val_counts = _manager_pairs(str(val_path), args) if val_path else ([], {})
+        pairs, counts = _manager_pairs(args.data, args, config)
+        val, val_counts = _manager_pairs(str(val_path), args, config) if val_path else ([], {})
     if args.max_examples:
         pairs = pairs[:args.max_examples]
     print(f"{len(pairs)} training pairs ({json.dumps(counts)}), {len(val)} validation pairs")
     from training.sft.loop import train_sft
 
-    res = train_sft(config, pairs, out, val_pairs=val, progress=not args.no_progress)
+    notes = {"train": counts, "val": val_counts, "max_examples": args.max_examples}
+    res = train_sft(config, pairs, out, val_pairs=val, progress=not args.no_progress, data_notes=notes)
     from core.fileio import atomic_write_json
 
     atomic_write_json(out / "data" / "pair_counts.json", {"train": counts, "val": val_counts})

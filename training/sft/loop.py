@@ -96,7 +96,15 @@ class SFTConfig:
     max_val_pairs: int = field(default=0, metadata=_h(
         "validate on at most N pairs, evenly spaced over the validation set (the same ones every time; "
         "0 = all): a CPU run's validation cost."))
-    seed: int = field(default=42, metadata=_h("seed for the data order and the LoRA init."))
+    seed: int = field(default=42, metadata=_h(
+        "seed for the data order, the LoRA init and which empty manager pairs max_empty_share keeps."))
+    max_empty_share: float = field(default=1.0, metadata=_h(
+        "manager role: the largest share of the pairs (training and validation) whose target is the "
+        "empty choice {\"keep\": []}; the other empty pairs are dropped (a seeded sample is kept; "
+        "training.data.sft_manager.balance_empty). 1 = keep all (conv-26: 309 of 396 are empty)."))
+    match_threshold: float = field(default=0.5, metadata=_h(
+        "manager role: the token F1 from which a candidate matches a gold fact and is chosen "
+        "(training.data.gold_facts.MATCH_F1 = 0.5; 0.4 gives 117 non-empty pairs on conv-26)."))
     threads: int | None = field(default=None, metadata=_h("torch CPU threads; None = the physical cores."))
     bf16: bool | None = field(default=None, metadata=_h("bf16 weights/compute; None = on a CUDA GPU only."))
     gradient_checkpointing: bool = field(default=True, metadata=_h(
@@ -125,6 +133,10 @@ class SFTConfig:
             raise InvalidInputError("threads must be at least 1.")
         if not self.lora_targets:
             raise InvalidInputError("lora_targets must name at least one module.")
+        if not 0.0 <= self.max_empty_share <= 1.0:
+            raise InvalidInputError("max_empty_share must be between 0 and 1.")
+        if not 0.0 < self.match_threshold <= 1.0:
+            raise InvalidInputError("match_threshold must be more than 0 and at most 1.")
 
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
@@ -332,10 +344,11 @@ def subset_evenly(items: list, n: int) -> list:
 
 
 def train_sft(config: SFTConfig, pairs: Sequence[dict], out_dir, *, val_pairs: Sequence[dict] | None = None,
-              model=None, tokenizer=None, progress: bool = False) -> dict:
+              model=None, tokenizer=None, progress: bool = False, data_notes: dict | None = None) -> dict:
     """Train a LoRA adapter on `pairs` (see the module docstring); returns summary.json's dict
     (with "lora_before", "model" and "tokenizer" added for callers that check the weights). `model` and
-    `tokenizer` override loading `config.base` (tests pass a tiny model)."""
+    `tokenizer` override loading `config.base` (tests pass a tiny model). `data_notes` (how the
+    pairs were built: counts, balancing) is kept in the metadata and summary.json as data.built."""
     import torch
     from peft import get_peft_model
 
@@ -397,7 +410,7 @@ def train_sft(config: SFTConfig, pairs: Sequence[dict], out_dir, *, val_pairs: S
     meta = {"role": config.role, "method": "sft", "base": base_info, "prompt_version": PROMPT_VERSION,
             "answer_sources_version": ANSWER_SOURCES_VERSION, "train_config": config.to_dict(),
             "data": {"train_digest": data_digest(pairs), "val_digest": data_digest(val_pairs) if val_pairs else None,
-                     "train": train_counts, "val": val_counts},
+                     "train": train_counts, "val": val_counts, "built": data_notes},
             "device": device.type, "threads": threads, "bf16": use_bf16}
     records: list[dict] = []
     state: dict[str, Any] = {"best": None, "baseline": None, "since_best": 0, "eval_s": 0.0, "last_eval": -1}

@@ -86,3 +86,58 @@ def test_bad_arguments_are_user_errors(data):
         build_pairs(data, mode="chatty")
     with pytest.raises(InvalidInputError, match="left to GRPO"):
         build_pairs(data, include_decisions=True)
+
+
+# a conversation where most turns carry no gold fact (as in LoCoMo: 234 of 320 train pairs empty)
+CHATTY = with_observation(locomo_sample("conv-y", [
+    (T1, [{"speaker": "Ann", "dia_id": f"D1:{i + 1}", "text": text} for i, text in enumerate((
+        "I adopted a dog named Rex yesterday.", "I play chess on Sundays.", "My sister lives in Rome.",
+        "I bought a red bike last week.", "I moved to Oslo in 2022.", "I work as a nurse at night.",
+        "I like green tea in the morning.", "I started a bakery."))]),
+], []), {1: {"Ann": [["Ann adopted a dog named Rex.", "D1:1"], ["Ann moved to Oslo in 2022.", "D1:5"],
+                     ["Ann started a bakery.", "D1:8"]]}})
+
+
+def _empties(pairs):
+    return [p["id"] for p in pairs if p["completion"] == '{"keep": []}']
+
+
+def test_balance_keeps_the_empty_share_with_a_seeded_sample_in_turn_order(tmp_path):
+    from training.data.sft_manager import balance_empty, is_empty_choice
+
+    pairs = build_pairs(write_locomo(tmp_path, CHATTY))
+    assert len(pairs) == 8 and len(_empties(pairs)) == 5 and sum(map(is_empty_choice, pairs)) == 5
+    kept, counts = balance_empty(pairs, 0.4, seed=1)
+    # 3 non-empty pairs: 2 empty ones make 2/5 = 0.4, 3 would be 0.5
+    assert counts == {"max_empty_share": 0.4, "seed": 1, "pairs_in": 8, "empty_in": 5, "empty_kept": 2,
+                      "pairs_kept": 5, "empty_share": 0.4}
+    assert [p for p in kept if not is_empty_choice(p)] == [p for p in pairs if not is_empty_choice(p)]
+    order = [p["id"] for p in pairs]
+    assert [p["id"] for p in kept] == [i for i in order if i in {p["id"] for p in kept}]  # turn order kept
+    assert balance_empty(pairs, 0.4, seed=1)[0] == kept  # deterministic with the seed
+    samples = {tuple(_empties(balance_empty(pairs, 0.4, seed=s)[0])) for s in range(12)}
+    assert len(samples) > 1 and all(len(s) == 2 for s in samples)  # the seed picks which ones
+    assert balance_empty(pairs, 1.0)[0] == pairs
+    assert _empties(balance_empty(pairs, 0.0)[0]) == [] and balance_empty(pairs, 0.0)[1]["pairs_kept"] == 3
+    assert balance_empty(pairs, 0.9)[1]["empty_kept"] == 5  # never more than there are
+    assert balance_empty([p for p in pairs if is_empty_choice(p)], 0.5)[0] == []  # no non-empty pair: none kept
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(InvalidInputError, match="max_empty_share"):
+            balance_empty(pairs, bad)
+
+
+def test_free_mode_empty_targets_are_empty_too(tmp_path):
+    from training.data.sft_manager import is_empty_choice
+
+    pairs = build_pairs(write_locomo(tmp_path, CHATTY), mode="free")
+    assert sum(map(is_empty_choice, pairs)) == 5
+    assert not is_empty_choice({"completion": "not json"}) and not is_empty_choice({"completion": '{"keep": [1]}'})
+
+
+def test_threshold_is_the_match_rule(data):
+    loose, strict = build_pairs(data), build_pairs(data, threshold=0.8)
+    by_id = {p["id"]: p["completion"] for p in loose}
+    strict_by_id = {p["id"]: p["completion"] for p in strict}
+    # "Bob started a bakery." matches "Bob runs a small bakery he started." at F1 0.73 only
+    assert by_id["conv-x/D1:2"] == '{"keep": [1, 2]}' and strict_by_id["conv-x/D1:2"] == '{"keep": [1]}'
+    assert extraction_stats(data, threshold=0.8)["chosen"] < extraction_stats(data)["chosen"]

@@ -92,7 +92,8 @@ def test_answer_role_feeds_the_pairs_and_options_to_the_loop(tmp_path, monkeypat
     val.write_text(json.dumps(_example(9)) + "\n")
     seen = {}
 
-    def fake_train(config, pairs, out_dir, *, val_pairs=None, model=None, tokenizer=None, progress=False):
+    def fake_train(config, pairs, out_dir, *, val_pairs=None, model=None, tokenizer=None, progress=False,
+                   data_notes=None):
         seen.update(config=config, pairs=pairs, val=val_pairs, out=Path(out_dir))
         return {"steps": 1, "examples_seen": 2, "stop": "done", "first_loss": 2.0, "last_loss": 1.0,
                 "seconds": {"train": 3.0}, "seconds_per_example": 1.5, "best_dir": str(Path(out_dir) / "best"),
@@ -127,17 +128,20 @@ def test_manager_role_takes_its_pairs_from_sft_manager(tmp_path, monkeypatch, ca
     data.write_text("[]")
     calls = []
 
-    def build_pairs(path, *, samples=None, max_sessions=None, stats=None):
-        calls.append((path, samples, max_sessions))
+    def build_pairs(path, *, samples=None, max_sessions=None, threshold=None, stats=None):
+        calls.append((path, samples, max_sessions, threshold))
         stats["pairs"] = 2
         return [{"id": f"t{i}", "messages": [{"role": "user", "content": "turn"}], "completion": "{}"}
                 for i in range(2)]
 
-    monkeypatch.setitem(sys.modules, "training.data.sft_manager", types.SimpleNamespace(build_pairs=build_pairs))
+    from training.data.sft_manager import balance_empty
+
+    monkeypatch.setitem(sys.modules, "training.data.sft_manager",
+                        types.SimpleNamespace(build_pairs=build_pairs, balance_empty=balance_empty))
     seen = {}
 
-    def fake_train(config, pairs, out_dir, *, val_pairs=None, **_):
-        seen.update(role=config.role, pairs=pairs, val=val_pairs)
+    def fake_train(config, pairs, out_dir, *, val_pairs=None, data_notes=None, **_):
+        seen.update(role=config.role, pairs=pairs, val=val_pairs, notes=data_notes)
         return {"steps": 1, "examples_seen": 2, "stop": "done", "first_loss": 1.0, "last_loss": 0.5,
                 "seconds": {"train": 1.0}, "seconds_per_example": 0.5, "best_dir": None,
                 "final_dir": str(Path(out_dir) / "final"), "validation": {"baseline": None, "best": None}}
@@ -146,6 +150,75 @@ def test_manager_role_takes_its_pairs_from_sft_manager(tmp_path, monkeypatch, ca
     args = _parser().parse_args(["train", "sft", "--role", "manager", "--data", str(data), "--no-val",
                                  "--out", str(tmp_path / "o"), "--max-sessions", "2", "--samples", "conv-26"])
     assert args.func(args) == 0
-    assert calls == [(str(data), ("conv-26",), 2)]
+    assert calls == [(str(data), ("conv-26",), 2, 0.5)]  # the config's default match rule
     assert seen["role"] == "manager" and len(seen["pairs"]) == 2 and seen["val"] == []
+    assert seen["notes"]["train"]["balance"]["empty_kept"] == 0  # "{}" is no empty choice
     assert "manager-sft-lora.gguf" in capsys.readouterr().out
+
+
+def _manager_locomo(tmp_path) -> Path:
+    from tests.training.data.test_sft_manager import CHATTY
+    from tests.training.locomo_fixtures import write_locomo
+
+    return write_locomo(tmp_path, CHATTY)
+
+
+def test_manager_balance_and_threshold_reach_the_pairs_and_the_run_record(tmp_path, monkeypatch, capsys):
+    from core.paths import repo_root
+    from training.sft import loop
+
+    data = _manager_locomo(tmp_path)  # 8 pairs, 5 with the empty choice
+    seen = {}
+
+    def fake_train(config, pairs, out_dir, *, val_pairs=None, data_notes=None, **_):
+        seen.update(config=config, pairs=pairs, val=val_pairs, notes=data_notes)
+        return {"steps": 1, "examples_seen": 2, "stop": "done", "first_loss": 1.0, "last_loss": 0.5,
+                "seconds": {"train": 1.0}, "seconds_per_example": 0.5, "best_dir": None,
+                "final_dir": str(Path(out_dir) / "final"), "validation": {"baseline": None, "best": None}}
+
+    monkeypatch.setattr(loop, "train_sft", fake_train)
+    args = _parser().parse_args(["train", "sft", "--role", "manager", "--data", str(data), "--val", str(data),
+                                 "--out", str(tmp_path / "o"), "--max-empty-share", "0.25",
+                                 "--match-threshold", "0.4"])
+    assert args.func(args) == 0
+    cfg = seen["config"]
+    assert (cfg.max_empty_share, cfg.match_threshold) == (0.25, 0.4)  # recorded in train_config
+    empties = [p for p in seen["pairs"] if p["completion"] == '{"keep": []}']
+    assert len(seen["pairs"]) == 4 and len(empties) == 1  # 3 non-empty + 1 empty: share 0.25
+    assert seen["val"] == seen["pairs"]  # validation pairs are balanced the same way
+    notes = seen["notes"]
+    assert notes["train"]["match_threshold"] == 0.4
+    assert notes["train"]["balance"] == {"max_empty_share": 0.25, "seed": 42, "pairs_in": 8, "empty_in": 5,
+                                         "empty_kept": 1, "pairs_kept": 4, "empty_share": 0.25}
+    counts = json.loads((tmp_path / "o" / "data" / "pair_counts.json").read_text())
+    assert counts["val"]["balance"]["pairs_kept"] == 4
+    # the shipped balanced config: its fields load and the flags override them
+    args = _parser().parse_args(["train", "sft", "--role", "manager", "--data", str(data), "--no-val",
+                                 "--out", str(tmp_path / "o2"), "--config",
+                                 str(repo_root() / "training" / "configs" / "sft_manager_balanced_cpu.json")])
+    assert args.func(args) == 0
+    assert (seen["config"].max_empty_share, seen["config"].match_threshold) == (0.4, 0.5)
+    assert len(seen["pairs"]) == 5  # 3 + 2 empty
+
+
+@pytest.mark.parametrize("flag,value", [("--max-empty-share", "1.5"), ("--max-empty-share", "x"),
+                                        ("--match-threshold", "0"), ("--match-threshold", "2")])
+def test_bad_balance_flags_exit_with_usage(flag, value):
+    with pytest.raises(SystemExit) as exc:
+        _parser().parse_args(["train", "sft", "--role", "manager", "--data", "d.json", "--out", "o", flag, value])
+    assert exc.value.code == 2
+
+
+def test_balance_flags_are_for_the_manager_only_and_bad_config_values_are_said(tmp_path):
+    data = _manager_locomo(tmp_path)
+    args = _parser().parse_args(["train", "sft", "--role", "answer", "--data", str(data), "--no-val",
+                                 "--out", str(tmp_path / "o"), "--max-empty-share", "0.5"])
+    with pytest.raises(InvalidInputError, match="for --role manager only"):
+        args.func(args)
+    bad = tmp_path / "c.json"
+    bad.write_text('{"max_empty_share": 2}')
+    args = _parser().parse_args(["train", "sft", "--role", "manager", "--data", str(data), "--no-val",
+                                 "--out", str(tmp_path / "o"), "--config", str(bad)])
+    with pytest.raises(InvalidInputError, match="max_empty_share must be between 0 and 1"):
+        args.func(args)
+    assert not (tmp_path / "o").exists()  # nothing written

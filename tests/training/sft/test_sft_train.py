@@ -30,7 +30,7 @@ def test_loss_falls_and_the_lora_changes_on_the_real_base(tmp_path):
     config = SFTConfig(epochs=3, batch_size=2, grad_accum=1, learning_rate=1e-3, eval_every=2, patience=0,
                        threads=1, seed=0, max_completion_tokens=64)
     out = tmp_path / "sft"
-    res = train_sft(config, PAIRS, out, val_pairs=PAIRS)
+    res = train_sft(config, PAIRS, out, val_pairs=PAIRS, data_notes={"balance": {"empty_kept": 0}})
     assert res["steps"] == 6 and res["examples_seen"] == 12 and res["stop"] == "done"
     base, best = res["validation"]["baseline"], res["validation"]["best"]
     assert best["val_loss"] < 0.7 * base["val_loss"], (base, best)  # the fixed set is learnt
@@ -51,6 +51,7 @@ def test_loss_falls_and_the_lora_changes_on_the_real_base(tmp_path):
         assert (meta["role"], meta["prompt_version"], meta["answer_sources_version"]) == \
             ("answer", PROMPT_VERSION, ANSWER_SOURCES_VERSION)
         assert meta["base"]["sha256"] and meta["data"]["train_digest"]
+        assert meta["data"]["built"] == {"balance": {"empty_kept": 0}}  # how the pairs were built
         assert (out / folder / "adapter_config.json").is_file()
     rows = list(csv.DictReader((out / "log.csv").open()))
     assert [r["step"] for r in rows if r["loss"]] == ["1", "2", "3", "4", "5", "6"]
@@ -58,3 +59,4 @@ def test_loss_falls_and_the_lora_changes_on_the_real_base(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["seconds"]) == {"load", "tokenise", "train", "validation", "save", "total"}
     assert summary["seconds_per_example"] > 0 and summary["data"]["train"]["used"] == 4
+    assert summary["data"]["built"] == {"balance": {"empty_kept": 0}}
