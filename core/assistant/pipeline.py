@@ -56,6 +56,7 @@ memories again (a known Mem0 failure), so they are not treated as a speaker's tu
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -494,10 +495,19 @@ class Assistant:
             params = self.settings.gen_params()
             now = format_time(datetime.now())
             started = time.perf_counter()
-            result = agent.chat(user_msg.content, history=history, memories=shown, on_token=token,
-                                cancel=cancel, params=params, user_name=self.user_name,
-                                assistant_name=self.assistant_name, now=now, memory_off=temporary,
-                                history_memories=history_memories, system=extra)
+
+            def answer(gen: GenParams):
+                return agent.chat(user_msg.content, history=history, memories=shown, on_token=token,
+                                  cancel=cancel, params=gen, user_name=self.user_name,
+                                  assistant_name=self.assistant_name, now=now, memory_off=temporary,
+                                  history_memories=history_memories, system=extra)
+
+            result = answer(params)
+            if not result.cancelled and not result.answer.strip() and params.temperature > 0:
+                # a sampled reply that shows nothing (a small model may stop at once or write only
+                # scaffold, which the reply filter hides): one greedy try, same prompt (KV reused)
+                log.info("the sampled reply showed nothing; answering again greedily")
+                result = answer(dataclasses.replace(params, temperature=0.0))
             ended = time.perf_counter()
         finally:
             self._end_reply()

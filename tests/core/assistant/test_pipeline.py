@@ -321,3 +321,19 @@ def test_chat_leaves_out_memories_below_the_embedders_floor(tmp_path):
         assert "cat named Tom" in prompt and "invoices" not in prompt
     finally:
         b.close()
+
+
+def test_a_reply_that_shows_nothing_is_answered_again_greedily_once(bank, make):
+    answer = FakeBackend(["", "**Answer:** Hello Ann!", ""], default="")
+    assistant = make(answer, FakeBackend(default='{"facts": []}'))
+    cid = conv(bank)
+    pieces: list[str] = []
+    reply = assistant.reply(cid, "Hi there.", on_token=pieces.append)
+    assert reply.text == "Hello Ann!" == "".join(pieces)
+    chat_calls = [c for c in answer.calls if not c["schema"]]
+    assert [c["params"].temperature for c in chat_calls] == [Settings().temperature, 0.0]
+    assert chat_calls[0]["messages"] == chat_calls[1]["messages"]
+    assert bank.chats.messages(cid)[-1].content == "Hello Ann!"
+    # greedy and still empty: stored as it is, no third try
+    again = assistant.reply(cid, "And?")
+    assert again.text == "" and len([c for c in answer.calls if not c["schema"]]) == 4
