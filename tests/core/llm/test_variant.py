@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -204,3 +205,17 @@ def test_a_background_derivation_keeps_a_copy_another_process_just_made(fake_shi
     assert thread is not None
     thread.join(10)
     assert len(calls) == 1 and variant.check_variant(variant.variant_path(src), src) is None
+
+
+def test_an_unchanged_variant_is_checked_without_hashing(fake_shipped, monkeypatch):
+    src, _ = fake_shipped
+    record = variant.derive_variant()
+    target = Path(record.path)
+    assert record.mtime_ns == target.stat().st_mtime_ns and record.source_mtime_ns == src.stat().st_mtime_ns
+    variant._sha_cache.clear()  # the next start
+    hashed = []
+    real = variant.sha256_file
+    monkeypatch.setattr(variant, "sha256_file", lambda p: (hashed.append(Path(p)), real(p))[1])
+    assert variant.check_variant(target, src) is None and hashed == []
+    os.utime(target, ns=(target.stat().st_atime_ns, target.stat().st_mtime_ns + 1))  # touched: hashed again
+    assert variant.check_variant(target, src) is None and target in hashed
