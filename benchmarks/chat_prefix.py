@@ -4,7 +4,14 @@ embedded SmolLM2-135M for the reply (the manager is a fake that stores nothing).
 prompt tokens, NEW prompt tokens (not in the previous eval's prefix: llama.cpp re-evaluates
 only those), first-visible-token seconds; then p50/p95 of the first token per run and their
 ratio. NEW tokens are counted against the previous eval (a reply, or the pipeline's warm-up
-of a moved history window during the pause between turns).
+of a moved history window during the pause between turns, or a prefill).
+
+`--prefill` runs the chat once per mode (each with and without memories):
+- `none`: the message arrives all at once (pasted; or prefill off);
+- `draft`: typing paused before Enter, so `Assistant.prefill` evaluated the whole message's
+  prompt (what the GUI does DRAFT_PAUSE_MS after the last key) and it finished;
+- `partial`: the prefill saw the message without its last word (Enter pressed right after
+  typing it): the retrieval for the final text may choose other memories.
 """
 
 from __future__ import annotations
@@ -64,8 +71,17 @@ class Recorder:
         self.cached = prompt + "".join(pieces)
 
 
+def draft_of(question: str, mode: str) -> str | None:
+    """What the prefill saw of `question` before it was sent, by mode."""
+    if mode == "draft":
+        return question
+    if mode == "partial":
+        return question.rsplit(" ", 1)[0] if " " in question else None
+    return None
+
+
 def run(backend: Recorder, budget: int, turns: int, data: Path, think: float,
-        cpus: list[float]) -> list[float]:
+        cpus: list[float], mode: str = "none") -> list[float]:
     """The scripted chat; returns each turn's first-token wall seconds and appends to `cpus` the
     process CPU seconds spent until then (on one thread, what a quiet machine's wall time would
     be: the figure to read when other work shares the cores)."""
@@ -74,12 +90,16 @@ def run(backend: Recorder, budget: int, turns: int, data: Path, think: float,
         bank.add(f"User {THINGS[i % len(THINGS)]} (note {i})", speaker="User",
                  observed_at=f"{1 + i % 28} May, 2023")
     manager = FakeBackend(default=router("", facts='{"facts": []}'))
-    settings = Settings(max_tokens=24, chat_memory_tokens=budget)
+    settings = Settings(max_tokens=24, chat_memory_tokens=budget, prefill_while_typing=mode != "none")
     a = Assistant(bank, backend, manager, settings=settings, user_name="User")
     cid = bank.chats.create_conversation("bench", temporary=budget == 0).id
     firsts = []
-    print(f"-- chat_memory_tokens={budget}{' (temporary chat: no memories)' if budget == 0 else ''}")
+    print(f"-- prefill {mode}, chat_memory_tokens={budget}{' (temporary chat: no memories)' if budget == 0 else ''}")
     for t in range(turns):
+        draft = draft_of(QUESTIONS[t % len(QUESTIONS)], mode)
+        if draft is not None:  # the user typed it during the pause; typing paused, the prefill ran
+            a.prefill(cid, draft, temporary=budget == 0)
+            a.wait_prefilled()
         start, cpu_start = time.perf_counter(), time.process_time()
         first: list[tuple[float, float]] = []
 
@@ -106,17 +126,31 @@ def main() -> None:
     parser.add_argument("--budget", type=int, default=Settings().chat_memory_tokens)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--think", type=float, default=5.0, help="seconds between a reply and the next message")
+    parser.add_argument("--prefill", default="none,draft",
+                        help="comma-separated modes: none, draft, partial (see the module docstring)")
     parser.add_argument("--model", default=None, metavar="PATH",
                         help="GGUF for the reply (default: the embedded SmolLM2-135M; e.g. its Q8_0 copy from "
                              "`memory-r1 models optimize`)")
     args = parser.parse_args()
+    modes = [m.strip() for m in args.prefill.split(",") if m.strip()]
+    if not modes or any(m not in ("none", "draft", "partial") for m in modes):
+        parser.error("--prefill takes none, draft and/or partial")
     backend = Recorder(LlamaBackend(path=args.model, n_threads=args.threads, n_ctx=4096))
-    with tempfile.TemporaryDirectory() as tmp:
-        cpu_with: list[float] = []
-        cpu_without: list[float] = []
-        with_mem = run(backend, args.budget, args.turns, Path(tmp), args.think, cpu_with)
-        backend.cached = ""
-        without = run(backend, 0, args.turns, Path(tmp), args.think, cpu_without)
+    for mode in modes:
+        with tempfile.TemporaryDirectory() as tmp:
+            cpu_with: list[float] = []
+            cpu_without: list[float] = []
+            backend.reset_cache()
+            backend.cached = ""
+            with_mem = run(backend, args.budget, args.turns, Path(tmp), args.think, cpu_with, mode)
+            backend.reset_cache()
+            backend.cached = ""
+            without = run(backend, 0, args.turns, Path(tmp), args.think, cpu_without, mode)
+        print(f"== prefill {mode}")
+        report(with_mem, without, cpu_with, cpu_without)
+
+
+def report(with_mem: list[float], without: list[float], cpu_with: list[float], cpu_without: list[float]) -> None:
     for name, v in (("with", with_mem), ("without", without)):
         empty = sum(1 for x in v if x != x)
         if empty:

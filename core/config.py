@@ -54,6 +54,9 @@ class Settings:
                                                           "purged for good (at start-up); 0 = at the next start"})
     chat_memory_tokens: int = field(default=120, metadata={"help": "most prompt tokens of memories given with one "
                                                                    "chat message (each costs first-token time)"})
+    prefill_while_typing: bool = field(default=True, metadata={
+        "help": "while a message is typed, evaluate the prompt its reply would send (history, the memories "
+                "found for the draft) in the background, so the reply starts sooner; nothing is stored"})
     manager_extraction: str = field(default="auto", metadata={
         "help": "how the memory manager finds a turn's facts: free (the model writes them), extractive "
                 "(it chooses among the turn's own sentences) or auto (extractive under 1B parameters)"})

@@ -94,12 +94,17 @@ class ChatView(QWidget):
 
     Signals: `sendRequested(text)`, `stopRequested()`, `regenerateRequested()`,
     `memoryLinkActivated(memory_id)`, `welcomeDismissed()`, `undoForgetRequested(batch_id)`,
-    `editRequested(message_id, text)`, `versionRequested(message_id, index)`.
+    `editRequested(message_id, text)`, `versionRequested(message_id, index)`,
+    `draftPaused(text)`: the typed text, once typing paused for DRAFT_PAUSE_MS (the window
+    prefills the reply's prompt with it).
     """
+
+    DRAFT_PAUSE_MS = 300
 
     editRequested = Signal(int, str)
     versionRequested = Signal(int, int)
     sendRequested = Signal(str)
+    draftPaused = Signal(str)
     stopRequested = Signal()
     regenerateRequested = Signal()
     memoryLinkActivated = Signal(int)
@@ -152,6 +157,9 @@ class ChatView(QWidget):
         bar.valueChanged.connect(self._on_scrolled)
         self.input = ChatInput()
         self.input.submitted.connect(self.submit)
+        self._draft_timer = QTimer(self, singleShot=True, interval=self.DRAFT_PAUSE_MS)
+        self._draft_timer.timeout.connect(self._draft_paused)
+        self.input.textChanged.connect(self._draft_timer.start)
         self.send_button = QPushButton("Send")
         self.send_button.setDefault(True)
         self.send_button.clicked.connect(self.submit)
@@ -204,12 +212,18 @@ class ChatView(QWidget):
         self.send_button.setEnabled(enabled)
         self.input.setPlaceholderText(reason or "Message Memory-R1…  (Enter sends, Shift+Enter for a new line)")
 
+    def _draft_paused(self) -> None:
+        text = self.input.toPlainText().strip()
+        if text and not self.input.isReadOnly() and self.send_button.isVisible():
+            self.draftPaused.emit(text)
+
     def submit(self) -> None:
         """Send what the input holds (Enter, the Send button; tests and dev tools call it)."""
         text = self.input.toPlainText().strip()
         if not text or not self.send_button.isVisible() or not self.send_button.isEnabled():
             return
         self.input.clear()
+        self._draft_timer.stop()
         self.sendRequested.emit(text)
 
     # --- messages ---------------------------------------------------------------------------

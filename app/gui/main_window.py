@@ -188,6 +188,7 @@ class MainWindow(QMainWindow):
         self.models.loadFailed.connect(self._load_failed)
         self.models.swapped.connect(self._swapped)
         self.chat.sendRequested.connect(self.send)
+        self.chat.draftPaused.connect(self.prefill)
         self.chat.stopRequested.connect(self.stop_reply)
         self.chat.regenerateRequested.connect(self.regenerate)
         self.chat.undoForgetRequested.connect(self.undo_forget)
@@ -280,7 +281,7 @@ class MainWindow(QMainWindow):
         target = getattr(self.assistant, "settings", None)
         if target is not None and target is not self.settings:
             for name in ("temperature", "max_tokens", "memory_paused", "use_shipped_adapters", "fast_embedded_model",
-                         "user_name", "top_p", "top_k", "repeat_penalty", "system_prompt"):
+                         "user_name", "top_p", "top_k", "repeat_penalty", "system_prompt", "prefill_while_typing"):
                 setattr(target, name, getattr(self.settings, name))
         if self.assistant is not None:
             self.assistant.user_name = self.settings.speaker()
@@ -474,6 +475,17 @@ class MainWindow(QMainWindow):
     # --- chatting ---------------------------------------------------------------------------
     def busy(self) -> bool:
         return self._reply_task is not None
+
+    def prefill(self, draft: str) -> None:
+        """Typing paused: the assistant evaluates the reply's prompt for `draft` in the
+        background (`Assistant.prefill`; the GUI thread only hands the text over)."""
+        if self.assistant is None or self.busy():
+            return
+        conv = self.current_conversation
+        if conv is None:
+            self.assistant.prefill(None, draft, temporary=self._new_chat_temporary)
+        else:
+            self.assistant.prefill(conv.id, draft, temporary=conv.temporary)
 
     def send(self, text: str) -> None:
         """Show the message, create the chat if needed, stream the reply (model lane)."""

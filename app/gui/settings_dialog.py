@@ -201,6 +201,11 @@ class SettingsDialog(QDialog):
         self.trash_days.setSpecialValueText("Until the next start")
         self.trash_days.setToolTip("Deleted chats are purged for good (with their messages) after this long")
         self.trash_days.setValue(settings.trash_days)
+        self.prefill = QCheckBox("Prepare the reply while I type (it starts sooner)")
+        self.prefill.setObjectName("prefillWhileTyping")
+        self.prefill.setToolTip("When typing pauses, the model reads the chat and the memories found for the "
+                                "draft in the background. Nothing is stored; it uses some CPU while you type.")
+        self.prefill.setChecked(settings.prefill_while_typing)
         self.user_name = QLineEdit(settings.user_name, placeholderText="User", maxLength=60)
         self.user_name.setObjectName("userName")
         self.user_name.setToolTip("The name memories are written about (“Sam likes tea”)")
@@ -229,6 +234,7 @@ class SettingsDialog(QDialog):
         chats_form.addRow("Theme:", self.theme)
         chats_form.addRow("Font size:", self.font_size)
         chats_form.addRow("Keep deleted chats:", self.trash_days)
+        chats_form.addRow(self.prefill)
         folder = QLabel(str(data_folder))
         folder.setObjectName("dataFolder")
         folder.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -269,6 +275,7 @@ class SettingsDialog(QDialog):
         new.theme = str(self.theme.currentData())
         new.font_size = self.font_size.value() if self.font_size.value() >= 6 else 0
         new.trash_days = self.trash_days.value()
+        new.prefill_while_typing = self.prefill.isChecked()
         new.user_name = " ".join(self.user_name.text().split())
         return new
 

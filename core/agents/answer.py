@@ -543,6 +543,34 @@ class AnswerAgent:
                             time.perf_counter() - start, bool(cancel and cancel.cancelled), ok,
                             list(prompt.used), list(prompt.source_refs))
 
+    def chat_prompt(self, text: str, *, history: Sequence[tuple[str, str]] = (), memories: Sequence[Memory] = (),
+                    params: GenParams | None = None, user_name: str = "User", assistant_name: str = "Assistant",
+                    now: str | None = None, memory_off: bool = False, history_memories: Sequence[Memory] = (),
+                    system: str = "") -> list[prompts.Message]:
+        """The messages `chat` sends for the same arguments, byte for byte (the pipeline's
+        prefill evaluates them ahead of the reply)."""
+        return self._chat_prompt(text, history, memories, params or GenParams(temperature=0.7, max_tokens=512),
+                                 user_name=user_name, assistant_name=assistant_name, now=now,
+                                 memory_off=memory_off, history_memories=history_memories, system=system)[0]
+
+    def _chat_prompt(self, text: str, history: Sequence[tuple[str, str]], memories: Sequence[Memory],
+                     params: GenParams, *, user_name: str, assistant_name: str, now: str | None,
+                     memory_off: bool, history_memories: Sequence[Memory],
+                     system: str) -> tuple[list[prompts.Message], list[Memory], str]:
+        """The chat prompt, the memories that fit in it and the (possibly cut) message."""
+        budget = self._budget_chars(params.max_tokens)
+        text = text if len(text) <= budget // 3 else text[: budget // 3] + " [... message truncated ...]"
+        history = list(history)
+        while history and sum(len(c) for _, c in history) > budget // 3:
+            history.pop(0)  # oldest first
+        hist_chars = sum(len(c) for _, c in history)
+        fixed = len(prompts.chat_system(user_name, assistant_name, extra=system)) + len(text) + hist_chars + 200
+        used = self._fit(memories, fixed, params.max_tokens)
+        messages = prompts.chat_messages(text, self.group(used), history, user_name=user_name,
+                                         assistant_name=assistant_name, now=now, memory_off=memory_off,
+                                         earlier=bool(history_memories) and not used, system=system)
+        return messages, used, text
+
     def chat(self, text: str, *, history: Sequence[tuple[str, str]] = (), memories: Sequence[Memory] = (),
              on_token: Callable[[str], None] | None = None, cancel: CancelToken | None = None,
              params: GenParams | None = None, user_name: str = "User", assistant_name: str = "Assistant",
@@ -557,17 +585,9 @@ class AnswerAgent:
         partial reply is returned with cancelled=True. `system`: the user's own system prompt."""
         start = time.perf_counter()
         params = params or GenParams(temperature=0.7, max_tokens=512)
-        budget = self._budget_chars(params.max_tokens)
-        text = text if len(text) <= budget // 3 else text[: budget // 3] + " [... message truncated ...]"
-        history = list(history)
-        while history and sum(len(c) for _, c in history) > budget // 3:
-            history.pop(0)  # oldest first
-        hist_chars = sum(len(c) for _, c in history)
-        fixed = len(prompts.chat_system(user_name, assistant_name, extra=system)) + len(text) + hist_chars + 200
-        used = self._fit(memories, fixed, params.max_tokens)
-        messages = prompts.chat_messages(text, self.group(used), history, user_name=user_name,
-                                         assistant_name=assistant_name, now=now, memory_off=memory_off,
-                                         earlier=bool(history_memories) and not used, system=system)
+        messages, used, text = self._chat_prompt(text, history, memories, params, user_name=user_name,
+                                                 assistant_name=assistant_name, now=now, memory_off=memory_off,
+                                                 history_memories=history_memories, system=system)
         shown = [*history_memories, *used]
         flt = ReplyFilter(on_token, memory_lines=[m.prompt_line() for m in shown], assistant_name=assistant_name)
         guard = ChatGuard()

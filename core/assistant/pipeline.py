@@ -25,7 +25,10 @@ turn's block holds the best memories over the chat floor that are not already sh
 history window and fit `settings.chat_memory_tokens` (counted with the backend's tokenizer),
 in id order. The history window (HISTORY_MESSAGES) moves by HISTORY_STEP messages at a time;
 when it moves (or a shown memory is gone) the next prompt's prefix changes, so it is evaluated
-in the background right after the reply (`_prewarm`) instead of on the next first token. The
+in the background right after the reply (`_prewarm`) instead of on the next first token. While
+the user types, `prefill(conversation_id, draft)` (the GUI calls it when typing pauses)
+evaluates in a background thread the prompt a reply to the draft would send, its memories
+retrieved for the draft, so the reply to the message evaluates only what changed since. The
 reply is asked for directly (no memory list before it); "memories used" (`Reply.selected`)
 are the prompt's memories whose words the reply uses (`core.agents.answer.memories_used`).
 
@@ -144,6 +147,10 @@ class Assistant:
         self._running: CancelToken | None = None  # the in-flight manager turn's token
         self._running_on: ChatBackend | None = None  # the backend that turn runs on
         self._stopping = False
+        self._draft: tuple[int | None, str, bool] | None = None  # the newest draft not yet prefilled
+        self._prefilling: CancelToken | None = None  # the running prefill's token
+        self._prefill_thread: threading.Thread | None = None
+        self._prefills = 0  # prefills finished (or skipped), for tests
         self._memory_listeners: list[Callable[[MemoryChanges, str], None]] = []
         self._error_listeners: list[Callable[[Exception], None]] = []
         self._thread = threading.Thread(target=self._worker, name="memory-manager", daemon=True)
@@ -252,6 +259,9 @@ class Assistant:
     def _begin_reply(self) -> None:
         with self._cond:
             self._replying += 1
+            self._draft = None  # the message is sent: an older draft's prefill would only delay it
+            if self._prefilling is not None:
+                self._prefilling.cancel()
             if self._running is not None and self._shared():
                 self._running.cancel()
 
@@ -309,8 +319,12 @@ class Assistant:
                             ", ".join(j.turn for j in self._queue))
             if self._running is not None:
                 self._running.cancel()
+            if self._prefilling is not None:
+                self._prefilling.cancel()
             self._cond.notify_all()
         self._thread.join(timeout=30)
+        if self._prefill_thread is not None:
+            self._prefill_thread.join(timeout=30)
 
     # --- replies ----------------------------------------------------------------------
     def _agent(self) -> AnswerAgent:
@@ -468,10 +482,91 @@ class Assistant:
         seconds), and small models get confused by unrelated memories."""
         return float(self.bank.embedder.chat_min_score)
 
-    def system_extra(self, conversation_id: int) -> str:
-        """The user's system prompt for this chat: its own, else the default in Settings."""
-        own = self.bank.chats.system_prompt(conversation_id)
+    def system_extra(self, conversation_id: int | None) -> str:
+        """The user's system prompt for this chat (None: a chat not created yet): its own, else
+        the default in Settings."""
+        own = self.bank.chats.system_prompt(conversation_id) if conversation_id is not None else None
         return (own if own is not None else str(self.settings.system_prompt or "")).strip()
+
+    def _turn(self, agent: AnswerAgent, conversation_id: int | None, text: str, before_id: int, *,
+              temporary: bool) -> tuple[list[tuple[str, str]], list[Memory], list[Memory], list[Memory]]:
+        """A new turn's prompt inputs: the history before message `before_id` and the memories
+        it shows, the memories retrieved for `text` and those the turn's block shows."""
+        history: list[tuple[str, str]] = []
+        history_memories: list[Memory] = []
+        if conversation_id is not None:
+            history, history_memories = self._history(conversation_id, before_id)
+        retrieved = [] if temporary else agent.retrieve(text, min_score=self._chat_floor())
+        shown = self._budget(retrieved, {m.id for m in history_memories})
+        return history, history_memories, retrieved, shown
+
+    # --- prefill while the user types -------------------------------------------------
+    def prefill(self, conversation_id: int | None, draft: str, *, temporary: bool = False) -> None:
+        """Evaluate, in a background thread, the prompt a reply to `draft` would send now, so
+        that when the message is sent only what changed since is evaluated (at most its own
+        words when the draft is the message; llama.cpp keeps the longest common prefix). The
+        prompt is the reply's exactly (`_turn` + `AnswerAgent.chat_prompt`): the history, the
+        memories retrieved for the draft (in id order, so memories the final text adds or drops
+        change the block from that point on), the time and the draft. Nothing is stored or
+        logged; memories are only read. Returns at once; a newer draft replaces one not yet
+        started; a reply drops a waiting draft and cancels one that has not reached the model
+        (one already evaluating finishes first: the reply waits for the backend lock, at most
+        one prompt's evaluation, most of it the reply's own prefix). Off with
+        `settings.prefill_while_typing`; a command or a forget request is not prefilled.
+        `conversation_id` None: a chat not created yet (no history). Any thread."""
+        if not self.settings.prefill_while_typing or not draft or not draft.strip():
+            return
+        with self._cond:
+            if self._stopping:
+                return
+            self._draft = (conversation_id, draft, temporary)
+            if self._prefill_thread is None:
+                self._prefill_thread = threading.Thread(target=self._prefill_worker, name="chat-prefill",
+                                                        daemon=True)
+                self._prefill_thread.start()
+            self._cond.notify_all()
+
+    def wait_prefilled(self, timeout: float | None = None) -> bool:
+        """True once no draft waits and none is being prefilled (False on timeout)."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._draft is None and self._prefilling is None, timeout)
+
+    def _prefill_worker(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._stopping or (self._draft is not None and not self._replying))
+                if self._stopping:
+                    return
+                assert self._draft is not None
+                conversation_id, draft, temporary = self._draft
+                self._draft = None
+                token = self._prefilling = CancelToken()
+            try:
+                self._prefill_once(conversation_id, draft, temporary, token)
+            except Exception as exc:  # a closed or replaced model, a chat deleted meanwhile: nothing to warm
+                log.debug("prefill skipped: %s", type(exc).__name__)
+            finally:
+                with self._cond:
+                    self._prefilling = None
+                    self._prefills += 1
+                    self._cond.notify_all()
+
+    def _prefill_once(self, conversation_id: int | None, draft: str, temporary: bool, cancel: CancelToken) -> None:
+        if parse_command(draft) is not None or (not temporary and detect_forget(draft) is not None):
+            return  # answered without the model
+        agent = self._agent()
+        history, history_memories, _, shown = self._turn(agent, conversation_id, draft, 1 << 62, temporary=temporary)
+        if cancel.cancelled:
+            return
+        params = self.settings.gen_params()
+        messages = agent.chat_prompt(draft, history=history, memories=shown, params=params,
+                                     user_name=self.user_name, assistant_name=self.assistant_name,
+                                     now=format_time(datetime.now()), memory_off=temporary,
+                                     history_memories=history_memories,
+                                     system=self.system_extra(conversation_id))
+        for _ in self.models.answer.complete(messages, params=GenParams(temperature=0.0, max_tokens=1),
+                                             cancel=cancel):
+            pass
 
     def _generate(self, conversation_id, user_msg, on_token, cancel, *, temporary: bool, job: _QueuedTurn | None,
                   replace=None) -> Reply:
@@ -489,9 +584,8 @@ class Assistant:
         try:
             if job is not None:
                 self._enqueue(job)
-            history, history_memories = self._history(conversation_id, user_msg.id)
-            retrieved = [] if temporary else agent.retrieve(user_msg.content, min_score=self._chat_floor())
-            shown = self._budget(retrieved, {m.id for m in history_memories})
+            history, history_memories, retrieved, shown = self._turn(agent, conversation_id, user_msg.content,
+                                                                     user_msg.id, temporary=temporary)
             params = self.settings.gen_params()
             now = format_time(datetime.now())
             started = time.perf_counter()

@@ -41,6 +41,33 @@ def test_send_streams_reply_and_stores_both_messages(qtbot, make_window, answer_
     assert not window.chat.stop_button.isVisible() and window.chat.send_button.isVisible()
 
 
+def test_a_pause_in_typing_prefills_the_reply_prompt_and_stores_nothing(qtbot, make_window, answer_backend,
+                                                                        manager_backend, bank):
+    bank.add("User lives in Oslo.", speaker="User")
+    window = make_window(answer_backend, manager_backend)
+    box = window.chat.input
+    box.setFocus()
+    qtbot.keyClicks(box, "Where do I live?")
+
+    def warm():
+        return [c for c in answer_backend.calls if not c["schema"] and c["params"].max_tokens == 1]
+
+    qtbot.waitUntil(lambda: len(warm()) == 1, timeout=5_000)  # one pause, one prefill
+    prompt = warm()[0]["messages"][-1]["content"]
+    assert prompt.endswith("User: Where do I live?") and "User lives in Oslo." in prompt
+    assert bank.chats.list_conversations() == [] and not window.chat.messages  # nothing sent or stored
+    with qtbot.waitSignal(window.replyFinished, timeout=10_000):
+        qtbot.keyClick(box, Qt.Key.Key_Return)
+    sent = answer_backend.calls[-1]["messages"][-1]["content"]
+
+    def timeless(text: str) -> str:  # the minute may have turned meanwhile
+        return "\n".join(line for line in text.splitlines() if not line.startswith("Now: "))
+
+    assert timeless(sent) == timeless(prompt)  # what was prefilled
+    qtbot.wait(2 * window.chat.DRAFT_PAUSE_MS)
+    assert len(warm()) == 1  # sending cleared the box: no prefill of an empty draft
+
+
 def test_shift_enter_is_a_newline_and_input_grows(qtbot, make_window, answer_backend, manager_backend):
     window = make_window(answer_backend, manager_backend)
     box = window.chat.input

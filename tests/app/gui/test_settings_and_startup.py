@@ -36,10 +36,13 @@ def test_settings_dialog_persists_and_applies(qtbot, make_window, answer_backend
     dialog.max_tokens.setValue(300)
     dialog.top_k.setValue(12)
     dialog.repeat_penalty.setValue(1.1)
+    assert dialog.prefill.isChecked()  # on by default
+    dialog.prefill.click()
     dialog._ok()
     saved = Settings.load(data_home / "settings.json")
     assert (saved.temperature, saved.max_tokens, saved.top_k, saved.repeat_penalty) == (0.25, 300, 12, 1.1)
     assert (window.assistant.settings.temperature, window.assistant.settings.max_tokens) == (0.25, 300)
+    assert saved.prefill_while_typing is False and window.assistant.settings.prefill_while_typing is False
     with qtbot.waitSignal(window.replyFinished, timeout=10_000):
         window.chat.input.setPlainText("hello")
         window.chat.submit()
@@ -48,6 +51,7 @@ def test_settings_dialog_persists_and_applies(qtbot, make_window, answer_backend
     # reopening shows the saved values
     again = _open_settings(window)
     assert (again.temperature.value(), again.max_tokens.value()) == (0.25, 300)
+    assert not again.prefill.isChecked()
     again.reject()
 
 

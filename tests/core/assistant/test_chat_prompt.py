@@ -137,3 +137,105 @@ def test_a_moved_window_is_warmed_up_for_the_next_turn(bank, assistant):
     a.reply(cid, "message 6")
     nxt = chat_calls(backend)[-1]["messages"]
     assert warm == nxt[:-1]  # the next prompt is the warmed-up one plus its own turn
+
+
+# --- prefill while typing ------------------------------------------------------------------
+@pytest.fixture
+def fixed_clock(monkeypatch):
+    """The pipeline's clock stands still (a prefill and its reply may straddle a minute)."""
+    from datetime import datetime
+
+    import core.assistant.pipeline as pipeline
+
+    class Clock(datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return datetime(2026, 12, 1, 10, 30)
+
+    monkeypatch.setattr(pipeline, "datetime", Clock)
+
+
+def _chat_with_memories(bank, assistant, **settings):
+    for i, text in enumerate(["Ann has a cat named Tom", "Ann lives in Oslo", "Ann likes green tea"]):
+        bank.add(text, speaker="Ann", observed_at=f"{i + 1} May, 2023")
+    backend = FakeBackend(default=router("Sure.", facts=NO_FACTS))
+    a = assistant(backend, **settings)
+    cid = bank.chats.create_conversation("t").id
+    a.reply(cid, "Tell me about my cat")
+    return backend, a, cid
+
+
+def test_prefill_evaluates_exactly_the_prompt_the_reply_then_sends_and_stores_nothing(bank, assistant, fixed_clock):
+    backend, a, cid = _chat_with_memories(bank, assistant)
+    bank.add("Ann plays the violin", speaker="Ann")  # not shown yet
+    messages, memories = len(bank.chats.messages(cid)), bank.count()
+    a.prefill(cid, "Do I play the violin?")
+    assert a.wait_prefilled(5)
+    warm = warm_calls(backend)
+    assert len(warm) == 1
+    assert "Ann plays the violin" in warm[0]["messages"][-1]["content"]  # the draft's memories
+    assert (len(bank.chats.messages(cid)), bank.count()) == (messages, memories)  # nothing stored
+    a.reply(cid, "Do I play the violin?")
+    assert chat_calls(backend)[-1]["messages"] == warm[0]["messages"]  # so only a token is new
+
+
+def test_prefill_of_a_new_chat_and_of_a_temporary_one(bank, assistant, fixed_clock):
+    bank.add("Ann has a cat named Tom", speaker="Ann")
+    backend = FakeBackend(default=router("Sure.", facts=NO_FACTS))
+    a = assistant(backend, system_prompt="Answer briefly.")
+    a.prefill(None, "Tell me about my cat")  # the GUI creates the chat when the message is sent
+    a.wait_prefilled(5)
+    a.reply(bank.chats.create_conversation("t").id, "Tell me about my cat")
+    assert warm_calls(backend)[-1]["messages"] == chat_calls(backend)[-1]["messages"]
+    assert "Answer briefly." in chat_calls(backend)[-1]["messages"][0]["content"]
+    a.prefill(None, "Tell me about my cat", temporary=True)
+    a.wait_prefilled(5)
+    a.reply(bank.chats.create_conversation("tmp", temporary=True).id, "Tell me about my cat", temporary=True)
+    warm = warm_calls(backend)[-1]["messages"]
+    assert warm == chat_calls(backend)[-1]["messages"] and "Tom" not in warm[-1]["content"]
+
+
+def test_no_prefill_when_off_for_commands_forget_requests_and_blank_drafts(bank, assistant):
+    backend, a, cid = _chat_with_memories(bank, assistant)
+    for draft in ["remember that I like jazz", "please forget what I said about my cat", "   ", ""]:
+        a.prefill(cid, draft)
+        assert a.wait_prefilled(5)
+    assert warm_calls(backend) == []
+    backend_off, off, cid_off = _chat_with_memories(bank, assistant, prefill_while_typing=False)
+    off.prefill(cid_off, "Where do I live?")
+    assert off.wait_prefilled(5) and warm_calls(backend_off) == []
+
+
+def test_a_newer_draft_replaces_a_waiting_one_and_a_reply_drops_it(bank, assistant):
+    import threading
+
+    gate = threading.Event()
+    manager = router("", facts=NO_FACTS)
+
+    def script(messages, schema):
+        if schema:
+            return manager(messages, schema)
+        if "draft one" in messages[-1]["content"]:
+            gate.wait(10)  # the model is busy with the first draft
+        return "ok"
+
+    backend = FakeBackend(default=script)
+    a = assistant(backend)
+    cid = bank.chats.create_conversation("t").id
+    a.prefill(cid, "draft one")
+    deadline = time.time() + 5
+    while not warm_calls(backend) and time.time() < deadline:
+        time.sleep(0.01)
+    a.prefill(cid, "draft two")
+    a.prefill(cid, "draft three")  # replaces "draft two", which never started
+    sent = threading.Thread(target=a.reply, args=(cid, "the message"))
+    sent.start()  # drops "draft three" and cancels "draft one"
+    deadline = time.time() + 5
+    while a._replying == 0 and time.time() < deadline:
+        time.sleep(0.01)
+    gate.set()
+    sent.join(10)
+    assert a.wait_prefilled(5)
+    drafts = [c["messages"][-1]["content"].rsplit("Ann: ", 1)[1] for c in warm_calls(backend)]
+    assert drafts == ["draft one"]
+    assert chat_calls(backend)[-1]["messages"][-1]["content"].endswith("Ann: the message")
