@@ -56,7 +56,7 @@ def _available(window) -> QRect:
 def splitter_sizes(width: int) -> list[int]:
     """Chat list, chat, memory panel for a window `width` wide: the chat gets the most."""
     side = max(150, min(220, width // 6))
-    memory = max(220, min(540, width * 2 // 5))  # the panel's buttons need ~520 px to show unscrolled
+    memory = max(220, min(540, width * 2 // 5))  # the panel needs ~360 px to show unscrolled
     return [side, max(width - side - memory, 280), memory]
 
 

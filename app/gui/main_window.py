@@ -148,7 +148,7 @@ class MainWindow(QMainWindow):
         self.conversations = ConversationPanel()
         self.chat = ChatView()
         self.memory = MemoryPanel(self.bank, self.runner)
-        # the panel's button rows are ~520 px wide: narrower, it scrolls instead of squeezing the chat
+        # the panel's button rows are ~360 px wide: narrower, it scrolls instead of squeezing the chat
         self.memory_box = QScrollArea(widgetResizable=True, frameShape=QFrame.Shape.NoFrame)
         self.memory_box.setObjectName("memoryBox")
         self.memory_box.setWidget(self.memory)

@@ -168,14 +168,16 @@ class MemoryPanel(QWidget):
         filters.addWidget(self.status)
         filters.addStretch(1)
         filters.addWidget(self.pause)
+        # two rows of four buttons, so the panel fits the 460 px a 1280x800 screen's first layout
+        # gives it (layout.splitter_sizes) without scrolling sideways
         actions = QHBoxLayout()
-        for name in ("Add…", "Delete", "Restore", "Forget…", "History…", "Undo"):
+        for name in ("Add…", "Delete", "Restore", "Forget…"):
             actions.addWidget(self.buttons[name])
         actions.addStretch(1)
         files = QHBoxLayout()
         files.addWidget(self.count_label, 1)
-        files.addWidget(self.buttons["Export…"])
-        files.addWidget(self.buttons["Import…"])
+        for name in ("History…", "Undo", "Export…", "Import…"):
+            files.addWidget(self.buttons[name])
         title = QLabel("<b>Memory</b>")
         box = QVBoxLayout(self)
         box.setContentsMargins(4, 4, 4, 4)

@@ -12,7 +12,7 @@ from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import QApplication, QDialogButtonBox
 
 from app.gui.first_run import FirstRunDialog, recommended_entry
-from app.gui.layout import first_size, layout_path
+from app.gui.layout import first_size, layout_path, splitter_sizes
 from core.catalog.catalog import load_catalog
 from core.catalog.download import Progress
 from core.config import Settings
@@ -156,6 +156,18 @@ def test_the_first_window_fits_the_screen_it_opens_on(qtbot, make_window, answer
     assert available.contains(window.frameGeometry().topLeft())
     bar = window.statusBar()
     assert bar.isVisible() and bar.geometry().bottom() <= window.height()
+
+
+def test_on_a_1280x800_screen_the_first_layout_shows_the_memory_panel_without_a_sideways_scrollbar(
+        qtbot, make_window, answer_backend, manager_backend):
+    window = make_window(answer_backend, manager_backend)
+    size = first_size(QRect(0, 0, 1280, 800))
+    window.resize(size)
+    window.splitter.setSizes(splitter_sizes(size.width()))
+    qtbot.waitUntil(lambda: window.memory_box.width() == window.splitter.sizes()[2])
+    assert window.memory.minimumSizeHint().width() <= window.memory_box.viewport().width()
+    bar = window.memory_box.horizontalScrollBar()
+    qtbot.waitUntil(lambda: bar.maximum() == 0 and not bar.isVisible())  # once the scroll area laid out
 
 
 def test_size_splitter_and_panels_are_restored(qtbot, bank, data_home, make_window, answer_backend,
