@@ -12,34 +12,46 @@ import os
 from pathlib import Path
 
 
-def positive(value: str) -> int:
-    """argparse type: a whole number >= 1.
+def number(kind: type, low: float | None = None, high: float | None = None, *, above: bool = False,
+           what: str | None = None):
+    """An argparse type: `kind(value)` (int or float) from `low` (excluded with `above`) to
+    `high`; a bad value gets argparse's usage error with the reason.
 
-    >>> positive("3")
-    3
+    >>> number(float, 0, 1)("0.25")
+    0.25
+    >>> number(int, 0, 65535, what="a port number")("70000")
+    Traceback (most recent call last):
+    argparse.ArgumentTypeError: must be between 0 and 65535
     """
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return n
+    noun = what or ("a whole number" if kind is int else "a number")
+
+    def convert(value: str):
+        try:
+            n = kind(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not {noun}: {value!r}") from None
+        if low is not None and high is not None and not above and not low <= n <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low} and {high}")
+        if low is not None and (n <= low if above else n < low):
+            raise argparse.ArgumentTypeError(f"must be more than {low}" if above else f"must be at least {low}")
+        if high is not None and n > high:
+            raise argparse.ArgumentTypeError(f"must be at most {high}")
+        return n
+
+    convert.__name__ = kind.__name__  # argparse names the type in its "invalid <name> value" fallback
+    return convert
 
 
-def minutes(value: str) -> float:
-    """argparse type: a number of minutes > 0.
-
-    >>> minutes("1.5")
-    1.5
-    """
-    try:
-        n = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
-    if n <= 0:
-        raise argparse.ArgumentTypeError("must be more than 0")
-    return n
+positive = number(int, 1)
+"""argparse type: a whole number >= 1."""
+minutes = number(float, 0, above=True)
+"""argparse type: a number of minutes > 0."""
+port = number(int, 0, 65535, what="a port number")
+"""argparse type: a TCP port, 0 (pick a free one) to 65535."""
+share = number(float, 0, 1)
+"""argparse type: a number from 0 to 1."""
+fraction_above_zero = number(float, 0, 1, above=True)
+"""argparse type: a number above 0, at most 1."""
 
 
 def add_command(sub, func, name: str, **kw) -> argparse.ArgumentParser:

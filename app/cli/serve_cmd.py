@@ -11,19 +11,7 @@ from __future__ import annotations
 import os
 import sys
 
-from app.cli.options import add_command
-
-
-def _port(value: str) -> int:
-    import argparse
-
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {value!r}") from None
-    if not 0 <= n <= 65535:
-        raise argparse.ArgumentTypeError("must be between 0 and 65535")
-    return n
+from app.cli.options import add_command, port
 
 
 def register(sub) -> None:
@@ -31,7 +19,7 @@ def register(sub) -> None:
                     description="Serve /v1/models, /v1/chat/completions (streaming too) and /v1/memories for "
                                 'OpenAI clients: OpenAI(base_url="http://127.0.0.1:PORT/v1", api_key=KEY).')
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this computer only)")
-    p.add_argument("--port", type=_port, default=8765, help="port (default 8765; 0 picks a free one)")
+    p.add_argument("--port", type=port, default=8765, help="port (default 8765; 0 picks a free one)")
     p.add_argument("--api-key", metavar="KEY", default=os.environ.get("MEMORY_R1_API_KEY"),
                    help="require this Bearer key (default: $MEMORY_R1_API_KEY, else none)")
 

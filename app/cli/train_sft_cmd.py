@@ -22,7 +22,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from app.cli.options import add_command, add_threads_option, add_training_options, positive, time_budget_s
+from app.cli.options import (add_command, add_threads_option, add_training_options, fraction_above_zero, positive,
+                             share, time_budget_s)
 
 
 def register_sft(tsub) -> None:
@@ -52,34 +53,11 @@ def register_sft(tsub) -> None:
     sp.add_argument("--max-empty-share", type=share, metavar="X",
                     help="--role manager: keep empty choices {\"keep\": []} to at most this share (0..1) of the "
                          "pairs, the rest dropped (a seeded sample kept; default: the config's, 1 = all)")
-    sp.add_argument("--match-threshold", type=f1_threshold, metavar="F",
+    sp.add_argument("--match-threshold", type=fraction_above_zero, metavar="F",
                     help="--role manager: token F1 from which a candidate matches a gold fact (default: the "
                          "config's, 0.5)")
     add_threads_option(sp, "torch CPU threads")
     data_args(sp)
-
-
-def share(text: str) -> float:
-    """argparse type: a number from 0 to 1."""
-    import argparse
-
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, not {text}")
-    return value
-
-
-def f1_threshold(text: str) -> float:
-    """argparse type: a number above 0, at most 1."""
-    import argparse
-
-    value = share(text)
-    if value == 0.0:
-        raise argparse.ArgumentTypeError("must be more than 0")
-    return value
 
 
 def _answer_pairs(path: str, args, data_dir: Path) -> tuple[list[dict], dict]:
