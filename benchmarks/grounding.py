@@ -53,50 +53,16 @@ from core.agents import grounding  # noqa: E402
 from core.agents.grounding import GateConfig, Source, check_fact  # noqa: E402
 from core.agents.grounding_text import STOPWORDS  # noqa: E402
 from core.locomo import Sample, parse_sample  # noqa: E402
+from training.data.gold_facts import GoldFact, gold_facts  # noqa: E402  (the same parse as training)
 
 # ../shared/data/locomo beside the checkout; from a worktree under <root>/wt/<name>, the main one's
 _CANDIDATES = [ROOT.parent / "shared" / "data" / "locomo", ROOT.parent.parent / "shared" / "data" / "locomo"]
 DEFAULT_DATA = next((p for p in _CANDIDATES if p.is_dir()), _CANDIDATES[0])
-_DIA = re.compile(r"D\d+:\d+")
-
-
-@dataclass(frozen=True)
-class GoldFact:
-    speaker: str
-    text: str
-    dia_ids: tuple[str, ...]
-
-
 @dataclass(frozen=True)
 class Pair:
     fact: str
     source: Source
     positive: bool
-
-
-def dia_ids(value) -> tuple[str, ...]:
-    """The dialogue ids a gold fact cites: one id, a list, or a comma/space separated string.
-
-    >>> dia_ids("D1:3"), dia_ids(["D15:3", "D15:5"]), dia_ids("D2:1, D2:4"), dia_ids(None)
-    (('D1:3',), ('D15:3', 'D15:5'), ('D2:1', 'D2:4'), ())
-    """
-    items = value if isinstance(value, (list, tuple)) else [value]
-    return tuple(d for item in items if item is not None for d in _DIA.findall(str(item)))
-
-
-def gold_facts(raw: dict) -> list[GoldFact]:
-    """Every (speaker, fact, cited ids) of a raw LoCoMo sample's `observation`, in session order."""
-    obs = raw.get("observation") or {}
-    keys = sorted(obs, key=lambda k: int(re.findall(r"\d+", k)[0]) if re.findall(r"\d+", k) else 0)
-    out = []
-    for key in keys:
-        for speaker, items in (obs[key] or {}).items():
-            for item in items or []:
-                if isinstance(item, (list, tuple)) and item and isinstance(item[0], str):
-                    ids = dia_ids(item[1] if len(item) > 1 else None)
-                    if ids:
-                        out.append(GoldFact(str(speaker), item[0], ids))
-    return out
 
 
 def pairs(sample: Sample, facts: list[GoldFact]) -> list[Pair]:
