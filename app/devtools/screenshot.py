@@ -31,6 +31,15 @@ def _wait(signal, timeout_s: float) -> list | None:
     return got[0] if got else None
 
 
+def _resize(window, width: int, height: int) -> None:
+    """The window at this size with the first-run splitter of a window that wide (as a screen
+    with room for it would open it), not the sizes it had for the offscreen screen."""
+    from app.gui.layout import splitter_sizes
+
+    window.resize(width, height)
+    window.splitter.setSizes(splitter_sizes(width))
+
+
 def _settle(ms: int = 300) -> None:
     from PySide6.QtCore import QEventLoop, QTimer
 
@@ -115,7 +124,7 @@ def take(out_dir: Path) -> list[Path]:
     settings = Settings.load(settings_path())
     settings.max_tokens = 120
     window = MainWindow(bank, settings, assistant_factory=make_assistant_factory(bank), log_path=log_path)
-    window.resize(1280, 800)
+    _resize(window, 1280, 800)
     window.show()
     saved: list[Path] = []
 
@@ -198,7 +207,7 @@ def take_first_run_and_small(out_dir: Path) -> list[Path]:
     if window.assistant is None and _wait(window.assistantReady, 300) is None:
         raise SystemExit("the models did not load")
     window.chat.welcome.button.click()
-    window.resize(800, 600)
+    _resize(window, 800, 600)
     _say(window, "Hi! I live in Lisbon and I have a dog called Rex.")
     _wait(window.memoryNotice, 240)
     _say(window, "What is a good name for a second dog?")
@@ -242,7 +251,7 @@ def take_provenance(out_dir: Path) -> list[Path]:
     settings = Settings(welcome_shown=True, max_tokens=120)
     window = MainWindow(bank, settings, assistant_factory=make_assistant_factory(bank), log_path=log_path,
                         settings_file=home / "settings.json")
-    window.resize(1280, 800)
+    _resize(window, 1280, 800)
     window.show()
     if window.assistant is None and _wait(window.assistantReady, 300) is None:
         raise SystemExit("the models did not load; see " + str(log_path))
@@ -305,7 +314,7 @@ def take_demo(out_dir: Path) -> list[Path]:
     assistant = Assistant(bank, answer, manager, settings=Settings(welcome_shown=True))
     window = MainWindow(bank, Settings(welcome_shown=True), assistant=assistant, settings_file=home / "s.json")
     window.setWindowTitle("Memory-R1 (UI demo, scripted model)")
-    window.resize(1280, 800)
+    _resize(window, 1280, 800)
     window.show()
     _say(window, "What is my dog called?")
     window.chat.messages[-1].memories_button.click()
@@ -321,7 +330,6 @@ def take_chat_basics(out_dir: Path) -> list[Path]:
     model, tokens/s and first-token line under it) and the memory panel's search narrowed to
     "Lisbon": 12."""
     from app.gui.app import init_qt_app, make_assistant_factory
-    from app.gui.layout import splitter_sizes
     from app.gui.main_window import MainWindow
     from core.config import Settings
     from core.memory.bank import MemoryBank
@@ -334,8 +342,7 @@ def take_chat_basics(out_dir: Path) -> list[Path]:
     settings = Settings(welcome_shown=True, max_tokens=80, user_name="Sam")
     window = MainWindow(bank, settings, assistant_factory=make_assistant_factory(bank),
                         settings_file=home / "settings.json")
-    window.resize(1280, 800)
-    window.splitter.setSizes(splitter_sizes(1280))
+    _resize(window, 1280, 800)
     window.show()
     if window.assistant is None and _wait(window.assistantReady, 300) is None:
         raise SystemExit("the models did not load")
