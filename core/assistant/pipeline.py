@@ -150,7 +150,6 @@ class Assistant:
         self._draft: tuple[int | None, str, bool] | None = None  # the newest draft not yet prefilled
         self._prefilling: CancelToken | None = None  # the running prefill's token
         self._prefill_thread: threading.Thread | None = None
-        self._prefills = 0  # prefills finished (or skipped), for tests
         self._memory_listeners: list[Callable[[MemoryChanges, str], None]] = []
         self._error_listeners: list[Callable[[Exception], None]] = []
         self._thread = threading.Thread(target=self._worker, name="memory-manager", daemon=True)
@@ -548,7 +547,6 @@ class Assistant:
             finally:
                 with self._cond:
                     self._prefilling = None
-                    self._prefills += 1
                     self._cond.notify_all()
 
     def _prefill_once(self, conversation_id: int | None, draft: str, temporary: bool, cancel: CancelToken) -> None:
