@@ -10,11 +10,12 @@ the app's answer prompt over them (`core.agents.prompts.answer_messages`) and th
 
 An example is a JSON object:
     {"id": "conv-26/0", "sample_id", "qa_index", "question", "answer" (text), "category",
-     "speakers": [a, b], "memories": [{"text", "speaker", "observed_at", "source"}, ...] (ranked),
+     "speakers": [a, b], "memories": [{"text", "speaker", "observed_at", "source", "sources"}, ...] (ranked),
      "prompt": [chat messages with all k memories], "bank": "memory" | "turns",
      "evidence": [...], "evidence_retrieved": bool,
      "prompt_sources": [chat messages], "shown": [{"line", "source", "refs"}, ...], "n_ctx", "answer_sources"}
-The GRPO trainer re-fits `prompt` to its token budget from `memories` (`training.grpo.answer.fit_prompt`).
+The GRPO trainer re-fits the prompt to its token budget from `memories` (`training.grpo.answer.fit_prompt`),
+with the source quotes of each memory's "sources" (its `MemoryBank.sources` links), as the app does.
 `prompt_sources` is byte for byte what the `memory-r1` evaluation system sends (the answer agent
 with source quotes, `AnswerAgent(sources=True).build_prompt` over the same retrieved memories
 for an answer model of context `n_ctx`); `shown` lists the memories that prompt shows, in
@@ -32,6 +33,7 @@ Raises InvalidInputError for a missing/bad data file or examples file.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -51,8 +53,14 @@ BANK_KINDS = ("memory", "turns")
 DEFAULT_N_CTX = 4096  # core.config.ModelSpec's n_ctx: the evaluation's answer model context
 
 
-def _memory_dict(m) -> dict:
-    return {"text": m.text, "speaker": m.speaker, "observed_at": m.observed_at, "source": m.source}
+def _memory_dict(m, links=None) -> dict:
+    """A retrieved memory as an example stores it; `links`: its `MemoryBank.sources`, stored as
+    "sources" (dicts of `core.types.MemorySource`) so a trainer rebuilding the prompt at its own
+    size quotes the same source turns (`training.grpo.answer.example_links`)."""
+    out = {"text": m.text, "speaker": m.speaker, "observed_at": m.observed_at, "source": m.source}
+    if links is not None:
+        out["sources"] = [dataclasses.asdict(s) for s in links]
+    return out
 
 
 class ContextOnly:
@@ -95,12 +103,13 @@ def examples_for_sample(sample: Sample, bank: MemoryBank, *, k: int, bank_kind: 
     out = []
     for qa in selected_questions(sample, max_sessions):
         mems = agent.retrieve(qa.question, k=k, speakers=speakers)
+        links = bank.sources([m.id for m in mems]) if mems else {}
         evidence = set(qa.evidence)
         messages, shown = sources_prompt(bank, qa.question, mems, k=k, n_ctx=n_ctx) if mems else ([], [])
         out.append({
             "id": f"{sample.sample_id}/{qa.index}", "sample_id": sample.sample_id, "qa_index": qa.index,
             "question": qa.question, "answer": str(qa.answer), "category": qa.category,
-            "speakers": speakers, "memories": [_memory_dict(m) for m in mems],
+            "speakers": speakers, "memories": [_memory_dict(m, links.get(m.id)) for m in mems],
             "prompt": answer_messages(qa.question, AnswerAgent.group(mems, speakers)),
             "bank": bank_kind, "evidence": list(qa.evidence),
             "evidence_retrieved": any((m.source or "").rsplit("/", 1)[-1] in evidence for m in mems),

@@ -63,6 +63,15 @@ def test_examples_use_the_managers_bank_the_app_prompt_and_the_cache(data, tmp_p
             for i, m in enumerate(first["memories"])]
     assert first["prompt"] == answer_messages(first["question"], AnswerAgent.group(mems, ["Ann", "Bob"]))
 
+    # each memory carries its source links, so the GRPO trainer rebuilds the app's prompt with
+    # the same source quotes the evaluation sends (`prompt_sources`)
+    from training.config import TrainConfig
+    from training.grpo.answer import example_messages, prompt_layout
+
+    assert all(m["sources"] and m["sources"][0]["text"] for m in first["memories"])
+    assert prompt_layout(examples, TrainConfig()) == "sources"
+    assert example_messages(first, len(first["memories"]), k=60) == first["prompt_sources"]
+
     # a second build reuses the cached bank: no manager model is even created
     def must_not_load():
         raise AssertionError("cached bank: the manager must not load")
