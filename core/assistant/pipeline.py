@@ -147,8 +147,10 @@ class Assistant:
         self._running: CancelToken | None = None  # the in-flight manager turn's token
         self._running_on: ChatBackend | None = None  # the backend that turn runs on
         self._stopping = False
-        self._draft: tuple[int | None, str, bool] | None = None  # the newest draft not yet prefilled
-        self._prefilling: CancelToken | None = None  # the running prefill's token
+        # the newest prompt to evaluate ahead of a reply, not yet started: ("draft", conversation id,
+        # text, temporary) from `prefill`, or ("prefix", messages) from `_prewarm`
+        self._ahead: tuple | None = None
+        self._prefilling: CancelToken | None = None  # the running one's token
         self._prefill_thread: threading.Thread | None = None
         self._memory_listeners: list[Callable[[MemoryChanges, str], None]] = []
         self._error_listeners: list[Callable[[Exception], None]] = []
@@ -258,7 +260,7 @@ class Assistant:
     def _begin_reply(self) -> None:
         with self._cond:
             self._replying += 1
-            self._draft = None  # the message is sent: an older draft's prefill would only delay it
+            self._ahead = None  # the message is sent: a waiting prefill would only delay it
             if self._prefilling is not None:
                 self._prefilling.cancel()
             if self._running is not None and self._shared():
@@ -515,10 +517,15 @@ class Assistant:
         `conversation_id` None: a chat not created yet (no history). Any thread."""
         if not self.settings.prefill_while_typing or not draft or not draft.strip():
             return
+        self._evaluate_ahead(("draft", conversation_id, draft, temporary))
+
+    def _evaluate_ahead(self, job: tuple, *, unless_waiting: bool = False) -> None:
+        """Hand `job` to the prefill thread (started on first use), replacing a waiting one;
+        with `unless_waiting`, only if none waits."""
         with self._cond:
-            if self._stopping:
+            if self._stopping or (unless_waiting and self._ahead is not None):
                 return
-            self._draft = (conversation_id, draft, temporary)
+            self._ahead = job
             if self._prefill_thread is None:
                 self._prefill_thread = threading.Thread(target=self._prefill_worker, name="chat-prefill",
                                                         daemon=True)
@@ -528,22 +535,25 @@ class Assistant:
     def wait_prefilled(self, timeout: float | None = None) -> bool:
         """True once no draft waits and none is being prefilled (False on timeout)."""
         with self._cond:
-            return self._cond.wait_for(lambda: self._draft is None and self._prefilling is None, timeout)
+            return self._cond.wait_for(lambda: self._ahead is None and self._prefilling is None, timeout)
 
     def _prefill_worker(self) -> None:
         while True:
             with self._cond:
-                self._cond.wait_for(lambda: self._stopping or (self._draft is not None and not self._replying))
+                self._cond.wait_for(lambda: self._stopping or (self._ahead is not None and not self._replying))
                 if self._stopping:
                     return
-                assert self._draft is not None
-                conversation_id, draft, temporary = self._draft
-                self._draft = None
+                job, self._ahead = self._ahead, None
+                assert job is not None
                 token = self._prefilling = CancelToken()
             try:
-                self._prefill_once(conversation_id, draft, temporary, token)
+                if job[0] == "draft":
+                    _, conversation_id, draft, temporary = job
+                    self._prefill_once(conversation_id, draft, temporary, token)
+                else:
+                    self._evaluate(job[1], token)
             except Exception as exc:  # a closed or replaced model, a chat deleted meanwhile: nothing to warm
-                log.debug("prefill skipped: %s", type(exc).__name__)
+                log.debug("prompt evaluation ahead skipped: %s", type(exc).__name__)
             finally:
                 with self._cond:
                     self._prefilling = None
@@ -562,6 +572,10 @@ class Assistant:
                                      now=format_time(datetime.now()), memory_off=temporary,
                                      history_memories=history_memories,
                                      system=self.system_extra(conversation_id))
+        self._evaluate(messages, cancel)
+
+    def _evaluate(self, messages: list, cancel: CancelToken) -> None:
+        """Evaluate `messages` into the answer model's KV (one greedy token, discarded)."""
         for _ in self.models.answer.complete(messages, params=GenParams(temperature=0.0, max_tokens=1),
                                              cancel=cancel):
             pass
@@ -619,24 +633,17 @@ class Assistant:
     def _prewarm(self, conversation_id: int, message_id: int, history: list[tuple[str, str]],
                  extra: str = "") -> None:
         """When the next turn's history will not start with this turn's (the window moved a
-        step, or a shown memory is gone), evaluate the next prompt's system + history now, in
-        a background thread, so the next reply re-evaluates only its own turn. The backend's
-        lock orders it with the next reply, which at worst waits for work it would do anyway."""
+        step, or a shown memory is gone), evaluate the next prompt's system + history now, on
+        the prefill thread, so the next reply re-evaluates only its own turn. A draft already
+        waiting there is left to run instead (its prompt starts with the same history); a reply
+        drops a waiting warm-up, and the backend's lock orders a running one with the reply,
+        which at worst waits for work it would do anyway."""
         nxt, _ = self._history(conversation_id, message_id + 1)
         if nxt[:len(history)] == history:
             return
-        backend = self.models.answer
         msgs = [{"role": "system", "content": chat_system(self.user_name, self.assistant_name, extra=extra)},
                 *({"role": r, "content": c} for r, c in nxt)]
-
-        def warm() -> None:
-            try:
-                for _ in backend.complete(msgs, params=GenParams(temperature=0.0, max_tokens=1)):
-                    pass
-            except Exception as exc:  # a closed or replaced model: nothing to warm
-                log.debug("prompt warm-up skipped: %s", exc)
-
-        threading.Thread(target=warm, name="chat-prefix-warm", daemon=True).start()
+        self._evaluate_ahead(("prefix", msgs), unless_waiting=True)
 
     # --- explicit commands --------------------------------------------------------------
     def _command(self, conversation_id: int, user_msg, name: str, arg: str, *, temporary: bool) -> Reply:
