@@ -12,6 +12,11 @@ PYTEST_ARGS ?=
 # printed only when pip fails.
 PIP_LOG    := $(VENV)/pip.log
 TEST_EXTRAS := .[test,train,eval]
+# llama-cpp-python is compiled from source; packaging/install_llama_cpp.sh builds it with
+# portable CPU flags (x86-64-v3, not -march=native: a native build can crash on a VM that hides
+# AMX from processes) into a wheel folder of its own, and installs it before the project.
+LLAMA_CPP   = @bash packaging/install_llama_cpp.sh $(PY) $(PIP_LOG) || \
+              { cat $(PIP_LOG); echo "building llama-cpp-python failed; the full log is $(PIP_LOG)"; exit 1; }
 QUIET_PIP   = @echo "pip install $(1)"; $(PIP) install -q $(1) >$(PIP_LOG) 2>&1 || \
               { cat $(PIP_LOG); echo "pip install failed; the full log is $(PIP_LOG)"; exit 1; }
 # `memory-r1 gui` (the default command) exits 2 when it cannot open a window here (no
@@ -28,13 +33,15 @@ $(PY):
 	$(PYTHON_BIN) -m venv $(VENV)
 	$(call QUIET_PIP,--upgrade pip wheel setuptools)
 
-$(VENV)/.stamp-run: pyproject.toml | $(PY)
+$(VENV)/.stamp-run: pyproject.toml packaging/install_llama_cpp.sh | $(PY)
 	$(call QUIET_PIP,$(TORCH))
+	$(LLAMA_CPP)
 	$(call QUIET_PIP,-e .)
 	touch $@
 
-$(VENV)/.stamp-test: pyproject.toml | $(PY)
+$(VENV)/.stamp-test: pyproject.toml packaging/install_llama_cpp.sh | $(PY)
 	$(call QUIET_PIP,$(TORCH))
+	$(LLAMA_CPP)
 	$(call QUIET_PIP,-e '$(TEST_EXTRAS)')
 	touch $@ $(VENV)/.stamp-run
 
@@ -62,8 +69,9 @@ lint: $(VENV)/.stamp-test
 bench: $(VENV)/.stamp-test
 	$(PY) benchmarks/retrieval.py
 
-$(VENV)/.stamp-package: pyproject.toml | $(PY)
+$(VENV)/.stamp-package: pyproject.toml packaging/install_llama_cpp.sh | $(PY)
 	$(call QUIET_PIP,$(TORCH))
+	$(LLAMA_CPP)
 	$(call QUIET_PIP,-e '.[package]')
 	touch $@ $(VENV)/.stamp-run
 

@@ -309,3 +309,29 @@ def test_overlapping_loads_leave_stdout_and_stderr_where_they_were():
     kept = runs["kept"]
     assert kept.stdout == "out after the loads\n"
     assert kept.stderr == "err after the loads\nfd 2 after the loads"
+
+
+def test_a_prompt_longer_than_one_batch_is_evaluated(tmp_path):
+    """llama.cpp built with -march=native on a VM that shows AMX to the compiler but not to
+    processes crashed (SIGSEGV in llama_decode) on any prompt over one batch (512 tokens);
+    packaging/install_llama_cpp.sh builds portable flags instead. Run in a child process so a
+    crash fails this test with a reason instead of killing the whole run."""
+    import subprocess
+    import sys
+
+    code = (
+        "from core.config import ModelSpec\n"
+        "from core.llm.runtime import load_backend\n"
+        "from core.types import GenParams\n"
+        "b = load_backend(ModelSpec(n_threads=1))\n"
+        "msgs = [{'role': 'user', 'content': 'Here is a list: ' + ', '.join(f'item {i}' for i in range(400))}]\n"
+        "n = b.count_tokens(b.apply_chat_template(msgs))\n"
+        "assert n > 1024, n\n"
+        "out = ''.join(b.complete(msgs, params=GenParams(temperature=0.0, max_tokens=4)))\n"
+        "print('prompt tokens', n)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, (
+        f"a {'crash (signal %d)' % -proc.returncode if proc.returncode < 0 else 'failure'} evaluating a long prompt; "
+        "is llama-cpp-python a -march=native build? (packaging/install_llama_cpp.sh)\n" + proc.stderr[-2000:])
+    assert "prompt tokens" in proc.stdout
