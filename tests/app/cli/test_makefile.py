@@ -25,23 +25,37 @@ fi
 exit 0
 """
 
+# a stand-in for packaging/install_llama_cpp.sh (the real one compiles llama.cpp): one line, then
+# the stand-in pip, so FAIL_PIP fails it too
+FAKE_LLAMA = """#!/bin/sh
+echo "pip install llama-cpp-python (stand-in)"
+"$1" -m pip wheel llama-cpp-python >>"$2" 2>&1
+"""
+
 FAKE_APP = """#!/bin/sh
 echo "memory-r1: no display found (neither DISPLAY nor WAYLAND_DISPLAY is set)" >&2
 exit 2
 """
 
 
-def _tree(tmp_path: Path, *, installed: bool) -> Path:
+def _copy_project(tmp_path: Path) -> None:
     shutil.copy(ROOT / "Makefile", tmp_path / "Makefile")
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    (tmp_path / "packaging").mkdir()
+    (tmp_path / "packaging" / "install_llama_cpp.sh").write_text(FAKE_LLAMA)
+
+
+def _tree(tmp_path: Path, *, installed: bool) -> Path:
+    _copy_project(tmp_path)
     bindir = tmp_path / ".venv" / "bin"
     bindir.mkdir(parents=True)
     for name, text in (("python", FAKE_PY), ("memory-r1", FAKE_APP)):
         (bindir / name).write_text(text)
         (bindir / name).chmod(0o755)
     if installed:
-        earlier = (tmp_path / "pyproject.toml").stat().st_mtime - 10
-        os.utime(tmp_path / "pyproject.toml", (earlier, earlier))
+        for dep in ("pyproject.toml", "packaging/install_llama_cpp.sh"):
+            earlier = (tmp_path / dep).stat().st_mtime - 10
+            os.utime(tmp_path / dep, (earlier, earlier))
         (tmp_path / ".venv" / ".stamp-run").touch()
     return tmp_path
 
@@ -69,7 +83,7 @@ def test_pip_is_quiet_when_it_works_and_shows_its_log_when_it_fails(tmp_path):
     assert res.returncode == 0, res.stdout + res.stderr
     assert "pip noise" not in res.stdout + res.stderr
     assert [line for line in res.stdout.splitlines() if line.startswith("pip install")] == [
-        "pip install torch==2.13.0", "pip install -e ."]
+        "pip install torch==2.13.0", "pip install llama-cpp-python (stand-in)", "pip install -e ."]
     (tree / ".venv" / ".stamp-run").unlink()
     res = _make(tree, ".venv/.stamp-run", FAIL_PIP="1")
     assert res.returncode != 0
@@ -79,12 +93,12 @@ def test_pip_is_quiet_when_it_works_and_shows_its_log_when_it_fails(tmp_path):
 
 
 def test_make_test_from_a_fresh_clone_creates_the_venv_installs_and_tests(tmp_path):
-    shutil.copy(ROOT / "Makefile", tmp_path / "Makefile")
-    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    _copy_project(tmp_path)
     res = _make(tmp_path, "-n", "test")
     assert res.returncode == 0, res.stderr
     lines = res.stdout.splitlines()
-    steps = ["-m venv .venv", "install -q --upgrade pip", "install -q torch==", "install -q -e '.[test,train,eval]'",
+    steps = ["-m venv .venv", "install -q --upgrade pip", "install -q torch==", "install_llama_cpp.sh",
+             "install -q -e '.[test,train,eval]'",
              "ruff check", "mypy", "-m pytest"]
     at = [next(i for i, line in enumerate(lines) if step in line) for step in steps]
     assert at == sorted(at), lines
